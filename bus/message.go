@@ -1,0 +1,199 @@
+package bus
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/signetbus/signet/internal/sshsig"
+	"github.com/signetbus/signet/internal/wire"
+)
+
+// ProtocolVersion is the version of the request and reply payloads.
+const ProtocolVersion = 1
+
+// SSHSIG namespaces. A request signature can never pass as a reply
+// signature, or the other way round.
+const (
+	RequestNamespace = "signet-request@v1"
+	ReplyNamespace   = "signet-reply@v1"
+)
+
+// Sender identifies who signed a request.
+type Sender struct {
+	// User is the name the operator claims (their login); the host records
+	// it beside the name its trust file gives the key.
+	User string `json:"user"`
+	// Key is the signing key's fingerprint, "SHA256:...".
+	Key string `json:"key"`
+}
+
+// Request is the signed payload of a request. Every field is covered by the
+// signature.
+type Request struct {
+	Version    int            `json:"v"`
+	ID         string         `json:"id"`
+	Sender     Sender         `json:"sender"`
+	Collective string         `json:"collective"`
+	Agent      string         `json:"agent"`
+	Action     string         `json:"action"`
+	Params     map[string]any `json:"params,omitempty"`
+	Filter     Filter         `json:"filter,omitzero"`
+	// Targets names the hosts of a direct request. A host refuses a direct
+	// request that does not name it.
+	Targets []string `json:"targets,omitempty"`
+	// Created is the signing time in Unix milliseconds.
+	Created int64 `json:"created"`
+	// TTL is how long the request stays valid, in seconds.
+	TTL int `json:"ttl"`
+}
+
+// CreatedTime returns Created as a time.
+func (r *Request) CreatedTime() time.Time { return time.UnixMilli(r.Created) }
+
+// Status is the outcome of a request on one host.
+type Status string
+
+// Reply statuses.
+const (
+	StatusOK      Status = "ok"      // the action ran and succeeded
+	StatusFailed  Status = "failed"  // the action ran, or tried to, and failed
+	StatusRefused Status = "refused" // the request was refused before anything ran
+)
+
+// Refusal and failure codes carried in Reply.Code.
+const (
+	CodeMalformed     = "malformed"
+	CodeTooLarge      = "too_large"
+	CodeBadSignature  = "bad_signature"
+	CodeUntrusted     = "untrusted"
+	CodeExpired       = "expired"
+	CodeFuture        = "future"
+	CodeTTL           = "ttl_too_long"
+	CodeReplay        = "replay"
+	CodeWrongHost     = "not_targeted"
+	CodeCollective    = "wrong_collective"
+	CodeVersion       = "version"
+	CodeDenied        = "denied"
+	CodeUnknownAgent  = "unknown_agent"
+	CodeUnknownAction = "unknown_action"
+	CodeInvalidParams = "invalid_params"
+	CodeBusy          = "busy"
+	CodeTimeout       = "timeout"
+	CodeFailed        = "failed"
+)
+
+// Reply is the signed payload of a responder's answer.
+type Reply struct {
+	Version   int    `json:"v"`
+	RequestID string `json:"request_id"`
+	Identity  string `json:"identity"`
+	Agent     string `json:"agent,omitempty"`
+	Action    string `json:"action,omitempty"`
+	Status    Status `json:"status"`
+	// Code says why a request was refused or failed.
+	Code string `json:"code,omitempty"`
+	// Error is the reason, written for an operator.
+	Error   string         `json:"error,omitempty"`
+	Changed bool           `json:"changed,omitempty"`
+	Summary string         `json:"summary,omitempty"`
+	Data    map[string]any `json:"data,omitempty"`
+	// Time is when the reply was signed, Unix milliseconds.
+	Time int64 `json:"time"`
+	// DurationMS is how long the action took.
+	DurationMS int64 `json:"duration_ms"`
+}
+
+// NewID returns a random 128-bit request id.
+func NewID() string {
+	var b [16]byte
+	if _, err := io.ReadFull(rand.Reader, b[:]); err != nil {
+		panic("bus: no randomness: " + err.Error())
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// Seal marshals payload, signs it under namespace and frames it.
+func seal(kind wire.Kind, namespace string, signer ssh.Signer, payload any) ([]byte, error) {
+	body, err := json.Marshal(payload)
+	if err != nil {
+		return nil, fmt.Errorf("encode payload: %w", err)
+	}
+	sig, err := sshsig.Sign(rand.Reader, signer, namespace, body)
+	if err != nil {
+		return nil, err
+	}
+	return (&wire.Envelope{Kind: kind, Payload: body, Sig: sig.Marshal()}).Marshal(), nil
+}
+
+// SignRequest signs a request and returns the frame to publish.
+func SignRequest(signer ssh.Signer, req *Request) ([]byte, error) {
+	return seal(wire.KindRequest, RequestNamespace, signer, req)
+}
+
+// SignReply signs a reply with a host key.
+func SignReply(signer ssh.Signer, rep *Reply) ([]byte, error) {
+	return seal(wire.KindReply, ReplyNamespace, signer, rep)
+}
+
+// Opened is a frame whose payload has been decoded but whose signature has
+// not yet been checked against a trusted key.
+type Opened struct {
+	Envelope *wire.Envelope
+	Sig      *sshsig.Signature
+}
+
+func open(frame []byte, kind wire.Kind, v any, numbers bool) (*Opened, error) {
+	env, err := wire.Parse(frame)
+	if err != nil {
+		return nil, err
+	}
+	if env.Kind != kind {
+		return nil, fmt.Errorf("envelope carries %q, want %q", env.Kind, kind)
+	}
+	dec := json.NewDecoder(bytes.NewReader(env.Payload))
+	if numbers {
+		// Request params keep integers exact; validation coerces them.
+		dec.UseNumber()
+	}
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return nil, fmt.Errorf("decode payload: %w", err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("decode payload: trailing data")
+	}
+	sig, err := sshsig.Parse(env.Sig)
+	if err != nil {
+		return &Opened{Envelope: env}, err
+	}
+	return &Opened{Envelope: env, Sig: sig}, nil
+}
+
+// ParseRequest decodes a request frame without checking its signature.
+// When the frame and payload parse but the signature blob does not, it
+// returns the request together with the error, so the refusal can name it.
+func ParseRequest(frame []byte) (*Request, *Opened, error) {
+	var req Request
+	o, err := open(frame, wire.KindRequest, &req, true)
+	if o == nil {
+		return nil, nil, err
+	}
+	return &req, o, err
+}
+
+// ParseReply decodes a reply frame without checking its signature.
+func ParseReply(frame []byte) (*Reply, *Opened, error) {
+	var rep Reply
+	o, err := open(frame, wire.KindReply, &rep, false)
+	if o == nil {
+		return nil, nil, err
+	}
+	return &rep, o, err
+}

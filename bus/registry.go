@@ -1,0 +1,129 @@
+package bus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Registration is what a responder publishes about itself in the registry.
+type Registration struct {
+	Identity   string            `json:"identity"`
+	Collective string            `json:"collective"`
+	Facts      map[string]string `json:"facts"`
+	Agents     []string          `json:"agents"`
+	Classes    []string          `json:"classes,omitempty"`
+	// HostKey is the host's public key in authorized_keys form. It is
+	// informational: clients trust host keys from their known_hosts file,
+	// never from the registry, which anyone on the broker could write.
+	HostKey string    `json:"host_key"`
+	Version string    `json:"version"`
+	Started time.Time `json:"started"`
+	Updated time.Time `json:"updated"`
+}
+
+// Node returns the registration as a filter target.
+func (r *Registration) Node() *Node {
+	return &Node{Identity: r.Identity, Facts: r.Facts, Agents: r.Agents, Classes: r.Classes}
+}
+
+// Registry is the fleet registry: a JetStream key-value bucket with one key
+// per responder, expiring when a responder stops refreshing it.
+type Registry struct {
+	kv jetstream.KeyValue
+}
+
+// ErrNoRegistry is returned by OpenRegistry when the bucket does not exist
+// or the broker has no JetStream; clients then fall back to broadcast
+// discovery.
+var ErrNoRegistry = errors.New("bus: no registry on this broker")
+
+// CreateRegistry opens the registry bucket, creating it when missing. ttl
+// is how long an entry outlives its last refresh.
+func CreateRegistry(ctx context.Context, nc *nats.Conn, collective string, ttl time.Duration) (*Registry, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      RegistryBucket(collective),
+		Description: "signet responders of collective " + collective,
+		TTL:         ttl,
+		History:     1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("registry: create bucket: %w", err)
+	}
+	return &Registry{kv: kv}, nil
+}
+
+// OpenRegistry opens an existing registry bucket.
+func OpenRegistry(ctx context.Context, nc *nats.Conn, collective string) (*Registry, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	kv, err := js.KeyValue(ctx, RegistryBucket(collective))
+	if err != nil {
+		if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
+			return nil, ErrNoRegistry
+		}
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	return &Registry{kv: kv}, nil
+}
+
+// Put publishes a registration.
+func (r *Registry) Put(ctx context.Context, reg *Registration) error {
+	b, err := json.Marshal(reg)
+	if err != nil {
+		return err
+	}
+	if _, err := r.kv.Put(ctx, reg.Identity, b); err != nil {
+		return fmt.Errorf("registry: put %s: %w", reg.Identity, err)
+	}
+	return nil
+}
+
+// Delete removes a registration, as a responder does when it stops.
+func (r *Registry) Delete(ctx context.Context, identity string) error {
+	if err := r.kv.Delete(ctx, identity); err != nil {
+		return fmt.Errorf("registry: delete %s: %w", identity, err)
+	}
+	return nil
+}
+
+// List returns every live registration, sorted by identity.
+func (r *Registry) List(ctx context.Context) ([]*Registration, error) {
+	w, err := r.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("registry: list: %w", err)
+	}
+	defer w.Stop()
+	var out []*Registration
+	for {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, errors.New("registry: list: watcher closed")
+			}
+			if e == nil { // all current values delivered
+				sort.Slice(out, func(i, j int) bool { return out[i].Identity < out[j].Identity })
+				return out, nil
+			}
+			var reg Registration
+			if err := json.Unmarshal(e.Value(), &reg); err != nil || reg.Identity != e.Key() {
+				continue // a malformed entry is skipped, not fatal
+			}
+			out = append(out, &reg)
+		case <-ctx.Done():
+			return nil, fmt.Errorf("registry: list: %w", ctx.Err())
+		}
+	}
+}
