@@ -1,0 +1,104 @@
+// Package audit writes signetd's audit log: one JSON line per request,
+// accepted or refused, saying who asked for what, with which parameters,
+// what was decided, the result and how long it took.
+package audit
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sync"
+
+	"github.com/signetbus/signet/bus"
+)
+
+// secretParam matches parameter names whose values are never written.
+var secretParam = regexp.MustCompile(`(?i)pass(word|wd|phrase)?|secret|token|credential|private`)
+
+// Log is an append-only JSON-lines audit log. It implements bus.Auditor.
+type Log struct {
+	mu   sync.Mutex
+	path string
+	w    io.Writer
+	f    *os.File
+	// OnError is called when a record cannot be written; default: print to stderr.
+	OnError func(error)
+}
+
+// Open opens (creating it 0600, and its directory 0750) the audit log at
+// path for appending.
+func Open(path string) (*Log, error) {
+	l := &Log{path: path}
+	if err := l.Reopen(); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// New writes records to w (tests, or stdout in the lab).
+func New(w io.Writer) *Log { return &Log{w: w} }
+
+// Reopen reopens the file, for log rotation (signetd does it on SIGHUP).
+func (l *Log) Reopen() error {
+	if l.path == "" {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(l.path), 0o750); err != nil {
+		return fmt.Errorf("audit log: %w", err)
+	}
+	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("audit log: %w", err)
+	}
+	l.mu.Lock()
+	old := l.f
+	l.f, l.w = f, f
+	l.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+	return nil
+}
+
+// Audit writes one record. Values of parameters whose names look secret are
+// replaced by "[redacted]".
+func (l *Log) Audit(rec *bus.AuditRecord) {
+	r := *rec
+	if len(r.Params) > 0 {
+		p := make(map[string]any, len(r.Params))
+		for k, v := range r.Params {
+			if secretParam.MatchString(k) {
+				v = "[redacted]"
+			}
+			p[k] = v
+		}
+		r.Params = p
+	}
+	b, err := json.Marshal(&r)
+	if err == nil {
+		b = append(b, '\n')
+		l.mu.Lock()
+		_, err = l.w.Write(b)
+		l.mu.Unlock()
+	}
+	if err != nil {
+		if l.OnError != nil {
+			l.OnError(err)
+		} else {
+			fmt.Fprintf(os.Stderr, "signetd: audit log: %v\n", err)
+		}
+	}
+}
+
+// Close closes the file.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f != nil {
+		return l.f.Close()
+	}
+	return nil
+}
