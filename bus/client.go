@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -73,6 +75,10 @@ type Query struct {
 	Filter Filter
 	// Targets sends the request directly to exactly these identities.
 	Targets []string
+	// Expected, when set, is the set of hosts a broadcast must hear from:
+	// no discovery is done and the call ends when they have all answered.
+	// Callers that already know their hosts (workflows) use it.
+	Expected []string
 	// Timeout bounds the wait for replies after sending; default 10s.
 	Timeout time.Duration
 	// DiscoveryTimeout bounds broadcast discovery when there is no
@@ -176,7 +182,9 @@ func (c *Client) Do(ctx context.Context, q Query) (*Outcome, error) {
 		}
 	}
 	var expected []string
-	if len(targets) == 0 {
+	if len(targets) == 0 && len(q.Expected) > 0 {
+		expected = dedupe(q.Expected)
+	} else if len(targets) == 0 {
 		var err error
 		expected, err = c.discover(ctx, q)
 		if err != nil {
@@ -185,7 +193,7 @@ func (c *Client) Do(ctx context.Context, q Query) (*Outcome, error) {
 		if len(expected) == 0 {
 			return nil, ErrNoMatch
 		}
-		if q.Limit > 0 || q.Batch > 0 || c.cfg.Registry == nil {
+		if q.Limit > 0 || q.Batch > 0 || (c.cfg.Registry == nil && len(q.Expected) == 0) {
 			targets = expected
 		}
 	}
@@ -325,15 +333,39 @@ func (c *Client) send(ctx context.Context, q Query, targets, expected []string, 
 			q.OnResult(r)
 		}
 	}
+	// Replies are verified on every core: with thousands of hosts the
+	// client's signature checks would otherwise be the bottleneck.
+	results := make(chan Result, cap(ch))
+	stop := make(chan struct{})
+	var workers sync.WaitGroup
+	defer func() { close(stop); workers.Wait() }()
+	for range runtime.GOMAXPROCS(0) {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			for {
+				select {
+				case m := <-ch:
+					if len(m.Data) == 0 && m.Header.Get("Status") != "" {
+						continue // the broker's "no responders" notice for a direct subject
+					}
+					r := c.verifyReply(m.Data, req)
+					r.Elapsed = c.cfg.Now().Sub(sent)
+					select {
+					case results <- r:
+					case <-stop:
+						return
+					}
+				case <-stop:
+					return
+				}
+			}
+		}()
+	}
 wait:
 	for len(expected) == 0 || len(pending) > 0 {
 		select {
-		case m := <-ch:
-			if len(m.Data) == 0 && m.Header.Get("Status") != "" {
-				continue // the broker's "no responders" notice for a direct subject
-			}
-			r := c.verifyReply(m.Data, req)
-			r.Elapsed = c.cfg.Now().Sub(sent)
+		case r := <-results:
 			switch {
 			case r.Status == ResultForged || r.Status == ResultUnknownHost:
 				// Never satisfies an expected host: the real one may still answer.
