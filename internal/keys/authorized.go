@@ -1,0 +1,210 @@
+package keys
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"strings"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// ParseError reports a bad line in an authorized_keys or known_hosts file.
+type ParseError struct {
+	// Path is the file, when known.
+	Path string
+	// Line is the 1-based line number.
+	Line int
+	Err  error
+}
+
+func (e *ParseError) Error() string {
+	if e.Path != "" {
+		return fmt.Sprintf("%s:%d: %v", e.Path, e.Line, e.Err)
+	}
+	return fmt.Sprintf("line %d: %v", e.Line, e.Err)
+}
+
+func (e *ParseError) Unwrap() error { return e.Err }
+
+// Authorized is one trusted operator key.
+type Authorized struct {
+	Key ssh.PublicKey
+	// KeyBlob is string(Key.Marshal()), for map lookup.
+	KeyBlob string
+	// Name is the operator's name: the name= option, else the key comment.
+	Name string
+	// Roles are the roles= option, in file order.
+	Roles       []string
+	Fingerprint string
+	// Line is where the key sits in the file.
+	Line int
+}
+
+var (
+	nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$`)
+	roleRe = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)
+)
+
+// maxLine bounds one line of a key file; the longest ed25519 line with
+// options is far shorter.
+const maxLine = 16 << 10
+
+// LoadAuthorizedKeys reads an authorized_keys file; see ParseAuthorizedKeys.
+func LoadAuthorizedKeys(path string) ([]Authorized, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("keys: authorized keys: %w", err)
+	}
+	defer f.Close()
+	out, err := ParseAuthorizedKeys(f)
+	var pe *ParseError
+	if errors.As(err, &pe) {
+		pe.Path = path
+	}
+	return out, err
+}
+
+// ParseAuthorizedKeys reads the authorized_keys syntax with signet's
+// options:
+//
+//	roles="admin,deploy",name="alice" ssh-ed25519 AAAAC3Nza... alice@laptop
+//
+// roles= is required and non-empty; name= is optional and defaults to the
+// key comment. Any other option is an error naming the line. Only ed25519
+// and sk-ed25519 keys are accepted. Blank lines and # comments are allowed.
+// A key listed twice is an error; one name may hold several keys.
+func ParseAuthorizedKeys(r io.Reader) ([]Authorized, error) {
+	var out []Authorized
+	seen := map[string]int{}
+	err := eachLine(r, func(n int, line string) error {
+		pub, comment, options, rest, err := ssh.ParseAuthorizedKey([]byte(line))
+		if err != nil {
+			return fmt.Errorf("not an authorized key line (want [options] ssh-ed25519 AAAA... [comment]): %w", err)
+		}
+		if len(rest) != 0 {
+			return errors.New("more than one key on the line")
+		}
+		if err := checkType(pub); err != nil {
+			return err
+		}
+		a := Authorized{
+			Key:         pub,
+			KeyBlob:     string(pub.Marshal()),
+			Fingerprint: Fingerprint(pub),
+			Line:        n,
+		}
+		if prev, dup := seen[a.KeyBlob]; dup {
+			return fmt.Errorf("key %s is already listed on line %d", a.Fingerprint, prev)
+		}
+		seen[a.KeyBlob] = n
+		haveRoles, haveName := false, false
+		for _, opt := range options {
+			key, val, err := splitOption(opt)
+			if err != nil {
+				return err
+			}
+			switch key {
+			case "roles":
+				if haveRoles {
+					return errors.New("roles= given twice")
+				}
+				haveRoles = true
+				a.Roles, err = parseRoles(val)
+				if err != nil {
+					return err
+				}
+			case "name":
+				if haveName {
+					return errors.New("name= given twice")
+				}
+				haveName = true
+				if !nameRe.MatchString(val) {
+					return fmt.Errorf("name=%q: want letters, digits and ._@+- (at most 64)", val)
+				}
+				a.Name = val
+			default:
+				return fmt.Errorf("unknown option %q: signet accepts only roles=\"...\" and name=\"...\"", key)
+			}
+		}
+		if !haveRoles {
+			return fmt.Errorf("key %s has no roles=\"...\" option", a.Fingerprint)
+		}
+		if !haveName {
+			if comment == "" {
+				return fmt.Errorf("key %s has neither name=\"...\" nor a comment to name it by", a.Fingerprint)
+			}
+			if !nameRe.MatchString(comment) {
+				return fmt.Errorf("key comment %q is not usable as a name: add name=\"...\"", comment)
+			}
+			a.Name = comment
+		}
+		out = append(out, a)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// splitOption splits `key="value"`; signet's options all take a quoted value.
+func splitOption(opt string) (key, val string, err error) {
+	key, val, ok := strings.Cut(opt, "=")
+	if !ok {
+		return "", "", fmt.Errorf("unknown option %q: signet accepts only roles=\"...\" and name=\"...\"", opt)
+	}
+	if len(val) < 2 || val[0] != '"' || val[len(val)-1] != '"' {
+		return "", "", fmt.Errorf("option %s: want a quoted value such as %s=\"...\", got %s", key, key, val)
+	}
+	val = val[1 : len(val)-1]
+	if strings.ContainsAny(val, "\"\\") {
+		return "", "", fmt.Errorf("option %s: quotes and backslashes are not allowed in the value", key)
+	}
+	return key, val, nil
+}
+
+func parseRoles(val string) ([]string, error) {
+	if strings.TrimSpace(val) == "" {
+		return nil, errors.New(`roles="" is empty: list at least one role`)
+	}
+	var roles []string
+	seen := map[string]bool{}
+	for r := range strings.SplitSeq(val, ",") {
+		r = strings.TrimSpace(r)
+		if !roleRe.MatchString(r) {
+			return nil, fmt.Errorf("role %q: want lowercase letters, digits, _ and - (at most 32)", r)
+		}
+		if seen[r] {
+			return nil, fmt.Errorf("role %q listed twice", r)
+		}
+		seen[r] = true
+		roles = append(roles, r)
+	}
+	return roles, nil
+}
+
+// eachLine calls fn for every line that is not blank or a # comment, and
+// wraps fn's errors in a *ParseError with the line number.
+func eachLine(r io.Reader, fn func(n int, line string) error) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 4096), maxLine)
+	n := 0
+	for sc.Scan() {
+		n++
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if err := fn(n, line); err != nil {
+			return &ParseError{Line: n, Err: err}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return &ParseError{Line: n + 1, Err: err}
+	}
+	return nil
+}
