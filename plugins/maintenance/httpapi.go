@@ -1,0 +1,209 @@
+package maintenance
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// defaultHTTPTimeout bounds one request to a backend when its config sets
+// no timeout.
+const defaultHTTPTimeout = 10 * time.Second
+
+// maxResponse bounds what is read of a backend's response.
+const maxResponse = 8 << 20
+
+// APIError is a backend's answer with an unexpected HTTP status.
+type APIError struct {
+	// Backend is "alertmanager" or "icinga2".
+	Backend string
+	// Op is what signet was doing: "create silence", say.
+	Op string
+	// Status is the HTTP status code.
+	Status int
+	// Body is the start of the response body.
+	Body string
+}
+
+func (e *APIError) Error() string {
+	msg := fmt.Sprintf("%s: %s: want a 2xx status, got %d", e.Backend, e.Op, e.Status)
+	if e.Body != "" {
+		msg += ": " + e.Body
+	}
+	return msg
+}
+
+// httpAPI talks JSON to one backend.
+type httpAPI struct {
+	backend string
+	base    *url.URL
+	client  *http.Client
+	// setAuth adds credentials to a request; nil means none. It reads
+	// secret files on each call, so that rotated secrets are picked up.
+	setAuth func(*http.Request) error
+}
+
+// newHTTPAPI checks a backend's URL, CA file and timeout and builds its
+// client. Redirects are not followed (they would carry credentials to
+// wherever they point) and no proxy is used.
+func newHTTPAPI(backend, rawURL, caFile, timeout string) (*httpAPI, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("url: %w", err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("url: want http:// or https:// and a host, got %q", rawURL)
+	}
+	if u.User != nil {
+		return nil, errors.New("url: credentials in the url are refused; use the backend's auth settings")
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("url: want no query or fragment, got %q", rawURL)
+	}
+	u.Path = strings.TrimRight(u.Path, "/")
+	u.RawPath = ""
+	d := defaultHTTPTimeout
+	if timeout != "" {
+		if d, err = time.ParseDuration(timeout); err != nil || d <= 0 || d > 5*time.Minute {
+			return nil, fmt.Errorf("timeout: want a duration up to 5m such as 10s, got %q", timeout)
+		}
+	}
+	tr := &http.Transport{
+		Proxy:               nil,
+		TLSHandshakeTimeout: d,
+		MaxIdleConns:        2,
+		IdleConnTimeout:     30 * time.Second,
+		TLSClientConfig:     &tls.Config{MinVersion: tls.VersionTLS12},
+	}
+	if caFile != "" {
+		if u.Scheme != "https" {
+			return nil, fmt.Errorf("ca_file is set but url %q is not https", rawURL)
+		}
+		pool, err := loadCA(caFile)
+		if err != nil {
+			return nil, err
+		}
+		tr.TLSClientConfig.RootCAs = pool
+	}
+	return &httpAPI{
+		backend: backend,
+		base:    u,
+		client: &http.Client{
+			Transport:     tr,
+			Timeout:       d,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+	}, nil
+}
+
+func loadCA(path string) (*x509.CertPool, error) {
+	if err := checkPath("ca_file", path); err != nil {
+		return nil, err
+	}
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("ca_file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("ca_file %s: want PEM certificates, found none", path)
+	}
+	return pool, nil
+}
+
+func checkPath(key, path string) error {
+	if !filepath.IsAbs(path) || filepath.Clean(path) != path {
+		return fmt.Errorf("%s must be a clean absolute path, got %q", key, path)
+	}
+	return nil
+}
+
+// readSecret reads a one-line secret file. The secret is never part of
+// an error message.
+func readSecret(key, path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", key, err)
+	}
+	s := strings.TrimRight(string(b), "\r\n")
+	if s == "" || strings.ContainsAny(s, "\r\n") {
+		return "", fmt.Errorf("%s %s: want one non-empty line", key, path)
+	}
+	return s, nil
+}
+
+// do sends one request and decodes a 2xx JSON answer into out (when not
+// nil). Any other status is an *APIError.
+func (a *httpAPI) do(ctx context.Context, op, method, path string, query url.Values, header http.Header, body, out any) error {
+	u := *a.base
+	u.Path += path
+	u.RawQuery = query.Encode()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return fmt.Errorf("%s: %s: encode request: %w", a.backend, op, err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
+	if err != nil {
+		return fmt.Errorf("%s: %s: %w", a.backend, op, err)
+	}
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	if a.setAuth != nil {
+		if err := a.setAuth(req); err != nil {
+			return fmt.Errorf("%s: %s: credentials: %w", a.backend, op, err)
+		}
+	}
+	resp, err := a.client.Do(req)
+	if err != nil {
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
+		return fmt.Errorf("%s at %s: %s: %w", a.backend, a.base.Redacted(), op, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+	if err != nil {
+		return fmt.Errorf("%s at %s: %s: read response: %w", a.backend, a.base.Redacted(), op, err)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return &APIError{Backend: a.backend, Op: op, Status: resp.StatusCode, Body: excerpt(data)}
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("%s: %s: decode response: %w (body %s)", a.backend, op, err, excerpt(data))
+	}
+	return nil
+}
+
+// excerpt returns the start of a response body, on one line.
+func excerpt(b []byte) string {
+	const max = 256
+	s := strings.ToValidUTF8(string(b), "?")
+	if len(s) > max {
+		s = strings.ToValidUTF8(s[:max], "") + "..."
+	}
+	return strings.Join(strings.Fields(s), " ")
+}
