@@ -13,7 +13,8 @@
 // group or others, and are not symbolic links. Every directory above them
 // must be owned by root and not writable by group or others, unless it has
 // the sticky bit (as /tmp does). The executable is checked again before
-// every run. An external plugin may not take the name of a built-in one.
+// every run. An external plugin may not take the name of a built-in one
+// (nor "rpcutil", which every host has).
 //
 // # Protocol
 //
@@ -49,18 +50,6 @@ import (
 	"github.com/signetbus/signet/internal/command"
 	"github.com/signetbus/signet/plugins"
 )
-
-// Config is the "external" section of the host config.
-type Config struct {
-	// Dir is the absolute path of the directory holding the external
-	// plugins: NAME.json and the executable NAME for each. It and its
-	// files must be owned by root and not writable by group or others.
-	// Example: /etc/signet/plugins.d.
-	Dir string `json:"dir"`
-	// MaxOutput bounds what is read of a plugin's stdout and of its
-	// stderr, in bytes. Zero means 1 MiB.
-	MaxOutput int `json:"max_output,omitempty"`
-}
 
 // Options tune Load.
 type Options struct {
@@ -143,7 +132,7 @@ func loadOne(dir, name string, maxOutput int) (*Plugin, error) {
 	if !nameRe.MatchString(name) {
 		return nil, fmt.Errorf("external: %s: plugin name %q: want lowercase letters, digits, _ and -, starting with a letter (at most 32)", declPath, name)
 	}
-	if _, builtin := plugins.Lookup(name); builtin {
+	if _, builtin := plugins.Lookup(name); builtin || name == "rpcutil" {
 		return nil, fmt.Errorf("external: %s: %q is the name of a built-in plugin; choose another name", declPath, name)
 	}
 	if err := checkOwned(declPath, false); err != nil {
