@@ -2,3 +2,9 @@
 // plugin signetd may run. A plugin that is not listed here cannot run on any
 // host, whatever the host's config says.
 package all
+
+import (
+	_ "github.com/signetbus/signet/plugins/health"      // health: http and tcp checks
+	_ "github.com/signetbus/signet/plugins/maintenance" // maintenance: Alertmanager silences, Icinga 2 downtimes
+	_ "github.com/signetbus/signet/plugins/packages"    // package: apt/dpkg and dnf/rpm
+)

@@ -1,0 +1,204 @@
+package agents
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is signetd's configuration file (YAML). Every field can be left
+// out; the defaults suit a Debian host.
+type Config struct {
+	// Identity is this host's name on the bus; default the hostname.
+	Identity string `yaml:"identity"`
+	// Collective is the subject prefix shared by the fleet; default "signet".
+	Collective string `yaml:"collective"`
+	// NATS says how to reach the broker.
+	NATS NATSConfig `yaml:"nats"`
+	// HostKey is the responder's ed25519 key, created when missing;
+	// default /etc/signet/host_key.
+	HostKey string `yaml:"host_key"`
+	// AuthorizedKeys lists trusted operator keys with their roles;
+	// default /etc/signet/authorized_keys.
+	AuthorizedKeys string `yaml:"authorized_keys"`
+	// Policy maps roles to allowed actions; default /etc/signet/policy.yaml.
+	Policy string `yaml:"policy"`
+	// AuditLog is the JSON-lines audit log; default /var/log/signet/audit.jsonl.
+	AuditLog string `yaml:"audit_log"`
+	// Facts are static facts, such as zone and env. They win over built-in
+	// and file facts.
+	Facts map[string]string `yaml:"facts"`
+	// FactFiles are glob patterns of YAML or JSON fact files.
+	FactFiles []string `yaml:"fact_files"`
+	// Classes are role names for -C filters, such as "web".
+	Classes []string `yaml:"classes"`
+	// MaxRequestBytes refuses larger requests; default 65536.
+	MaxRequestBytes int `yaml:"max_request_bytes"`
+	// MaxTTL refuses requests valid for longer; default 10m.
+	MaxTTL Duration `yaml:"max_ttl"`
+	// ClockSkew is the tolerated clock difference with the signer; default 30s.
+	ClockSkew Duration `yaml:"clock_skew"`
+	// ActionTimeout bounds each action unless its plugin declares another;
+	// default 5m.
+	ActionTimeout Duration `yaml:"action_timeout"`
+	// MaxConcurrent bounds actions running at once; default 8.
+	MaxConcurrent int `yaml:"max_concurrent"`
+	// RegistryTTL is how long the registry keeps this host after its last
+	// refresh; default 90s (refreshed every third of it).
+	RegistryTTL Duration `yaml:"registry_ttl"`
+	// ShutdownTimeout bounds the wait for in-flight actions on stop; default 5m.
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	// Plugins enables plugins by name, each with its own settings (see
+	// docs/plugins). A plugin not listed is not enabled. rpcutil is always on.
+	Plugins map[string]yaml.Node `yaml:"plugins"`
+	// ExternalDir holds external plugins (NAME.json + executable NAME);
+	// empty disables them.
+	ExternalDir string `yaml:"external_dir"`
+	// Log configures operational logs (not the audit log).
+	Log LogConfig `yaml:"log"`
+}
+
+// NATSConfig says how to reach the broker.
+type NATSConfig struct {
+	// URLs of the broker or cluster; default nats://127.0.0.1:4222.
+	URLs []string `yaml:"urls"`
+	// Creds is a NATS credentials file (JWT + nkey seed).
+	Creds string `yaml:"creds"`
+	// User and PasswordFile authenticate with a user name and password.
+	User         string `yaml:"user"`
+	PasswordFile string `yaml:"password_file"`
+	// CAFile, CertFile and KeyFile configure TLS.
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// LogConfig configures operational logging.
+type LogConfig struct {
+	// Level is debug, info, warn or error; default info.
+	Level string `yaml:"level"`
+	// Format is json, text or auto (text on a terminal); default auto.
+	Format string `yaml:"format"`
+}
+
+// Duration is a time.Duration written as "90s" in YAML.
+type Duration time.Duration
+
+// UnmarshalYAML parses a duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration such as 90s or 5m", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// D returns the time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// LoadConfig reads the config file strictly (an unknown key is an error)
+// and applies SIGNETD_* environment overrides. An empty path means defaults
+// and environment only.
+func LoadConfig(path string) (*Config, error) {
+	cfg := &Config{}
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		dec.KnownFields(true)
+		if err := dec.Decode(cfg); err != nil && err.Error() != "EOF" {
+			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	if err := cfg.applyEnv(os.Getenv); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	return cfg, nil
+}
+
+func (c *Config) applyEnv(getenv func(string) string) error {
+	if v := getenv("SIGNETD_IDENTITY"); v != "" {
+		c.Identity = v
+	}
+	if v := getenv("SIGNETD_COLLECTIVE"); v != "" {
+		c.Collective = v
+	}
+	if v := getenv("SIGNETD_NATS_URL"); v != "" {
+		c.NATS.URLs = strings.Split(v, ",")
+	}
+	if v := getenv("SIGNETD_LOG_LEVEL"); v != "" {
+		c.Log.Level = v
+	}
+	if v := getenv("SIGNETD_MAX_CONCURRENT"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("SIGNETD_MAX_CONCURRENT: %q is not a number", v)
+		}
+		c.MaxConcurrent = n
+	}
+	return nil
+}
+
+func (c *Config) setDefaults() {
+	if c.Identity == "" {
+		c.Identity, _ = os.Hostname()
+	}
+	if c.Collective == "" {
+		c.Collective = "signet"
+	}
+	if len(c.NATS.URLs) == 0 {
+		c.NATS.URLs = []string{"nats://127.0.0.1:4222"}
+	}
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	def(&c.HostKey, "/etc/signet/host_key")
+	def(&c.AuthorizedKeys, "/etc/signet/authorized_keys")
+	def(&c.Policy, "/etc/signet/policy.yaml")
+	def(&c.AuditLog, "/var/log/signet/audit.jsonl")
+	dur := func(d *Duration, v time.Duration) {
+		if *d == 0 {
+			*d = Duration(v)
+		}
+	}
+	dur(&c.MaxTTL, 10*time.Minute)
+	dur(&c.ClockSkew, 30*time.Second)
+	dur(&c.ActionTimeout, 5*time.Minute)
+	dur(&c.RegistryTTL, 90*time.Second)
+	dur(&c.ShutdownTimeout, 5*time.Minute)
+	if c.MaxRequestBytes == 0 {
+		c.MaxRequestBytes = 64 << 10
+	}
+	if c.MaxConcurrent == 0 {
+		c.MaxConcurrent = 8
+	}
+}
+
+// pluginConfig converts a plugin's YAML section to JSON for
+// plugins.DecodeConfig.
+func pluginConfig(n yaml.Node) (json.RawMessage, error) {
+	if n.Kind == 0 || (n.Kind == yaml.ScalarNode && (n.Tag == "!!null" || n.Value == "")) {
+		return nil, nil
+	}
+	var v any
+	if err := n.Decode(&v); err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	return b, nil
+}

@@ -1,0 +1,303 @@
+package agents
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/signetbus/signet/bus"
+	"github.com/signetbus/signet/internal/audit"
+	"github.com/signetbus/signet/internal/facts"
+	"github.com/signetbus/signet/internal/keys"
+	"github.com/signetbus/signet/plugins"
+	"github.com/signetbus/signet/plugins/external"
+)
+
+// LoadPlugins builds the plugins a config enables, from the whitelist and
+// the external plugin directory.
+func LoadPlugins(cfg *Config) (map[string]plugins.Plugin, error) {
+	out := map[string]plugins.Plugin{}
+	names := make([]string, 0, len(cfg.Plugins))
+	for n := range cfg.Plugins {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		info, ok := plugins.Lookup(name)
+		if !ok {
+			return nil, fmt.Errorf("plugin %q is not in this signetd's whitelist (available: %s)", name, strings.Join(plugins.Names(), ", "))
+		}
+		raw, err := pluginConfig(cfg.Plugins[name])
+		if err != nil {
+			return nil, fmt.Errorf("plugin %s: config: %w", name, err)
+		}
+		p, err := info.New(raw)
+		if err != nil {
+			return nil, fmt.Errorf("plugin %s: %w", name, err)
+		}
+		out[name] = p
+	}
+	if cfg.ExternalDir != "" {
+		ext, err := external.Load(cfg.ExternalDir, external.Options{})
+		if err != nil {
+			return nil, err
+		}
+		for name, p := range ext {
+			if _, dup := out[name]; dup || name == "rpcutil" {
+				return nil, fmt.Errorf("external plugin %q in %s clashes with a built-in plugin", name, cfg.ExternalDir)
+			}
+			out[name] = p
+		}
+	}
+	return out, nil
+}
+
+// HostFacts gathers built-in facts, fact files and the config's facts.
+func HostFacts(cfg *Config, version string) (map[string]string, error) {
+	fromFiles, err := facts.FromFiles(cfg.FactFiles)
+	if err != nil {
+		return nil, err
+	}
+	for k := range cfg.Facts {
+		if err := facts.Check(k); err != nil {
+			return nil, err
+		}
+	}
+	return facts.Merge(facts.Builtin(version), fromFiles, cfg.Facts), nil
+}
+
+// RunOptions are the parts of a daemon that do not come from its config.
+type RunOptions struct {
+	Version string
+	Logger  *slog.Logger
+	// Reload is signalled on SIGHUP: trust, policy and the audit log are
+	// reopened without dropping requests in flight.
+	Reload <-chan struct{}
+}
+
+// Run is signetd: it loads everything the config names, connects to the
+// broker (retrying forever with backoff) and serves until ctx ends, then
+// finishes in-flight actions and leaves the registry.
+func Run(ctx context.Context, cfg *Config, o RunOptions) error {
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("identity", cfg.Identity)
+	if err := bus.CheckIdentity(cfg.Identity); err != nil {
+		return err
+	}
+	hostKey, err := keys.LoadHostKey(cfg.HostKey)
+	if err != nil {
+		return fmt.Errorf("host key: %w", err)
+	}
+	pl, err := LoadPlugins(cfg)
+	if err != nil {
+		return err
+	}
+	f, err := HostFacts(cfg, o.Version)
+	if err != nil {
+		return err
+	}
+	host, err := NewHost(HostOptions{
+		Identity: cfg.Identity, Collective: cfg.Collective, Version: o.Version, Facts: f, Classes: cfg.Classes,
+		Plugins: pl, AuthorizedKeys: cfg.AuthorizedKeys, Policy: cfg.Policy, ActionTimeout: cfg.ActionTimeout.D(), Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer host.Close()
+	aud, err := audit.Open(cfg.AuditLog)
+	if err != nil {
+		return err
+	}
+	defer aud.Close()
+	nc, err := Connect(cfg.NATS, "signetd "+cfg.Identity, log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	reload := o.Reload
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-reload:
+				if err := host.Reload(); err != nil {
+					log.Error("reload failed, keeping the previous trust and policy", "err", err)
+				}
+				if err := aud.Reopen(); err != nil {
+					log.Error("reopen audit log", "err", err)
+				}
+			}
+		}
+	}()
+	log.Info("signetd starting", "collective", cfg.Collective, "agents", host.Node().Agents, "host_key", keys.Fingerprint(hostKey.PublicKey()))
+	return Serve(ctx, ServeOptions{Conn: nc, Host: host, HostKey: hostKey, Audit: aud, Config: cfg, Version: o.Version, Logger: log})
+}
+
+// ServeOptions wire one host to a broker connection.
+type ServeOptions struct {
+	Conn    *nats.Conn
+	Host    *Host
+	HostKey ssh.Signer
+	Audit   bus.Auditor
+	Config  *Config
+	Version string
+	Logger  *slog.Logger
+}
+
+// Serve runs the responder and the registry refresh for one host until ctx
+// ends, then shuts down gracefully. The lab runs many of these on one
+// connection.
+func Serve(ctx context.Context, o ServeOptions) error {
+	cfg := o.Config
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	r, err := bus.NewResponder(bus.ResponderConfig{
+		Conn: o.Conn, Collective: cfg.Collective, HostKey: o.HostKey, Node: o.Host.Node,
+		Trust: o.Host, Handler: o.Host, Audit: o.Audit, Logger: log,
+		MaxRequestBytes: cfg.MaxRequestBytes, MaxTTL: cfg.MaxTTL.D(), ClockSkew: cfg.ClockSkew.D(), MaxConcurrent: cfg.MaxConcurrent,
+	})
+	if err != nil {
+		return err
+	}
+	if err := r.Start(); err != nil {
+		return err
+	}
+	reg := &Registration{conn: o.Conn, host: o.Host, hostKey: o.HostKey, cfg: cfg, version: o.Version, log: log, started: time.Now()}
+	regDone := make(chan struct{})
+	go func() { defer close(regDone); reg.loop(ctx) }()
+	<-ctx.Done()
+	log.Info("shutting down: finishing actions in flight")
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.D())
+	defer cancel()
+	err = r.Shutdown(sctx)
+	<-regDone
+	reg.leave()
+	return err
+}
+
+// Registration keeps the host's entry in the fleet registry fresh.
+type Registration struct {
+	conn    *nats.Conn
+	host    *Host
+	hostKey ssh.Signer
+	cfg     *Config
+	version string
+	log     *slog.Logger
+	started time.Time
+	reg     *bus.Registry
+}
+
+func (g *Registration) loop(ctx context.Context) {
+	every := g.cfg.RegistryTTL.D() / 3
+	backoff := time.Second
+	for {
+		if err := g.refresh(ctx); err != nil {
+			g.log.Warn("registry refresh failed; will retry", "err", err)
+			wait := backoff + time.Duration(rand.Int64N(int64(backoff/2)+1))
+			backoff = min(backoff*2, every)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			continue
+		}
+		backoff = time.Second
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+	}
+}
+
+func (g *Registration) refresh(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if g.reg == nil {
+		reg, err := bus.CreateRegistry(ctx, g.conn, g.cfg.Collective, g.cfg.RegistryTTL.D())
+		if err != nil {
+			return err
+		}
+		g.reg = reg
+	}
+	n := g.host.Node()
+	return g.reg.Put(ctx, &bus.Registration{
+		Identity: n.Identity, Collective: g.cfg.Collective, Facts: n.Facts, Agents: n.Agents, Classes: n.Classes,
+		HostKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(g.hostKey.PublicKey()))), Version: g.version,
+		Started: g.started, Updated: time.Now(),
+	})
+}
+
+func (g *Registration) leave() {
+	if g.reg == nil || !g.conn.IsConnected() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := g.reg.Delete(ctx, g.host.Node().Identity); err != nil {
+		g.log.Warn("leave registry", "err", err)
+	}
+}
+
+// Connect dials the broker and keeps reconnecting forever, with
+// exponential backoff and jitter, so a broker restart never needs a
+// daemon restart. The first connection is retried too.
+func Connect(c NATSConfig, name string, log *slog.Logger) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true),
+		nats.CustomReconnectDelay(func(attempts int) time.Duration {
+			d := time.Duration(min(attempts, 6)) * 500 * time.Millisecond
+			return d + time.Duration(rand.Int64N(int64(250*time.Millisecond)))
+		}),
+		nats.ReconnectBufSize(8 << 20),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("disconnected from broker", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("reconnected to broker", "url", nc.ConnectedUrlRedacted()) }),
+	}
+	if c.Creds != "" {
+		opts = append(opts, nats.UserCredentials(c.Creds))
+	}
+	if c.User != "" {
+		pw := ""
+		if c.PasswordFile != "" {
+			b, err := os.ReadFile(c.PasswordFile)
+			if err != nil {
+				return nil, fmt.Errorf("nats password: %w", err)
+			}
+			pw = strings.TrimSpace(string(b))
+		}
+		opts = append(opts, nats.UserInfo(c.User, pw))
+	}
+	if c.CAFile != "" {
+		opts = append(opts, nats.RootCAs(c.CAFile))
+	}
+	if c.CertFile != "" || c.KeyFile != "" {
+		opts = append(opts, nats.ClientCert(c.CertFile, c.KeyFile))
+	}
+	nc, err := nats.Connect(strings.Join(c.URLs, ","), opts...)
+	if err != nil && !errors.Is(err, nats.ErrNoServers) {
+		return nil, fmt.Errorf("connect to %s: %w", strings.Join(c.URLs, ","), err)
+	}
+	return nc, nil
+}

@@ -1,0 +1,197 @@
+package agents
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/signetbus/signet/bus"
+	"github.com/signetbus/signet/internal/keys"
+	"github.com/signetbus/signet/internal/policy"
+	"github.com/signetbus/signet/plugins"
+)
+
+// Host answers authenticated calls for one host: it is the bus.Handler,
+// bus.Trust and node description signetd's responder uses.
+type Host struct {
+	identity      string
+	collective    string
+	version       string
+	started       time.Time
+	log           *slog.Logger
+	actionTimeout time.Duration
+	authPath      string
+	policyPath    string
+
+	node    atomic.Pointer[bus.Node]
+	trust   atomic.Pointer[trustStore]
+	policy  atomic.Pointer[policy.Policy]
+	plugins map[string]plugins.Plugin
+}
+
+// HostOptions are what a Host is built from.
+type HostOptions struct {
+	Identity   string
+	Collective string
+	Version    string
+	Facts      map[string]string
+	Classes    []string
+	// Plugins are the enabled plugins by agent name; rpcutil is added.
+	Plugins        map[string]plugins.Plugin
+	AuthorizedKeys string
+	Policy         string
+	ActionTimeout  time.Duration
+	Logger         *slog.Logger
+}
+
+type trustStore struct {
+	byKey map[string]*bus.Principal
+}
+
+// NewHost loads the trust file and the policy and assembles the host.
+func NewHost(o HostOptions) (*Host, error) {
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if o.ActionTimeout <= 0 {
+		o.ActionTimeout = 5 * time.Minute
+	}
+	h := &Host{
+		identity: o.Identity, collective: o.Collective, version: o.Version, started: time.Now(),
+		log: log, actionTimeout: o.ActionTimeout, authPath: o.AuthorizedKeys, policyPath: o.Policy,
+		plugins: map[string]plugins.Plugin{},
+	}
+	for name, p := range o.Plugins {
+		if name == "rpcutil" {
+			return nil, errors.New("plugin name rpcutil is reserved for the built-in agent")
+		}
+		if err := bus.CheckName("agent", name); err != nil {
+			return nil, err
+		}
+		h.plugins[name] = p
+	}
+	h.plugins["rpcutil"] = &rpcutil{host: h}
+	agents := make([]string, 0, len(h.plugins))
+	for name := range h.plugins {
+		agents = append(agents, name)
+	}
+	sort.Strings(agents)
+	facts := map[string]string{}
+	for k, v := range o.Facts {
+		facts[k] = v
+	}
+	h.node.Store(&bus.Node{Identity: o.Identity, Facts: facts, Agents: agents, Classes: append([]string(nil), o.Classes...)})
+	if err := h.Reload(); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// Reload re-reads the trust file and the policy. Either both load or
+// neither changes; requests in flight keep the ones they started with.
+func (h *Host) Reload() error {
+	auth, err := keys.LoadAuthorizedKeys(h.authPath)
+	if err != nil {
+		return fmt.Errorf("authorized keys: %w", err)
+	}
+	pol, err := policy.Load(h.policyPath)
+	if err != nil {
+		return fmt.Errorf("policy: %w", err)
+	}
+	ts := &trustStore{byKey: make(map[string]*bus.Principal, len(auth))}
+	for _, a := range auth {
+		ts.byKey[a.KeyBlob] = &bus.Principal{Name: a.Name, Roles: a.Roles, Fingerprint: a.Fingerprint, Key: a.Key}
+	}
+	h.trust.Store(ts)
+	h.policy.Store(pol)
+	h.log.Info("loaded trust and policy", "keys", len(auth), "authorized_keys", h.authPath, "policy", h.policyPath)
+	return nil
+}
+
+// Node describes the host for filters and the registry.
+func (h *Host) Node() *bus.Node { return h.node.Load() }
+
+// LookupKey implements bus.Trust.
+func (h *Host) LookupKey(blob []byte) (*bus.Principal, bool) {
+	p, ok := h.trust.Load().byKey[string(blob)]
+	return p, ok
+}
+
+// Plugins returns the enabled agents, rpcutil included.
+func (h *Host) Plugins() map[string]plugins.Plugin { return h.plugins }
+
+// Close releases plugins that hold resources.
+func (h *Host) Close() error {
+	var errs []error
+	for _, p := range h.plugins {
+		if c, ok := p.(plugins.Closer); ok {
+			errs = append(errs, c.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Handle implements bus.Handler.
+func (h *Host) Handle(ctx context.Context, call *bus.Call) *bus.Reply {
+	req := call.Request
+	log := h.log.With("request_id", req.ID, "agent", req.Agent, "action", req.Action, "sender", call.Principal.Name)
+	refuse := func(code, msg string) *bus.Reply {
+		log.Info("refused", "code", code, "reason", msg)
+		return &bus.Reply{Status: bus.StatusRefused, Code: code, Error: msg}
+	}
+	p, ok := h.plugins[req.Agent]
+	if !ok {
+		return refuse(bus.CodeUnknownAgent, fmt.Sprintf("agent %q is not enabled on this host (enabled: %s)", req.Agent, strings.Join(h.Node().Agents, ", ")))
+	}
+	ddl := p.Describe()
+	action, ok := ddl.Action(req.Action)
+	if !ok {
+		return refuse(bus.CodeUnknownAction, fmt.Sprintf("agent %s has no action %q (actions: %s)", req.Agent, req.Action, strings.Join(ddl.ActionNames(), ", ")))
+	}
+	node := h.Node()
+	if d := h.policy.Load().Authorize(call.Principal.Roles, req.Agent, req.Action, node.Facts); !d.Allowed {
+		return refuse(bus.CodeDenied, "policy denies "+call.Principal.Name+": "+d.Reason)
+	}
+	params, err := action.Validate(req.Params)
+	if err != nil {
+		return refuse(bus.CodeInvalidParams, err.Error())
+	}
+	if v, ok := p.(plugins.Validator); ok {
+		if err := v.Validate(req.Action, params); err != nil {
+			return refuse(bus.CodeInvalidParams, err.Error())
+		}
+	}
+	timeout := h.actionTimeout
+	if action.Timeout > 0 {
+		timeout = action.Timeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	log.Info("running action")
+	res, err := p.Run(ctx, &plugins.Request{
+		Action: req.Action, Params: params, Identity: h.identity, Caller: call.Principal.Name,
+		RequestID: req.ID, Facts: node.Facts, Log: log,
+	})
+	if err != nil {
+		code := bus.CodeFailed
+		if ctx.Err() != nil && errors.Is(err, context.DeadlineExceeded) {
+			code = bus.CodeTimeout
+		}
+		log.Warn("action failed", "err", err)
+		rep := &bus.Reply{Status: bus.StatusFailed, Code: code, Error: err.Error()}
+		if res != nil {
+			rep.Changed, rep.Summary, rep.Data = res.Changed, res.Summary, res.Data
+		}
+		return rep
+	}
+	if res == nil {
+		res = &plugins.Result{}
+	}
+	return &bus.Reply{Status: bus.StatusOK, Changed: res.Changed, Summary: res.Summary, Data: res.Data}
+}

@@ -1,0 +1,284 @@
+// Package cli holds the signet and signetd commands. cmd/signet and
+// cmd/signetd only call Main and DaemonMain, so tests run the real
+// commands in-process.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/term"
+
+	"github.com/signetbus/signet/bus"
+	"github.com/signetbus/signet/internal/keys"
+	_ "github.com/signetbus/signet/plugins/all" // the plugin whitelist
+)
+
+// Version is set at build time with -ldflags "-X .../internal/cli.Version=...".
+var Version = "0.1.0-dev"
+
+// Exit codes.
+const (
+	ExitOK      = 0 // every targeted host succeeded
+	ExitFailed  = 1 // some host failed or did not respond, or signet could not run
+	ExitUsage   = 2 // the command line or a config file is wrong
+	ExitNoMatch = 3 // no host matched the filter
+)
+
+// IO is where a command reads and writes.
+type IO struct {
+	In     io.Reader
+	Out    io.Writer
+	Err    io.Writer
+	Getenv func(string) string
+	// IsTerminal reports whether Out is a terminal (tables and colour).
+	IsTerminal bool
+}
+
+// usageError is a mistake in how signet was called.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usageErrorf(format string, a ...any) error { return &usageError{fmt.Sprintf(format, a...)} }
+
+// exitError carries an exit code for an outcome already printed.
+type exitError struct{ code int }
+
+func (e *exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+// hintError adds a "hint:" line for the operator.
+type hintError struct {
+	err  error
+	hint string
+}
+
+func (e *hintError) Error() string { return e.err.Error() }
+func (e *hintError) Unwrap() error { return e.err }
+
+func withHint(err error, hint string) error { return &hintError{err: err, hint: hint} }
+
+// Main runs signet with args and returns the exit code. It is the one place
+// where errors become exit codes.
+func Main(ctx context.Context, args []string, stdio IO) int {
+	if stdio.Getenv == nil {
+		stdio.Getenv = os.Getenv
+	}
+	root := newRootCmd(&stdio)
+	root.SetArgs(args)
+	root.SetIn(stdio.In)
+	root.SetOut(stdio.Out)
+	root.SetErr(stdio.Err)
+	err := root.ExecuteContext(ctx)
+	return exitCode(err, stdio.Err, "signet")
+}
+
+func exitCode(err error, stderr io.Writer, prog string) int {
+	if err == nil {
+		return ExitOK
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	fmt.Fprintf(stderr, "%s: %v\n", prog, err)
+	var he *hintError
+	if errors.As(err, &he) {
+		fmt.Fprintf(stderr, "hint: %s\n", he.hint)
+	}
+	var ue *usageError
+	switch {
+	case errors.As(err, &ue):
+		return ExitUsage
+	case errors.Is(err, bus.ErrNoMatch):
+		return ExitNoMatch
+	case isFlagError(err):
+		return ExitUsage
+	}
+	return ExitFailed
+}
+
+func isFlagError(err error) bool {
+	s := err.Error()
+	for _, p := range []string{"unknown flag", "unknown shorthand", "flag needs an argument", "invalid argument", "unknown command", "accepts ", "requires at least", "requires at most", "required flag"} {
+		if strings.Contains(s, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// globalOptions are the flags every client command shares.
+type globalOptions struct {
+	config string
+	env    string
+	json   bool
+	io     *IO
+}
+
+func newRootCmd(stdio *IO) *cobra.Command {
+	g := &globalOptions{io: stdio}
+	root := &cobra.Command{
+		Use:   "signet",
+		Short: "Signed commands for your fleet",
+		Long: `signet signs allow-listed actions with your ed25519 key and sends them over NATS
+to signetd on every host, which verifies, authorizes, runs, signs its reply and audits.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       Version,
+	}
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageErrorf("%v", err) })
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.config, "config", "", "client config file (default $SIGNET_CONFIG or ~/.config/signet/client.yaml)")
+	pf.StringVar(&g.env, "env", "", "environment profile from the config (dev, dr, prod...); default $SIGNET_ENV")
+	pf.BoolVar(&g.json, "json", false, "print machine-readable JSON")
+	root.AddCommand(
+		newKeygenCmd(g),
+		newBrokerCmd(g),
+		newPingCmd(g),
+		newDiscoverCmd(g),
+		newFactsCmd(g),
+		newInventoryCmd(g),
+		newRPCCmd(g),
+		newPluginsCmd(g),
+		newDescribeCmd(g),
+		newLabCmd(g),
+	)
+	for _, c := range extraCommands {
+		root.AddCommand(c(g))
+	}
+	return root
+}
+
+// extraCommands lets other files of this package add commands (deploy,
+// release, demo) without touching the root.
+var extraCommands []func(*globalOptions) *cobra.Command
+
+// session is a connected, configured client.
+type session struct {
+	cfg    *ClientConfig
+	nc     *nats.Conn
+	client *bus.Client
+	reg    *bus.Registry
+}
+
+func (s *session) Close() {
+	if s.nc != nil {
+		s.nc.Close()
+	}
+}
+
+func (g *globalOptions) logger() *slog.Logger {
+	lvl := slog.LevelWarn
+	if g.io.Getenv("SIGNET_DEBUG") != "" {
+		lvl = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(g.io.Err, &slog.HandlerOptions{Level: lvl}))
+}
+
+// connect loads the config, the signing key and known hosts, and dials the broker.
+func (g *globalOptions) connect(ctx context.Context) (*session, error) {
+	cfg, err := loadClientConfig(g.config, g.env, g.io.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	signer, err := g.signer(cfg)
+	if err != nil {
+		return nil, err
+	}
+	known, err := keys.LoadKnownHosts(cfg.KnownHosts)
+	if err != nil {
+		return nil, withHint(err, "the lab writes known_hosts for you; for real hosts add a line per host: IDENTITY ssh-ed25519 AAAA... (signetd --print-host-key prints it)")
+	}
+	nc, err := nats.Connect(strings.Join(cfg.NATS.URLs, ","), natsOptions(cfg)...)
+	if err != nil {
+		return nil, withHint(fmt.Errorf("connect to broker %s: %w", strings.Join(cfg.NATS.URLs, ","), err),
+			"is the broker running? start one with `signet broker` or a whole fleet with `signet lab`")
+	}
+	s := &session{cfg: cfg, nc: nc}
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if reg, err := bus.OpenRegistry(rctx, nc, cfg.Collective); err == nil {
+		s.reg = reg
+	} else if !errors.Is(err, bus.ErrNoRegistry) {
+		g.logger().Warn("registry unavailable, using broadcast discovery", "err", err)
+	}
+	s.client, err = bus.NewClient(bus.ClientConfig{Conn: nc, Collective: cfg.Collective, Signer: signer, User: cfg.User,
+		HostKeys: known, Registry: s.reg, Logger: g.logger()})
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func natsOptions(cfg *ClientConfig) []nats.Option {
+	opts := []nats.Option{nats.Name("signet " + cfg.User), nats.Timeout(5 * time.Second), nats.MaxReconnects(60), nats.ReconnectWait(time.Second)}
+	if cfg.NATS.Creds != "" {
+		opts = append(opts, nats.UserCredentials(cfg.NATS.Creds))
+	}
+	if cfg.NATS.User != "" {
+		pw := ""
+		if cfg.NATS.PasswordFile != "" {
+			if b, err := os.ReadFile(cfg.NATS.PasswordFile); err == nil {
+				pw = strings.TrimSpace(string(b))
+			}
+		}
+		opts = append(opts, nats.UserInfo(cfg.NATS.User, pw))
+	}
+	if cfg.NATS.CAFile != "" {
+		opts = append(opts, nats.RootCAs(cfg.NATS.CAFile))
+	}
+	if cfg.NATS.CertFile != "" {
+		opts = append(opts, nats.ClientCert(cfg.NATS.CertFile, cfg.NATS.KeyFile))
+	}
+	return opts
+}
+
+// signer loads the operator's key from a file or from ssh-agent.
+func (g *globalOptions) signer(cfg *ClientConfig) (ssh.Signer, error) {
+	if cfg.Key == "agent" {
+		sock := g.io.Getenv("SSH_AUTH_SOCK")
+		if sock == "" {
+			return nil, withHint(errors.New("key is \"agent\" but SSH_AUTH_SOCK is not set"), "start ssh-agent and ssh-add your ed25519 key, or set key: to a key file")
+		}
+		conn, err := net.Dial("unix", sock)
+		if err != nil {
+			return nil, fmt.Errorf("ssh-agent: %w", err)
+		}
+		return keys.AgentSigner(conn, cfg.AgentKey)
+	}
+	s, err := keys.LoadSigner(cfg.Key, func() ([]byte, error) { return g.passphrase(cfg.Key) })
+	if err != nil {
+		return nil, withHint(err, "make a key with `signet keygen`, or set key: agent to sign with ssh-agent")
+	}
+	return s, nil
+}
+
+func (g *globalOptions) passphrase(path string) ([]byte, error) {
+	if v := g.io.Getenv("SIGNET_PASSPHRASE_FILE"); v != "" {
+		b, err := os.ReadFile(v)
+		if err != nil {
+			return nil, err
+		}
+		return []byte(strings.TrimRight(string(b), "\r\n")), nil
+	}
+	f, ok := g.io.In.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return nil, errors.New("the key is encrypted and there is no terminal to ask for its passphrase (use ssh-agent, or SIGNET_PASSPHRASE_FILE)")
+	}
+	fmt.Fprintf(g.io.Err, "Enter passphrase for %s: ", path)
+	pw, err := term.ReadPassword(int(f.Fd()))
+	fmt.Fprintln(g.io.Err)
+	return pw, err
+}

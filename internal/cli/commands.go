@@ -1,0 +1,240 @@
+package cli
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/signetbus/signet/bus"
+)
+
+func newPingCmd(g *globalOptions) *cobra.Command {
+	q := &queryFlags{}
+	c := &cobra.Command{
+		Use:   "ping",
+		Short: "Ping matching hosts with a signed request",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o, err := g.run(cmd.Context(), q, "rpcutil", "ping", nil)
+			if err != nil {
+				return err
+			}
+			p := g.printer()
+			if p.json {
+				if err := p.jsonValue(jsonOutcome(o)); err != nil {
+					return err
+				}
+			} else {
+				rows := [][]string{}
+				for _, r := range o.Results {
+					msg := r.Error
+					if r.Status == bus.ResultOK {
+						msg = fmt.Sprintf("%.1f ms", ms(r.Elapsed))
+					}
+					rows = append(rows, []string{r.Identity, string(r.Status), msg})
+				}
+				p.table([]string{"HOST", "STATUS", "TIME"}, rows)
+			}
+			summary(g.io.Err, o)
+			return outcomeExit(o)
+		},
+	}
+	q.register(c)
+	return c
+}
+
+func newDiscoverCmd(g *globalOptions) *cobra.Command {
+	q := &queryFlags{}
+	c := &cobra.Command{
+		Use:   "discover",
+		Short: "List the hosts that match a filter and answer a signed ping",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o, err := g.run(cmd.Context(), q, "rpcutil", "ping", nil)
+			if err != nil {
+				return err
+			}
+			var ids []string
+			for _, r := range o.Results {
+				if r.Status == bus.ResultOK {
+					ids = append(ids, r.Identity)
+				}
+			}
+			p := g.printer()
+			if p.json {
+				if ids == nil {
+					ids = []string{}
+				}
+				return p.jsonValue(map[string]any{"hosts": ids})
+			}
+			for _, id := range ids {
+				fmt.Fprintln(g.io.Out, id)
+			}
+			fmt.Fprintf(g.io.Err, "%d hosts discovered\n", len(ids))
+			return outcomeExit(o)
+		},
+	}
+	q.register(c)
+	return c
+}
+
+func newFactsCmd(g *globalOptions) *cobra.Command {
+	q := &queryFlags{}
+	c := &cobra.Command{
+		Use:   "facts FACT",
+		Short: "Show how a fact's values are spread across matching hosts",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o, err := g.run(cmd.Context(), q, "rpcutil", "get_fact", map[string]any{"fact": args[0]})
+			if err != nil {
+				return err
+			}
+			byValue := map[string][]string{}
+			for _, r := range o.Results {
+				if r.Status == bus.ResultOK {
+					v, _ := r.Reply.Data["value"].(string)
+					byValue[v] = append(byValue[v], r.Identity)
+				}
+			}
+			values := make([]string, 0, len(byValue))
+			for v := range byValue {
+				values = append(values, v)
+			}
+			sort.Strings(values)
+			p := g.printer()
+			if p.json {
+				return p.jsonValue(map[string]any{"fact": args[0], "values": byValue, "summary": jsonOutcome(o).Summary})
+			}
+			rows := [][]string{}
+			for _, v := range values {
+				hosts := byValue[v]
+				sort.Strings(hosts)
+				rows = append(rows, []string{v, fmt.Sprint(len(hosts)), strings.Join(hosts, ",")})
+			}
+			p.table([]string{"VALUE", "HOSTS", "IDENTITIES"}, rows)
+			summary(g.io.Err, o)
+			return outcomeExit(o)
+		},
+	}
+	q.register(c)
+	return c
+}
+
+func newInventoryCmd(g *globalOptions) *cobra.Command {
+	q := &queryFlags{}
+	c := &cobra.Command{
+		Use:   "inventory",
+		Short: "Show agents, facts and classes of matching hosts",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o, err := g.run(cmd.Context(), q, "rpcutil", "inventory", nil)
+			if err != nil {
+				return err
+			}
+			p := g.printer()
+			if p.json {
+				return p.jsonValue(jsonOutcome(o))
+			}
+			printInventory(g, o)
+			summary(g.io.Err, o)
+			return outcomeExit(o)
+		},
+	}
+	q.register(c)
+	return c
+}
+
+func printInventory(g *globalOptions, o *bus.Outcome) {
+	w := g.io.Out
+	for _, r := range o.Results {
+		if r.Status != bus.ResultOK {
+			fmt.Fprintf(w, "%s: %s: %s\n\n", r.Identity, r.Status, r.Error)
+			continue
+		}
+		d := r.Reply.Data
+		fmt.Fprintf(w, "%s\n  version: %v\n  collective: %v\n  started: %v\n  agents:\n", r.Identity, d["version"], d["collective"], d["started"])
+		if agents, ok := d["agents"].([]any); ok {
+			for _, a := range agents {
+				am, _ := a.(map[string]any)
+				var acts []string
+				if l, ok := am["actions"].([]any); ok {
+					for _, x := range l {
+						acts = append(acts, fmt.Sprint(x))
+					}
+				}
+				fmt.Fprintf(w, "    %-12v %s\n", am["name"], strings.Join(acts, " "))
+			}
+		}
+		if cl, ok := d["classes"].([]any); ok && len(cl) > 0 {
+			fmt.Fprintf(w, "  classes: %v\n", cl)
+		}
+		fmt.Fprintf(w, "  facts:\n")
+		if facts, ok := d["facts"].(map[string]any); ok {
+			keys := make([]string, 0, len(facts))
+			for k := range facts {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			for _, k := range keys {
+				fmt.Fprintf(w, "    %s = %v\n", k, facts[k])
+			}
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+func newRPCCmd(g *globalOptions) *cobra.Command {
+	q := &queryFlags{}
+	c := &cobra.Command{
+		Use:   "rpc AGENT ACTION [key=value...]",
+		Short: "Run any allowed agent action on matching hosts",
+		Example: `  signet rpc rpcutil inventory -I web2
+  signet rpc package update package=middleware version=1.4.2 -F zone=a --batch 2`,
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			params, err := parseParams(args[2:])
+			if err != nil {
+				return err
+			}
+			if err := bus.CheckName("agent", args[0]); err != nil {
+				return usageErrorf("%v", err)
+			}
+			if err := bus.CheckName("action", args[1]); err != nil {
+				return usageErrorf("%v", err)
+			}
+			o, err := g.run(cmd.Context(), q, args[0], args[1], params)
+			if err != nil {
+				return err
+			}
+			if err := g.printer().outcome(o); err != nil {
+				return err
+			}
+			summary(g.io.Err, o)
+			return outcomeExit(o)
+		},
+	}
+	q.register(c)
+	return c
+}
+
+// parseParams turns key=value arguments into request parameters. Values
+// stay strings; the host coerces them to the types its DDL declares.
+func parseParams(args []string) (map[string]any, error) {
+	if len(args) == 0 {
+		return nil, nil
+	}
+	params := map[string]any{}
+	for _, a := range args {
+		k, v, ok := strings.Cut(a, "=")
+		if !ok || k == "" {
+			return nil, usageErrorf("parameter %q: want key=value", a)
+		}
+		if _, dup := params[k]; dup {
+			return nil, usageErrorf("parameter %q given twice", k)
+		}
+		params[k] = v
+	}
+	return params, nil
+}

@@ -1,0 +1,193 @@
+package cli
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/signetbus/signet/agents"
+)
+
+// ClientConfig is the operator's config file (YAML), found at $SIGNET_CONFIG
+// or ~/.config/signet/client.yaml. Every field may be overridden by an
+// environment profile and by SIGNET_* variables.
+type ClientConfig struct {
+	// Collective is the subject prefix of the fleet; default "signet".
+	Collective string `yaml:"collective"`
+	// User is the operator name carried in requests; default $USER.
+	User string `yaml:"user"`
+	// Key is the signing key: a private key file path, or "agent" to use the
+	// ed25519 key held by the ssh-agent at $SSH_AUTH_SOCK (hardware keys
+	// included). Default ~/.ssh/id_ed25519.
+	Key string `yaml:"key"`
+	// AgentKey picks one agent key by "SHA256:..." fingerprint or .pub file
+	// when the agent holds several.
+	AgentKey string `yaml:"agent_key"`
+	// KnownHosts lists the responders' host keys; default
+	// ~/.config/signet/known_hosts. Replies from other hosts are not trusted.
+	KnownHosts string `yaml:"known_hosts"`
+	// NATS says how to reach the broker.
+	NATS agents.NATSConfig `yaml:"nats"`
+	// Timeout bounds the wait for replies; default 10s.
+	Timeout agents.Duration `yaml:"timeout"`
+	// DiscoveryTimeout bounds broadcast discovery without a registry; default 2s.
+	DiscoveryTimeout agents.Duration `yaml:"discovery_timeout"`
+	// TTL is how long a signed request stays valid; default 60s.
+	TTL agents.Duration `yaml:"ttl"`
+	// Apps is the directory of app files for deploy; default ./apps.
+	Apps string `yaml:"apps"`
+	// Environments are profiles (dev, dr, prod): each may set its own
+	// collective, broker, key and known hosts. Select with --env or SIGNET_ENV.
+	Environments map[string]*ClientConfig `yaml:"environments"`
+}
+
+// loadClientConfig reads the config, applies the profile env (if any) and
+// SIGNET_* overrides, and fills in defaults.
+func loadClientConfig(path, env string, getenv func(string) string) (*ClientConfig, error) {
+	explicit := path != ""
+	if path == "" {
+		path = getenv("SIGNET_CONFIG")
+		explicit = path != ""
+	}
+	if path == "" {
+		if home, err := os.UserHomeDir(); err == nil {
+			path = filepath.Join(home, ".config", "signet", "client.yaml")
+		}
+	}
+	cfg := &ClientConfig{}
+	if path != "" {
+		b, err := os.ReadFile(path)
+		switch {
+		case err == nil:
+			dec := yaml.NewDecoder(bytes.NewReader(b))
+			dec.KnownFields(true)
+			if err := dec.Decode(cfg); err != nil && err.Error() != "EOF" {
+				return nil, fmt.Errorf("config %s: %w", path, err)
+			}
+			base := filepath.Dir(path)
+			cfg.resolve(base)
+			for _, e := range cfg.Environments {
+				if e != nil {
+					e.resolve(base)
+				}
+			}
+		case errors.Is(err, fs.ErrNotExist) && !explicit:
+		default:
+			return nil, fmt.Errorf("config: %w", err)
+		}
+	}
+	if env == "" {
+		env = getenv("SIGNET_ENV")
+	}
+	if env != "" {
+		p, ok := cfg.Environments[env]
+		if !ok || p == nil {
+			return nil, usageErrorf("no environment %q in %s", env, path)
+		}
+		cfg.overlay(p)
+	}
+	over := func(dst *string, name string) {
+		if v := getenv(name); v != "" {
+			*dst = v
+		}
+	}
+	over(&cfg.Collective, "SIGNET_COLLECTIVE")
+	over(&cfg.User, "SIGNET_USER")
+	over(&cfg.Key, "SIGNET_KEY")
+	over(&cfg.KnownHosts, "SIGNET_KNOWN_HOSTS")
+	if v := getenv("SIGNET_NATS_URL"); v != "" {
+		cfg.NATS.URLs = strings.Split(v, ",")
+	}
+	cfg.defaults(getenv)
+	return cfg, nil
+}
+
+// resolve makes relative paths relative to the config file.
+func (c *ClientConfig) resolve(base string) {
+	abs := func(p *string) {
+		if *p != "" && *p != "agent" && !filepath.IsAbs(*p) && !strings.HasPrefix(*p, "~") {
+			*p = filepath.Join(base, *p)
+		}
+	}
+	abs(&c.Key)
+	abs(&c.KnownHosts)
+	abs(&c.NATS.Creds)
+	abs(&c.NATS.PasswordFile)
+	abs(&c.Apps)
+}
+
+func (c *ClientConfig) overlay(p *ClientConfig) {
+	set := func(dst *string, v string) {
+		if v != "" {
+			*dst = v
+		}
+	}
+	set(&c.Collective, p.Collective)
+	set(&c.User, p.User)
+	set(&c.Key, p.Key)
+	set(&c.AgentKey, p.AgentKey)
+	set(&c.KnownHosts, p.KnownHosts)
+	set(&c.Apps, p.Apps)
+	if len(p.NATS.URLs) > 0 || p.NATS.Creds != "" || p.NATS.User != "" {
+		c.NATS = p.NATS
+	}
+	if p.Timeout != 0 {
+		c.Timeout = p.Timeout
+	}
+	if p.DiscoveryTimeout != 0 {
+		c.DiscoveryTimeout = p.DiscoveryTimeout
+	}
+	if p.TTL != 0 {
+		c.TTL = p.TTL
+	}
+}
+
+func (c *ClientConfig) defaults(getenv func(string) string) {
+	home, _ := os.UserHomeDir()
+	if c.Collective == "" {
+		c.Collective = "signet"
+	}
+	if c.User == "" {
+		c.User = getenv("USER")
+		if c.User == "" {
+			if u, err := user.Current(); err == nil {
+				c.User = u.Username
+			}
+		}
+	}
+	if c.Key == "" {
+		c.Key = filepath.Join(home, ".ssh", "id_ed25519")
+	}
+	if c.KnownHosts == "" {
+		c.KnownHosts = filepath.Join(home, ".config", "signet", "known_hosts")
+	}
+	if strings.HasPrefix(c.Key, "~/") {
+		c.Key = filepath.Join(home, c.Key[2:])
+	}
+	if strings.HasPrefix(c.KnownHosts, "~/") {
+		c.KnownHosts = filepath.Join(home, c.KnownHosts[2:])
+	}
+	if len(c.NATS.URLs) == 0 {
+		c.NATS.URLs = []string{"nats://127.0.0.1:4222"}
+	}
+	if c.Timeout == 0 {
+		c.Timeout = agents.Duration(10 * time.Second)
+	}
+	if c.DiscoveryTimeout == 0 {
+		c.DiscoveryTimeout = agents.Duration(2 * time.Second)
+	}
+	if c.TTL == 0 {
+		c.TTL = agents.Duration(60 * time.Second)
+	}
+	if c.Apps == "" {
+		c.Apps = "apps"
+	}
+}

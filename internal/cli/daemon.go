@@ -1,0 +1,153 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/signetbus/signet/agents"
+	"github.com/signetbus/signet/internal/keys"
+)
+
+type daemonOptions struct {
+	config       string
+	identity     string
+	natsURL      string
+	logLevel     string
+	logFormat    string
+	printHostKey bool
+	checkConfig  bool
+}
+
+// DaemonMain runs signetd with args and returns the exit code.
+func DaemonMain(ctx context.Context, args []string, stdio IO) int {
+	if stdio.Getenv == nil {
+		stdio.Getenv = os.Getenv
+	}
+	o := &daemonOptions{}
+	c := &cobra.Command{
+		Use:           "signetd",
+		Short:         "signet's host responder: verifies signed requests and runs whitelisted plugins",
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       Version,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return daemonRun(cmd.Context(), &stdio, o)
+		},
+	}
+	c.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageErrorf("%v", err) })
+	f := c.Flags()
+	f.StringVarP(&o.config, "config", "c", "", "config file (default $SIGNETD_CONFIG or /etc/signet/signetd.yaml)")
+	f.StringVar(&o.identity, "identity", "", "override the identity")
+	f.StringVar(&o.natsURL, "nats", "", "override the broker URLs (comma-separated)")
+	f.StringVar(&o.logLevel, "log-level", "", "debug, info, warn or error")
+	f.StringVar(&o.logFormat, "log-format", "", "json, text or auto")
+	f.BoolVar(&o.printHostKey, "print-host-key", false, "print this host's known_hosts line for clients and exit (creates the key if missing)")
+	f.BoolVar(&o.checkConfig, "check", false, "load the config, keys, policy and plugins, report problems and exit")
+	c.SetArgs(args)
+	c.SetOut(stdio.Out)
+	c.SetErr(stdio.Err)
+	return exitCode(c.ExecuteContext(ctx), stdio.Err, "signetd")
+}
+
+func daemonRun(ctx context.Context, stdio *IO, o *daemonOptions) error {
+	path := o.config
+	if path == "" {
+		path = stdio.Getenv("SIGNETD_CONFIG")
+	}
+	if path == "" {
+		if _, err := os.Stat("/etc/signet/signetd.yaml"); err == nil {
+			path = "/etc/signet/signetd.yaml"
+		}
+	}
+	cfg, err := agents.LoadConfig(path)
+	if err != nil {
+		return &usageError{err.Error()}
+	}
+	if o.identity != "" {
+		cfg.Identity = o.identity
+	}
+	if o.natsURL != "" {
+		cfg.NATS.URLs = strings.Split(o.natsURL, ",")
+	}
+	if o.logLevel != "" {
+		cfg.Log.Level = o.logLevel
+	}
+	if o.logFormat != "" {
+		cfg.Log.Format = o.logFormat
+	}
+	if o.printHostKey {
+		hk, err := keys.LoadHostKey(cfg.HostKey)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdio.Out, keys.FormatKnownHost(cfg.Identity, hk.PublicKey()))
+		return nil
+	}
+	log, err := daemonLogger(stdio, cfg.Log)
+	if err != nil {
+		return &usageError{err.Error()}
+	}
+	if o.checkConfig {
+		pl, err := agents.LoadPlugins(cfg)
+		if err != nil {
+			return err
+		}
+		if _, err := agents.NewHost(agents.HostOptions{Identity: cfg.Identity, Collective: cfg.Collective, Plugins: pl,
+			AuthorizedKeys: cfg.AuthorizedKeys, Policy: cfg.Policy}); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdio.Out, "config ok: identity %s, collective %s, %d plugins\n", cfg.Identity, cfg.Collective, len(pl))
+		return nil
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reload := make(chan struct{}, 1)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				log.Info("SIGHUP: reloading trust and policy")
+				select {
+				case reload <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	return agents.Run(ctx, cfg, agents.RunOptions{Version: Version, Logger: log, Reload: reload})
+}
+
+func daemonLogger(stdio *IO, c agents.LogConfig) (*slog.Logger, error) {
+	var lvl slog.Level
+	if c.Level != "" {
+		if err := lvl.UnmarshalText([]byte(c.Level)); err != nil {
+			return nil, fmt.Errorf("log level %q: want debug, info, warn or error", c.Level)
+		}
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch c.Format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(stdio.Err, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(stdio.Err, opts)), nil
+	case "", "auto":
+		if f, ok := stdio.Err.(*os.File); ok && isTerminal(f) {
+			return slog.New(slog.NewTextHandler(stdio.Err, opts)), nil
+		}
+		return slog.New(slog.NewJSONHandler(stdio.Err, opts)), nil
+	}
+	return nil, fmt.Errorf("log format %q: want json, text or auto", c.Format)
+}

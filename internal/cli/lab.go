@@ -1,0 +1,154 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/signetbus/signet/internal/lab"
+	"github.com/signetbus/signet/plugins"
+)
+
+type labOptions struct {
+	hosts        int
+	dir          string
+	port         int
+	pluginConfig string
+	haproxy      string
+	alertmanager string
+}
+
+func newLabCmd(g *globalOptions) *cobra.Command {
+	o := &labOptions{}
+	c := &cobra.Command{
+		Use:   "lab",
+		Short: "Run a local fleet: an embedded broker and N signed responders",
+		Long: `lab starts, in the foreground, an embedded NATS broker on a free loopback port and
+N responders web1..webN (zone a/b/c by number, env=lab), each with its own host key,
+facts and audit log, plus an operator key trusted with the admin role. It writes
+DIR/client.yaml; point signet at it with SIGNET_CONFIG. Ctrl-C stops it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return labRun(cmd.Context(), g, o)
+		},
+	}
+	f := c.Flags()
+	f.IntVar(&o.hosts, "hosts", 3, "number of responders")
+	f.StringVar(&o.dir, "dir", ".lab", "directory for keys, configs, audit logs and the broker store")
+	f.IntVar(&o.port, "port", 0, "broker port (default: a free one)")
+	f.StringVar(&o.pluginConfig, "plugin-config", "", "YAML file: plugins to enable on every host, with their settings (as in signetd's plugins:)")
+	f.StringVar(&o.haproxy, "haproxy-socket", "", "enable the haproxy plugin on every host with this runtime API socket (unix:/path or tcp:host:port)")
+	f.StringVar(&o.alertmanager, "alertmanager", "", "enable the maintenance plugin on every host with this Alertmanager URL")
+	return c
+}
+
+// labPlugins returns the plugin configs lab hosts get: health always, plus
+// what the flags and the plugin-config file add.
+func (o *labOptions) labPlugins() (map[string]json.RawMessage, error) {
+	cfgs := map[string]json.RawMessage{}
+	if _, ok := plugins.Lookup("health"); ok {
+		cfgs["health"] = nil
+	}
+	if o.haproxy != "" {
+		b, _ := json.Marshal(map[string]any{"instances": []map[string]string{{"name": "main", "socket": o.haproxy}}})
+		cfgs["haproxy"] = b
+	}
+	if o.alertmanager != "" {
+		b, _ := json.Marshal(map[string]any{"backends": []map[string]any{{"type": "alertmanager", "url": o.alertmanager}}})
+		cfgs["maintenance"] = b
+	}
+	if o.pluginConfig != "" {
+		raw, err := os.ReadFile(o.pluginConfig)
+		if err != nil {
+			return nil, err
+		}
+		var m map[string]any
+		if err := yaml.Unmarshal(raw, &m); err != nil {
+			return nil, fmt.Errorf("%s: %w", o.pluginConfig, err)
+		}
+		for k, v := range m {
+			b, err := json.Marshal(v)
+			if err != nil {
+				return nil, fmt.Errorf("%s: plugin %s: %w", o.pluginConfig, k, err)
+			}
+			cfgs[k] = b
+		}
+	}
+	return cfgs, nil
+}
+
+func buildPlugins(cfgs map[string]json.RawMessage) (map[string]plugins.Plugin, error) {
+	out := map[string]plugins.Plugin{}
+	for name, raw := range cfgs {
+		info, ok := plugins.Lookup(name)
+		if !ok {
+			return nil, fmt.Errorf("plugin %q is not in the whitelist (available: %s)", name, strings.Join(plugins.Names(), ", "))
+		}
+		if string(raw) == "null" {
+			raw = nil
+		}
+		p, err := info.New(raw)
+		if err != nil {
+			return nil, fmt.Errorf("plugin %s: %w", name, err)
+		}
+		out[name] = p
+	}
+	return out, nil
+}
+
+func labRun(ctx context.Context, g *globalOptions, o *labOptions) error {
+	if o.hosts < 1 || o.hosts > 500 {
+		return usageErrorf("--hosts must be between 1 and 500")
+	}
+	cfgs, err := o.labPlugins()
+	if err != nil {
+		return err
+	}
+	if _, err := buildPlugins(cfgs); err != nil { // fail before starting anything
+		return err
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	l, err := lab.Start(ctx, lab.Options{Dir: o.dir, Hosts: o.hosts, Port: o.port, Version: Version,
+		Plugins: func(*lab.HostInfo) (map[string]plugins.Plugin, error) { return buildPlugins(cfgs) },
+		Logger:  g.logger()})
+	if err != nil {
+		return err
+	}
+	names := make([]string, 0, len(cfgs))
+	for n := range cfgs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	rel := l.ClientConfig
+	if wd, err := os.Getwd(); err == nil {
+		if r, err := filepath.Rel(wd, l.ClientConfig); err == nil && !strings.HasPrefix(r, "..") {
+			rel = r
+		}
+	}
+	fmt.Fprintf(g.io.Err, `signet lab: %d responders (web1..web%d, zones a/b/c) on broker %s
+agents: rpcutil %s
+audit logs: %s/hosts/*/audit.jsonl
+
+In another terminal:
+  export SIGNET_CONFIG=%s
+  go run ./cmd/signet ping
+  go run ./cmd/signet discover -F zone=b
+  go run ./cmd/signet facts os
+  go run ./cmd/signet rpc rpcutil inventory -I web2
+
+Ctrl-C stops the lab.
+`, o.hosts, o.hosts, l.Broker.ClientURL(), strings.Join(names, " "), l.Dir, rel)
+	<-ctx.Done()
+	fmt.Fprintln(g.io.Err, "signet lab: stopping")
+	return l.Stop()
+}

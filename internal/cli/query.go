@@ -1,0 +1,97 @@
+package cli
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/signetbus/signet/bus"
+)
+
+// queryFlags are MCollective's targeting flags, kept so its users feel at home.
+type queryFlags struct {
+	identity   []string
+	fact       []string
+	class      []string
+	agent      []string
+	with       []string
+	compound   string
+	batch      int
+	batchSleep time.Duration
+	limit      int
+	timeout    time.Duration
+	discovery  time.Duration
+}
+
+func (q *queryFlags) register(c *cobra.Command) {
+	f := c.Flags()
+	f.StringArrayVarP(&q.identity, "identity", "I", nil, "match a host identity, exact or /regex/ (repeatable; any may match)")
+	f.StringArrayVarP(&q.fact, "with-fact", "F", nil, "match a fact: key=value, key!=value, key>=n, key<n, key=~regex (repeatable; all must match)")
+	f.StringArrayVarP(&q.class, "with-class", "C", nil, "match a class, exact or /regex/ (repeatable)")
+	f.StringArrayVarP(&q.agent, "with-agent", "A", nil, "match hosts that have an agent (repeatable)")
+	f.StringArrayVarP(&q.with, "with", "W", nil, "combined class and fact filter: \"web zone=a\"")
+	f.StringVarP(&q.compound, "select", "S", "", "compound filter: \"zone=a and (env=dev or env=lab) and not db\"")
+	f.IntVar(&q.batch, "batch", 0, "send to this many hosts at a time")
+	f.DurationVar(&q.batchSleep, "batch-sleep", 0, "pause between batches")
+	f.IntVar(&q.limit, "limit", 0, "send to at most this many of the matching hosts")
+	f.DurationVarP(&q.timeout, "timeout", "t", 0, "how long to wait for replies (default from config, 10s)")
+	f.DurationVar(&q.discovery, "discovery-timeout", 0, "how long broadcast discovery waits without a registry (default 2s)")
+}
+
+func isExactIdentity(s string) bool {
+	return bus.CheckIdentity(s) == nil
+}
+
+// query builds the bus query. Exact -I names alone address hosts directly.
+func (q *queryFlags) query(cfg *ClientConfig, agent, action string, params map[string]any) (bus.Query, error) {
+	f := bus.Filter{Fact: q.fact, Class: q.class, Agent: q.agent, Compound: q.compound}
+	for _, w := range q.with {
+		for _, tok := range strings.Fields(w) {
+			if strings.ContainsAny(tok, "=<>") {
+				f.Fact = append(f.Fact, tok)
+			} else {
+				f.Class = append(f.Class, tok)
+			}
+		}
+	}
+	query := bus.Query{Agent: agent, Action: action, Params: params, Batch: q.batch, BatchSleep: q.batchSleep, Limit: q.limit,
+		Timeout: cfg.Timeout.D(), DiscoveryTimeout: cfg.DiscoveryTimeout.D(), TTL: cfg.TTL.D()}
+	if q.timeout > 0 {
+		query.Timeout = q.timeout
+	}
+	if q.discovery > 0 {
+		query.DiscoveryTimeout = q.discovery
+	}
+	allExact := len(q.identity) > 0
+	for _, id := range q.identity {
+		if !isExactIdentity(id) {
+			allExact = false
+		}
+	}
+	if allExact && f.IsZero() {
+		query.Targets = q.identity
+	} else {
+		f.Identity = q.identity
+	}
+	query.Filter = f
+	if _, err := f.Compile(); err != nil {
+		return query, usageErrorf("%v", err)
+	}
+	return query, nil
+}
+
+// run connects, sends the query and returns the outcome.
+func (g *globalOptions) run(ctx context.Context, q *queryFlags, agent, action string, params map[string]any) (*bus.Outcome, error) {
+	s, err := g.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	query, err := q.query(s.cfg, agent, action, params)
+	if err != nil {
+		return nil, err
+	}
+	return s.client.Do(ctx, query)
+}

@@ -1,0 +1,317 @@
+// Package lab runs a local fleet in one process: an embedded broker on a
+// free loopback port and N responders (web1..webN, zones a/b/c, env=lab),
+// each with its own host key, facts and audit log, plus an operator key
+// trusted with the admin role and a client config that points at it all.
+// Everything but the process boundary is the real thing: signatures, NATS,
+// policy, audit and the registry.
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/signetbus/signet/agents"
+	"github.com/signetbus/signet/internal/audit"
+	"github.com/signetbus/signet/internal/broker"
+	"github.com/signetbus/signet/internal/keys"
+	"github.com/signetbus/signet/plugins"
+)
+
+// Options configure a lab.
+type Options struct {
+	// Dir holds keys, configs, audit logs and the broker store.
+	Dir string
+	// Hosts is the number of responders; default 3.
+	Hosts int
+	// Port is the broker's port; 0 picks a free one.
+	Port int
+	// Collective defaults to "lab".
+	Collective string
+	// Version is reported by the responders.
+	Version string
+	// Plugins builds the plugins of one host; nil enables only rpcutil.
+	Plugins func(h *HostInfo) (map[string]plugins.Plugin, error)
+	// Facts adds facts to one host.
+	Facts func(h *HostInfo) map[string]string
+	// Policy is the policy file content; default: role admin may run anything.
+	Policy string
+	Logger *slog.Logger
+}
+
+// HostInfo describes one lab host.
+type HostInfo struct {
+	Index    int // 1-based
+	Identity string
+	Zone     string
+	Dir      string
+}
+
+// Lab is a running local fleet.
+type Lab struct {
+	Broker       *server.Server
+	Dir          string
+	ClientConfig string
+	Hosts        []*HostInfo
+	Collective   string
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	errs   []error
+	conns  []*nats.Conn
+	stops  map[string]context.CancelFunc
+	done   map[string]chan struct{}
+	opts   Options
+	keys   map[string]ssh.Signer
+}
+
+const defaultPolicy = `# lab policy: the operator key has role admin, which may run anything
+rules:
+  - name: admin-all
+    roles: [admin]
+    allow: ["*"]
+`
+
+// Start brings the lab up and returns when every responder is listening
+// and registered.
+func Start(ctx context.Context, o Options) (*Lab, error) {
+	if o.Hosts <= 0 {
+		o.Hosts = 3
+	}
+	if o.Collective == "" {
+		o.Collective = "lab"
+	}
+	if o.Policy == "" {
+		o.Policy = defaultPolicy
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	dir, err := filepath.Abs(o.Dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	port := o.Port
+	if port == 0 {
+		port = -1
+	}
+	s, err := broker.Start(broker.Config{Port: port, StoreDir: filepath.Join(dir, "broker"), Name: "signet-lab"})
+	if err != nil {
+		return nil, err
+	}
+	l := &Lab{Broker: s, Dir: dir, Collective: o.Collective, opts: o, stops: map[string]context.CancelFunc{},
+		done: map[string]chan struct{}{}, keys: map[string]ssh.Signer{}}
+	if err := l.writeFiles(); err != nil {
+		s.Shutdown()
+		return nil, err
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	l.cancel = cancel
+	for _, h := range l.Hosts {
+		if err := l.StartHost(runCtx, h.Identity); err != nil {
+			l.Stop()
+			return nil, err
+		}
+	}
+	if err := l.waitRegistered(ctx); err != nil {
+		l.Stop()
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *Lab) writeFiles() error {
+	opKey := filepath.Join(l.Dir, "operator_key")
+	if _, err := os.Stat(opKey); errors.Is(err, os.ErrNotExist) {
+		if _, err := keys.Generate(opKey, "operator@lab", nil); err != nil {
+			return err
+		}
+	}
+	opPub, err := os.ReadFile(opKey + ".pub")
+	if err != nil {
+		return err
+	}
+	auth := "# lab operators\nroles=\"admin\",name=\"operator\" " + strings.TrimSpace(string(opPub)) + "\n"
+	if err := os.WriteFile(filepath.Join(l.Dir, "authorized_keys"), []byte(auth), 0o600); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(l.Dir, "policy.yaml"), []byte(l.opts.Policy), 0o600); err != nil {
+		return err
+	}
+	var known strings.Builder
+	for i := 1; i <= l.opts.Hosts; i++ {
+		h := &HostInfo{Index: i, Identity: fmt.Sprintf("web%d", i), Zone: string(rune('a' + (i-1)%3))}
+		h.Dir = filepath.Join(l.Dir, "hosts", h.Identity)
+		if err := os.MkdirAll(h.Dir, 0o700); err != nil {
+			return err
+		}
+		hk, err := keys.LoadHostKey(filepath.Join(h.Dir, "host_key"))
+		if err != nil {
+			return err
+		}
+		l.keys[h.Identity] = hk
+		known.WriteString(keys.FormatKnownHost(h.Identity, hk.PublicKey()) + "\n")
+		l.Hosts = append(l.Hosts, h)
+	}
+	if err := os.WriteFile(filepath.Join(l.Dir, "known_hosts"), []byte(known.String()), 0o644); err != nil {
+		return err
+	}
+	l.ClientConfig = filepath.Join(l.Dir, "client.yaml")
+	client := fmt.Sprintf(`# written by signet lab
+collective: %s
+user: operator
+key: operator_key
+known_hosts: known_hosts
+nats:
+  urls: [%q]
+timeout: 10s
+discovery_timeout: 1s
+`, l.Collective, l.Broker.ClientURL())
+	return os.WriteFile(l.ClientConfig, []byte(client), 0o600)
+}
+
+func (l *Lab) hostConfig(h *HostInfo) *agents.Config {
+	return &agents.Config{
+		Identity: h.Identity, Collective: l.Collective,
+		AuthorizedKeys: filepath.Join(l.Dir, "authorized_keys"), Policy: filepath.Join(l.Dir, "policy.yaml"),
+		AuditLog: filepath.Join(h.Dir, "audit.jsonl"), MaxRequestBytes: 64 << 10,
+		MaxTTL: agents.Duration(10 * time.Minute), ClockSkew: agents.Duration(30 * time.Second), ActionTimeout: agents.Duration(5 * time.Minute),
+		MaxConcurrent: 8, RegistryTTL: agents.Duration(30 * time.Second), ShutdownTimeout: agents.Duration(time.Minute),
+	}
+}
+
+// Host returns a host by identity.
+func (l *Lab) Host(id string) *HostInfo {
+	for _, h := range l.Hosts {
+		if h.Identity == id {
+			return h
+		}
+	}
+	return nil
+}
+
+// StartHost starts (or restarts) one responder.
+func (l *Lab) StartHost(ctx context.Context, id string) error {
+	h := l.Host(id)
+	if h == nil {
+		return fmt.Errorf("lab: no host %q", id)
+	}
+	cfg := l.hostConfig(h)
+	var pl map[string]plugins.Plugin
+	if l.opts.Plugins != nil {
+		var err error
+		if pl, err = l.opts.Plugins(h); err != nil {
+			return fmt.Errorf("lab: %s: %w", id, err)
+		}
+	}
+	f := map[string]string{"zone": h.Zone, "env": "lab", "role": "web"}
+	if l.opts.Facts != nil {
+		for k, v := range l.opts.Facts(h) {
+			f[k] = v
+		}
+	}
+	base, err := agents.HostFacts(&agents.Config{}, l.opts.Version)
+	if err != nil {
+		return err
+	}
+	for k, v := range f {
+		base[k] = v
+	}
+	base["hostname"] = id
+	log := l.opts.Logger.With("identity", id)
+	host, err := agents.NewHost(agents.HostOptions{Identity: id, Collective: l.Collective, Version: l.opts.Version, Facts: base,
+		Classes: []string{"web"}, Plugins: pl, AuthorizedKeys: cfg.AuthorizedKeys, Policy: cfg.Policy, ActionTimeout: cfg.ActionTimeout.D(), Logger: log})
+	if err != nil {
+		return err
+	}
+	aud, err := audit.Open(cfg.AuditLog)
+	if err != nil {
+		return err
+	}
+	nc, err := agents.Connect(agents.NATSConfig{URLs: []string{l.Broker.ClientURL()}}, "signetd "+id, log)
+	if err != nil {
+		return err
+	}
+	hctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	started := make(chan struct{})
+	l.mu.Lock()
+	l.stops[id], l.done[id] = stop, done
+	l.conns = append(l.conns, nc)
+	l.mu.Unlock()
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		defer close(done)
+		defer aud.Close()
+		defer host.Close()
+		close(started)
+		if err := agents.Serve(hctx, agents.ServeOptions{Conn: nc, Host: host, HostKey: l.keys[id], Audit: aud, Config: cfg, Version: l.opts.Version, Logger: log}); err != nil {
+			l.mu.Lock()
+			l.errs = append(l.errs, fmt.Errorf("%s: %w", id, err))
+			l.mu.Unlock()
+		}
+		nc.Drain()
+	}()
+	<-started
+	return nil
+}
+
+// StopHost stops one responder gracefully, as a killed or stopped signetd
+// would leave the fleet.
+func (l *Lab) StopHost(id string) {
+	l.mu.Lock()
+	stop, done := l.stops[id], l.done[id]
+	l.mu.Unlock()
+	if stop != nil {
+		stop()
+		<-done
+	}
+}
+
+func (l *Lab) waitRegistered(ctx context.Context) error {
+	nc, err := nats.Connect(l.Broker.ClientURL())
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if n, _ := l.registered(ctx, nc); n >= len(l.Hosts) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return errors.New("lab: responders did not register within 30s")
+}
+
+// Stop stops every responder and the broker.
+func (l *Lab) Stop() error {
+	if l.cancel != nil {
+		l.cancel()
+	}
+	l.wg.Wait()
+	l.Broker.Shutdown()
+	l.Broker.WaitForShutdown()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return errors.Join(l.errs...)
+}

@@ -1,0 +1,173 @@
+// Package e2e runs the real signet and signetd binaries as separate
+// processes against a real embedded nats-server, with testscript: each
+// script in testdata starts its own broker and fleet.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/signetbus/signet/bus"
+	"github.com/signetbus/signet/internal/broker"
+	"github.com/signetbus/signet/internal/cli"
+	"github.com/signetbus/signet/internal/keys"
+)
+
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){
+		"signet":  func() { os.Exit(cli.Main(context.Background(), os.Args[1:], cli.StdIO())) },
+		"signetd": func() { os.Exit(cli.DaemonMain(context.Background(), os.Args[1:], cli.StdIO())) },
+	})
+}
+
+func TestScripts(t *testing.T) {
+	testscript.Run(t, testscript.Params{
+		Dir:   "testdata",
+		Setup: setup,
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"fleet":    cmdFleet,
+			"waitfor":  cmdWaitFor,
+			"exitcode": cmdExitCode,
+		},
+		RequireExplicitExec: true,
+	})
+}
+
+// setup starts a broker for the script and points signet at the files
+// `fleet` writes.
+func setup(env *testscript.Env) error {
+	s, err := broker.Start(broker.Config{Port: -1, StoreDir: filepath.Join(env.WorkDir, ".broker")})
+	if err != nil {
+		return err
+	}
+	env.Defer(func() { s.Shutdown(); s.WaitForShutdown() })
+	env.Setenv("NATS_URL", s.ClientURL())
+	env.Setenv("SIGNET_CONFIG", filepath.Join(env.WorkDir, "client.yaml"))
+	env.Setenv("HOME", env.WorkDir)
+	env.Setenv("USER", "alice")
+	return nil
+}
+
+// fleet N [ROLE] writes an operator key trusted with ROLE (default admin),
+// N host configs webN.yaml with keys, zone a/b/c by number and env=lab,
+// a policy (policy.yaml), known_hosts and client.yaml.
+func cmdFleet(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 1 {
+		ts.Fatalf("usage: fleet N [ROLE]")
+	}
+	n, err := strconv.Atoi(args[0])
+	ts.Check(err)
+	role := "admin"
+	if len(args) > 1 {
+		role = args[1]
+	}
+	work := ts.Getenv("WORK")
+	p := func(s string) string { return filepath.Join(work, s) }
+	_, err = keys.Generate(p("op_key"), "alice@bastion", nil)
+	ts.Check(err)
+	pub, err := os.ReadFile(p("op_key.pub"))
+	ts.Check(err)
+	ts.Check(os.WriteFile(p("authorized_keys"), []byte(fmt.Sprintf("roles=%q,name=\"alice\" %s", role, pub)), 0o600))
+	if _, err := os.Stat(p("policy.yaml")); err != nil {
+		ts.Check(os.WriteFile(p("policy.yaml"), []byte("rules:\n  - name: admin-all\n    roles: [admin]\n    allow: [\"*\"]\n"), 0o600))
+	}
+	var known strings.Builder
+	for i := 1; i <= n; i++ {
+		id := fmt.Sprintf("web%d", i)
+		hk, err := keys.LoadHostKey(p(id + ".key"))
+		ts.Check(err)
+		known.WriteString(keys.FormatKnownHost(id, hk.PublicKey()) + "\n")
+		cfg := fmt.Sprintf(`identity: %s
+collective: e2e
+nats:
+  urls: [%q]
+host_key: %s
+authorized_keys: %s
+policy: %s
+audit_log: %s
+facts:
+  zone: %c
+  env: lab
+classes: [web]
+registry_ttl: 30s
+max_request_bytes: 8192
+plugins:
+  health: {}
+`, id, ts.Getenv("NATS_URL"), p(id+".key"), p("authorized_keys"), p("policy.yaml"), p(id+".audit.jsonl"), 'a'+rune((i-1)%3))
+		ts.Check(os.WriteFile(p(id+".yaml"), []byte(cfg), 0o600))
+	}
+	ts.Check(os.WriteFile(p("known_hosts"), []byte(known.String()), 0o644))
+	client := fmt.Sprintf("collective: e2e\nkey: op_key\nknown_hosts: known_hosts\nnats:\n  urls: [%q]\ntimeout: 5s\ndiscovery_timeout: 1s\n", ts.Getenv("NATS_URL"))
+	ts.Check(os.WriteFile(p("client.yaml"), []byte(client), 0o600))
+}
+
+// waitfor N waits until N responders are in the registry.
+func cmdWaitFor(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: waitfor N")
+	}
+	n, err := strconv.Atoi(args[0])
+	ts.Check(err)
+	nc, err := nats.Connect(ts.Getenv("NATS_URL"))
+	ts.Check(err)
+	defer nc.Close()
+	deadline := time.Now().Add(30 * time.Second)
+	got := 0
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if reg, err := bus.OpenRegistry(ctx, nc, "e2e"); err == nil {
+			if l, err := reg.List(ctx); err == nil {
+				got = len(l)
+			}
+		}
+		cancel()
+		if got == n {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	ts.Fatalf("%d responders registered, want %d", got, n)
+}
+
+// exitcode N PROG ARGS... runs PROG and requires exit status N; its output
+// is logged.
+func cmdExitCode(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: exitcode N PROG [ARGS...]")
+	}
+	want, err := strconv.Atoi(args[0])
+	ts.Check(err)
+	path := ""
+	for _, dir := range filepath.SplitList(ts.Getenv("PATH")) {
+		if st, err := os.Stat(filepath.Join(dir, args[1])); err == nil && !st.IsDir() {
+			path = filepath.Join(dir, args[1])
+			break
+		}
+	}
+	if path == "" {
+		ts.Fatalf("%s not found in PATH", args[1])
+	}
+	cmd := exec.Command(path, args[2:]...)
+	cmd.Dir = ts.Getenv("WORK")
+	var env []string
+	for _, k := range []string{"PATH", "HOME", "USER", "SIGNET_CONFIG", "NATS_URL", "SIGNET_KEY", "SSH_AUTH_SOCK", "WORK"} {
+		env = append(env, k+"="+ts.Getenv(k))
+	}
+	cmd.Env = env
+	out, _ := cmd.CombinedOutput()
+	ts.Logf("%s", out)
+	got := cmd.ProcessState.ExitCode()
+	if got != want {
+		ts.Fatalf("%s exited %d, want %d", args[1], got, want)
+	}
+}
