@@ -25,6 +25,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -49,7 +50,9 @@ func main() {
 	tput := flag.Duration("throughput", 5*time.Second, "duration of each throughput run (0 skips)")
 	inflight := flag.Int("inflight", 32, "requests in flight in the throughput runs")
 	rss := flag.Bool("rss", true, "measure an idle signetd's RSS (builds ./cmd/signetd)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the signed fan-out runs to this file")
 	flag.Parse()
+	profile = *cpuprofile
 
 	dir, err := os.MkdirTemp("", "signet-bench")
 	check(err)
@@ -61,15 +64,17 @@ func main() {
 	authFile, policyFile := writeTrust(dir, op)
 
 	fmt.Printf("signet bench: %s, GOMAXPROCS=%d, %d rounds (median, p90)\n\n", time.Now().Format(time.RFC3339), runtimeProcs(), *rounds)
-	fmt.Printf("%-6s %-22s %-22s %-22s %-12s %-10s\n", "N", "bare NATS", "bare + ed25519", "signet signed ping", "signed/ed25519", "signed/bare")
+	fmt.Printf("%-6s %-22s %-22s %-22s %-22s %-9s %-9s %-9s\n", "N", "bare NATS", "bare + ed25519", "bare + ed25519 x2", "signet signed ping",
+		"/ed25519", "/ed x2", "/bare")
 	for _, f := range strings.Split(*sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		check(err)
-		bare := fanoutBare(s, n, *perConn, *rounds, false)
-		ed := fanoutBare(s, n, *perConn, *rounds, true)
+		bare := fanoutBare(s, n, *perConn, *rounds, cryptoNone)
+		ed := fanoutBare(s, n, *perConn, *rounds, cryptoResponder)
+		ed2 := fanoutBare(s, n, *perConn, *rounds, cryptoBothWays)
 		signed := fanoutSigned(s, n, *perConn, *rounds, op, authFile, policyFile)
-		fmt.Printf("%-6d %-22s %-22s %-22s %-12s %-10s\n", n, bare, ed, signed,
-			fmt.Sprintf("%.2fx", float64(signed.median)/float64(ed.median)), fmt.Sprintf("%.2fx", float64(signed.median)/float64(bare.median)))
+		ratio := func(a, b stats) string { return fmt.Sprintf("%.2fx", float64(a.median)/float64(b.median)) }
+		fmt.Printf("%-6d %-22s %-22s %-22s %-22s %-9s %-9s %-9s\n", n, bare, ed, ed2, signed, ratio(signed, ed), ratio(signed, ed2), ratio(signed, bare))
 	}
 	if *tput > 0 {
 		fmt.Println()
@@ -120,19 +125,29 @@ func closeAll(cs []*nats.Conn) {
 	}
 }
 
-// fanoutBare times one publish answered by n subscribers; with crypto, each
-// subscriber verifies the request's ed25519 signature and signs its reply.
-func fanoutBare(s *server.Server, n, perConn, rounds int, crypto bool) stats {
+// Crypto done by the bare baselines.
+const (
+	cryptoNone      = iota
+	cryptoResponder // each responder verifies the request and signs its reply
+	cryptoBothWays  // and the client verifies every reply, as signet's client does
+)
+
+// fanoutBare times one publish answered by n subscribers.
+func fanoutBare(s *server.Server, n, perConn, rounds int, mode int) stats {
+	crypto := mode != cryptoNone
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	cs := conns(s, n, perConn)
 	defer closeAll(cs)
-	subject := fmt.Sprintf("bare.%t.ping", crypto)
+	var hostPubs []ed25519.PublicKey
+	subject := fmt.Sprintf("bare.%d.ping", mode)
 	for i := 0; i < n; i++ {
+		i := i
 		nc := cs[i/perConn]
 		_, hpriv, _ := ed25519.GenerateKey(rand.Reader)
+		hostPubs = append(hostPubs, hpriv.Public().(ed25519.PublicKey))
 		_, err := nc.Subscribe(subject, func(m *nats.Msg) {
 			go func() {
-				reply := []byte("pong")
+				reply := []byte(fmt.Sprintf("%06d", i))
 				if crypto {
 					body, sig := m.Data[:len(m.Data)-ed25519.SignatureSize], m.Data[len(m.Data)-ed25519.SignatureSize:]
 					if !ed25519.Verify(pub, body, sig) {
@@ -163,11 +178,43 @@ func fanoutBare(s *server.Server, n, perConn, rounds int, crypto bool) stats {
 			body = append(body, ed25519.Sign(priv, body)...)
 		}
 		check(client.PublishRequest(subject, inbox, body))
-		for got := 0; got < n; got++ {
-			select {
-			case <-ch:
-			case <-time.After(60 * time.Second):
-				log.Fatalf("bare fan-out: %d of %d replies", got, n)
+		if mode == cryptoBothWays {
+			// Verify replies on every core, as signet's client does.
+			var wg sync.WaitGroup
+			var got atomic.Int64
+			done := make(chan struct{})
+			timeout := time.After(60 * time.Second)
+			for range runtime.GOMAXPROCS(0) {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						select {
+						case m := <-ch:
+							body, sig := m.Data[:6], m.Data[6:]
+							idx, err := strconv.Atoi(string(body))
+							if err != nil || !ed25519.Verify(hostPubs[idx], body, sig) {
+								log.Fatal("bare fan-out: a reply does not verify")
+							}
+							if got.Add(1) == int64(n) {
+								close(done)
+							}
+						case <-done:
+							return
+						case <-timeout:
+							log.Fatalf("bare fan-out: %d of %d replies", got.Load(), n)
+						}
+					}
+				}()
+			}
+			wg.Wait()
+		} else {
+			for got := 0; got < n; got++ {
+				select {
+				case <-ch:
+				case <-time.After(60 * time.Second):
+					log.Fatalf("bare fan-out: %d of %d replies", got, n)
+				}
 			}
 		}
 		if r >= 0 {
@@ -218,9 +265,17 @@ type hostKeys map[string]ssh.PublicKey
 
 func (h hostKeys) Lookup(id string) (ssh.PublicKey, bool) { k, ok := h[id]; return k, ok }
 
+var profile string
+
 func fanoutSigned(s *server.Server, n, perConn, rounds int, op ssh.Signer, authFile, policyFile string) stats {
 	ids, known, stop := startResponders(s, n, perConn, authFile, policyFile, discard{})
 	defer stop()
+	if profile != "" {
+		f, err := os.Create(fmt.Sprintf("%s.%d", profile, n))
+		check(err)
+		check(pprof.StartCPUProfile(f))
+		defer pprof.StopCPUProfile()
+	}
 	nc := connect(s.ClientURL())
 	defer nc.Close()
 	c, err := bus.NewClient(bus.ClientConfig{Conn: nc, Collective: "bench", Signer: op, User: "bench", HostKeys: known})
@@ -336,7 +391,7 @@ plugins:
 func writeTrust(dir string, op ssh.Signer) (string, string) {
 	auth := filepath.Join(dir, "authorized_keys")
 	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(op.PublicKey())))
-	check(os.WriteFile(auth, []byte(`roles="admin" name="bench" `+line+"\n"), 0o600))
+	check(os.WriteFile(auth, []byte(`roles="admin",name="bench" `+line+"\n"), 0o600))
 	pol := filepath.Join(dir, "policy.yaml")
 	check(os.WriteFile(pol, []byte("rules:\n  - roles: [admin]\n    allow: [\"*\"]\n"), 0o600))
 	return auth, pol
