@@ -94,6 +94,9 @@ type Query struct {
 	BatchSleep time.Duration
 	// OnResult, if set, is called for each result as it arrives.
 	OnResult func(Result)
+	// OnSigned, if set, is called with each signed request frame before it
+	// is sent (signet rpc --record keeps them for later verification).
+	OnSigned func(frame []byte) error
 }
 
 // ResultStatus classifies one host's outcome as the client sees it.
@@ -298,6 +301,11 @@ func (c *Client) send(ctx context.Context, q Query, targets, expected []string, 
 		return fmt.Errorf("sign request: %w", err)
 	}
 	out.RequestIDs = append(out.RequestIDs, req.ID)
+	if q.OnSigned != nil {
+		if err := q.OnSigned(frame); err != nil {
+			return fmt.Errorf("record request: %w", err)
+		}
+	}
 	inbox := c.cfg.Conn.NewInbox()
 	ch := make(chan *nats.Msg, 1024)
 	sub, err := c.cfg.Conn.ChanSubscribe(inbox, ch)

@@ -23,6 +23,7 @@ type daemonOptions struct {
 	logFormat    string
 	printHostKey bool
 	checkConfig  bool
+	pidFile      string
 }
 
 // DaemonMain runs signetd with args and returns the exit code.
@@ -50,6 +51,7 @@ func DaemonMain(ctx context.Context, args []string, stdio IO) int {
 	f.StringVar(&o.logLevel, "log-level", "", "debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "", "json, text or auto")
 	f.BoolVar(&o.printHostKey, "print-host-key", false, "print this host's known_hosts line for clients and exit (creates the key if missing)")
+	f.StringVar(&o.pidFile, "pid-file", "", "write the process id to this file (for kill -HUP to reload)")
 	f.BoolVar(&o.checkConfig, "check", false, "load the config, keys, policy and plugins, report problems and exit")
 	c.SetArgs(args)
 	c.SetOut(stdio.Out)
@@ -109,6 +111,12 @@ func daemonRun(ctx context.Context, stdio *IO, o *daemonOptions) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if o.pidFile != "" {
+		if err := os.WriteFile(o.pidFile, []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o644); err != nil {
+			return fmt.Errorf("pid file: %w", err)
+		}
+		defer os.Remove(o.pidFile)
+	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)

@@ -2,12 +2,17 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/signetbus/signet/bus"
+	"github.com/signetbus/signet/internal/sshsig"
+	"github.com/signetbus/signet/internal/wire"
 )
 
 // queryFlags are MCollective's targeting flags, kept so its users feel at home.
@@ -23,6 +28,7 @@ type queryFlags struct {
 	limit      int
 	timeout    time.Duration
 	discovery  time.Duration
+	record     string
 }
 
 func (q *queryFlags) register(c *cobra.Command) {
@@ -38,6 +44,34 @@ func (q *queryFlags) register(c *cobra.Command) {
 	f.IntVar(&q.limit, "limit", 0, "send to at most this many of the matching hosts")
 	f.DurationVarP(&q.timeout, "timeout", "t", 0, "how long to wait for replies (default from config, 10s)")
 	f.DurationVar(&q.discovery, "discovery-timeout", 0, "how long broadcast discovery waits without a registry (default 2s)")
+	f.StringVar(&q.record, "record", "", "keep each signed request in this directory as ID.json and ID.json.sig (checkable with ssh-keygen -Y verify -n signet-request@v1)")
+}
+
+// recorder writes each signed request's payload and armored signature.
+func (q *queryFlags) recorder() func([]byte) error {
+	if q.record == "" {
+		return nil
+	}
+	return func(frame []byte) error {
+		env, err := wire.Parse(frame)
+		if err != nil {
+			return err
+		}
+		var head struct {
+			ID string `json:"id"`
+		}
+		if err := json.Unmarshal(env.Payload, &head); err != nil {
+			return err
+		}
+		if err := os.MkdirAll(q.record, 0o700); err != nil {
+			return err
+		}
+		path := filepath.Join(q.record, head.ID+".json")
+		if err := os.WriteFile(path, env.Payload, 0o600); err != nil {
+			return err
+		}
+		return os.WriteFile(path+".sig", sshsig.Armor(env.Sig), 0o600)
+	}
 }
 
 func isExactIdentity(s string) bool {
@@ -57,7 +91,7 @@ func (q *queryFlags) query(cfg *ClientConfig, agent, action string, params map[s
 		}
 	}
 	query := bus.Query{Agent: agent, Action: action, Params: params, Batch: q.batch, BatchSleep: q.batchSleep, Limit: q.limit,
-		Timeout: cfg.Timeout.D(), DiscoveryTimeout: cfg.DiscoveryTimeout.D(), TTL: cfg.TTL.D()}
+		Timeout: cfg.Timeout.D(), DiscoveryTimeout: cfg.DiscoveryTimeout.D(), TTL: cfg.TTL.D(), OnSigned: q.recorder()}
 	if q.timeout > 0 {
 		query.Timeout = q.timeout
 	}

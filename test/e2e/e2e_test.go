@@ -55,6 +55,7 @@ func setup(env *testscript.Env) error {
 	env.Setenv("SIGNET_CONFIG", filepath.Join(env.WorkDir, "client.yaml"))
 	env.Setenv("HOME", env.WorkDir)
 	env.Setenv("USER", "alice")
+	env.Setenv("BIG", strings.Repeat("x", 9000))
 	return nil
 }
 
