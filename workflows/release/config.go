@@ -137,25 +137,21 @@ func (c *Config) Resolve(dir string) {
 	abs(&c.Mail.CAFile)
 }
 
-// Overlay applies an environment profile: each section the profile sets
-// replaces the base section whole, so a profile never inherits another
-// environment's credentials field by field.
+// Overlay applies an environment profile's release section: when the
+// profile sets any of it, it replaces the base section whole, so a dev run
+// never inherits (and never needs) another environment's URLs or
+// credentials. Share settings between profiles with YAML anchors.
 func (c *Config) Overlay(p *Config) {
-	if p == nil {
+	if p == nil || p.isZero() {
 		return
 	}
-	if p.Jira != (JiraConfig{}) {
-		c.Jira = p.Jira
-	}
-	if p.GitHub != (GitHubConfig{}) {
-		c.GitHub = p.GitHub
-	}
-	if p.Chat != (ChatConfig{}) {
-		c.Chat = p.Chat
-	}
-	if p.Mail.Enabled() {
-		c.Mail = p.Mail
-	}
+	*c = *p
+}
+
+func (c *Config) isZero() bool {
+	return c.Jira == (JiraConfig{}) && c.GitHub == (GitHubConfig{}) && c.Chat == (ChatConfig{}) &&
+		c.Mail.Addr == "" && c.Mail.From == "" && len(c.Mail.To) == 0 && c.Mail.Username == "" &&
+		c.Mail.PasswordFile == "" && c.Mail.PasswordEnv == "" && c.Mail.StartTLS == nil && c.Mail.CAFile == ""
 }
 
 // TicketConfig returns what OpenTicket needs from this config. No secret is
