@@ -1,0 +1,267 @@
+// Package deploy is the built-in rolling deploy: an app file (App) turned
+// into a step list that runs on the workflows engine, batch by batch, with
+// the state of every host observed before it is touched.
+//
+// Per host, in order: maintenance start; HAProxy drain (broadcast to every
+// HAProxy of the app's lb_filter) and wait; service stop; package update to
+// the version; package check_version; service start; HTTP health check;
+// HAProxy enable; maintenance end.
+package deploy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/signetbus/signet/workflows"
+)
+
+// Step names of the deploy, in order.
+const (
+	StepMaintenanceStart = "maintenance_start"
+	StepDrain            = "drain"
+	StepStop             = "stop"
+	StepUpdate           = "update"
+	StepCheckVersion     = "check_version"
+	StepStart            = "start"
+	StepHealth           = "health"
+	StepEnable           = "enable"
+	StepMaintenanceEnd   = "maintenance_end"
+)
+
+// Rotation marks.
+const (
+	MarkDrained     = "drained"
+	MarkMaintenance = "maintenance"
+)
+
+// Options is one `signet deploy APP VERSION` invocation.
+type Options struct {
+	// App, or AppFile to read it from.
+	App     *App
+	AppFile string
+	// Version is the package version to deploy. Required for Run; on Resume
+	// it must match the run's when set.
+	Version string
+	// Env is the environment ("dev", "prod"): it selects envs overrides,
+	// adds env=ENV to the discovery filter and names the lock APP/ENV.
+	Env string
+	// Yes confirms the deploy; without it (and without Plan) Run refuses.
+	Yes bool
+	// Plan shows every batch, host and step and runs nothing.
+	Plan bool
+	// Output receives the progress (Format "text", default) or JSON lines
+	// (Format "json", for Jenkins).
+	Output io.Writer
+	Format string
+	// LogFile, when set, receives the complete run log as JSON lines.
+	LogFile string
+	Caller  workflows.Caller
+	Store   workflows.Store
+	// User is the operator ("alice@bastion"); it names the lock holder.
+	User string
+	Log  *slog.Logger
+}
+
+func (o *Options) app() (*App, error) {
+	a := o.App
+	if a == nil {
+		if o.AppFile == "" {
+			return nil, errors.New("deploy: an app or an app file is required")
+		}
+		var err error
+		if a, err = LoadApp(o.AppFile); err != nil {
+			return nil, err
+		}
+	} else if err := a.Validate(); err != nil {
+		return nil, err
+	}
+	return a.ForEnv(o.Env)
+}
+
+// Run deploys opts.Version of the app to opts.Env: discover, plan, lock,
+// run. soft asks to stop after the running hosts; cancelling ctx stops at
+// once and the error lists the hosts left out of rotation. The recap is
+// returned whenever the run started.
+func Run(ctx context.Context, soft <-chan struct{}, opts Options) (*workflows.Recap, error) {
+	a, err := opts.app()
+	if err != nil {
+		return nil, err
+	}
+	if !ValidVersion(opts.Version) {
+		return nil, fmt.Errorf("deploy %s: version: want a package version such as 1.4.2, found %q", a.Name, opts.Version)
+	}
+	if opts.Caller == nil {
+		return nil, errors.New("deploy: a caller is required")
+	}
+	filter := append(append([]string(nil), a.Hosts...), a.EnvFact+"="+opts.Env)
+	hosts, err := opts.Caller.Discover(ctx, filter)
+	if err != nil {
+		return nil, fmt.Errorf("deploy %s: discover %s: %w", a.Name, strings.Join(filter, " "), err)
+	}
+	batches, err := workflows.Plan(hosts, a.Batching)
+	if err != nil {
+		return nil, fmt.Errorf("deploy %s/%s: %w (filter %s)", a.Name, opts.Env, err, strings.Join(filter, " "))
+	}
+	summary := fmt.Sprintf("deploy %s %s to %s", a.Name, opts.Version, opts.Env)
+	vars := map[string]string{"version": opts.Version, "env": opts.Env, "app": a.Name}
+	if opts.Plan {
+		pv, err := workflows.BuildPlan(summary, batches, hosts, a.ZoneFact, a.Steps(), vars)
+		if err != nil {
+			return nil, err
+		}
+		return nil, pv.Write(opts.Output, opts.Format)
+	}
+	if !opts.Yes {
+		return nil, fmt.Errorf("%s would touch %d hosts: confirm with --yes or look first with --plan", summary, len(hosts))
+	}
+	st := workflows.NewRunState("deploy", batches, vars)
+	st.App, st.Env, st.Version, st.User = a.Name, opts.Env, opts.Version, opts.User
+	return execute(ctx, soft, a, st, summary, opts)
+}
+
+// Resume continues run runID (stopped, failed or interrupted) with the
+// current app file. It does not trust the recorded progress: every host
+// not verified done is observed (package, HAProxy and maintenance status)
+// and only the steps its state still needs are run; a host already at the
+// version but still drained is enabled, not skipped.
+func Resume(ctx context.Context, soft <-chan struct{}, runID string, opts Options) (*workflows.Recap, error) {
+	if opts.Store == nil {
+		return nil, errors.New("deploy: a store is required")
+	}
+	st, err := opts.Store.Load(ctx, runID)
+	if err != nil {
+		return nil, err
+	}
+	if st.Workflow != "deploy" {
+		return nil, fmt.Errorf("resume %s: want a deploy run, found workflow %q", runID, st.Workflow)
+	}
+	if opts.Env != "" && opts.Env != st.Env || opts.Version != "" && opts.Version != st.Version {
+		return nil, fmt.Errorf("resume %s: the run deploys %s to %s, found %s to %s", runID, st.Version, st.Env, opts.Version, opts.Env)
+	}
+	if st.Status == workflows.StatusDone {
+		return nil, fmt.Errorf("resume %s: the run is already done", runID)
+	}
+	opts.Env, opts.Version = st.Env, st.Version
+	a, err := opts.app()
+	if err != nil {
+		return nil, err
+	}
+	if a.Name != st.App {
+		return nil, fmt.Errorf("resume %s: the run deploys app %s, found app file of %s", runID, st.App, a.Name)
+	}
+	summary := fmt.Sprintf("resume deploy %s %s to %s (run %s)", a.Name, st.Version, st.Env, runID)
+	if opts.Plan {
+		var hosts []workflows.Host
+		pv, err := workflows.BuildPlan(summary, st.Batches, hosts, a.ZoneFact, a.Steps(), st.Vars)
+		if err != nil {
+			return nil, err
+		}
+		return nil, pv.Write(opts.Output, opts.Format)
+	}
+	return execute(ctx, soft, a, st, summary, opts)
+}
+
+func execute(ctx context.Context, soft <-chan struct{}, a *App, st *workflows.RunState, summary string, opts Options) (*workflows.Recap, error) {
+	w := &workflows.Workflow{Version: 1, Name: "deploy", Hosts: a.Hosts, Batching: a.Batching, Steps: a.Steps(), OnFailure: a.OnFailure}
+	if a.OnFailure == workflows.OnFailureRollback {
+		w.Rollback = a.RollbackSteps()
+	}
+	o := &observer{app: a, caller: opts.Caller, version: st.Version}
+	job := &workflows.Job{Workflow: w, State: st, Summary: summary, Prepare: o.prepare}
+	return workflows.Execute(ctx, soft, workflows.Exec{Job: job, Kind: "deploy", LockName: a.Name + "/" + st.Env,
+		Output: opts.Output, Format: opts.Format, LogFile: opts.LogFile, Caller: opts.Caller, Store: opts.Store, User: opts.User, Log: opts.Log})
+}
+
+func dur(d time.Duration) string { return d.String() }
+
+func (a *App) lbFilter() []string { return a.HAProxy.LBFilter }
+
+// Steps returns the deploy's step list for the app (ForEnv applied).
+func (a *App) Steps() []workflows.Step {
+	drainParams := map[string]any{"backend": a.HAProxy.Backend, "server": a.HAProxy.Server, "wait": true, "timeout": dur(a.HAProxy.DrainTimeout)}
+	pkg := map[string]any{"package": a.Package, "version": "{{version}}"}
+	svc := map[string]any{"service": a.Service, "timeout": dur(a.StopTimeout)}
+	healthTimeout := time.Duration(a.Health.Retries)*(a.Health.Timeout+10*time.Second) + 30*time.Second
+	return []workflows.Step{
+		{Name: StepMaintenanceStart, Agent: "maintenance", Action: "start", Sets: MarkMaintenance,
+			Params: map[string]any{"duration": dur(a.Maintenance), "comment": "deploy {{app}} {{version}}"}},
+		{Name: StepDrain, Agent: "haproxy", Action: "drain", Target: workflows.TargetBroadcast, Filter: a.lbFilter(), Sets: MarkDrained,
+			Params: drainParams, Timeout: a.HAProxy.DrainTimeout + 30*time.Second, Check: checkHAProxy("drain", a.lbFilter())},
+		{Name: StepStop, Agent: "service", Action: "stop", Params: svc, Timeout: a.StopTimeout + 10*time.Second},
+		{Name: StepUpdate, Agent: "package", Action: "update", Params: pkg, Timeout: 10 * time.Minute, Capture: map[string]string{"previous": "previous"}},
+		{Name: StepCheckVersion, Agent: "package", Action: "check_version", Params: pkg, Check: checkVersion},
+		{Name: StepStart, Agent: "service", Action: "start", Params: svc, Timeout: a.StopTimeout + 10*time.Second, Expect: map[string]any{"active": true}},
+		{Name: StepHealth, Agent: "health", Action: "http", Timeout: healthTimeout, Params: map[string]any{
+			"url": a.Health.URL, "status": int64(a.Health.Status), "contains": a.Health.Contains,
+			"retries": int64(a.Health.Retries), "interval": dur(a.Health.Interval), "timeout": dur(a.Health.Timeout)}},
+		{Name: StepEnable, Agent: "haproxy", Action: "enable", Target: workflows.TargetBroadcast, Filter: a.lbFilter(), Clears: MarkDrained,
+			Params: drainParams, Timeout: a.HAProxy.DrainTimeout + 30*time.Second, Check: checkHAProxy("enable", a.lbFilter())},
+		{Name: StepMaintenanceEnd, Agent: "maintenance", Action: "end", Clears: MarkMaintenance, Params: map[string]any{}},
+	}
+}
+
+// RollbackSteps returns the steps of on_failure rollback: the previous
+// version reinstalled ({{version}} is the previous version during a
+// rollback), started, checked, enabled, maintenance ended.
+func (a *App) RollbackSteps() []workflows.Step {
+	var out []workflows.Step
+	for _, s := range a.Steps() {
+		switch s.Name {
+		case StepStop, StepUpdate, StepCheckVersion, StepStart, StepHealth, StepEnable, StepMaintenanceEnd:
+			s.Capture = nil
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// checkVersion turns a failed or mismatched check_version into
+// "want 1.4.2, installed 1.4.1 (apt: held package)".
+func checkVersion(vars map[string]string, results []workflows.Result) error {
+	step := workflows.Step{Agent: "package"}
+	if err := workflows.DefaultCheck(step, vars["identity"], vars, results); err != nil {
+		return err
+	}
+	for _, r := range results {
+		if got, _ := r.Data["version"].(string); r.Data != nil && got != vars["version"] {
+			return fmt.Errorf("want %s, installed %s", vars["version"], got)
+		}
+	}
+	return nil
+}
+
+// checkHAProxy requires every answering HAProxy to succeed and at least
+// one of them to have the server: draining nothing is not a drain.
+func checkHAProxy(action string, filter []string) func(map[string]string, []workflows.Result) error {
+	return func(vars map[string]string, results []workflows.Result) error {
+		step := workflows.Step{Agent: "haproxy", Target: workflows.TargetBroadcast, Filter: filter}
+		if err := workflows.DefaultCheck(step, vars["identity"], vars, results); err != nil {
+			return err
+		}
+		matched := 0
+		for _, r := range results {
+			matched += toInt(r.Data["matched"])
+		}
+		if matched == 0 {
+			return fmt.Errorf("%s: want the server %s in a backend on at least one haproxy, found it on none of %d", action, vars["identity"], len(results))
+		}
+		return nil
+	}
+}
+
+func toInt(v any) int {
+	switch v := v.(type) {
+	case int:
+		return v
+	case int64:
+		return int(v)
+	case float64:
+		return int(v)
+	}
+	return 0
+}

@@ -1,0 +1,150 @@
+package deploy
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/signetbus/signet/workflows"
+)
+
+// observer looks at a host before the deploy touches it, so that a run,
+// fresh or resumed, does what the host's real state needs rather than what
+// the record says.
+type observer struct {
+	app     *App
+	caller  workflows.Caller
+	version string
+}
+
+const observeTimeout = 30 * time.Second
+
+// Observed is what the deploy saw on a host.
+type Observed struct {
+	Installed   bool
+	Version     string
+	Previous    string
+	Drained     bool
+	Maintenance bool
+}
+
+// observe asks the package, HAProxy (broadcast) and maintenance plugins.
+func (o *observer) observe(ctx context.Context, host string) (Observed, error) {
+	var ob Observed
+	one := func(agent, action string, params map[string]any) (workflows.Result, error) {
+		res, err := o.caller.Call(ctx, workflows.Call{Agent: agent, Action: action, Params: params, Hosts: []string{host}, Timeout: observeTimeout})
+		if err != nil {
+			return workflows.Result{}, fmt.Errorf("%s %s: %w", agent, action, err)
+		}
+		for _, r := range res {
+			if r.Host != host {
+				continue
+			}
+			if r.NoResponse {
+				return r, fmt.Errorf("%s %s: no response within %s", agent, action, observeTimeout)
+			}
+			if !r.OK {
+				return r, fmt.Errorf("%s %s: %s", agent, action, workflows.FailureDetail(agent, r))
+			}
+			return r, nil
+		}
+		return workflows.Result{}, fmt.Errorf("%s %s: no response within %s", agent, action, observeTimeout)
+	}
+	r, err := one("package", "status", map[string]any{"package": o.app.Package})
+	if err != nil {
+		return ob, err
+	}
+	ob.Installed, _ = r.Data["installed"].(bool)
+	ob.Version, _ = r.Data["version"].(string)
+	ob.Previous, _ = r.Data["previous"].(string)
+
+	r, err = one("maintenance", "status", map[string]any{})
+	if err != nil {
+		return ob, err
+	}
+	ob.Maintenance, _ = r.Data["active"].(bool)
+
+	server, err := workflows.Expand(o.app.HAProxy.Server, map[string]string{"identity": host})
+	if err != nil {
+		return ob, err
+	}
+	filter := append([]string{"agent=haproxy"}, o.app.HAProxy.LBFilter...)
+	res, err := o.caller.Call(ctx, workflows.Call{Agent: "haproxy", Action: "status", Filter: filter,
+		Params: map[string]any{"backend": o.app.HAProxy.Backend, "server": server}, Timeout: observeTimeout})
+	if err != nil {
+		return ob, fmt.Errorf("haproxy status: %w", err)
+	}
+	if len(res) == 0 {
+		return ob, fmt.Errorf("haproxy status: no response within %s from any host matching %s", observeTimeout, strings.Join(filter, " "))
+	}
+	for _, r := range res {
+		if !r.OK {
+			return ob, fmt.Errorf("haproxy status: %s: %s", r.Host, workflows.FailureDetail("haproxy", r))
+		}
+		servers, _ := r.Data["servers"].([]any)
+		for _, s := range servers {
+			m, _ := s.(map[string]any)
+			st, _ := m["status"].(string)
+			st = strings.ToUpper(st)
+			if strings.HasPrefix(st, "DRAIN") || strings.HasPrefix(st, "MAINT") {
+				ob.Drained = true
+			}
+		}
+	}
+	return ob, nil
+}
+
+// prepare implements workflows.Job.Prepare for the deploy:
+//
+//   - at the version, in rotation, no maintenance: only check_version, start
+//     (a no-op when running) and health run; nothing is drained;
+//   - at the version but drained or in maintenance (a run that stopped
+//     half-way): the host is checked, started, enabled and its maintenance
+//     ended, without draining or reinstalling;
+//   - otherwise every step runs (each is idempotent).
+//
+// The marks are set from what was observed, and {{previous}} is the version
+// found before the update, for a rollback.
+func (o *observer) prepare(ctx context.Context, host string, hs *workflows.HostState) (map[string]string, error) {
+	ob, err := o.observe(ctx, host)
+	if err != nil {
+		return nil, err
+	}
+	hs.ClearMark(MarkDrained)
+	hs.ClearMark(MarkMaintenance)
+	if ob.Drained {
+		hs.SetMark(MarkDrained)
+	}
+	if ob.Maintenance {
+		hs.SetMark(MarkMaintenance)
+	}
+	if hs.Vars == nil {
+		hs.Vars = map[string]string{}
+	}
+	atTarget := ob.Installed && ob.Version == o.version
+	if hs.Vars["previous"] == "" {
+		switch {
+		case ob.Installed && !atTarget:
+			hs.Vars["previous"] = ob.Version
+		case atTarget && ob.Previous != "" && ob.Previous != o.version:
+			hs.Vars["previous"] = ob.Previous
+		}
+	}
+	if !atTarget {
+		return nil, nil
+	}
+	skip := map[string]string{}
+	if !ob.Drained && !ob.Maintenance {
+		reason := fmt.Sprintf("observed %s installed, in rotation", ob.Version)
+		for _, s := range []string{StepMaintenanceStart, StepDrain, StepStop, StepUpdate, StepEnable, StepMaintenanceEnd} {
+			skip[s] = reason
+		}
+		return skip, nil
+	}
+	reason := fmt.Sprintf("observed %s installed", ob.Version)
+	for _, s := range []string{StepMaintenanceStart, StepDrain, StepStop, StepUpdate} {
+		skip[s] = reason
+	}
+	return skip, nil
+}

@@ -1,0 +1,641 @@
+package workflows
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ErrStopped is returned (wrapped) when a soft stop ended the run early.
+var ErrStopped = errors.New("workflows: run stopped on request")
+
+// StepError is the first failure of a run: which host, which step, what was
+// expected and what was found.
+type StepError struct {
+	Host, Step string
+	// Detail is what went wrong, such as "want 1.4.2, installed 1.4.1
+	// (apt: held package)" or "no response within 30s".
+	Detail string
+	// Rollback is the outcome of the rollback, "" when none ran.
+	Rollback string
+}
+
+func (e *StepError) Error() string {
+	msg := e.Host + ": " + e.Step + ": " + e.Detail
+	if e.Rollback != "" {
+		msg += "; " + e.Rollback
+	}
+	return msg
+}
+
+// InterruptedError is returned when the context was cancelled mid-run.
+type InterruptedError struct {
+	Err error
+	// OutOfRotation lists the hosts left drained or in maintenance.
+	OutOfRotation []HostMarks
+}
+
+func (e *InterruptedError) Error() string {
+	if len(e.OutOfRotation) == 0 {
+		return "run interrupted: no host left out of rotation"
+	}
+	var s []string
+	for _, m := range e.OutOfRotation {
+		s = append(s, m.String())
+	}
+	return "run interrupted: left out of rotation: " + strings.Join(s, ", ")
+}
+
+func (e *InterruptedError) Unwrap() error { return e.Err }
+
+// Engine runs jobs. Caller and Store are required.
+type Engine struct {
+	Caller Caller
+	Store  Store
+	// Sink receives every event; may be nil.
+	Sink Sink
+	// Log receives store failures; default discards.
+	Log *slog.Logger
+}
+
+// Job is one run of a workflow.
+type Job struct {
+	// Workflow gives the steps, the rollback, the failure policy and the
+	// pause between batches.
+	Workflow *Workflow
+	// State is the run's record: ID, batches, vars and host progress. A
+	// resumed run passes the loaded state.
+	State *RunState
+	// Summary describes the run on run_start ("deploy middleware 1.4.2 to
+	// prod").
+	Summary string
+	// Prepare is called before a host's steps, with the host's recorded
+	// state. It may observe the host, update hs (marks, vars) and returns
+	// the steps to skip with the reason. When nil, steps recorded as done
+	// are skipped and hosts recorded as done are not touched.
+	Prepare func(ctx context.Context, host string, hs *HostState) (skip map[string]string, err error)
+}
+
+type run struct {
+	e       *Engine
+	job     *Job
+	st      *RunState
+	mu      sync.Mutex
+	recap   *Recap
+	failed  atomic.Bool
+	firstMu sync.Mutex
+	first   *StepError
+	saveErr error
+}
+
+// Run runs the job batch by batch until it is done, a step fails, soft is
+// signalled (the running hosts finish, nothing new starts) or ctx is
+// cancelled (everything stops at once). The recap is returned in every case.
+func (e *Engine) Run(ctx context.Context, soft <-chan struct{}, job *Job) (*Recap, error) {
+	if e.Caller == nil || e.Store == nil || job.Workflow == nil || job.State == nil {
+		return nil, errors.New("workflows: engine needs a caller, a store, a workflow and a run state")
+	}
+	if e.Log == nil {
+		e.Log = slog.New(slog.DiscardHandler)
+	}
+	r := &run{e: e, job: job, st: job.State, recap: &Recap{Run: job.State.ID}}
+	for _, b := range r.st.Batches {
+		for _, h := range b {
+			if r.st.Hosts[h] == nil {
+				r.st.Hosts[h] = &HostState{Status: HostPending}
+			}
+			r.recap.Hosts = append(r.recap.Hosts, HostRecap{Host: h, Status: r.st.Hosts[h].Status})
+		}
+	}
+	var stopped atomic.Bool
+	watchDone := make(chan struct{})
+	defer close(watchDone)
+	if soft != nil {
+		go func() {
+			select {
+			case <-soft:
+				stopped.Store(true)
+			case <-watchDone:
+			}
+		}()
+	}
+
+	start := time.Now()
+	r.mu.Lock()
+	r.st.Status, r.st.Error = StatusRunning, ""
+	r.save(ctx)
+	r.emit(Event{Type: EventRunStart, Batches: len(r.st.Batches), Summary: job.Summary})
+	r.mu.Unlock()
+
+	status := StatusDone
+	for bi, batch := range r.st.Batches {
+		if ctx.Err() != nil {
+			status = StatusInterrupted
+			break
+		}
+		select {
+		case <-soft:
+			stopped.Store(true)
+		default:
+		}
+		if stopped.Load() {
+			status = StatusStopped
+			break
+		}
+		if bi > 0 && job.Workflow.Pause > 0 {
+			if !r.pause(ctx, job.Workflow.Pause, &stopped) {
+				continue // the checks at the top of the loop decide
+			}
+		}
+		var todo []string
+		for _, h := range batch {
+			if job.Prepare == nil && r.st.Hosts[h].Status == HostDone {
+				continue
+			}
+			todo = append(todo, h)
+		}
+		if len(todo) == 0 {
+			continue
+		}
+		bstart := time.Now()
+		r.mu.Lock()
+		r.emit(Event{Type: EventBatchStart, Batch: bi + 1, Batches: len(r.st.Batches), Hosts: todo})
+		r.mu.Unlock()
+		var wg sync.WaitGroup
+		for _, h := range todo {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r.host(ctx, bi+1, h)
+			}()
+		}
+		wg.Wait()
+		r.mu.Lock()
+		r.emit(Event{Type: EventBatchDone, Batch: bi + 1, Batches: len(r.st.Batches), ElapsedMS: time.Since(bstart).Milliseconds()})
+		r.mu.Unlock()
+		if r.failed.Load() {
+			status = StatusFailed
+			break
+		}
+	}
+	if status == StatusDone && ctx.Err() != nil {
+		status = StatusInterrupted
+	}
+	if r.failed.Load() {
+		status = StatusFailed
+	}
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.recap.Status = status
+	for _, b := range r.st.Batches {
+		for _, h := range b {
+			hs := r.st.Hosts[h]
+			r.recap.Host(h).Status = hs.Status
+			if len(hs.Marks) > 0 {
+				r.recap.OutOfRotation = append(r.recap.OutOfRotation, HostMarks{Host: h, Marks: slices.Clone(hs.Marks)})
+			}
+		}
+	}
+	var err error
+	switch status {
+	case StatusFailed:
+		err = r.first
+	case StatusInterrupted:
+		err = &InterruptedError{Err: context.Cause(ctx), OutOfRotation: r.recap.OutOfRotation}
+	case StatusStopped:
+		err = fmt.Errorf("%w before batch %d of %d: resume with run id %s", ErrStopped, r.nextBatch()+1, len(r.st.Batches), r.st.ID)
+	}
+	r.st.Status = status
+	if err != nil {
+		r.st.Error = err.Error()
+	}
+	r.save(ctx)
+	ev := Event{Type: EventRunDone, Status: status, ElapsedMS: time.Since(start).Milliseconds(), Recap: r.recap}
+	if err != nil {
+		ev.Error = err.Error()
+	}
+	r.emit(ev)
+	if err == nil && r.saveErr != nil {
+		err = fmt.Errorf("run %s finished but its state was not saved: %w", r.st.ID, r.saveErr)
+	}
+	return r.recap, err
+}
+
+func (r *run) nextBatch() int {
+	for i, b := range r.st.Batches {
+		for _, h := range b {
+			if r.st.Hosts[h].Status != HostDone {
+				return i
+			}
+		}
+	}
+	return len(r.st.Batches)
+}
+
+// pause waits between batches; it returns false when cut short.
+func (r *run) pause(ctx context.Context, d time.Duration, stopped *atomic.Bool) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return true
+		case <-tick.C:
+			if stopped.Load() {
+				return false
+			}
+		}
+	}
+}
+
+// emit sends an event; r.mu must be held.
+func (r *run) emit(ev Event) {
+	ev.Time = time.Now().UTC()
+	ev.Run = r.st.ID
+	r.recap.count(ev)
+	if ev.Type == EventStepDone {
+		r.st.Updated = ev.Time
+	}
+	if r.e.Sink != nil {
+		r.e.Sink(ev)
+	}
+}
+
+// save writes the state even when ctx is cancelled; r.mu must be held.
+func (r *run) save(ctx context.Context) {
+	r.st.Updated = time.Now().UTC()
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := r.e.Store.Save(sctx, r.st); err != nil {
+		r.e.Log.Error("save run state", "run", r.st.ID, "err", err)
+		if r.saveErr == nil {
+			r.saveErr = err
+		}
+	}
+}
+
+func (r *run) fail(se *StepError) {
+	r.firstMu.Lock()
+	defer r.firstMu.Unlock()
+	if r.first == nil {
+		r.first = se
+	}
+	r.failed.Store(true)
+}
+
+func (r *run) hostVars(host string, hs *HostState) map[string]string {
+	vars := map[string]string{}
+	for k, v := range r.st.Vars {
+		vars[k] = v
+	}
+	for k, v := range hs.Vars {
+		vars[k] = v
+	}
+	vars["identity"] = host
+	return vars
+}
+
+// host runs the steps of one host.
+func (r *run) host(ctx context.Context, batch int, host string) {
+	start := time.Now()
+	r.mu.Lock()
+	hs := r.st.Hosts[host]
+	hs.Status, hs.Error = HostRunning, ""
+	r.save(ctx)
+	r.mu.Unlock()
+
+	finish := func(status, errText string) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		hs.Status = status
+		if errText != "" {
+			hs.Error = errText
+		}
+		r.save(ctx)
+		r.emit(Event{Type: EventHostDone, Batch: batch, Host: host, Status: status, Error: errText, ElapsedMS: time.Since(start).Milliseconds()})
+	}
+
+	skip := map[string]string{}
+	if r.job.Prepare != nil {
+		// Prepare may observe the host and change its marks and vars; it
+		// works on a copy so that the record changes under r.mu only.
+		r.mu.Lock()
+		cp := *hs
+		cp.Marks = slices.Clone(hs.Marks)
+		cp.Vars = cloneVars(hs.Vars)
+		r.mu.Unlock()
+		s, err := r.job.Prepare(ctx, host, &cp)
+		r.mu.Lock()
+		hs.Marks, hs.Vars = cp.Marks, cp.Vars
+		r.mu.Unlock()
+		if err != nil {
+			if ctx.Err() != nil {
+				finish(HostInterrupted, "")
+				return
+			}
+			se := &StepError{Host: host, Step: "observe", Detail: err.Error()}
+			r.fail(se)
+			finish(HostFailed, se.Error())
+			return
+		}
+		skip = s
+	} else {
+		for _, d := range hs.Done {
+			skip[d] = "done in an earlier attempt"
+		}
+	}
+
+	for _, step := range r.job.Workflow.Steps {
+		if ctx.Err() != nil {
+			finish(HostInterrupted, "")
+			return
+		}
+		if r.failed.Load() {
+			finish(HostStopped, "")
+			return
+		}
+		if reason, ok := skip[step.Name]; ok {
+			r.mu.Lock()
+			r.emit(Event{Type: EventStepDone, Batch: batch, Host: host, Step: step.Name, Call: step.Agent + "." + step.Action, Status: StepSkipped, Summary: reason})
+			r.mu.Unlock()
+			continue
+		}
+		detail := r.step(ctx, batch, host, hs, step, false)
+		if detail == "" {
+			continue
+		}
+		if ctx.Err() != nil {
+			finish(HostInterrupted, "")
+			return
+		}
+		se := &StepError{Host: host, Step: step.Name, Detail: detail}
+		r.fail(se)
+		status := HostFailed
+		if r.job.Workflow.OnFailure == OnFailureRollback {
+			status = r.rollback(ctx, batch, host, hs, se)
+		}
+		finish(status, se.Error())
+		return
+	}
+	r.mu.Lock()
+	hs.Step = ""
+	r.mu.Unlock()
+	finish(HostDone, "")
+}
+
+// rollback runs the rollback steps on a failed host and records the
+// outcome in se.
+func (r *run) rollback(ctx context.Context, batch int, host string, hs *HostState, se *StepError) string {
+	r.mu.Lock()
+	unknown := r.st.Vars["version"] != "" && hs.Vars["previous"] == ""
+	r.mu.Unlock()
+	if unknown {
+		se.Rollback = "rollback not possible: the previous version is unknown; host held"
+		return HostFailed
+	}
+	for _, step := range r.job.Workflow.Rollback {
+		if ctx.Err() != nil {
+			se.Rollback = "rollback interrupted at " + step.Name
+			return HostRollbackFailed
+		}
+		if detail := r.step(ctx, batch, host, hs, step, true); detail != "" {
+			se.Rollback = "rollback failed: " + step.Name + ": " + detail
+			return HostRollbackFailed
+		}
+	}
+	r.mu.Lock()
+	prev := hs.Vars["previous"]
+	r.mu.Unlock()
+	se.Rollback = "rolled back"
+	if prev != "" {
+		se.Rollback = "rolled back to " + prev
+	}
+	return HostRolledBack
+}
+
+func cloneVars(m map[string]string) map[string]string {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// step runs one step for host and returns "" on success or the failure
+// detail.
+func (r *run) step(ctx context.Context, batch int, host string, hs *HostState, step Step, rollback bool) string {
+	r.mu.Lock()
+	vars := r.hostVars(host, hs)
+	if rollback {
+		vars["target_version"] = vars["version"]
+		if p := vars["previous"]; p != "" {
+			vars["version"] = p
+		}
+	}
+	hs.SetMark(step.Sets)
+	if !rollback {
+		hs.Step = step.Name
+	}
+	r.save(ctx)
+	call := step.Agent + "." + step.Action
+	r.emit(Event{Type: EventStepStart, Batch: batch, Host: host, Step: step.Name, Call: call, Rollback: rollback})
+	r.mu.Unlock()
+
+	start := time.Now()
+	results, changed, summary, detail := r.e.do(ctx, host, step, vars)
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ev := Event{Type: EventStepDone, Batch: batch, Host: host, Step: step.Name, Call: call, Rollback: rollback, ElapsedMS: time.Since(start).Milliseconds(), Results: results, Summary: summary}
+	switch {
+	case detail != "":
+		ev.Status, ev.Error = StepFailed, host+": "+step.Name+": "+detail
+	case changed:
+		ev.Status = StepChanged
+	default:
+		ev.Status = StepOK
+	}
+	if detail == "" {
+		hs.ClearMark(step.Clears)
+		for v, key := range step.Capture {
+			for _, res := range results {
+				if s, ok := res.Data[key].(string); ok && s != "" && hs.Vars[v] == "" {
+					if hs.Vars == nil {
+						hs.Vars = map[string]string{}
+					}
+					hs.Vars[v] = s
+				}
+			}
+		}
+		if !rollback {
+			hs.Done = append(hs.Done, step.Name)
+		}
+	}
+	r.save(ctx)
+	r.emit(ev)
+	return detail
+}
+
+// do performs the call of a step and judges it.
+func (e *Engine) do(ctx context.Context, host string, step Step, vars map[string]string) (results []Result, changed bool, summary, detail string) {
+	params, err := expandMap(step.Params, vars)
+	if err != nil {
+		return nil, false, "", "params: " + err.Error()
+	}
+	timeout := step.Timeout
+	if timeout == 0 {
+		timeout = DefaultStepTimeout
+	}
+	c := Call{Agent: step.Agent, Action: step.Action, Params: params, Timeout: timeout}
+	if step.Target == TargetBroadcast {
+		f, err := expandList(step.Filter, vars)
+		if err != nil {
+			return nil, false, "", "filter: " + err.Error()
+		}
+		c.Filter = append([]string{"agent=" + step.Agent}, f...)
+	} else {
+		c.Hosts = []string{host}
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout+10*time.Second)
+	defer cancel()
+	results, err = e.Caller.Call(cctx, c)
+	if err != nil {
+		if ctx.Err() != nil {
+			return results, false, "", "interrupted: " + ctx.Err().Error()
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			return results, false, "", fmt.Sprintf("no response within %s", timeout)
+		}
+		return results, false, "", fmt.Sprintf("call %s.%s: %v", step.Agent, step.Action, err)
+	}
+	var sums []string
+	for _, res := range results {
+		changed = changed || res.Changed
+		if res.Summary != "" {
+			if step.Target == TargetBroadcast {
+				sums = append(sums, res.Host+": "+res.Summary)
+			} else {
+				sums = append(sums, res.Summary)
+			}
+		}
+	}
+	summary = strings.Join(sums, "; ")
+	if step.Check != nil {
+		if err := step.Check(vars, results); err != nil {
+			return results, changed, summary, err.Error()
+		}
+		return results, changed, summary, ""
+	}
+	if err := DefaultCheck(step, host, vars, results); err != nil {
+		return results, changed, summary, err.Error()
+	}
+	return results, changed, summary, ""
+}
+
+// DefaultCheck is the check of a step without its own: every answer OK and
+// holding step.Expect; a targeted host must answer; a broadcast must be
+// answered by at least one host.
+func DefaultCheck(step Step, host string, vars map[string]string, results []Result) error {
+	timeout := step.Timeout
+	if timeout == 0 {
+		timeout = DefaultStepTimeout
+	}
+	expect, err := expandMap(step.Expect, vars)
+	if err != nil {
+		return fmt.Errorf("expect: %w", err)
+	}
+	if step.Target == TargetBroadcast {
+		if len(results) == 0 {
+			f, _ := expandList(step.Filter, vars)
+			return fmt.Errorf("no response within %s from any host matching %s", timeout, strings.Join(append([]string{"agent=" + step.Agent}, f...), " "))
+		}
+		for _, res := range results {
+			if err := judge(step, res, expect, timeout); err != nil {
+				return fmt.Errorf("%s: %w", res.Host, err)
+			}
+		}
+		return nil
+	}
+	for _, res := range results {
+		if res.Host == host {
+			return judge(step, res, expect, timeout)
+		}
+	}
+	return fmt.Errorf("no response within %s", timeout)
+}
+
+func judge(step Step, res Result, expect map[string]any, timeout time.Duration) error {
+	if res.NoResponse {
+		return fmt.Errorf("no response within %s", timeout)
+	}
+	if !res.OK {
+		return errors.New(FailureDetail(step.Agent, res))
+	}
+	for k, want := range expect {
+		got, ok := res.Data[k]
+		if !ok {
+			return fmt.Errorf("want %s=%v, found no %s in the answer", k, want, k)
+		}
+		if !sameValue(want, got) {
+			return fmt.Errorf("want %s=%v, found %v", k, want, got)
+		}
+	}
+	return nil
+}
+
+// FailureDetail is the operator-facing reason of a failed result: its
+// Error (or Summary) without the plugin's own "agent name: " prefix, so
+// that "package nginx: want 1.4.2, installed 1.4.1" reads "want 1.4.2,
+// installed 1.4.1" after "web3: check_version: ".
+func FailureDetail(agent string, res Result) string {
+	msg := res.Error
+	if msg == "" {
+		msg = res.Summary
+	}
+	if msg == "" {
+		return "failed without a reason"
+	}
+	if rest, ok := strings.CutPrefix(msg, agent+" "); ok {
+		if i := strings.Index(rest, ": "); i > 0 && !strings.ContainsAny(rest[:i], " \t") {
+			return rest[i+2:]
+		}
+	}
+	return msg
+}
+
+func sameValue(want, got any) bool {
+	if a, ok := toFloat(want); ok {
+		b, ok := toFloat(got)
+		return ok && a == b
+	}
+	return reflect.DeepEqual(want, got)
+}
+
+func toFloat(v any) (float64, bool) {
+	switch v := v.(type) {
+	case int:
+		return float64(v), true
+	case int64:
+		return float64(v), true
+	case float64:
+		return v, true
+	case uint64:
+		return float64(v), true
+	}
+	return 0, false
+}
