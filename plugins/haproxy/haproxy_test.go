@@ -30,7 +30,7 @@ func newCluster(t *testing.T) *cluster {
 		c.web[n] = w
 		ws = append(ws, w)
 	}
-	c.hp = startHAProxy(t, ws, true, false)
+	c.hp = startHAProxy(t, ws, hpOpts{ghost: true})
 	c.hp.waitUp(t, "app", "web1", "web2", "web3")
 	c.h = pluginFor(t, "main=unix:"+c.hp.sockPath)
 	return c
@@ -330,8 +330,8 @@ func TestUnknownBackendOrServer(t *testing.T) {
 func TestTwoInstances(t *testing.T) {
 	haproxyBin(t)
 	web := []*webServer{newWebServer(t, "web1"), newWebServer(t, "web2")}
-	main := startHAProxy(t, web, true, false)
-	edge := startHAProxy(t, web, false, true)
+	main := startHAProxy(t, web, hpOpts{ghost: true})
+	edge := startHAProxy(t, web, hpOpts{tcpStats: true})
 	main.waitUp(t, "app", "web1", "web2")
 	edge.waitUp(t, "app", "web1", "web2")
 	h := pluginFor(t, "main=unix:"+main.sockPath, "edge=tcp:"+edge.tcpAddr)
@@ -471,5 +471,23 @@ func TestInjectionRefusedByRealHAProxy(t *testing.T) {
 		if s := c.hp.stat(t, "app", n); s.status != "UP" {
 			t.Errorf("%s is %s after refused injections", n, s.status)
 		}
+	}
+}
+
+// A socket below level admin reads but cannot change: the error says what
+// the socket needs.
+func TestSocketNotAdmin(t *testing.T) {
+	haproxyBin(t)
+	hp := startHAProxy(t, []*webServer{newWebServer(t, "web1")}, hpOpts{level: "operator"})
+	hp.waitUp(t, "app", "web1")
+	h := pluginFor(t, "main=unix:"+hp.sockPath)
+	if res := mustRun(t, h, "web1", "status", map[string]any{}); len(serversOf(t, res)) != 1 {
+		t.Fatalf("status = %+v", res)
+	}
+	_, err := run(t, h, "web1", "drain", map[string]any{"backend": "app"})
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.Message != "Permission denied" ||
+		!strings.Contains(err.Error(), `haproxy instance main refused "set server app/web1 state drain": Permission denied (the stats socket needs "level admin")`) {
+		t.Fatalf("drain through an operator socket = %v", err)
 	}
 }

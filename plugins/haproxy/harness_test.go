@@ -100,10 +100,19 @@ func freePort(t *testing.T) string {
 	return p
 }
 
+// hpOpts shapes a test haproxy.
+type hpOpts struct {
+	// ghost adds backend ghost whose only server gone1 points at a closed port.
+	ghost bool
+	// tcpStats adds a TCP stats socket on loopback.
+	tcpStats bool
+	// level is the stats sockets' level; empty means admin.
+	level string
+}
+
 // startHAProxy runs "haproxy -f cfg -db" with backend app over the given
-// web servers and, when withGhost, backend ghost whose only server gone1
-// points at a closed port. It returns once the stats socket answers.
-func startHAProxy(t *testing.T, web []*webServer, withGhost, tcpStats bool) *haproxyProc {
+// web servers. It returns once the stats socket answers.
+func startHAProxy(t *testing.T, web []*webServer, o hpOpts) *haproxyProc {
 	t.Helper()
 	bin := haproxyBin(t)
 	// A short directory: UNIX socket paths are limited to 108 bytes.
@@ -117,10 +126,14 @@ func startHAProxy(t *testing.T, web []*webServer, withGhost, tcpStats bool) *hap
 	p.frontend = "http://127.0.0.1:" + fePort
 
 	var cfg strings.Builder
-	fmt.Fprintf(&cfg, "global\n    stats socket %s mode 600 level admin\n", p.sockPath)
-	if tcpStats {
+	level := o.level
+	if level == "" {
+		level = "admin"
+	}
+	fmt.Fprintf(&cfg, "global\n    stats socket %s mode 600 level %s\n", p.sockPath, level)
+	if o.tcpStats {
 		p.tcpAddr = "127.0.0.1:" + freePort(t)
-		fmt.Fprintf(&cfg, "    stats socket ipv4@%s level admin\n", p.tcpAddr)
+		fmt.Fprintf(&cfg, "    stats socket ipv4@%s level %s\n", p.tcpAddr, level)
 	}
 	cfg.WriteString("defaults\n    mode http\n    timeout connect 1s\n    timeout client 30s\n    timeout server 30s\n")
 	fmt.Fprintf(&cfg, "frontend fe\n    bind 127.0.0.1:%s\n    default_backend app\n", fePort)
@@ -131,7 +144,7 @@ func startHAProxy(t *testing.T, web []*webServer, withGhost, tcpStats bool) *hap
 	for _, w := range web {
 		fmt.Fprintf(&cfg, "    server %s 127.0.0.1:%s check inter 100ms\n", w.name, w.port())
 	}
-	if withGhost {
+	if o.ghost {
 		fmt.Fprintf(&cfg, "backend ghost\n    option httpchk GET /health\n    server gone1 127.0.0.1:%s check inter 100ms\n", freePort(t))
 	}
 	cfgPath := filepath.Join(dir, "haproxy.cfg")
