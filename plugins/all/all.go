@@ -4,7 +4,9 @@
 package all
 
 import (
+	_ "github.com/signetbus/signet/plugins/haproxy"     // haproxy: drain, disable, enable, weight over the runtime API
 	_ "github.com/signetbus/signet/plugins/health"      // health: http and tcp checks
 	_ "github.com/signetbus/signet/plugins/maintenance" // maintenance: Alertmanager silences, Icinga 2 downtimes
 	_ "github.com/signetbus/signet/plugins/packages"    // package: apt/dpkg and dnf/rpm
+	_ "github.com/signetbus/signet/plugins/service"     // service: systemd and runit
 )
