@@ -14,6 +14,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/signetbus/signet/agents"
+	"github.com/signetbus/signet/workflows/release"
 )
 
 // ClientConfig is the operator's config file (YAML), found at $SIGNET_CONFIG
@@ -44,6 +45,13 @@ type ClientConfig struct {
 	TTL agents.Duration `yaml:"ttl"`
 	// Apps is the directory of app files for deploy; default ./apps.
 	Apps string `yaml:"apps"`
+	// Release configures `signet release`: ticket systems, chat and mail
+	// (see docs/releases.md). A profile's release section replaces this one
+	// whole, so a dev run never needs production credentials.
+	Release release.Config `yaml:"release"`
+	// Runs is where deploy and workflow run logs are written; default
+	// ~/.local/state/signet/runs.
+	Runs string `yaml:"runs"`
 	// Environments are profiles (dev, dr, prod): each may set its own
 	// collective, broker, key and known hosts. Select with --env or SIGNET_ENV.
 	Environments map[string]*ClientConfig `yaml:"environments"`
@@ -122,6 +130,8 @@ func (c *ClientConfig) resolve(base string) {
 	abs(&c.NATS.Creds)
 	abs(&c.NATS.PasswordFile)
 	abs(&c.Apps)
+	abs(&c.Runs)
+	c.Release.Resolve(base)
 }
 
 func (c *ClientConfig) overlay(p *ClientConfig) {
@@ -136,6 +146,8 @@ func (c *ClientConfig) overlay(p *ClientConfig) {
 	set(&c.AgentKey, p.AgentKey)
 	set(&c.KnownHosts, p.KnownHosts)
 	set(&c.Apps, p.Apps)
+	set(&c.Runs, p.Runs)
+	c.Release.Overlay(&p.Release)
 	if len(p.NATS.URLs) > 0 || p.NATS.Creds != "" || p.NATS.User != "" {
 		c.NATS = p.NATS
 	}
@@ -189,5 +201,8 @@ func (c *ClientConfig) defaults(getenv func(string) string) {
 	}
 	if c.Apps == "" {
 		c.Apps = "apps"
+	}
+	if c.Runs == "" {
+		c.Runs = filepath.Join(home, ".local", "state", "signet", "runs")
 	}
 }

@@ -1,0 +1,123 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/signetbus/signet/workflows"
+	"github.com/signetbus/signet/workflows/deploy"
+	"github.com/signetbus/signet/workflows/release"
+)
+
+type releaseOptions struct {
+	yes bool
+}
+
+func newReleaseCmd(g *globalOptions) *cobra.Command {
+	o := &releaseOptions{}
+	c := &cobra.Command{
+		Use:   "release TICKET",
+		Short: "Deploy the ordered app=version manifest of a ticket, reporting to chat, mail and the ticket",
+		Long: `release reads a title and an ordered list of "app version" lines from a ticket,
+asks for confirmation, posts progress to chat, refreshes package repositories,
+deploys app after app with the rolling deploy, mails the log, comments on the
+ticket and closes it. On any error it stops, reports everywhere and leaves the
+ticket open. See docs/releases.md.`,
+		Example: `  signet release jira:OPS-123 --env prod
+  signet release github:acme/releases#42 --env dr
+  signet release ./release-2026-11-23.txt --env dev --yes`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return releaseRun(cmd.Context(), g, o, args[0])
+		},
+	}
+	c.Flags().BoolVarP(&o.yes, "yes", "y", false, "do not ask for confirmation")
+	return c
+}
+
+// releaseDeployer runs each app of a release with the rolling deploy.
+type releaseDeployer struct {
+	g    *globalOptions
+	ws   *workflowSession
+	env  string
+	soft <-chan struct{}
+}
+
+func (d *releaseDeployer) Refresh(ctx context.Context) error {
+	filter := []string{"agent=package"}
+	if d.env != "" {
+		filter = append(filter, "env="+d.env)
+	}
+	res, err := d.ws.caller.Call(ctx, workflows.Call{Agent: "package", Action: "refresh", Filter: filter})
+	if err != nil {
+		return err
+	}
+	for _, r := range res {
+		if !r.OK {
+			why := r.Error
+			if r.NoResponse {
+				why = "no response"
+			}
+			return fmt.Errorf("%s: refresh: %s", r.Host, why)
+		}
+	}
+	return nil
+}
+
+func (d *releaseDeployer) Deploy(ctx context.Context, app, version string, log io.Writer) error {
+	file, err := appFile(d.ws.cfg, app)
+	if err != nil {
+		return err
+	}
+	logFile, err := logPath(d.ws.cfg, "", app)
+	if err != nil {
+		return err
+	}
+	_, err = deploy.Run(ctx, d.soft, deploy.Options{AppFile: file, Version: version, Env: d.env, Yes: true, Output: log,
+		Format: "text", LogFile: logFile, Caller: d.ws.caller, Store: d.ws.store, User: d.ws.cfg.User, Log: d.g.logger()})
+	return err
+}
+
+func releaseRun(ctx context.Context, g *globalOptions, o *releaseOptions, ref string) error {
+	ws, err := g.workflowSession(ctx)
+	if err != nil {
+		return err
+	}
+	defer ws.Close()
+	env := g.env
+	if env == "" {
+		env = g.io.Getenv("SIGNET_ENV")
+	}
+	rc := ws.cfg.Release
+	tc := rc.TicketConfig()
+	tc.LookupEnv = os.LookupEnv
+	tc.Log = g.logger()
+	ticket, err := release.OpenTicket(ref, tc)
+	if err != nil {
+		return err
+	}
+	chat, err := release.NewNotifier(rc.Chat, nil)
+	if err != nil {
+		return err
+	}
+	var mailer release.Mailer
+	if m, err := release.NewMailer(rc.Mail, os.LookupEnv); err != nil {
+		return err
+	} else if m != nil {
+		mailer = m
+	}
+	if !o.yes {
+		if f, ok := g.io.In.(*os.File); !ok || !isTerminal(f) {
+			return usageErrorf("release needs confirmation: pass --yes when there is no terminal to ask on")
+		}
+	}
+	ctx, soft, stop := interrupts(ctx, g.io.Err)
+	defer stop()
+	err = release.Run(ctx, release.Options{Ticket: ticket, Chat: chat, Mail: mailer, Deployer: &releaseDeployer{g: g, ws: ws, env: env, soft: soft},
+		In: g.io.In, Out: g.io.Out, Yes: o.yes, Env: env, User: ws.cfg.User, Log: g.logger()})
+	return err
+}
