@@ -50,6 +50,7 @@ func main() {
 	tput := flag.Duration("throughput", 5*time.Second, "duration of each throughput run (0 skips)")
 	inflight := flag.Int("inflight", 32, "requests in flight in the throughput runs")
 	rss := flag.Bool("rss", true, "measure an idle signetd's RSS (builds ./cmd/signetd)")
+	deployHosts := flag.Int("deploy-hosts", 6, "hosts of the rolling deploy overhead run (0 skips)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the signed fan-out runs to this file")
 	flag.Parse()
 	profile = *cpuprofile
@@ -82,6 +83,10 @@ func main() {
 		sg := throughputSigned(s, *tput, *inflight, op, authFile, policyFile)
 		fmt.Printf("throughput to one responder, %d in flight, %s each:\n  bare NATS request/reply: %8.0f req/s\n  signet signed requests:  %8.0f req/s (%.2fx of bare)\n",
 			*inflight, *tput, b, sg, sg/b)
+	}
+	if *deployHosts > 0 {
+		fmt.Println()
+		check(deployOverhead(*deployHosts, *rounds))
 	}
 	if *rss {
 		fmt.Println()
