@@ -74,6 +74,9 @@ func NewHost(o HostOptions) (*Host, error) {
 		if err := bus.CheckName("agent", name); err != nil {
 			return nil, err
 		}
+		if err := p.Describe().Check(); err != nil {
+			return nil, fmt.Errorf("plugin %s: %w", name, err)
+		}
 		h.plugins[name] = p
 	}
 	h.plugins["rpcutil"] = &rpcutil{host: h}

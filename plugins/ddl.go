@@ -368,3 +368,51 @@ func describe(v any) string {
 	}
 	return fmt.Sprintf("%T", v)
 }
+
+var nameRe = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
+
+// Check reports a declaration that cannot work: bad names, duplicate
+// actions or inputs, unknown types, patterns that do not compile, and
+// defaults that break their own rules. signetd checks every enabled plugin
+// at start-up.
+func (d DDL) Check() error {
+	if !nameRe.MatchString(d.Name) {
+		return fmt.Errorf("ddl: invalid plugin name %q", d.Name)
+	}
+	seen := map[string]bool{}
+	for _, a := range d.Actions {
+		if !nameRe.MatchString(a.Name) || seen[a.Name] {
+			return fmt.Errorf("ddl %s: invalid or duplicate action %q", d.Name, a.Name)
+		}
+		seen[a.Name] = true
+		inputs := map[string]bool{}
+		for _, in := range a.Inputs {
+			if !nameRe.MatchString(in.Name) || inputs[in.Name] {
+				return fmt.Errorf("ddl %s.%s: invalid or duplicate input %q", d.Name, a.Name, in.Name)
+			}
+			inputs[in.Name] = true
+			switch in.Type {
+			case TypeString, TypeInteger, TypeNumber, TypeBoolean, TypeDuration:
+			default:
+				return fmt.Errorf("ddl %s.%s: input %s has unknown type %q", d.Name, a.Name, in.Name, in.Type)
+			}
+			if in.Pattern != "" {
+				if _, err := compilePattern(in.Pattern); err != nil {
+					return fmt.Errorf("ddl %s.%s: input %s: pattern: %w", d.Name, a.Name, in.Name, err)
+				}
+			}
+			if in.Default != nil {
+				v, err := in.coerce(in.Default)
+				if err == nil {
+					if perr := in.check(v); perr != nil {
+						err = perr
+					}
+				}
+				if err != nil {
+					return fmt.Errorf("ddl %s.%s: input %s: default %v: %v", d.Name, a.Name, in.Name, in.Default, err)
+				}
+			}
+		}
+	}
+	return nil
+}

@@ -63,7 +63,7 @@ func (o *labOptions) labPlugins() (map[string]json.RawMessage, error) {
 		cfgs["haproxy"] = b
 	}
 	if o.alertmanager != "" {
-		b, _ := json.Marshal(map[string]any{"backends": []map[string]any{{"type": "alertmanager", "url": o.alertmanager}}})
+		b, _ := json.Marshal(map[string]any{"backends": []map[string]any{{"alertmanager": map[string]any{"url": o.alertmanager}}}})
 		cfgs["maintenance"] = b
 	}
 	if o.pluginConfig != "" {
