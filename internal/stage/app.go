@@ -1,0 +1,173 @@
+package stage
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// appEnv names the app config file when a binary that links this package
+// is run as the demo app (by the runit run script the stage writes).
+const appEnv = "SIGNET_STAGE_APP"
+
+// The demo app is this very binary (signet, or a test binary) re-executed
+// by runit with SIGNET_STAGE_APP set: no compiler and no extra program are
+// needed. The variable is only ever set by the stage's run scripts.
+func init() {
+	if p := os.Getenv(appEnv); p != "" {
+		os.Exit(appMain(p))
+	}
+}
+
+// appConfig is what one host's app needs, written next to its run script.
+type appConfig struct {
+	Identity string `json:"identity"`
+	// Listen is 127.0.0.1:PORT.
+	Listen string `json:"listen"`
+	// VersionFile is the file the package installs; its content is the
+	// version served.
+	VersionFile string `json:"version_file"`
+	// BrokenFile, when it exists, makes the app answer 500 (BreakHealth).
+	BrokenFile string `json:"broken_file"`
+}
+
+func appMain(path string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "signet stage app: %v\n", err)
+		return 1
+	}
+	var cfg appConfig
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		fmt.Fprintf(os.Stderr, "signet stage app: %s: %v\n", path, err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	srv, err := serveApp(cfg)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "signet stage app: %v\n", err)
+		return 1
+	}
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	return 0
+}
+
+// serveApp starts the demo app on cfg.Listen and returns once it listens.
+func serveApp(cfg appConfig) (*http.Server, error) {
+	l, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("app %s: %w", cfg.Identity, err)
+	}
+	srv := &http.Server{Handler: appHandler(cfg), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(l)
+	return srv, nil
+}
+
+// appHandler serves the installed version on /version ("1.1") and a line
+// naming app version and host on / ("demo 1.1 on web2"); 500 when the
+// host's health is broken, 503 when the package is not installed.
+func appHandler(cfg appConfig) http.Handler {
+	version := func(w http.ResponseWriter) (string, bool) {
+		if _, err := os.Stat(cfg.BrokenFile); err == nil {
+			http.Error(w, "broken on purpose (signet stage BreakHealth)", http.StatusInternalServerError)
+			return "", false
+		}
+		b, err := os.ReadFile(cfg.VersionFile)
+		if err != nil {
+			http.Error(w, "not installed: "+err.Error(), http.StatusServiceUnavailable)
+			return "", false
+		}
+		return strings.TrimSpace(string(b)), true
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /version", func(w http.ResponseWriter, r *http.Request) {
+		if v, ok := version(w); ok {
+			fmt.Fprintln(w, v)
+		}
+	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		if v, ok := version(w); ok {
+			fmt.Fprintf(w, "demo %s on %s\n", v, cfg.Identity)
+		}
+	})
+	return mux
+}
+
+// router serves /IDENTITY/PATH by forwarding PATH to that host's app. The
+// deploy's health URL may template only {{identity}}, and each app has its
+// own port, so the health check reaches its host's app through here:
+// http://127.0.0.1:PORT/{{identity}}/version.
+type router struct {
+	srv  *http.Server
+	addr string
+	mu   sync.Mutex
+	apps map[string]string // identity -> 127.0.0.1:port
+}
+
+func startRouter(apps map[string]string) (*router, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("router: %w", err)
+	}
+	r := &router{addr: l.Addr().String(), apps: apps}
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			id, rest, _ := strings.Cut(strings.TrimPrefix(pr.In.URL.Path, "/"), "/")
+			r.mu.Lock()
+			addr := r.apps[id]
+			r.mu.Unlock()
+			pr.SetURL(&url.URL{Scheme: "http", Host: addr})
+			pr.Out.URL.Path, pr.Out.URL.RawPath = "/"+rest, ""
+		},
+		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
+			http.Error(w, "app unreachable: "+err.Error(), http.StatusBadGateway)
+		},
+	}
+	r.srv = &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		id, _, _ := strings.Cut(strings.TrimPrefix(req.URL.Path, "/"), "/")
+		r.mu.Lock()
+		_, ok := r.apps[id]
+		r.mu.Unlock()
+		if !ok {
+			http.Error(w, fmt.Sprintf("no host %q on this stage", id), http.StatusNotFound)
+			return
+		}
+		proxy.ServeHTTP(w, req)
+	})}
+	go r.srv.Serve(l)
+	return r, nil
+}
+
+func (r *router) close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := r.srv.Shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return r.srv.Close()
+	}
+	return nil
+}
+
+// freePort returns a free loopback port.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
