@@ -238,7 +238,9 @@ func Start(ctx context.Context, o Options) (_ *Stage, err error) {
 	}
 
 	s.Lab, err = lab.Start(ctx, lab.Options{Dir: dir, Hosts: o.Hosts, Version: "stage", Logger: o.Logger,
-		Plugins: func(h *lab.HostInfo) (map[string]plugins.Plugin, error) { return s.plugins(h.Identity, pkgCfg[h.Identity]) },
+		Plugins: func(h *lab.HostInfo) (map[string]plugins.Plugin, error) {
+			return s.plugins(h.Identity, pkgCfg[h.Identity])
+		},
 		Facts: func(h *lab.HostInfo) map[string]string {
 			if sh := s.Host(h.Identity); sh != nil {
 				return map[string]string{"app_port": strconv.Itoa(sh.port)}

@@ -266,4 +266,3 @@ func TestParseShowStat(t *testing.T) {
 		t.Error("empty show stat: want an error")
 	}
 }
-
