@@ -8,9 +8,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"math/rand/v2"
 	"net/url"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -160,6 +162,45 @@ func (r *router) close() error {
 		return r.srv.Close()
 	}
 	return nil
+}
+
+// appPort returns a free loopback port outside the kernel's ephemeral
+// range. An app's port is free while the deploy stops and starts it; a port
+// from the ephemeral range could meanwhile become the source port of some
+// outgoing connection (an HAProxy check, a keep-alive to another app), and
+// the app would fail to bind it until that connection closes.
+func appPort(taken map[int]bool) (int, error) {
+	lo, hi := 32768, 60999
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if a, err := strconv.Atoi(f[0]); err == nil {
+				lo = a
+			}
+			if z, err := strconv.Atoi(f[1]); err == nil {
+				hi = z
+			}
+		}
+	}
+	from, to := 10000, lo-1
+	if to-from < 1000 {
+		from, to = hi+1, 65535
+	}
+	if to-from < 100 {
+		return freePort() // no room outside the ephemeral range: take the risk
+	}
+	for range 200 {
+		p := from + rand.IntN(to-from+1)
+		if taken[p] {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return p, nil
+	}
+	return 0, fmt.Errorf("no free loopback port in %d-%d", from, to)
 }
 
 // freePort returns a free loopback port.

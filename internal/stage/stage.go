@@ -46,6 +46,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/signetbus/signet/internal/command"
 	"github.com/signetbus/signet/internal/lab"
 	"github.com/signetbus/signet/plugins"
 	"github.com/signetbus/signet/plugins/haproxy"
@@ -186,7 +187,7 @@ func Start(ctx context.Context, o Options) (_ *Stage, err error) {
 		return nil, err
 	}
 	s := &Stage{App: o.App, Versions: o.Versions, Env: "lab", dir: dir, log: o.Logger,
-		Backends: detect(o.Sandbox), client: &http.Client{Timeout: 3 * time.Second}}
+		Backends: Detect(o.Sandbox), client: &http.Client{Timeout: 3 * time.Second}}
 	defer func() {
 		if err != nil {
 			s.Stop()
@@ -194,11 +195,13 @@ func Start(ctx context.Context, o Options) (_ *Stage, err error) {
 	}()
 
 	apps := map[string]string{}
+	taken := map[int]bool{}
 	for i := 1; i <= o.Hosts; i++ {
-		port, err := freePort()
+		port, err := appPort(taken)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("stage: %w", err)
 		}
+		taken[port] = true
 		id := fmt.Sprintf("web%d", i)
 		hd := filepath.Join(dir, "hosts", id)
 		h := &Host{Identity: id, Zone: string(rune('a' + (i-1)%3)), port: port, AppURL: fmt.Sprintf("http://127.0.0.1:%d", port),
@@ -256,8 +259,10 @@ func Start(ctx context.Context, o Options) (_ *Stage, err error) {
 	return s, nil
 }
 
-// detect says which backends are real on this machine.
-func detect(forceSandbox bool) map[string]string {
+
+// Detect says, per backend, "real: ..." when it is installed here (and
+// usable), else "sandbox: <why>"; forceSandbox sandboxes them all.
+func Detect(forceSandbox bool) map[string]string {
 	b := map[string]string{BackendHealth: "real: health plugin (HTTP from the host)"}
 	if forceSandbox {
 		for _, k := range []string{BackendPackage, BackendService, BackendHAProxy, BackendMaintenance} {
@@ -578,7 +583,10 @@ func (s *Stage) startHAProxy(ctx context.Context) error {
 		return err
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "# written by signet stage\nglobal\n    stats socket %s mode 600 level admin\n", s.HAProxySocket)
+	// Every host's plugin talks to this one socket at once (a broadcast
+	// drain polls from N hosts): raise the stats socket's connection limit
+	// (default 10) and listen backlog, or connects fail with EAGAIN.
+	fmt.Fprintf(&b, "# written by signet stage\nglobal\n    stats maxconn 256\n    stats socket %s mode 600 level admin backlog 256 maxconn 256\n", s.HAProxySocket)
 	b.WriteString("defaults\n    mode http\n    timeout connect 1s\n    timeout client 30s\n    timeout server 30s\n")
 	fmt.Fprintf(&b, "frontend fe\n    bind 127.0.0.1:%d\n    default_backend %s\n", fe, s.App)
 	fmt.Fprintf(&b, "backend %s\n    balance roundrobin\n    option httpchk GET /version\n", s.App)
@@ -671,14 +679,22 @@ func (s *Stage) Stop() error {
 		if s.Lab != nil {
 			errs = append(errs, s.Lab.Stop())
 		}
-		for _, h := range s.Hosts {
+		herrs := make([]error, len(s.Hosts))
+		var wg sync.WaitGroup
+		for i, h := range s.Hosts {
 			if h.runsv != nil {
-				errs = append(errs, h.runsv.stop(3*time.Second))
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					herrs[i] = s.stopRunsvdir(h)
+				}()
 			}
 			if h.sandbox != nil {
 				h.sandbox.shutdown()
 			}
 		}
+		wg.Wait()
+		errs = append(errs, herrs...)
 		for _, d := range s.daemons {
 			errs = append(errs, d.stop(5*time.Second))
 		}
@@ -691,6 +707,18 @@ func (s *Stage) Stop() error {
 		s.stopErr = errors.Join(errs...)
 	})
 	return s.stopErr
+}
+
+// stopRunsvdir stops one host's runit: "sv force-stop" has runsv stop the
+// app (TERM, then KILL after 5s) and reap it; then runsvdir's process group
+// (runsvdir and the runsv processes) is ended.
+func (s *Stage) stopRunsvdir(h *Host) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := command.Run(ctx, command.Spec{Argv: []string{"sv", "-w", "5", "force-stop", s.App}, ExtraEnv: []string{"SVDIR=" + h.ServiceDir}}); err != nil {
+		s.log.Warn("stop the app", "identity", h.Identity, "err", err)
+	}
+	return h.runsv.stop(time.Second)
 }
 
 // Serves returns the version host's app serves (GET /version).

@@ -18,7 +18,7 @@ func startStage(t *testing.T, hosts int, real bool) *Stage {
 	t.Helper()
 	if real {
 		var missing []string
-		for k, v := range detect(false) {
+		for k, v := range Detect(false) {
 			if !strings.HasPrefix(v, "real") {
 				missing = append(missing, k+" ("+v+")")
 			}

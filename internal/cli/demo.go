@@ -1,0 +1,247 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/signetbus/signet/internal/stage"
+	"github.com/signetbus/signet/workflows"
+)
+
+func init() { extraCommands = append(extraCommands, newDemoCmd) }
+
+// demoOptions are the flags of `signet demo`.
+type demoOptions struct {
+	hosts   int
+	dir     string
+	brk     string
+	sandbox bool
+	keep    bool
+}
+
+// The demo rolls its app from the first version to the second.
+const (
+	demoFrom = "1.0"
+	demoTo   = "1.1"
+)
+
+func newDemoCmd(g *globalOptions) *cobra.Command {
+	o := &demoOptions{}
+	c := &cobra.Command{
+		Use:   "demo",
+		Short: "Roll an app out across a local fleet with real backends, and show it worked",
+		Long: `demo brings up a fleet on this machine: an embedded NATS broker and signed responders
+web1..webN in zones a/b/c, each with a demo web app 1.0 installed as a real .deb (in an
+isolated dpkg/apt root) and supervised by runit, behind one HAProxy, with Alertmanager
+for maintenance silences. It then rolls the app to 1.1 with the rolling deploy over the
+signed bus, and checks that every host (and HAProxy) serves 1.1.
+
+A backend that is not installed (haproxy, prometheus-alertmanager, runit, dpkg/apt, or
+not running as root for dpkg) is replaced by a sandbox stand-in with the same actions;
+the demo says which and why. See docs/demo.md.`,
+		Example: `  signet demo
+  signet demo --break web3      # the 1.1 package fails on web3: the rollout stops there
+  signet demo --keep            # keep the fleet running afterwards to try signet on it`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return demoRun(cmd.Context(), g, o)
+		},
+	}
+	f := c.Flags()
+	f.IntVar(&o.hosts, "hosts", 6, "number of hosts (web1..webN)")
+	f.StringVar(&o.dir, "dir", "", "directory for the fleet (default: a temporary one, removed at the end unless --keep)")
+	f.StringVar(&o.brk, "break", "", "make the 1.1 package fail to install on this host (webN)")
+	f.BoolVar(&o.sandbox, "sandbox", false, "use sandbox backends even where real ones are installed")
+	f.BoolVar(&o.keep, "keep", false, "keep the fleet running after the demo, until Ctrl-C")
+	return c
+}
+
+var demoHostRE = regexp.MustCompile(`^web([1-9][0-9]*)$`)
+
+func (o *demoOptions) check() error {
+	if o.hosts < 1 || o.hosts > 50 {
+		return usageErrorf("--hosts must be between 1 and 50, not %d", o.hosts)
+	}
+	if o.brk != "" {
+		m := demoHostRE.FindStringSubmatch(o.brk)
+		if m == nil {
+			return usageErrorf("--break: want a host such as web3, not %q", o.brk)
+		}
+		if n, _ := strconv.Atoi(m[1]); n > o.hosts {
+			return usageErrorf("--break %s: the demo has only web1..web%d", o.brk, o.hosts)
+		}
+	}
+	return nil
+}
+
+func demoRun(ctx context.Context, g *globalOptions, o *demoOptions) (err error) {
+	if err := o.check(); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	out := g.io.Out
+	dir := o.dir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "signet-demo-"); err != nil {
+			return err
+		}
+		if !o.keep {
+			defer os.RemoveAll(dir)
+		}
+	}
+	log := slog.New(slog.DiscardHandler)
+	if g.io.Getenv("SIGNET_DEBUG") != "" {
+		log = g.logger()
+	}
+
+	fmt.Fprintf(out, "signet demo: %d hosts (web1..web%d, zones a/b/c), app demo %s -> %s\n", o.hosts, o.hosts, demoFrom, demoTo)
+	start := time.Now()
+	st, err := stage.Start(ctx, stage.Options{Dir: dir, Hosts: o.hosts, Versions: []string{demoFrom, demoTo}, Logger: log, Sandbox: o.sandbox})
+	if err != nil {
+		return withHint(err, "run with --sandbox to use stand-ins for the real backends; SIGNET_DEBUG=1 shows the responders' logs")
+	}
+	defer func() {
+		if serr := st.Stop(); serr != nil && err == nil {
+			err = serr
+		}
+	}()
+	writeBackends(out, st)
+	fmt.Fprintf(out, "fleet ready in %s: %d signed responders on %s, every host serves demo %s\n",
+		time.Since(start).Round(100*time.Millisecond), o.hosts, st.Lab.Broker.ClientURL(), demoFrom)
+	if st.FrontendURL != "" {
+		fmt.Fprintf(out, "haproxy frontend: %s (backend demo: web1..web%d)\n", st.FrontendURL, o.hosts)
+	}
+	if o.brk != "" {
+		if err := st.BreakPackage(o.brk, demoTo); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "\n--break %s: the demo %s package will fail to install on %s (its preinst exits 1)\n", o.brk, demoTo, o.brk)
+	}
+
+	op, err := st.Operator(ctx)
+	if err != nil {
+		return err
+	}
+	defer op.Close()
+	fmt.Fprintf(out, "\n$ signet deploy %s %s --env %s --yes\n", st.AppFile, demoTo, st.Env)
+	recap, derr := st.Deploy(ctx, nil, op, demoTo, out)
+
+	fmt.Fprintln(out)
+	verified := demoVerify(ctx, out, st, recap)
+	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("demo interrupted: %w", derr)
+	case derr != nil:
+		if o.keep {
+			demoKeep(ctx, out, st)
+		}
+		hint := "the deploy stopped at the first failure; the failed host stays out of rotation for a person to look at"
+		if o.brk != "" {
+			hint = fmt.Sprintf("--break %s broke it on purpose: the rollout halted there; hosts of its batch stopped after their current step, later batches were not touched", o.brk)
+		}
+		return withHint(fmt.Errorf("demo: deploy failed: %w", derr), hint)
+	case !verified:
+		return errors.New("demo: the deploy reported success but not every host serves " + demoTo)
+	}
+	fmt.Fprintf(out, "every host serves %s\n", demoTo)
+	if o.keep {
+		demoKeep(ctx, out, st)
+	}
+	return nil
+}
+
+func writeBackends(out io.Writer, st *stage.Stage) {
+	names := make([]string, 0, len(st.Backends))
+	for k := range st.Backends {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	fmt.Fprintln(out, "backends:")
+	for _, k := range names {
+		fmt.Fprintf(out, "  %-12s %s\n", k, st.Backends[k])
+	}
+	fmt.Fprintf(out, "  %-12s real: embedded NATS, ed25519-signed requests and replies, policy, audit\n", "bus")
+}
+
+// demoVerify asks every app (and HAProxy) what it serves, prints it, and
+// reports whether every host serves demoTo.
+func demoVerify(ctx context.Context, out io.Writer, st *stage.Stage, recap *workflows.Recap) bool {
+	fmt.Fprintln(out, "verify: GET /version on every host")
+	status := map[string]string{}
+	if stats, err := st.ShowStat(ctx); err == nil {
+		for _, s := range stats {
+			status[s.Server] = s.Status
+		}
+	}
+	ok := true
+	for _, h := range st.Hosts {
+		v, err := st.Serves(ctx, h.Identity)
+		mark := "ok"
+		switch {
+		case err != nil && strings.Contains(err.Error(), "connection refused"):
+			v, mark, ok = "-", "NOT "+demoTo+" (app not running)", false
+		case err != nil:
+			v, mark, ok = "-", "NOT "+demoTo+" ("+err.Error()+")", false
+		case v != demoTo:
+			mark, ok = "NOT "+demoTo, false
+		}
+		line := fmt.Sprintf("  %-6s serves %-4s %s", h.Identity, v, mark)
+		if s := status[h.Identity]; s != "" {
+			line = fmt.Sprintf("%-48s haproxy: %s", line, s)
+		}
+		fmt.Fprintln(out, line)
+	}
+	if st.FrontendURL != "" {
+		seen, err := st.ThroughFrontend(ctx, 2*len(st.Hosts))
+		if err != nil {
+			fmt.Fprintf(out, "  through haproxy: %v\n", err)
+			ok = false
+		} else {
+			answers := make([]string, 0, len(seen))
+			for body, n := range seen {
+				answers = append(answers, fmt.Sprintf("%q x%d", body, n))
+				if !strings.Contains(body, "demo "+demoTo+" ") {
+					ok = false
+				}
+			}
+			sort.Strings(answers)
+			fmt.Fprintf(out, "  through haproxy (%d requests): %s\n", 2*len(st.Hosts), strings.Join(answers, ", "))
+		}
+	}
+	if recap != nil && len(recap.OutOfRotation) > 0 {
+		left := make([]string, len(recap.OutOfRotation))
+		for i, m := range recap.OutOfRotation {
+			left[i] = m.String()
+		}
+		fmt.Fprintf(out, "left out of rotation: %s\n", strings.Join(left, ", "))
+	}
+	return ok
+}
+
+// demoKeep waits for Ctrl-C with the fleet up, saying how to reach it.
+func demoKeep(ctx context.Context, out io.Writer, st *stage.Stage) {
+	fmt.Fprintf(out, `
+The fleet keeps running (--keep). In another terminal:
+  export SIGNET_CONFIG=%s
+  signet ping
+  signet rpc haproxy status backend=demo -I web1
+  signet rpc package status package=demo -I web2
+  signet deploy %s %s --env %s --yes
+Files: %s (removed only if you remove them). Ctrl-C stops the fleet.
+`, st.Lab.ClientConfig, st.AppFile, demoFrom, st.Env, st.Lab.Dir)
+	<-ctx.Done()
+}
