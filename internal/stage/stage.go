@@ -259,7 +259,6 @@ func Start(ctx context.Context, o Options) (_ *Stage, err error) {
 	return s, nil
 }
 
-
 // Detect says, per backend, "real: ..." when it is installed here (and
 // usable), else "sandbox: <why>"; forceSandbox sandboxes them all.
 func Detect(forceSandbox bool) map[string]string {
