@@ -137,17 +137,19 @@ func demoRun(ctx context.Context, g *globalOptions, o *demoOptions) (err error) 
 		return err
 	}
 	defer op.Close()
-	fmt.Fprintf(out, "\n$ signet deploy %s %s --env %s --yes\n", st.AppFile, demoTo, st.Env)
+	fmt.Fprintf(out, "\n$ signet deploy %s %s --env %s --yes    # app file %s\n", st.App, demoTo, st.Env, st.AppFile)
 	recap, derr := st.Deploy(ctx, nil, op, demoTo, out)
 
+	if ctx.Err() != nil {
+		return fmt.Errorf("demo interrupted, stopping the fleet: %w", derr)
+	}
 	fmt.Fprintln(out)
 	verified := demoVerify(ctx, out, st, recap)
 	switch {
-	case ctx.Err() != nil:
-		return fmt.Errorf("demo interrupted: %w", derr)
 	case derr != nil:
 		if o.keep {
-			demoKeep(ctx, out, st)
+			fmt.Fprintf(out, "\nto finish the rollout by hand: rm %s, then run the deploy below\n", st.BreakMarker(o.brk, demoTo))
+			demoKeep(ctx, out, st, demoTo)
 		}
 		hint := "the deploy stopped at the first failure; the failed host stays out of rotation for a person to look at"
 		if o.brk != "" {
@@ -159,7 +161,7 @@ func demoRun(ctx context.Context, g *globalOptions, o *demoOptions) (err error) 
 	}
 	fmt.Fprintf(out, "every host serves %s\n", demoTo)
 	if o.keep {
-		demoKeep(ctx, out, st)
+		demoKeep(ctx, out, st, demoFrom)
 	}
 	return nil
 }
@@ -208,7 +210,7 @@ func demoVerify(ctx context.Context, out io.Writer, st *stage.Stage, recap *work
 	if st.FrontendURL != "" {
 		seen, err := st.ThroughFrontend(ctx, 2*len(st.Hosts))
 		if err != nil {
-			fmt.Fprintf(out, "  through haproxy: %v\n", err)
+			fmt.Fprintf(out, "  %v\n", err)
 			ok = false
 		} else {
 			answers := make([]string, 0, len(seen))
@@ -233,7 +235,7 @@ func demoVerify(ctx context.Context, out io.Writer, st *stage.Stage, recap *work
 }
 
 // demoKeep waits for Ctrl-C with the fleet up, saying how to reach it.
-func demoKeep(ctx context.Context, out io.Writer, st *stage.Stage) {
+func demoKeep(ctx context.Context, out io.Writer, st *stage.Stage, version string) {
 	fmt.Fprintf(out, `
 The fleet keeps running (--keep). In another terminal:
   export SIGNET_CONFIG=%s
@@ -242,6 +244,6 @@ The fleet keeps running (--keep). In another terminal:
   signet rpc package status package=demo -I web2
   signet deploy %s %s --env %s --yes
 Files: %s (removed only if you remove them). Ctrl-C stops the fleet.
-`, st.Lab.ClientConfig, st.AppFile, demoFrom, st.Env, st.Lab.Dir)
+`, st.Lab.ClientConfig, st.App, version, st.Env, st.Lab.Dir)
 	<-ctx.Done()
 }

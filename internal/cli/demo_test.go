@@ -3,7 +3,6 @@ package cli
 import (
 	"bytes"
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -50,8 +49,13 @@ func TestDemoReal(t *testing.T) {
 	if !strings.Contains(out, "through haproxy (6 requests): ") || strings.Contains(out, "demo 1.0 on") {
 		t.Errorf("want every answer through haproxy to be 1.1")
 	}
-	if _, err := os.Stat(filepath.Join(dir, "client.yaml")); err != nil {
-		t.Errorf("--dir: the fleet's files should stay: %v", err)
+	// The kept client config lets an operator deploy the app by name to env lab.
+	cfg, err := loadClientConfig(filepath.Join(dir, "client.yaml"), "lab", envMap(nil))
+	if err != nil {
+		t.Fatalf("--dir: the fleet's client config should stay and have env lab: %v", err)
+	}
+	if p, err := appFile(cfg, "demo"); err != nil || p != filepath.Join(dir, "demo.yaml") {
+		t.Errorf("app file demo: got %q, %v", p, err)
 	}
 }
 

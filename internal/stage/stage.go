@@ -555,7 +555,22 @@ func (s *Stage) writeAppFile() error {
 		batch = 1
 	}
 	s.AppFile = filepath.Join(s.dir, s.App+".yaml")
-	return os.WriteFile(s.AppFile, []byte(fmt.Sprintf(appFile, s.App, s.HealthURL, batch, s.Env)), 0o644)
+	if err := os.WriteFile(s.AppFile, []byte(fmt.Sprintf(appFile, s.App, s.HealthURL, batch, s.Env)), 0o644); err != nil {
+		return err
+	}
+	// The lab's client config, extended so that an operator can run
+	// `signet deploy APP VERSION --env lab` against the stage: the app file
+	// is found in Dir, run logs go to Dir/runs, and --env lab (which also
+	// names a client profile) is an empty profile.
+	f, err := os.OpenFile(s.Lab.ClientConfig, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(f, "# added by signet stage\napps: %q\nruns: %q\nenvironments:\n  %s: {}\n", s.dir, filepath.Join(s.dir, "runs"), s.Env)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // startHAProxy runs haproxy -f CFG -db with the app's backend over every
@@ -911,6 +926,16 @@ func (s *Stage) Silences(ctx context.Context) ([]Silence, error) {
 	return out, nil
 }
 
+// BreakMarker is the file whose presence makes version fail to install on
+// host ("" for an unknown host); BreakPackage creates it.
+func (s *Stage) BreakMarker(host, version string) string {
+	h := s.Host(host)
+	if h == nil {
+		return ""
+	}
+	return filepath.Join(h.Root, breakDir, "break-"+s.App+"-"+version)
+}
+
 // BreakPackage makes version fail to install on host: the package's
 // preinst (or the sandbox package) finds a marker in the host's root and
 // exits 1, so package update fails with dpkg's error.
@@ -918,12 +943,15 @@ func (s *Stage) BreakPackage(host, version string) error {
 	if !versionRE.MatchString(version) {
 		return fmt.Errorf("stage: break package: want a version such as 1.1, found %q", version)
 	}
-	return s.marker(host, func(h *Host) string { return filepath.Join(h.Root, breakDir, "break-"+s.App+"-"+version) }, true)
+	return s.marker(host, func(h *Host) string { return s.BreakMarker(h.Identity, version) }, true)
 }
 
 // FixPackage undoes BreakPackage.
 func (s *Stage) FixPackage(host, version string) error {
-	return s.marker(host, func(h *Host) string { return filepath.Join(h.Root, breakDir, "break-"+s.App+"-"+version) }, false)
+	if !versionRE.MatchString(version) {
+		return fmt.Errorf("stage: fix package: want a version such as 1.1, found %q", version)
+	}
+	return s.marker(host, func(h *Host) string { return s.BreakMarker(h.Identity, version) }, false)
 }
 
 // BreakHealth makes the app on host answer 500 on every path, so the

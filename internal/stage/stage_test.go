@@ -240,9 +240,15 @@ func TestBreakRejects(t *testing.T) {
 	if err := s.BreakPackage("web9", "1.1"); err == nil || !strings.Contains(err.Error(), "no such host") {
 		t.Errorf("unknown host: got %v", err)
 	}
+	if err := s.BreakHealth("web9"); err == nil || !strings.Contains(err.Error(), "no such host") {
+		t.Errorf("unknown host: got %v", err)
+	}
 	for _, v := range []string{"../x", "1.1;rm", "", "-1"} {
 		if err := s.BreakPackage("web1", v); err == nil || !strings.Contains(err.Error(), "want a version") {
 			t.Errorf("version %q: got %v", v, err)
+		}
+		if err := s.FixPackage("web1", v); err == nil || !strings.Contains(err.Error(), "want a version") {
+			t.Errorf("fix version %q: got %v", v, err)
 		}
 	}
 }
