@@ -65,6 +65,7 @@ type Lab struct {
 	Hosts        []*HostInfo
 	Collective   string
 
+	runCtx context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	mu     sync.Mutex
@@ -119,10 +120,9 @@ func Start(ctx context.Context, o Options) (*Lab, error) {
 		s.Shutdown()
 		return nil, err
 	}
-	runCtx, cancel := context.WithCancel(context.Background())
-	l.cancel = cancel
+	l.runCtx, l.cancel = context.WithCancel(context.Background())
 	for _, h := range l.Hosts {
-		if err := l.StartHost(runCtx, h.Identity); err != nil {
+		if err := l.StartHost(h.Identity); err != nil {
 			l.Stop()
 			return nil, err
 		}
@@ -204,8 +204,10 @@ func (l *Lab) Host(id string) *HostInfo {
 	return nil
 }
 
-// StartHost starts (or restarts) one responder.
-func (l *Lab) StartHost(ctx context.Context, id string) error {
+// StartHost starts (or restarts, after StopHost) one responder. It runs
+// until StopHost or Stop.
+func (l *Lab) StartHost(id string) error {
+	ctx := l.runCtx
 	h := l.Host(id)
 	if h == nil {
 		return fmt.Errorf("lab: no host %q", id)
