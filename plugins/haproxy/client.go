@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -65,8 +66,7 @@ func (s socket) do(ctx context.Context, cmd string) (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, s.network, s.address)
+	conn, err := s.dial(ctx)
 	if err != nil {
 		return "", fmt.Errorf("connect to runtime API at %s:%s: %w", s.network, s.address, s.ioErr(ctx, err))
 	}
@@ -89,6 +89,27 @@ func (s socket) do(ctx context.Context, cmd string) (string, error) {
 		return "", fmt.Errorf("answer to %q from %s:%s is longer than %d bytes", cmd, s.network, s.address, maxResponse)
 	}
 	return string(b), nil
+}
+
+// dial connects, retrying while a UNIX socket's listen backlog is full
+// (EAGAIN): HAProxy serves one runtime API command per connection, and
+// many hosts polling one admin socket during a drain can fill the backlog
+// for a moment. Other errors fail at once.
+func (s socket) dial(ctx context.Context) (net.Conn, error) {
+	var d net.Dialer
+	wait := 5 * time.Millisecond
+	for {
+		conn, err := d.DialContext(ctx, s.network, s.address)
+		if err == nil || !errors.Is(err, syscall.EAGAIN) {
+			return conn, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 200*time.Millisecond)
+	}
 }
 
 // ioErr says why i/o stopped: the request's context, or the command's own
