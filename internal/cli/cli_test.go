@@ -52,8 +52,13 @@ environments:
 	if cfg.Collective != "dev" || cfg.Key != "agent" || !reflect.DeepEqual(cfg.NATS.URLs, []string{"nats://a:1", "nats://b:2"}) {
 		t.Fatalf("env overrides %+v", cfg)
 	}
-	if _, err := loadClientConfig(path, "staging", envMap(nil)); err == nil || !strings.Contains(err.Error(), `no environment "staging"`) {
+	if _, err := loadClientConfig(path, "staging", envMap(nil)); err == nil || !strings.Contains(err.Error(), `no environment "staging"`) || !strings.Contains(err.Error(), "(profiles: dev)") {
 		t.Fatalf("unknown profile: %v", err)
+	}
+	noProfiles := filepath.Join(dir, "plain.yaml")
+	os.WriteFile(noProfiles, []byte("collective: lab\n"), 0o600)
+	if cfg, err := loadClientConfig(noProfiles, "lab", envMap(nil)); err != nil || cfg.Collective != "lab" {
+		t.Fatalf("--env without profiles should only name the deploy env: %+v %v", cfg, err)
 	}
 	os.WriteFile(path, []byte("colective: typo\n"), 0o600)
 	if _, err := loadClientConfig(path, "", envMap(nil)); err == nil || !strings.Contains(err.Error(), "field colective not found") {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -97,10 +98,15 @@ func loadClientConfig(path, env string, getenv func(string) string) (*ClientConf
 	}
 	if env != "" {
 		p, ok := cfg.Environments[env]
-		if !ok || p == nil {
-			return nil, usageErrorf("no environment %q in %s", env, path)
+		switch {
+		case ok && p != nil:
+			cfg.overlay(p)
+		case len(cfg.Environments) > 0:
+			// Profiles are in use: an unknown name is a typo, not a reason
+			// to fall back to the base (perhaps production) settings.
+			return nil, usageErrorf("no environment %q in %s (profiles: %s)", env, path, strings.Join(sortedKeys(cfg.Environments), ", "))
 		}
-		cfg.overlay(p)
+		// Without profiles, --env only names the deploy environment.
 	}
 	over := func(dst *string, name string) {
 		if v := getenv(name); v != "" {
@@ -205,4 +211,13 @@ func (c *ClientConfig) defaults(getenv func(string) string) {
 	if c.Runs == "" {
 		c.Runs = filepath.Join(home, ".local", "state", "signet", "runs")
 	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
