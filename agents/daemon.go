@@ -5,9 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,12 +27,7 @@ import (
 // the external plugin directory.
 func LoadPlugins(cfg *Config) (map[string]plugins.Plugin, error) {
 	out := map[string]plugins.Plugin{}
-	names := make([]string, 0, len(cfg.Plugins))
-	for n := range cfg.Plugins {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(cfg.Plugins)) {
 		info, ok := plugins.Lookup(name)
 		if !ok {
 			return nil, fmt.Errorf("plugin %q is not in this signetd's whitelist (available: %s)", name, strings.Join(plugins.Names(), ", "))

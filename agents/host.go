@@ -5,7 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -80,11 +81,7 @@ func NewHost(o HostOptions) (*Host, error) {
 		h.plugins[name] = p
 	}
 	h.plugins["rpcutil"] = &rpcutil{host: h}
-	agents := make([]string, 0, len(h.plugins))
-	for name := range h.plugins {
-		agents = append(agents, name)
-	}
-	sort.Strings(agents)
+	agents := slices.Sorted(maps.Keys(h.plugins))
 	facts := map[string]string{}
 	for k, v := range o.Facts {
 		facts[k] = v

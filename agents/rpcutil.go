@@ -3,7 +3,8 @@ package agents
 import (
 	"context"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/signetbus/signet/plugins"
@@ -48,12 +49,7 @@ func (r *rpcutil) Run(ctx context.Context, req *plugins.Request) (*plugins.Resul
 		return &plugins.Result{Summary: "pong", Data: map[string]any{"time": time.Now().UTC().Format(time.RFC3339Nano)}}, nil
 	case "inventory":
 		var agents []map[string]any
-		names := make([]string, 0, len(r.host.plugins))
-		for n := range r.host.plugins {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		for _, n := range names {
+		for _, n := range slices.Sorted(maps.Keys(r.host.plugins)) {
 			d := r.host.plugins[n].Describe()
 			agents = append(agents, map[string]any{"name": n, "description": d.Description, "actions": d.ActionNames()})
 		}

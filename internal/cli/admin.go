@@ -5,10 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -172,11 +173,7 @@ func newPluginsCmd(g *globalOptions) *cobra.Command {
 					}
 				}
 			}
-			names := make([]string, 0, len(count))
-			for n := range count {
-				names = append(names, n)
-			}
-			sort.Strings(names)
+			names := slices.Sorted(maps.Keys(count))
 			p := g.printer()
 			if p.json {
 				return p.jsonValue(count)

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 
@@ -98,11 +100,7 @@ func newFactsCmd(g *globalOptions) *cobra.Command {
 					byValue[v] = append(byValue[v], r.Identity)
 				}
 			}
-			values := make([]string, 0, len(byValue))
-			for v := range byValue {
-				values = append(values, v)
-			}
-			sort.Strings(values)
+			values := slices.Sorted(maps.Keys(byValue))
 			p := g.printer()
 			if p.json {
 				return p.jsonValue(map[string]any{"fact": args[0], "values": byValue, "summary": jsonOutcome(o).Summary})
@@ -172,12 +170,7 @@ func printInventory(g *globalOptions, o *bus.Outcome) {
 		}
 		fmt.Fprintf(w, "  facts:\n")
 		if facts, ok := d["facts"].(map[string]any); ok {
-			keys := make([]string, 0, len(facts))
-			for k := range facts {
-				keys = append(keys, k)
-			}
-			sort.Strings(keys)
-			for _, k := range keys {
+			for _, k := range slices.Sorted(maps.Keys(facts)) {
 				fmt.Fprintf(w, "    %s = %v\n", k, facts[k])
 			}
 		}

@@ -5,10 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"os/user"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -104,7 +105,7 @@ func loadClientConfig(path, env string, getenv func(string) string) (*ClientConf
 		case len(cfg.Environments) > 0:
 			// Profiles are in use: an unknown name is a typo, not a reason
 			// to fall back to the base (perhaps production) settings.
-			return nil, usageErrorf("no environment %q in %s (profiles: %s)", env, path, strings.Join(sortedKeys(cfg.Environments), ", "))
+			return nil, usageErrorf("no environment %q in %s (profiles: %s)", env, path, strings.Join(slices.Sorted(maps.Keys(cfg.Environments)), ", "))
 		}
 		// Without profiles, --env only names the deploy environment.
 	}
@@ -211,13 +212,4 @@ func (c *ClientConfig) defaults(getenv func(string) string) {
 	if c.Runs == "" {
 		c.Runs = filepath.Join(home, ".local", "state", "signet", "runs")
 	}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

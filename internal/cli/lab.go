@@ -4,10 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -124,11 +125,7 @@ func labRun(ctx context.Context, g *globalOptions, o *labOptions) error {
 	if err != nil {
 		return err
 	}
-	names := make([]string, 0, len(cfgs))
-	for n := range cfgs {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(cfgs))
 	rel := l.ClientConfig
 	if wd, err := os.Getwd(); err == nil {
 		if r, err := filepath.Rel(wd, l.ClientConfig); err == nil && !strings.HasPrefix(r, "..") {
