@@ -307,8 +307,10 @@ func (c *Client) send(ctx context.Context, q Query, targets, expected []string, 
 		}
 	}
 	inbox := c.cfg.Conn.NewInbox()
-	ch := make(chan *nats.Msg, 1024)
-	sub, err := c.cfg.Conn.ChanSubscribe(inbox, ch)
+	// A synchronous subscription queues replies inside nats.go up to the
+	// pending limits below, so a burst of thousands of replies waits for
+	// the verifiers instead of being dropped as a slow consumer.
+	sub, err := c.cfg.Conn.SubscribeSync(inbox)
 	if err != nil {
 		return fmt.Errorf("subscribe to replies: %w", err)
 	}
@@ -343,28 +345,27 @@ func (c *Client) send(ctx context.Context, q Query, targets, expected []string, 
 	}
 	// Replies are verified on every core: with thousands of hosts the
 	// client's signature checks would otherwise be the bottleneck.
-	results := make(chan Result, cap(ch))
-	stop := make(chan struct{})
+	results := make(chan Result, 1024)
+	wctx, stop := context.WithCancel(context.Background())
 	var workers sync.WaitGroup
-	defer func() { close(stop); workers.Wait() }()
+	defer func() { stop(); workers.Wait() }()
 	for range runtime.GOMAXPROCS(0) {
 		workers.Add(1)
 		go func() {
 			defer workers.Done()
 			for {
+				m, err := sub.NextMsgWithContext(wctx)
+				if err != nil {
+					return // stopped, or the subscription closed
+				}
+				if len(m.Data) == 0 && m.Header.Get("Status") != "" {
+					continue // the broker's "no responders" notice for a direct subject
+				}
+				r := c.verifyReply(m.Data, req)
+				r.Elapsed = c.cfg.Now().Sub(sent)
 				select {
-				case m := <-ch:
-					if len(m.Data) == 0 && m.Header.Get("Status") != "" {
-						continue // the broker's "no responders" notice for a direct subject
-					}
-					r := c.verifyReply(m.Data, req)
-					r.Elapsed = c.cfg.Now().Sub(sent)
-					select {
-					case results <- r:
-					case <-stop:
-						return
-					}
-				case <-stop:
+				case results <- r:
+				case <-wctx.Done():
 					return
 				}
 			}
