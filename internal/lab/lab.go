@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -73,6 +74,7 @@ type Lab struct {
 	conns  []*nats.Conn
 	stops  map[string]context.CancelFunc
 	done   map[string]chan struct{}
+	hconns map[string]*nats.Conn // each host's current broker connection
 	opts   Options
 	keys   map[string]ssh.Signer
 }
@@ -115,7 +117,7 @@ func Start(ctx context.Context, o Options) (*Lab, error) {
 		return nil, err
 	}
 	l := &Lab{Broker: s, Dir: dir, Collective: o.Collective, opts: o, stops: map[string]context.CancelFunc{},
-		done: map[string]chan struct{}{}, keys: map[string]ssh.Signer{}}
+		done: map[string]chan struct{}{}, hconns: map[string]*nats.Conn{}, keys: map[string]ssh.Signer{}}
 	if err := l.writeFiles(); err != nil {
 		s.Shutdown()
 		return nil, err
@@ -244,7 +246,7 @@ func (l *Lab) StartHost(id string) error {
 	if err != nil {
 		return err
 	}
-	nc, err := agents.Connect(agents.NATSConfig{URLs: []string{l.Broker.ClientURL()}}, "signetd "+id, log)
+	nc, err := agents.Connect(agents.NATSConfig{URLs: []string{l.clientURL()}}, "signetd "+id, log)
 	if err != nil {
 		return err
 	}
@@ -252,7 +254,7 @@ func (l *Lab) StartHost(id string) error {
 	done := make(chan struct{})
 	started := make(chan struct{})
 	l.mu.Lock()
-	l.stops[id], l.done[id] = stop, done
+	l.stops[id], l.done[id], l.hconns[id] = stop, done, nc
 	l.conns = append(l.conns, nc)
 	l.mu.Unlock()
 	l.wg.Add(1)
@@ -285,8 +287,61 @@ func (l *Lab) StopHost(id string) {
 	}
 }
 
+// KillHost ends one responder abruptly, as a crash or kill -9 of signetd
+// would: its broker connection is closed at once, so it takes no new
+// request and cannot reply to those in flight, and it is cancelled without
+// waiting for its running actions. Unlike StopHost it does not leave the
+// registry: its entry stays until it expires. StartHost brings it back.
+func (l *Lab) KillHost(id string) {
+	l.mu.Lock()
+	stop, nc := l.stops[id], l.hconns[id]
+	delete(l.hconns, id)
+	l.mu.Unlock()
+	if nc != nil {
+		nc.Close()
+	}
+	if stop != nil {
+		stop()
+	}
+}
+
+// RestartBroker shuts the embedded broker down and starts a new one on the
+// same port with the same JetStream store directory, as a broker restart
+// would: every connection drops, the responders reconnect by themselves,
+// and the KV buckets (registry, run state, locks) survive. Lab.Broker is
+// the new server afterwards; do not read that field concurrently with
+// RestartBroker.
+func (l *Lab) RestartBroker() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	old := l.Broker
+	addr, ok := old.Addr().(*net.TCPAddr)
+	if !ok {
+		return errors.New("lab: restart broker: the broker is not listening on TCP")
+	}
+	old.Shutdown()
+	old.WaitForShutdown()
+	var err error
+	// The port was just freed; retry briefly in case the kernel holds it.
+	for range 50 {
+		var s *server.Server
+		if s, err = broker.Start(broker.Config{Port: addr.Port, StoreDir: filepath.Join(l.Dir, "broker"), Name: "signet-lab"}); err == nil {
+			l.Broker = s
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("lab: restart broker on port %d: %w", addr.Port, err)
+}
+
+func (l *Lab) clientURL() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.Broker.ClientURL()
+}
+
 func (l *Lab) waitRegistered(ctx context.Context) error {
-	nc, err := nats.Connect(l.Broker.ClientURL())
+	nc, err := nats.Connect(l.clientURL())
 	if err != nil {
 		return err
 	}
@@ -311,9 +366,9 @@ func (l *Lab) Stop() error {
 		l.cancel()
 	}
 	l.wg.Wait()
-	l.Broker.Shutdown()
-	l.Broker.WaitForShutdown()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.Broker.Shutdown()
+	l.Broker.WaitForShutdown()
 	return errors.Join(l.errs...)
 }
