@@ -14,6 +14,7 @@ import (
 	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/internal/keys"
 	"github.com/signetbus/signet/internal/policy"
+	"github.com/signetbus/signet/internal/redact"
 	"github.com/signetbus/signet/plugins"
 )
 
@@ -142,7 +143,7 @@ func (h *Host) Handle(ctx context.Context, call *bus.Call) *bus.Reply {
 	req := call.Request
 	log := h.log.With("request_id", req.ID, "agent", req.Agent, "action", req.Action, "sender", call.Principal.Name)
 	refuse := func(code, msg string) *bus.Reply {
-		log.Info("refused", "code", code, "reason", msg)
+		log.Info("refused", "code", code, "reason", redact.String(msg))
 		return &bus.Reply{Status: bus.StatusRefused, Code: code, Error: msg}
 	}
 	p, ok := h.plugins[req.Agent]
@@ -183,7 +184,7 @@ func (h *Host) Handle(ctx context.Context, call *bus.Call) *bus.Reply {
 		if ctx.Err() != nil && errors.Is(err, context.DeadlineExceeded) {
 			code = bus.CodeTimeout
 		}
-		log.Warn("action failed", "err", err)
+		log.Warn("action failed", "err", redact.String(err.Error()))
 		rep := &bus.Reply{Status: bus.StatusFailed, Code: code, Error: err.Error()}
 		if res != nil {
 			rep.Changed, rep.Summary, rep.Data = res.Changed, res.Summary, res.Data

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/signetbus/signet/internal/redact"
 	"github.com/signetbus/signet/internal/sshsig"
 )
 
@@ -255,7 +256,7 @@ func (r *Responder) handle(m *nats.Msg, direct bool) {
 		if req != nil {
 			rep.RequestID, rep.Agent, rep.Action = req.ID, req.Agent, req.Action
 		}
-		r.log.Info("request refused", "request_id", rec.RequestID, "code", f.code, "reason", f.reason, "sender", rec.User)
+		r.log.Info("request refused", "request_id", rec.RequestID, "code", f.code, "reason", redact.String(f.reason), "sender", rec.User)
 		finish(rep)
 	}
 

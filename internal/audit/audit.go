@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	"github.com/signetbus/signet/bus"
+	"github.com/signetbus/signet/internal/redact"
 )
 
 // secretParam matches parameter names whose values are never written.
@@ -64,7 +65,8 @@ func (l *Log) Reopen() error {
 }
 
 // Audit writes one record. Values of parameters whose names look secret are
-// replaced by "[redacted]".
+// replaced by "[redacted]", and credentials inside URLs anywhere in the
+// parameters, the reason and the summary are removed.
 func (l *Log) Audit(rec *bus.AuditRecord) {
 	r := *rec
 	if len(r.Params) > 0 {
@@ -73,10 +75,11 @@ func (l *Log) Audit(rec *bus.AuditRecord) {
 			if secretParam.MatchString(k) {
 				v = "[redacted]"
 			}
-			p[k] = v
+			p[k] = redact.Value(v)
 		}
 		r.Params = p
 	}
+	r.Reason, r.Summary = redact.String(r.Reason), redact.String(r.Summary)
 	b, err := json.Marshal(&r)
 	if err == nil {
 		b = append(b, '\n')

@@ -21,6 +21,8 @@ func TestAuditWritesJSONLinesAndRedactsSecrets(t *testing.T) {
 	l.Audit(&bus.AuditRecord{Time: time.Unix(1, 0), RequestID: "r1", Agent: "package", Action: "update",
 		Params: map[string]any{"package": "nginx", "db_password": "hunter2", "api_token": "t0k"}, Decision: "accepted", Status: bus.StatusOK})
 	l.Audit(&bus.AuditRecord{RequestID: "r2", Decision: "refused", Code: bus.CodeExpired, Reason: "request expired 93s ago (ttl 60s)"})
+	l.Audit(&bus.AuditRecord{RequestID: "r3", Decision: "refused", Code: bus.CodeInvalidParams,
+		Params: map[string]any{"url": "http://admin:s3cr3t@127.0.0.1:1/x"}, Reason: `got "http:admin:s3cr3t@127.0.0.1"`})
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -28,7 +30,7 @@ func TestAuditWritesJSONLinesAndRedactsSecrets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(string(b), "hunter2") || strings.Contains(string(b), "t0k") {
+	if strings.Contains(string(b), "hunter2") || strings.Contains(string(b), "t0k") || strings.Contains(string(b), "s3cr3t") {
 		t.Fatalf("secret written to the audit log:\n%s", b)
 	}
 	st, _ := os.Stat(path)
@@ -44,7 +46,7 @@ func TestAuditWritesJSONLinesAndRedactsSecrets(t *testing.T) {
 		}
 		recs = append(recs, r)
 	}
-	if len(recs) != 2 || recs[0].Params["package"] != "nginx" || recs[0].Params["db_password"] != "[redacted]" || recs[1].Code != bus.CodeExpired {
+	if len(recs) != 3 || recs[2].Params["url"] != "http://[redacted]@127.0.0.1:1/x" || recs[0].Params["package"] != "nginx" || recs[0].Params["db_password"] != "[redacted]" || recs[1].Code != bus.CodeExpired {
 		t.Fatalf("records %+v", recs)
 	}
 }
