@@ -79,6 +79,7 @@ func (h echoHandler) Handle(ctx context.Context, c *Call) *Reply {
 }
 
 type fleet struct {
+	srv      interface{ Shutdown() }
 	url      string
 	nc       *nats.Conn
 	operator ssh.Signer
@@ -106,7 +107,7 @@ func startFleet(t testing.TB, n int, opts ...func(*ResponderConfig)) *fleet {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	f := &fleet{url: s.ClientURL(), nc: nc, operator: newSigner(t), trust: trustMap{}, keys: hostKeys{},
+	f := &fleet{srv: s, url: s.ClientURL(), nc: nc, operator: newSigner(t), trust: trustMap{}, keys: hostKeys{},
 		audits: map[string]*memAudit{}, resp: map[string]*Responder{}}
 	op := f.operator.PublicKey()
 	f.trust[string(op.Marshal())] = &Principal{Name: "alice", Roles: []string{"admin"}, Fingerprint: ssh.FingerprintSHA256(op), Key: op}
@@ -428,5 +429,35 @@ func TestNoResponseAndShutdownFinishesInFlight(t *testing.T) {
 	}
 	if !strings.Contains(out.Results[0].Error, "no response within 300ms") {
 		t.Fatalf("error %q", out.Results[0].Error)
+	}
+}
+
+// TestBrokerGoneMidRequest shuts the broker down while a request is in
+// flight: the client reports the hosts as not answering, warns that the
+// broker connection was lost, and returns instead of hanging.
+func TestBrokerGoneMidRequest(t *testing.T) {
+	f := startFleet(t, 2)
+	nc, err := nats.Connect(f.url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	c, err := NewClient(ClientConfig{Conn: nc, Collective: "test", Signer: f.operator, User: "alice", HostKeys: f.keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		f.srv.Shutdown()
+	}()
+	out, err := c.Do(context.Background(), Query{Agent: "test", Action: "sleep", Targets: []string{"web1", "web2"}, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := statuses(out); got != "web1=no response web2=no response" {
+		t.Fatalf("got %s", got)
+	}
+	if len(out.Warnings) != 1 || !strings.Contains(out.Warnings[0], "lost the connection to the broker") {
+		t.Fatalf("warnings %q", out.Warnings)
 	}
 }
