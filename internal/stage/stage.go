@@ -527,7 +527,10 @@ func (s *Stage) plugins(id string, pkgCfg json.RawMessage) (map[string]plugins.P
 }
 
 // appFile is the deploy app file of the stage. Batches of two hosts from
-// different zones; short health and drain timings for a local fleet.
+// different zones; short health and drain timings for a local fleet. The
+// health plugin doubles the interval after each failed attempt (up to
+// 10s), so 6 retries from 250ms give up after about 8s of waiting; 20
+// retries took two and a half minutes to report a broken app.
 const appFile = `# written by signet stage: deploy with env %[4]s
 version: 1
 name: %[1]s
@@ -540,7 +543,7 @@ haproxy:
   drain_timeout: 10s
 health:
   url: %[2]s
-  retries: 20
+  retries: 6
   interval: 250ms
   timeout: 2s
 batch_size: "%[3]d"
