@@ -3,6 +3,7 @@ package deploy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -252,9 +253,11 @@ func TestBrokenHealth(t *testing.T) {
 // the record, enables it again, re-checks the killed host's version
 // although the record has check_version done, and does not reinstall it.
 //
-// It uses batches of one and a 3s stop_timeout: the stage gives every host
-// the haproxy agent, so with batches of two the partner's broadcast enable
-// would also wait out its timeout for the dead host (see the report).
+// It uses batches of one and a 3s stop_timeout to keep the wait short: the
+// stage gives every host the haproxy agent, and a drain or enable is
+// broadcast to every registered haproxy host, so with batches of two the
+// partner's enable would also wait out its 40s timeout for the dead host
+// (still in the registry) and fail naming it.
 func TestKilledResponder(t *testing.T) {
 	s := startStage(t)
 	op := operator(t, s)
@@ -370,10 +373,10 @@ func TestBrokerRestart(t *testing.T) {
 		hookErrs []string
 		restarts int
 	)
-	fail := func(format string, err error) {
+	fail := func(format string, args ...any) {
 		mu.Lock()
 		defer mu.Unlock()
-		hookErrs = append(hookErrs, strings.ReplaceAll(format, "%v", err.Error()))
+		hookErrs = append(hookErrs, fmt.Sprintf(format, args...))
 	}
 	rec := &recorder{}
 	rec.hook = func(e workflows.Event) {
@@ -398,11 +401,16 @@ func TestBrokerRestart(t *testing.T) {
 		_, err = op2.Store.Lock(ctx, s.App+"/"+s.Env, workflows.Lease{Kind: "deploy", Holder: "intruder", Run: "x", Since: time.Now()})
 		var le *workflows.LockError
 		if !errors.As(err, &le) || le.Holder.Holder != deployUser || le.Holder.Run != e.Run {
-			fail("lock after the restart: want it held by the run, got %v", errOrNil(err))
+			fail("lock after the restart: want it held by %s run %s, got %v", deployUser, e.Run, err)
 		}
 		st, err := op2.Store.Load(ctx, e.Run)
-		if err != nil || st.Status != workflows.StatusRunning {
-			fail("run state after the restart: %v", errOrNil(err))
+		switch {
+		case err != nil:
+			fail("run state after the restart: %v", err)
+		case st.Status != workflows.StatusRunning:
+			fail("run state after the restart: status %s, want running", st.Status)
+		case len(st.Batches) != len(batches):
+			fail("run state after the restart: batches %v, want %v", st.Batches, batches)
 		}
 	}
 	recap, err := deploy.Run(testCtx(t), nil, deployOpts(s, op, "1.1", rec))
@@ -443,13 +451,6 @@ func TestBrokerRestart(t *testing.T) {
 	} else {
 		unlock(testCtx(t))
 	}
-}
-
-func errOrNil(err error) error {
-	if err == nil {
-		return errors.New("no error")
-	}
-	return err
 }
 
 // wantStopped checks a run that failed in the second batch: the first

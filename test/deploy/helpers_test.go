@@ -37,8 +37,9 @@ const deployUser = "tester@stage"
 func startStage(t *testing.T) *stage.Stage {
 	t.Helper()
 	var missing []string
-	for _, k := range slices.Sorted(maps.Keys(stage.Detect(false))) {
-		if v := stage.Detect(false)[k]; !strings.HasPrefix(v, "real") {
+	backends := stage.Detect(false)
+	for _, k := range slices.Sorted(maps.Keys(backends)) {
+		if v := backends[k]; !strings.HasPrefix(v, "real") {
 			missing = append(missing, k+" ("+v+")")
 		}
 	}
