@@ -198,6 +198,17 @@ func deployRun(ctx context.Context, g *globalOptions, o *deployOptions, args []s
 		opts.Env = g.io.Getenv("SIGNET_ENV")
 	}
 	name := "resume-" + o.resume
+	if len(args) == 0 && o.resume != "" {
+		// The run knows its app: find the app file by that name.
+		st, err := ws.store.Load(ctx, o.resume)
+		if err != nil {
+			return fmt.Errorf("resume %s: %w", o.resume, err)
+		}
+		args = []string{st.App}
+		if opts.Env == "" {
+			opts.Env = st.Env
+		}
+	}
 	if len(args) > 0 {
 		if opts.AppFile, err = appFile(ws.cfg, args[0]); err != nil {
 			return err

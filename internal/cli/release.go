@@ -94,7 +94,8 @@ func releaseRun(ctx context.Context, g *globalOptions, o *releaseOptions, ref st
 	}
 	rc := ws.cfg.Release
 	tc := rc.TicketConfig()
-	tc.LookupEnv = os.LookupEnv
+	lookupEnv := func(k string) (string, bool) { v := g.io.Getenv(k); return v, v != "" }
+	tc.LookupEnv = lookupEnv
 	tc.Log = g.logger()
 	ticket, err := release.OpenTicket(ref, tc)
 	if err != nil {
@@ -105,7 +106,7 @@ func releaseRun(ctx context.Context, g *globalOptions, o *releaseOptions, ref st
 		return err
 	}
 	var mailer release.Mailer
-	if m, err := release.NewMailer(rc.Mail, os.LookupEnv); err != nil {
+	if m, err := release.NewMailer(rc.Mail, lookupEnv); err != nil {
 		return err
 	} else if m != nil {
 		mailer = m

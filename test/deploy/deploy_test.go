@@ -182,7 +182,7 @@ func TestBrokenPackage(t *testing.T) {
 // TestBrokenHealth makes the third host's app answer 500 from the moment
 // its service is started at 1.1. The run stops at its health check with
 // the status found; it is held at 1.1 out of rotation; later batches are
-// untouched. After FixHealth, `signet deploy demo --resume RUN` finishes:
+// untouched. After FixHealth, `signet deploy --resume RUN` finishes:
 // the held host is not reinstalled (observed at 1.1) but checked, started,
 // checked for health and enabled.
 func TestBrokenHealth(t *testing.T) {
@@ -219,7 +219,8 @@ func TestBrokenHealth(t *testing.T) {
 		t.Fatal(err)
 	}
 	marks2 := auditMarks(t, s)
-	code, out, errOut := signet(t, s, nil, "deploy", "demo", "--resume", recap.Run, "--env", s.Env, "--yes", "--output", "json")
+	// The documented form: the run knows its app and environment.
+	code, out, errOut := signet(t, s, nil, "deploy", "--resume", recap.Run, "--yes", "--output", "json")
 	if code != 0 {
 		t.Fatalf("signet deploy --resume: exit %d\n%s", code, errOut)
 	}

@@ -568,3 +568,23 @@ func checkOutOfRotation(t *testing.T, f *fleettest.Fleet, recap *workflows.Recap
 		}
 	}
 }
+
+func TestServerDrained(t *testing.T) {
+	cases := []struct {
+		m    map[string]any
+		want bool
+	}{
+		{map[string]any{"status": "UP", "admin_state": "ready"}, false},
+		{map[string]any{"status": "DOWN", "admin_state": "drain"}, true}, // drained and the app is down
+		{map[string]any{"status": "DOWN", "admin_state": "maint"}, true},
+		{map[string]any{"status": "DOWN", "admin_state": "ready"}, false},
+		{map[string]any{"status": "DRAIN"}, true}, // no admin state: the status text decides
+		{map[string]any{"status": "MAINT (via app/web1)"}, true},
+		{map[string]any{"status": "UP"}, false},
+	}
+	for _, c := range cases {
+		if got := serverDrained(c.m); got != c.want {
+			t.Errorf("serverDrained(%v) = %v, want %v", c.m, got, c.want)
+		}
+	}
+}

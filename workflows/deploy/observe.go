@@ -85,14 +85,25 @@ func (o *observer) observe(ctx context.Context, host string) (Observed, error) {
 		servers, _ := r.Data["servers"].([]any)
 		for _, s := range servers {
 			m, _ := s.(map[string]any)
-			st, _ := m["status"].(string)
-			st = strings.ToUpper(st)
-			if strings.HasPrefix(st, "DRAIN") || strings.HasPrefix(st, "MAINT") {
+			if serverDrained(m) {
 				ob.Drained = true
 			}
 		}
 	}
 	return ob, nil
+}
+
+// serverDrained reports whether an HAProxy server was taken out of rotation.
+// The admin state set through the runtime API decides: a drained server
+// whose app is down shows status DOWN, not DRAIN, yet still needs enabling.
+// The status text is the fallback for answers without an admin state.
+func serverDrained(m map[string]any) bool {
+	if as, ok := m["admin_state"].(string); ok && as != "" {
+		return as == "drain" || as == "maint"
+	}
+	st, _ := m["status"].(string)
+	st = strings.ToUpper(st)
+	return strings.HasPrefix(st, "DRAIN") || strings.HasPrefix(st, "MAINT")
 }
 
 // prepare implements workflows.Job.Prepare for the deploy:
