@@ -44,9 +44,10 @@ type ClientConfig struct {
 
 // Client sends signed requests and collects verified replies.
 type Client struct {
-	cfg ClientConfig
-	log *slog.Logger
-	fp  string
+	cfg     ClientConfig
+	log     *slog.Logger
+	fp      string
+	replies *replyMux
 }
 
 // NewClient checks the config.
@@ -64,7 +65,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Client{cfg: cfg, log: log, fp: ssh.FingerprintSHA256(cfg.Signer.PublicKey())}, nil
+	return &Client{cfg: cfg, log: log, fp: ssh.FingerprintSHA256(cfg.Signer.PublicKey()), replies: &replyMux{nc: cfg.Conn}}, nil
 }
 
 // Query is one request to a set of hosts.
@@ -306,16 +307,11 @@ func (c *Client) send(ctx context.Context, q Query, targets, expected []string, 
 			return fmt.Errorf("record request: %w", err)
 		}
 	}
-	inbox := c.cfg.Conn.NewInbox()
-	// A synchronous subscription queues replies inside nats.go up to the
-	// pending limits below, so a burst of thousands of replies waits for
-	// the verifiers instead of being dropped as a slow consumer.
-	sub, err := c.cfg.Conn.SubscribeSync(inbox)
+	inbox, queue, done, err := c.replies.open()
 	if err != nil {
-		return fmt.Errorf("subscribe to replies: %w", err)
+		return err
 	}
-	defer sub.Unsubscribe()
-	_ = sub.SetPendingLimits(-1, 256<<20)
+	defer done()
 
 	pending := make(map[string]bool, len(expected))
 	for _, id := range expected {
@@ -332,9 +328,6 @@ func (c *Client) send(ctx context.Context, q Query, targets, expected []string, 
 	} else if err := c.cfg.Conn.PublishMsg(&nats.Msg{Subject: AgentSubject(c.cfg.Collective, q.Agent), Reply: inbox, Data: frame}); err != nil {
 		return fmt.Errorf("publish: %w", err)
 	}
-	if err := c.cfg.Conn.FlushTimeout(q.Timeout); err != nil {
-		c.log.Warn("flush", "err", err)
-	}
 	timer := time.NewTimer(q.Timeout)
 	defer timer.Stop()
 	add := func(r Result) {
@@ -349,14 +342,18 @@ func (c *Client) send(ctx context.Context, q Query, targets, expected []string, 
 	wctx, stop := context.WithCancel(context.Background())
 	var workers sync.WaitGroup
 	defer func() { stop(); workers.Wait() }()
-	for range runtime.GOMAXPROCS(0) {
+	nworkers := runtime.GOMAXPROCS(0)
+	if len(expected) > 0 {
+		nworkers = min(nworkers, len(expected))
+	}
+	for range nworkers {
 		workers.Add(1)
 		go func() {
 			defer workers.Done()
 			for {
-				m, err := sub.NextMsgWithContext(wctx)
-				if err != nil {
-					return // stopped, or the subscription closed
+				m, ok := queue.next(wctx)
+				if !ok {
+					return // stopped
 				}
 				if len(m.Data) == 0 && m.Header.Get("Status") != "" {
 					continue // the broker's "no responders" notice for a direct subject

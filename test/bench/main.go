@@ -320,6 +320,12 @@ func throughputSigned(s *server.Server, d time.Duration, inflight int, op ssh.Si
 	aud := audit.New(f) // a real audit file: one JSON line per request
 	ids, known, stop := startResponders(s, 1, 1, authFile, policyFile, aud)
 	defer stop()
+	if profile != "" {
+		f, err := os.Create(profile + ".throughput")
+		check(err)
+		check(pprof.StartCPUProfile(f))
+		defer pprof.StopCPUProfile()
+	}
 	nc := connect(s.ClientURL())
 	defer nc.Close()
 	c, err := bus.NewClient(bus.ClientConfig{Conn: nc, Collective: "bench", Signer: op, User: "bench", HostKeys: known})
