@@ -251,26 +251,10 @@ func (g *Registration) leave() {
 	}
 }
 
-// Connect dials the broker and keeps reconnecting forever, with
-// exponential backoff and jitter, so a broker restart never needs a
-// daemon restart. The first connection is retried too.
-func Connect(c NATSConfig, name string, log *slog.Logger) (*nats.Conn, error) {
-	opts := []nats.Option{
-		nats.Name(name),
-		nats.MaxReconnects(-1),
-		nats.RetryOnFailedConnect(true),
-		nats.CustomReconnectDelay(func(attempts int) time.Duration {
-			d := time.Duration(min(attempts, 6)) * 500 * time.Millisecond
-			return d + time.Duration(rand.Int64N(int64(250*time.Millisecond)))
-		}),
-		nats.ReconnectBufSize(8 << 20),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				log.Warn("disconnected from broker", "err", err)
-			}
-		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("reconnected to broker", "url", nc.ConnectedUrlRedacted()) }),
-	}
+// AuthOptions turns the credentials and TLS settings into nats.go options;
+// signetd and the signet CLI share it.
+func (c NATSConfig) AuthOptions() ([]nats.Option, error) {
+	var opts []nats.Option
 	if c.Creds != "" {
 		opts = append(opts, nats.UserCredentials(c.Creds))
 	}
@@ -291,6 +275,34 @@ func Connect(c NATSConfig, name string, log *slog.Logger) (*nats.Conn, error) {
 	if c.CertFile != "" || c.KeyFile != "" {
 		opts = append(opts, nats.ClientCert(c.CertFile, c.KeyFile))
 	}
+	return opts, nil
+}
+
+// Connect dials the broker and keeps reconnecting forever, with
+// exponential backoff and jitter, so a broker restart never needs a
+// daemon restart. The first connection is retried too.
+func Connect(c NATSConfig, name string, log *slog.Logger) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true),
+		nats.CustomReconnectDelay(func(attempts int) time.Duration {
+			d := time.Duration(min(attempts, 6)) * 500 * time.Millisecond
+			return d + time.Duration(rand.Int64N(int64(250*time.Millisecond)))
+		}),
+		nats.ReconnectBufSize(8 << 20),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("disconnected from broker", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("reconnected to broker", "url", nc.ConnectedUrlRedacted()) }),
+	}
+	auth, err := c.AuthOptions()
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, auth...)
 	nc, err := nats.Connect(strings.Join(c.URLs, ","), opts...)
 	if err != nil && !errors.Is(err, nats.ErrNoServers) {
 		return nil, fmt.Errorf("connect to %s: %w", strings.Join(c.URLs, ","), err)

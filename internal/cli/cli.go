@@ -200,7 +200,11 @@ func (g *globalOptions) connect(ctx context.Context) (*session, error) {
 	if err != nil {
 		return nil, withHint(err, "the lab writes known_hosts for you; for real hosts add a line per host: IDENTITY ssh-ed25519 AAAA... (signetd --print-host-key prints it)")
 	}
-	nc, err := nats.Connect(strings.Join(cfg.NATS.URLs, ","), natsOptions(cfg)...)
+	opts, err := natsOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(strings.Join(cfg.NATS.URLs, ","), opts...)
 	if err != nil {
 		return nil, withHint(fmt.Errorf("connect to broker %s: %w", strings.Join(cfg.NATS.URLs, ","), err),
 			"is the broker running? start one with `signet broker` or a whole fleet with `signet lab`")
@@ -222,27 +226,12 @@ func (g *globalOptions) connect(ctx context.Context) (*session, error) {
 	return s, nil
 }
 
-func natsOptions(cfg *ClientConfig) []nats.Option {
-	opts := []nats.Option{nats.Name("signet " + cfg.User), nats.Timeout(5 * time.Second), nats.MaxReconnects(60), nats.ReconnectWait(time.Second)}
-	if cfg.NATS.Creds != "" {
-		opts = append(opts, nats.UserCredentials(cfg.NATS.Creds))
+func natsOptions(cfg *ClientConfig) ([]nats.Option, error) {
+	auth, err := cfg.NATS.AuthOptions()
+	if err != nil {
+		return nil, err
 	}
-	if cfg.NATS.User != "" {
-		pw := ""
-		if cfg.NATS.PasswordFile != "" {
-			if b, err := os.ReadFile(cfg.NATS.PasswordFile); err == nil {
-				pw = strings.TrimSpace(string(b))
-			}
-		}
-		opts = append(opts, nats.UserInfo(cfg.NATS.User, pw))
-	}
-	if cfg.NATS.CAFile != "" {
-		opts = append(opts, nats.RootCAs(cfg.NATS.CAFile))
-	}
-	if cfg.NATS.CertFile != "" {
-		opts = append(opts, nats.ClientCert(cfg.NATS.CertFile, cfg.NATS.KeyFile))
-	}
-	return opts
+	return append([]nats.Option{nats.Name("signet " + cfg.User), nats.Timeout(5 * time.Second), nats.MaxReconnects(60), nats.ReconnectWait(time.Second)}, auth...), nil
 }
 
 // signer loads the operator's key from a file or from ssh-agent.
