@@ -310,6 +310,11 @@ func TestRefusals(t *testing.T) {
 			return signed(r, f.operator)
 		}, CodeTTL, "exceeds this host's maximum"},
 		{"replay", direct, func() []byte { return replayed }, CodeReplay, "already seen (replay)"},
+		{"signed before the responder started", direct, func() []byte {
+			r := baseRequest(f, f.operator)
+			r.Created = time.Now().Add(-20 * time.Second).UnixMilli() // fresh, but older than the responder
+			return signed(r, f.operator)
+		}, CodeReplay, "before this host's responder started"},
 		{"oversized", direct, func() []byte {
 			r := baseRequest(f, f.operator)
 			r.Params = map[string]any{"blob": strings.Repeat("x", 5000)}

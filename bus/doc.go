@@ -28,7 +28,8 @@
 // dated in the future beyond the clock skew; not expired; a direct request
 // names this host; the filter matches; the id was not seen before (replay
 // cache, bounded, entries kept until the request could no longer pass the
-// freshness check). Then policy and parameter validation in the handler.
+// freshness check). The cache is in memory, so a responder refuses requests
+// signed before it started: a restart cannot reopen the replay window. Then policy and parameter validation in the handler.
 // Every refusal is answered with a signed reply carrying a code and a reason
 // and is audited; only bytes that are not a frame at all are dropped
 // unanswered (and audited as dropped).

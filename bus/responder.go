@@ -112,10 +112,11 @@ type ResponderConfig struct {
 
 // Responder answers signed requests for one host identity.
 type Responder struct {
-	cfg    ResponderConfig
-	log    *slog.Logger
-	replay *replayCache
-	sem    chan struct{}
+	cfg     ResponderConfig
+	log     *slog.Logger
+	replay  *replayCache
+	sem     chan struct{}
+	started time.Time
 
 	mu       sync.Mutex
 	subs     []*nats.Subscription
@@ -157,10 +158,11 @@ func NewResponder(cfg ResponderConfig) (*Responder, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Responder{
-		cfg:    cfg,
-		log:    log.With("identity", cfg.Node().Identity),
-		replay: newReplayCache(cfg.ReplayCacheSize),
-		sem:    make(chan struct{}, cfg.MaxConcurrent),
+		cfg:     cfg,
+		log:     log.With("identity", cfg.Node().Identity),
+		replay:  newReplayCache(cfg.ReplayCacheSize),
+		sem:     make(chan struct{}, cfg.MaxConcurrent),
+		started: cfg.Now().Truncate(time.Millisecond), // requests carry milliseconds
 	}, nil
 }
 
@@ -372,9 +374,12 @@ func (r *Responder) checkRequest(req *Request, node *Node, direct bool, now time
 	}
 	if late := now.Sub(created.Add(ttl)); late > r.cfg.ClockSkew {
 		return &refusal{CodeExpired, fmt.Sprintf("request expired %s ago (ttl %s)", now.Sub(created.Add(ttl)).Round(time.Second), ttl)}
-	} else if late > 0 {
-		// Within the skew allowance: accepted.
-		_ = late
+	}
+	if created.Before(r.started) {
+		// The replay cache lives in memory: a restarted responder cannot
+		// know which older ids it has already run, so it runs none.
+		return &refusal{CodeReplay, fmt.Sprintf("request was signed at %s, before this host's responder started at %s; a restart forgets which requests ran, so older ones are refused: sign a new one",
+			created.UTC().Format(time.RFC3339), r.started.UTC().Format(time.RFC3339))}
 	}
 	named := len(req.Targets) == 0
 	for _, t := range req.Targets {
