@@ -5,14 +5,16 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/signetbus/signet/workflows/release/releasetest"
 )
 
-// The chat tests post to chatServer, a receiver speaking the Slack
+// The chat tests post to releasetest.Chat, a receiver speaking the Slack
 // incoming-webhook format (Slack cannot run here).
 
 func TestWebhookPostsInOrderAndEscapes(t *testing.T) {
-	srv := newChatServer(t)
-	n, err := NewNotifier(ChatConfig{WebhookURLFile: writeSecret(t, "hook", srv.URL())}, nil)
+	srv := releasetest.NewChat(t)
+	n, err := NewNotifier(ChatConfig{WebhookURLFile: releasetest.WriteSecret(t, "hook", srv.URL())}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,8 +32,8 @@ func TestWebhookPostsInOrderAndEscapes(t *testing.T) {
 }
 
 func TestWebhookErrorsDoNotLeakTheURL(t *testing.T) {
-	srv := newChatServer(t)
-	srv.status = 410
+	srv := releasetest.NewChat(t)
+	srv.SetStatus(410)
 	w, err := NewWebhook(srv.URL(), nil)
 	if err != nil {
 		t.Fatal(err)

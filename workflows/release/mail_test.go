@@ -6,14 +6,16 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/signetbus/signet/workflows/release/releasetest"
 )
 
 // The mail tests run against a real SMTP server (go-smtp) on 127.0.0.1 that
 // requires STARTTLS before PLAIN auth, with a certificate made in the test.
 
 func TestMailSTARTTLSAndPlainAuth(t *testing.T) {
-	ms := newMailServer(t, "signet", "smtp-pass")
-	m, err := NewMailer(ms.config(t), nil)
+	ms := releasetest.NewMail(t, "signet", "smtp-pass", true)
+	m, err := NewMailer(mailConfig(t, ms), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,7 +24,7 @@ func TestMailSTARTTLSAndPlainAuth(t *testing.T) {
 	if err := m.Send(context.Background(), "[signet] release complete on prod: R\r\nBcc: evil@example.test", body); err != nil {
 		t.Fatal(err)
 	}
-	mails := ms.Mails()
+	mails := ms.Messages()
 	if len(mails) != 1 {
 		t.Fatalf("%d mails received", len(mails))
 	}
@@ -41,15 +43,15 @@ func TestMailSTARTTLSAndPlainAuth(t *testing.T) {
 			t.Errorf("header %q missing:\n%s", h, got.Data)
 		}
 	}
-	if dec := mailBody(t, got.Data); dec != body {
+	if dec := got.Body(t); dec != body {
 		t.Errorf("body %q, want %q", dec, body)
 	}
 }
 
 func TestMailWrongPassword(t *testing.T) {
-	ms := newMailServer(t, "signet", "right")
-	cfg := ms.config(t)
-	cfg.PasswordFile = writeSecret(t, "pw", "wrong-password-value")
+	ms := releasetest.NewMail(t, "signet", "right", true)
+	cfg := mailConfig(t, ms)
+	cfg.PasswordFile = releasetest.WriteSecret(t, "pw", "wrong-password-value")
 	m, err := NewMailer(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -61,14 +63,14 @@ func TestMailWrongPassword(t *testing.T) {
 	if strings.Contains(err.Error(), "wrong-password-value") {
 		t.Errorf("error leaks the password: %v", err)
 	}
-	if len(ms.Mails()) != 0 {
+	if len(ms.Messages()) != 0 {
 		t.Error("mail delivered without auth")
 	}
 }
 
 func TestMailRefusesAnUntrustedCertificate(t *testing.T) {
-	ms := newMailServer(t, "signet", "p")
-	cfg := ms.config(t)
+	ms := releasetest.NewMail(t, "signet", "p", true)
+	cfg := mailConfig(t, ms)
 	cfg.CAFile = "" // system roots do not know the test certificate
 	m, err := NewMailer(cfg, nil)
 	if err != nil {
@@ -77,7 +79,7 @@ func TestMailRefusesAnUntrustedCertificate(t *testing.T) {
 	if err := m.Send(context.Background(), "s", "b"); err == nil || !strings.Contains(err.Error(), "starttls") {
 		t.Fatalf("error %v, want a starttls certificate error", err)
 	}
-	if len(ms.Mails()) != 0 {
+	if len(ms.Messages()) != 0 {
 		t.Error("mail delivered over an unverified connection")
 	}
 }
@@ -100,7 +102,7 @@ func TestMailServerDown(t *testing.T) {
 
 func TestNewMailerRejects(t *testing.T) {
 	off := false
-	pw := writeSecret(t, "pw", "p")
+	pw := releasetest.WriteSecret(t, "pw", "p")
 	ok := MailConfig{Addr: "smtp.example.test:587", From: "a@example.test", To: []string{"b@example.test"}}
 	tests := []struct {
 		name string
@@ -135,15 +137,28 @@ func TestNewMailerRejects(t *testing.T) {
 }
 
 func TestMailRequiresSTARTTLS(t *testing.T) {
-	ms := newMailServerTLS(t, "signet", "p", false)
-	m, err := NewMailer(ms.config(t), nil)
+	ms := releasetest.NewMail(t, "signet", "p", false)
+	m, err := NewMailer(mailConfig(t, ms), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := m.Send(context.Background(), "s", "b"); err == nil || !strings.Contains(err.Error(), "STARTTLS") {
 		t.Fatalf("error %v, want STARTTLS refused", err)
 	}
-	if len(ms.Mails()) != 0 {
+	if len(ms.Messages()) != 0 {
 		t.Error("mail delivered without STARTTLS")
+	}
+}
+
+// mailConfig points a MailConfig at ms, with its password in a 0600 file.
+func mailConfig(t *testing.T, ms *releasetest.Mail) MailConfig {
+	t.Helper()
+	return MailConfig{
+		Addr:         ms.Addr,
+		From:         "signet@example.test",
+		To:           []string{"releases@example.test", "Ops Team <ops@example.test>"},
+		Username:     ms.User,
+		PasswordFile: releasetest.WriteSecret(t, "smtp.password", ms.Password),
+		CAFile:       ms.CAFile,
 	}
 }

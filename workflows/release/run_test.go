@@ -14,16 +14,18 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/signetbus/signet/workflows/release/releasetest"
 )
 
 // The Run tests wire a real Jira-format ticket server, a Slack-format
-// webhook receiver and a real SMTP server (see servers_test.go) to a fake
+// webhook receiver and a real SMTP server (package releasetest) to a fake
 // Deployer that records its calls.
 
 // fakeDeployer records refreshes and deploys, and the last chat message
 // seen when each deploy started, to prove chat is told before each app.
 type fakeDeployer struct {
-	chat       *chatServer
+	chat       *releasetest.Chat
 	failApp    string
 	failErr    error
 	refreshErr error
@@ -76,9 +78,9 @@ const (
 )
 
 type fixture struct {
-	jira   *jiraServer
-	chat   *chatServer
-	mail   *mailServer
+	jira   *releasetest.Jira
+	chat   *releasetest.Chat
+	mail   *releasetest.Mail
 	deploy *fakeDeployer
 	out    *bytes.Buffer
 	opts   Options
@@ -89,16 +91,18 @@ type fixture struct {
 func newFixture(t *testing.T, description string) *fixture {
 	t.Helper()
 	f := &fixture{
-		jira: newJiraServer(t, "OPS-7", basic("bot@example.test", jiraToken), "Spring release", description),
-		chat: newChatServer(t),
-		mail: newMailServer(t, "signet", smtpPass),
+		jira: releasetest.NewJira(t, releasetest.JiraOptions{
+			Key: "OPS-7", Auth: releasetest.Basic("bot@example.test", jiraToken), Summary: "Spring release", Description: description,
+		}),
+		chat: releasetest.NewChat(t),
+		mail: releasetest.NewMail(t, "signet", smtpPass, true),
 		out:  &bytes.Buffer{},
 	}
 	f.deploy = &fakeDeployer{chat: f.chat}
 	cfg := Config{
-		Jira: JiraConfig{URL: f.jira.URL, User: "bot@example.test", TokenFile: writeSecret(t, "jira.token", jiraToken)},
-		Chat: ChatConfig{WebhookURLFile: writeSecret(t, "chat.url", f.chat.URL())},
-		Mail: f.mail.config(t),
+		Jira: JiraConfig{URL: f.jira.URL, User: "bot@example.test", TokenFile: releasetest.WriteSecret(t, "jira.token", jiraToken)},
+		Chat: ChatConfig{WebhookURLFile: releasetest.WriteSecret(t, "chat.url", f.chat.URL())},
+		Mail: mailConfig(t, f.mail),
 	}
 	tk, err := OpenTicket("jira:OPS-7", cfg.TicketConfig())
 	if err != nil {
@@ -126,7 +130,7 @@ const threeApps = "# spring release\nweb 1.0\napi=2.0\n\ndb 3.0\n"
 // noSecrets fails if a credential shows in any text the release produced.
 func noSecrets(t *testing.T, where, text string) {
 	t.Helper()
-	for _, s := range []string{jiraToken, smtpPass, "s3cr3tW3bh00k"} {
+	for _, s := range []string{jiraToken, smtpPass, releasetest.ChatSecret} {
 		if strings.Contains(text, s) {
 			t.Errorf("%s contains a secret (%s...)", where, s[:4])
 		}
@@ -182,14 +186,14 @@ func TestRunHappyPath(t *testing.T) {
 		t.Errorf("transitions %q, want the Done transition (31)", got)
 	}
 
-	mails := f.mail.Mails()
+	mails := f.mail.Messages()
 	if len(mails) != 1 {
 		t.Fatalf("%d mails, want 1", len(mails))
 	}
 	if !strings.Contains(mails[0].Data, "Subject: [signet] release complete on prod: Spring release") {
 		t.Errorf("mail subject:\n%s", mails[0].Data)
 	}
-	body := mailBody(t, mails[0].Data)
+	body := mails[0].Body(t)
 	for _, want := range []string{"release \"Spring release\" on prod started by alice", "deployed api 2.0 (2 of 3)", "release complete: 3 apps deployed"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("mailed log lacks %q:\n%s", want, body)
@@ -216,7 +220,7 @@ func TestRunOperatorDeclines(t *testing.T) {
 			if c := f.deploy.Calls(); len(c) != 0 {
 				t.Errorf("deployer called: %q", c)
 			}
-			if n := len(f.chat.Texts()) + len(f.jira.Comments()) + len(f.jira.Transitions()) + len(f.mail.Mails()); n != 0 {
+			if n := len(f.chat.Texts()) + len(f.jira.Comments()) + len(f.jira.Transitions()) + len(f.mail.Messages()); n != 0 {
 				t.Errorf("%d things posted, want none", n)
 			}
 		})
@@ -279,11 +283,11 @@ func TestRunSecondOfThreeFails(t *testing.T) {
 	if strings.Contains(comments[0], "deploying db") {
 		t.Error("log says db was deployed")
 	}
-	mails := f.mail.Mails()
+	mails := f.mail.Messages()
 	if len(mails) != 1 || !strings.Contains(mails[0].Data, "Subject: [signet] release FAILED on prod") {
 		t.Fatalf("mails %v", mails)
 	}
-	if body := mailBody(t, mails[0].Data); !strings.Contains(body, "ERROR: deploy api 2.0") {
+	if body := mails[0].Body(t); !strings.Contains(body, "ERROR: deploy api 2.0") {
 		t.Errorf("mailed log lacks the error:\n%s", body)
 	}
 }
@@ -301,7 +305,7 @@ func downAddr(t *testing.T) string {
 
 func TestRunMailDownDoesNotHideTheDeployError(t *testing.T) {
 	f := newFixture(t, threeApps)
-	mcfg := f.mail.config(t)
+	mcfg := mailConfig(t, f.mail)
 	mcfg.Addr = downAddr(t)
 	mailer, err := NewMailer(mcfg, nil)
 	if err != nil {
@@ -337,7 +341,7 @@ func TestRunMailDownDoesNotHideTheDeployError(t *testing.T) {
 
 func TestRunMailDownAfterAllDeployed(t *testing.T) {
 	f := newFixture(t, threeApps)
-	mcfg := f.mail.config(t)
+	mcfg := mailConfig(t, f.mail)
 	mcfg.Addr = downAddr(t)
 	f.opts.Mail, _ = NewMailer(mcfg, nil)
 
@@ -359,7 +363,7 @@ func TestRunMailDownAfterAllDeployed(t *testing.T) {
 
 func TestRunChatDownStopsBeforeTouchingHosts(t *testing.T) {
 	f := newFixture(t, threeApps)
-	f.chat.status = 500
+	f.chat.SetStatus(500)
 	err := Run(context.Background(), f.opts)
 	if err == nil || !strings.Contains(err.Error(), "chat: webhook: post message: unexpected status 500") {
 		t.Fatalf("error %v, want the chat failure", err)
@@ -367,8 +371,8 @@ func TestRunChatDownStopsBeforeTouchingHosts(t *testing.T) {
 	if c := f.deploy.Calls(); len(c) != 0 {
 		t.Errorf("deployer called %q", c)
 	}
-	if len(f.mail.Mails()) != 1 || len(f.jira.Comments()) != 1 || len(f.jira.Transitions()) != 0 {
-		t.Errorf("mails %d comments %d transitions %d, want 1 1 0", len(f.mail.Mails()), len(f.jira.Comments()), len(f.jira.Transitions()))
+	if len(f.mail.Messages()) != 1 || len(f.jira.Comments()) != 1 || len(f.jira.Transitions()) != 0 {
+		t.Errorf("mails %d comments %d transitions %d, want 1 1 0", len(f.mail.Messages()), len(f.jira.Comments()), len(f.jira.Transitions()))
 	}
 }
 
@@ -398,8 +402,8 @@ func TestRunReportsEvenWhenCancelled(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("error %v", err)
 	}
-	if len(f.jira.Comments()) != 1 || len(f.mail.Mails()) != 1 || !strings.Contains(lastOf(f.chat.Texts()), "FAILED") {
-		t.Errorf("report incomplete after cancel: comments %d mails %d chat %q", len(f.jira.Comments()), len(f.mail.Mails()), f.chat.Texts())
+	if len(f.jira.Comments()) != 1 || len(f.mail.Messages()) != 1 || !strings.Contains(lastOf(f.chat.Texts()), "FAILED") {
+		t.Errorf("report incomplete after cancel: comments %d mails %d chat %q", len(f.jira.Comments()), len(f.mail.Messages()), f.chat.Texts())
 	}
 	if c := f.deploy.Calls(); len(c) != 2 {
 		t.Errorf("calls %q, want refresh and web only", c)
@@ -413,7 +417,7 @@ func TestRunParseErrorPostsNothing(t *testing.T) {
 	if !errors.As(err, &pe) || pe.Line != 2 || !strings.Contains(err.Error(), "manifest line 2") {
 		t.Fatalf("error %v, want a parse error on line 2", err)
 	}
-	if n := len(f.deploy.Calls()) + len(f.chat.Texts()) + len(f.jira.Comments()) + len(f.mail.Mails()); n != 0 {
+	if n := len(f.deploy.Calls()) + len(f.chat.Texts()) + len(f.jira.Comments()) + len(f.mail.Messages()); n != 0 {
 		t.Errorf("%d side effects, want none", n)
 	}
 }
@@ -446,15 +450,15 @@ func TestRunFileTicketWritesLogBeside(t *testing.T) {
 }
 
 func TestRunGitHubTicket(t *testing.T) {
-	srv := newGitHubServer(t, "", "/repos/acme/ops/issues/5", "gh-token", "Release 5", "web 2.0\n")
-	tk, err := OpenTicket("github:acme/ops#5", TicketConfig{GitHub: GitHubConfig{URL: srv.URL, TokenFile: writeSecret(t, "gh", "gh-token")}})
+	srv := releasetest.NewGitHub(t, releasetest.GitHubOptions{Path: "/repos/acme/ops/issues/5", Token: "gh-token", Title: "Release 5", Body: "web 2.0\n"})
+	tk, err := OpenTicket("github:acme/ops#5", TicketConfig{GitHub: GitHubConfig{URL: srv.URL, TokenFile: releasetest.WriteSecret(t, "gh", "gh-token")}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := Run(context.Background(), Options{Ticket: tk, Deployer: &fakeDeployer{}, Yes: true, Env: "dr", User: "carol"}); err != nil {
 		t.Fatal(err)
 	}
-	comments, state := srv.snapshot()
+	comments, state := srv.Comments(), srv.State()
 	if state != "closed" || len(comments) != 1 || !strings.Contains(comments[0], "```\n") || !strings.Contains(comments[0], "deployed web 2.0 (1 of 1) on dr") {
 		t.Errorf("state %q comments %q", state, comments)
 	}

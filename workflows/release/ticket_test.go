@@ -9,17 +9,19 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/signetbus/signet/workflows/release/releasetest"
 )
 
 // These tests run the ticket backends against httptest servers speaking
-// the documented Jira REST v2 and GitHub REST formats (servers_test.go):
-// the real services cannot run here.
+// the documented Jira REST v2 and GitHub REST formats (package
+// releasetest): the real services cannot run here.
 
 func TestJiraBasicAuth(t *testing.T) {
 	ctx := context.Background()
-	srv := newJiraServer(t, "OPS-123", basic("bot@example.test", "jira-api-token"), "Release 7", "web 1.0\napi=2.0")
+	srv := releasetest.NewJira(t, releasetest.JiraOptions{Key: "OPS-123", Auth: releasetest.Basic("bot@example.test", "jira-api-token"), Summary: "Release 7", Description: "web 1.0\napi=2.0"})
 	tk, err := OpenTicket("jira:OPS-123", TicketConfig{Jira: JiraConfig{
-		URL: srv.URL + "/", User: "bot@example.test", TokenFile: writeSecret(t, "jira.token", "jira-api-token"),
+		URL: srv.URL + "/", User: "bot@example.test", TokenFile: releasetest.WriteSecret(t, "jira.token", "jira-api-token"),
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -46,7 +48,7 @@ func TestJiraBasicAuth(t *testing.T) {
 }
 
 func TestJiraBearerPATAndNullDescription(t *testing.T) {
-	srv := newJiraServer(t, "OPS-9", "Bearer pat-token", "Empty", nil)
+	srv := releasetest.NewJira(t, releasetest.JiraOptions{Key: "OPS-9", Auth: "Bearer pat-token", Summary: "Empty"}) // Description nil: Jira sends null
 	tk, err := OpenTicket("jira:OPS-9", TicketConfig{
 		Jira:      JiraConfig{URL: srv.URL, TokenEnv: "JIRA_PAT"},
 		LookupEnv: func(k string) (string, bool) { return map[string]string{"JIRA_PAT": "pat-token"}[k], k == "JIRA_PAT" },
@@ -61,9 +63,9 @@ func TestJiraBearerPATAndNullDescription(t *testing.T) {
 }
 
 func TestJiraCustomTransition(t *testing.T) {
-	srv := newJiraServer(t, "OPS-1", "Bearer t", "x", "a 1")
-	srv.transitions = []jiraTransition{{"5", "Start"}, {"71", "Released"}}
-	cfg := TicketConfig{Jira: JiraConfig{URL: srv.URL, TokenFile: writeSecret(t, "tok", "t"), DoneTransition: "released"}}
+	srv := releasetest.NewJira(t, releasetest.JiraOptions{Key: "OPS-1", Auth: "Bearer t", Summary: "x", Description: "a 1",
+		Transitions: []releasetest.JiraTransition{{ID: "5", Name: "Start"}, {ID: "71", Name: "Released"}}})
+	cfg := TicketConfig{Jira: JiraConfig{URL: srv.URL, TokenFile: releasetest.WriteSecret(t, "tok", "t"), DoneTransition: "released"}}
 	tk, err := OpenTicket("jira:OPS-1", cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -84,8 +86,8 @@ func TestJiraCustomTransition(t *testing.T) {
 }
 
 func TestJiraWrongTokenIsAnAPIErrorWithoutTheToken(t *testing.T) {
-	srv := newJiraServer(t, "OPS-1", "Bearer right", "x", "a 1")
-	tk, err := OpenTicket("jira:OPS-1", TicketConfig{Jira: JiraConfig{URL: srv.URL, TokenFile: writeSecret(t, "tok", "wrong-token-value")}})
+	srv := releasetest.NewJira(t, releasetest.JiraOptions{Key: "OPS-1", Auth: "Bearer right", Summary: "x", Description: "a 1"})
+	tk, err := OpenTicket("jira:OPS-1", TicketConfig{Jira: JiraConfig{URL: srv.URL, TokenFile: releasetest.WriteSecret(t, "tok", "wrong-token-value")}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,8 +105,8 @@ func TestGitHub(t *testing.T) {
 	for _, prefix := range []string{"", "/api/v3"} { // api.github.com and Enterprise
 		t.Run("prefix="+prefix, func(t *testing.T) {
 			ctx := context.Background()
-			srv := newGitHubServer(t, prefix, "/repos/acme/deploys/issues/42", "gh-token", "Release 8", "web 2.0")
-			cfg := TicketConfig{GitHub: GitHubConfig{URL: srv.URL + prefix, TokenFile: writeSecret(t, "gh", "gh-token")}}
+			srv := releasetest.NewGitHub(t, releasetest.GitHubOptions{Prefix: prefix, Path: "/repos/acme/deploys/issues/42", Token: "gh-token", Title: "Release 8", Body: "web 2.0"})
+			cfg := TicketConfig{GitHub: GitHubConfig{URL: srv.URL + prefix, TokenFile: releasetest.WriteSecret(t, "gh", "gh-token")}}
 			tk, err := OpenTicket("github:acme/deploys#42", cfg)
 			if err != nil {
 				t.Fatal(err)
@@ -119,7 +121,7 @@ func TestGitHub(t *testing.T) {
 			if err := tk.Close(ctx); err != nil {
 				t.Fatal(err)
 			}
-			comments, state := srv.snapshot()
+			comments, state := srv.Comments(), srv.State()
 			if len(comments) != 1 || comments[0] != "log" || state != "closed" {
 				t.Errorf("comments %q state %q", comments, state)
 			}
@@ -129,10 +131,10 @@ func TestGitHub(t *testing.T) {
 
 func TestGitHubRejectsPullRequestsAndBadTokens(t *testing.T) {
 	pr := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, 200, map[string]any{"title": "t", "body": "a 1", "pull_request": map[string]any{"url": "x"}})
+		releasetest.WriteJSON(w, 200, map[string]any{"title": "t", "body": "a 1", "pull_request": map[string]any{"url": "x"}})
 	}))
 	defer pr.Close()
-	tk, err := OpenTicket("github:o/r#1", TicketConfig{GitHub: GitHubConfig{URL: pr.URL, TokenFile: writeSecret(t, "gh", "x")}})
+	tk, err := OpenTicket("github:o/r#1", TicketConfig{GitHub: GitHubConfig{URL: pr.URL, TokenFile: releasetest.WriteSecret(t, "gh", "x")}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,8 +142,8 @@ func TestGitHubRejectsPullRequestsAndBadTokens(t *testing.T) {
 		t.Errorf("pull request: %v", err)
 	}
 
-	srv := newGitHubServer(t, "", "/repos/o/r/issues/1", "right", "t", "a 1")
-	tk, _ = OpenTicket("github:o/r#1", TicketConfig{GitHub: GitHubConfig{URL: srv.URL, TokenFile: writeSecret(t, "gh", "wrong")}})
+	srv := releasetest.NewGitHub(t, releasetest.GitHubOptions{Path: "/repos/o/r/issues/1", Token: "right", Title: "t", Body: "a 1"})
+	tk, _ = OpenTicket("github:o/r#1", TicketConfig{GitHub: GitHubConfig{URL: srv.URL, TokenFile: releasetest.WriteSecret(t, "gh", "wrong")}})
 	_, _, err = tk.Fetch(context.Background())
 	var api *APIError
 	if !errors.As(err, &api) || api.Status != 401 || api.Message != "Bad credentials" {
@@ -224,9 +226,9 @@ func TestURLTicket(t *testing.T) {
 func TestOpenTicketRejects(t *testing.T) {
 	world := filepath.Join(t.TempDir(), "tok")
 	os.WriteFile(world, []byte("t\n"), 0o644)
-	twoLines := writeSecret(t, "two", "a\nb")
-	jira := JiraConfig{URL: "https://jira.example.test", TokenFile: writeSecret(t, "tok", "t")}
-	gh := GitHubConfig{TokenFile: writeSecret(t, "gh", "t")}
+	twoLines := releasetest.WriteSecret(t, "two", "a\nb")
+	jira := JiraConfig{URL: "https://jira.example.test", TokenFile: releasetest.WriteSecret(t, "tok", "t")}
+	gh := GitHubConfig{TokenFile: releasetest.WriteSecret(t, "gh", "t")}
 	tests := []struct {
 		name, ref string
 		cfg       TicketConfig
