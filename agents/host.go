@@ -153,20 +153,15 @@ func (h *Host) Handle(ctx context.Context, call *bus.Call) *bus.Reply {
 	ddl := p.Describe()
 	action, ok := ddl.Action(req.Action)
 	if !ok {
-		return refuse(bus.CodeUnknownAction, fmt.Sprintf("agent %s has no action %q (actions: %s)", req.Agent, req.Action, strings.Join(ddl.ActionNames(), ", ")))
+		return refuse(bus.CodeUnknownAction, (&plugins.UnknownActionError{Plugin: req.Agent, Action: req.Action, Actions: ddl.ActionNames()}).Error())
 	}
 	node := h.Node()
 	if d := h.policy.Load().Authorize(call.Principal.Roles, req.Agent, req.Action, node.Facts); !d.Allowed {
 		return refuse(bus.CodeDenied, "policy denies "+call.Principal.Name+": "+d.Reason)
 	}
-	params, err := action.Validate(req.Params)
+	params, err := plugins.Prepare(p, req.Action, req.Params)
 	if err != nil {
 		return refuse(bus.CodeInvalidParams, err.Error())
-	}
-	if v, ok := p.(plugins.Validator); ok {
-		if err := v.Validate(req.Action, params); err != nil {
-			return refuse(bus.CodeInvalidParams, err.Error())
-		}
 	}
 	timeout := h.actionTimeout
 	if action.Timeout > 0 {

@@ -1,6 +1,7 @@
 package plugins
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -109,5 +110,41 @@ func TestCheck(t *testing.T) {
 		if err := d.Check(); err == nil {
 			t.Errorf("case %d: %+v passed Check", i, d)
 		}
+	}
+}
+
+type prepPlugin struct{ validated []string }
+
+func (p *prepPlugin) Describe() DDL { return DDL{Name: "prep", Actions: []Action{testAction}} }
+func (p *prepPlugin) Run(context.Context, *Request) (*Result, error) {
+	return nil, nil
+}
+func (p *prepPlugin) Validate(action string, params Params) error {
+	p.validated = append(p.validated, action)
+	if params.String("package") == "forbidden" {
+		return errors.New("forbidden by the plugin")
+	}
+	return nil
+}
+
+func TestPrepare(t *testing.T) {
+	p := &prepPlugin{}
+	params, err := Prepare(p, "update", map[string]any{"package": "nginx", "retries": "2"})
+	if err != nil || params.Int("retries") != 2 || params.String("mode") != "safe" {
+		t.Fatalf("%v %v", params, err)
+	}
+	var ua *UnknownActionError
+	if _, err := Prepare(p, "reboot", nil); !errors.As(err, &ua) || err.Error() != `agent prep has no action "reboot" (actions: update)` {
+		t.Fatalf("err = %v", err)
+	}
+	var pe *ParamError
+	if _, err := Prepare(p, "update", map[string]any{"package": "a b"}); !errors.As(err, &pe) {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := Prepare(p, "update", map[string]any{"package": "forbidden"}); err == nil || err.Error() != "forbidden by the plugin" {
+		t.Fatalf("err = %v", err)
+	}
+	if len(p.validated) != 2 { // the DDL refusal never reached the plugin
+		t.Fatalf("Validate called %d times, want 2", len(p.validated))
 	}
 }

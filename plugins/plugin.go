@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 )
 
@@ -129,4 +130,40 @@ func DecodeConfig(name string, config json.RawMessage, v any) error {
 		return fmt.Errorf("plugin %s: config: trailing data", name)
 	}
 	return nil
+}
+
+// UnknownActionError is returned by Prepare for an action the plugin does
+// not declare.
+type UnknownActionError struct {
+	Plugin  string
+	Action  string
+	Actions []string
+}
+
+func (e *UnknownActionError) Error() string {
+	return fmt.Sprintf("agent %s has no action %q (actions: %s)", e.Plugin, e.Action, strings.Join(e.Actions, ", "))
+}
+
+// Prepare checks raw parameters exactly as signetd does before a plugin
+// runs: the action must be declared, the parameters must pass the DDL
+// (which coerces them to their declared types and fills in defaults), then
+// the plugin's own Validator, if it has one. It returns the parameters to
+// put in Request.Params, an *UnknownActionError, a *ParamError, or the
+// Validator's error.
+func Prepare(p Plugin, action string, raw map[string]any) (Params, error) {
+	ddl := p.Describe()
+	a, ok := ddl.Action(action)
+	if !ok {
+		return nil, &UnknownActionError{Plugin: ddl.Name, Action: action, Actions: ddl.ActionNames()}
+	}
+	params, err := a.Validate(raw)
+	if err != nil {
+		return nil, err
+	}
+	if v, ok := p.(Validator); ok {
+		if err := v.Validate(action, params); err != nil {
+			return nil, err
+		}
+	}
+	return params, nil
 }

@@ -119,18 +119,9 @@ APT::Sandbox::User "root";
 // runAction runs one plugin action the way signetd does: DDL validation,
 // the plugin's Validator, then Run.
 func runAction(ctx context.Context, p plugins.Plugin, req *plugins.Request, raw map[string]any) (*plugins.Result, error) {
-	act, ok := p.Describe().Action(req.Action)
-	if !ok {
-		return nil, fmt.Errorf("%s: no action %q", p.Describe().Name, req.Action)
-	}
-	params, err := act.Validate(raw)
+	params, err := plugins.Prepare(p, req.Action, raw)
 	if err != nil {
 		return nil, err
-	}
-	if v, ok := p.(plugins.Validator); ok {
-		if err := v.Validate(req.Action, params); err != nil {
-			return nil, err
-		}
 	}
 	req.Params = params
 	return p.Run(ctx, req)

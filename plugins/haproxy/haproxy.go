@@ -99,7 +99,8 @@ type ServerStatus struct {
 	// Status is HAProxy's status column: "UP", "DOWN", "MAINT", "DRAIN",
 	// "no check", or a transition such as "UP 1/3" or "DOWN 1/2".
 	Status string `json:"status"`
-	// CheckStatus is the last health check's result, such as "L7OK",
+	// CheckStatus is the last health check's result, such as "L7OK" (the
+	// "* " HAProxy puts in front while a check is running is removed),
 	// "L4CON" or "L7STS"; empty for servers without checks.
 	CheckStatus string `json:"check_status,omitempty"`
 	// Weight is the server's user weight, which the weight action sets.
@@ -661,7 +662,7 @@ func (in *instance) read(ctx context.Context) ([]view, error) {
 	out := make([]view, 0, len(stats))
 	for _, s := range stats {
 		v := view{ServerStatus: ServerStatus{Instance: in.name, Backend: s.backend, Server: s.server, Status: s.status,
-			CheckStatus: s.checkStatus, Weight: s.weight, Sessions: s.sessions}, forced: stateReady}
+			CheckStatus: strings.TrimPrefix(s.checkStatus, "* "), Weight: s.weight, Sessions: s.sessions}, forced: stateReady}
 		if st, ok := admin[key{s.backend, s.server}]; ok {
 			v.AdminState, v.forced = st.effective(), st.forced()
 		}

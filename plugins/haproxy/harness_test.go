@@ -270,15 +270,8 @@ func pluginFor(t *testing.T, instances ...string) *Haproxy {
 // does, then runs the action as host identity.
 func run(t *testing.T, h *Haproxy, identity, action string, raw map[string]any) (*plugins.Result, error) {
 	t.Helper()
-	a, ok := h.Describe().Action(action)
-	if !ok {
-		t.Fatalf("no action %s", action)
-	}
-	params, err := a.Validate(raw)
+	params, err := plugins.Prepare(h, action, raw)
 	if err != nil {
-		return nil, err
-	}
-	if err := h.Validate(action, params); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -50,15 +50,8 @@ func recordSleeps(h *Health) func() []time.Duration {
 // then runs the action.
 func run(t *testing.T, h *Health, action string, raw map[string]any) (*plugins.Result, error) {
 	t.Helper()
-	a, ok := h.Describe().Action(action)
-	if !ok {
-		t.Fatalf("no action %q", action)
-	}
-	params, err := a.Validate(raw)
+	params, err := plugins.Prepare(h, action, raw)
 	if err != nil {
-		return nil, err
-	}
-	if err := h.Validate(action, params); err != nil {
 		return nil, err
 	}
 	return h.Run(context.Background(), &plugins.Request{Action: action, Params: params})

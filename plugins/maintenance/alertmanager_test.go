@@ -105,15 +105,8 @@ func newTestPlugin(t *testing.T, config string) *Maintenance {
 // then runs the action.
 func run(t *testing.T, p *Maintenance, identity, caller, action string, raw map[string]any) (*plugins.Result, error) {
 	t.Helper()
-	a, ok := p.Describe().Action(action)
-	if !ok {
-		t.Fatalf("no action %q", action)
-	}
-	params, err := a.Validate(raw)
+	params, err := plugins.Prepare(p, action, raw)
 	if err != nil {
-		return nil, err
-	}
-	if err := p.Validate(action, params); err != nil {
 		return nil, err
 	}
 	return p.Run(context.Background(), &plugins.Request{Action: action, Params: params, Identity: identity,

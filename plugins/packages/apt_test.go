@@ -112,15 +112,8 @@ func (r *aptRoot) do(t *testing.T, action string, raw map[string]any) (*plugins.
 
 func runAction(t *testing.T, p *Package, action string, raw map[string]any) (*plugins.Result, error) {
 	t.Helper()
-	act, ok := p.Describe().Action(action)
-	if !ok {
-		t.Fatalf("no action %q in DDL", action)
-	}
-	params, err := act.Validate(raw)
+	params, err := plugins.Prepare(p, action, raw)
 	if err != nil {
-		return nil, err
-	}
-	if err := p.Validate(action, params); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
