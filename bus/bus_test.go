@@ -466,3 +466,36 @@ func TestBrokerGoneMidRequest(t *testing.T) {
 		t.Fatalf("warnings %q", out.Warnings)
 	}
 }
+
+// TestRegistryMissesAHost: a host that matches a broadcast but is missing
+// from the registry (its entry expired or was deleted) still runs the
+// request; the client must report it rather than finish without it.
+func TestRegistryMissesAHost(t *testing.T) {
+	f := startFleet(t, 3, func(c *ResponderConfig) {
+		if c.Node().Identity == "web3" { // answers after the registered hosts
+			c.Handler = HandlerFunc(func(ctx context.Context, call *Call) *Reply {
+				time.Sleep(300 * time.Millisecond)
+				return &Reply{Status: StatusOK}
+			})
+		}
+	})
+	ctx := context.Background()
+	reg, err := CreateRegistry(ctx, f.nc, "test", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"web1", "web2"} { // web3 is not registered
+		n := f.resp[id].cfg.Node()
+		if err := reg.Put(ctx, &Registration{Identity: id, Collective: "test", Facts: n.Facts, Agents: n.Agents}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := f.client(t, f.operator, reg)
+	out, err := c.Do(ctx, Query{Agent: "test", Action: "echo", Timeout: 5 * time.Second, Linger: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := statuses(out); got != "web1=ok web2=ok web3=ok" || out.Expected != 2 {
+		t.Fatalf("got %s (expected %d)", got, out.Expected)
+	}
+}

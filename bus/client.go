@@ -98,6 +98,12 @@ type Query struct {
 	// OnSigned, if set, is called with each signed request frame before it
 	// is sent (signet rpc --record keeps them for later verification).
 	OnSigned func(frame []byte) error
+	// Linger is how long a broadcast to registry-known hosts keeps
+	// listening after the last expected host answered, to catch hosts that
+	// ran the request but are missing from the registry (an expired or
+	// deleted entry); they are reported like any other. Zero means twice
+	// the time the expected hosts took, between 20ms and 200ms.
+	Linger time.Duration
 }
 
 // ResultStatus classifies one host's outcome as the client sees it.
@@ -206,8 +212,18 @@ func (c *Client) Do(ctx context.Context, q Query) (*Outcome, error) {
 	}
 	out := &Outcome{}
 	if len(targets) == 0 {
-		// Registry-known hosts: one broadcast, finished when all answered.
+		// Registry-known hosts: one broadcast, finished when all answered
+		// (and a short linger for hosts the registry missed). Callers that
+		// name their hosts in Expected know better than the registry.
 		out.Expected = len(expected)
+		linger := q.Linger
+		switch {
+		case len(q.Expected) > 0:
+			linger = 0
+		case linger <= 0:
+			linger = -1 // adaptive, see Query.Linger
+		}
+		q.Linger = linger
 		if err := c.send(ctx, q, nil, expected, out, start); err != nil {
 			return nil, err
 		}
@@ -368,8 +384,22 @@ func (c *Client) send(ctx context.Context, q Query, targets, expected []string, 
 			}
 		}()
 	}
+	lingering := false
 wait:
-	for len(expected) == 0 || len(pending) > 0 {
+	for {
+		if len(expected) > 0 && len(pending) == 0 && !lingering {
+			if q.Linger == 0 {
+				break
+			}
+			// Every expected host answered: listen a little longer for
+			// hosts the registry did not know.
+			linger := q.Linger
+			if linger < 0 {
+				linger = min(max(2*c.cfg.Now().Sub(sent), 20*time.Millisecond), 200*time.Millisecond)
+			}
+			lingering = true
+			timer.Reset(linger)
+		}
 		select {
 		case r := <-results:
 			switch {
