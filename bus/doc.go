@@ -45,7 +45,9 @@
 // Responders publish a Registration in the JetStream key-value bucket
 // signet_registry_COLLECTIVE, refreshed well within the bucket's TTL and
 // deleted on clean shutdown. Clients use it to know which hosts must answer,
-// so a request finishes when the last expected host has replied; hosts that
-// did not are reported by name as "no response". Without a registry the
+// so a request finishes when the last expected host has replied (plus a
+// short linger, twice the fleet's answer time within 20-200ms, for hosts
+// missing from the registry); hosts that did not are reported by name as
+// "no response". Without a registry the
 // client discovers hosts with a broadcast rpcutil ping.
 package bus
