@@ -100,7 +100,8 @@ func writeNew(path string, data []byte, perm os.FileMode) error {
 		}
 		return fmt.Errorf("keys: %w", err)
 	}
-	if err := f.Chmod(perm); err == nil {
+	err = f.Chmod(perm)
+	if err == nil {
 		_, err = f.Write(data)
 	}
 	if cerr := f.Close(); err == nil {
