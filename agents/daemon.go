@@ -173,7 +173,7 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	if err := r.Start(); err != nil {
 		return err
 	}
-	reg := &Registration{conn: o.Conn, host: o.Host, hostKey: o.HostKey, cfg: cfg, version: o.Version, log: log, started: time.Now()}
+	reg := &registrar{conn: o.Conn, host: o.Host, hostKey: o.HostKey, cfg: cfg, version: o.Version, log: log, started: time.Now()}
 	regDone := make(chan struct{})
 	go func() { defer close(regDone); reg.loop(ctx) }()
 	<-ctx.Done()
@@ -186,8 +186,8 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	return err
 }
 
-// Registration keeps the host's entry in the fleet registry fresh.
-type Registration struct {
+// registrar keeps the host's entry in the fleet registry fresh.
+type registrar struct {
 	conn    *nats.Conn
 	host    *Host
 	hostKey ssh.Signer
@@ -198,7 +198,7 @@ type Registration struct {
 	reg     *bus.Registry
 }
 
-func (g *Registration) loop(ctx context.Context) {
+func (g *registrar) loop(ctx context.Context) {
 	every := g.cfg.RegistryTTL.D() / 3
 	backoff := time.Second
 	for {
@@ -222,7 +222,7 @@ func (g *Registration) loop(ctx context.Context) {
 	}
 }
 
-func (g *Registration) refresh(ctx context.Context) error {
+func (g *registrar) refresh(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if g.reg == nil {
@@ -240,7 +240,7 @@ func (g *Registration) refresh(ctx context.Context) error {
 	})
 }
 
-func (g *Registration) leave() {
+func (g *registrar) leave() {
 	if g.reg == nil || !g.conn.IsConnected() {
 		return
 	}

@@ -34,6 +34,8 @@ type Host struct {
 	trust   atomic.Pointer[trustStore]
 	policy  atomic.Pointer[policy.Policy]
 	plugins map[string]plugins.Plugin
+	// ddls are the plugins' declarations, read once at start-up.
+	ddls map[string]plugins.DDL
 }
 
 // HostOptions are what a Host is built from.
@@ -68,6 +70,7 @@ func NewHost(o HostOptions) (*Host, error) {
 		identity: o.Identity, collective: o.Collective, version: o.Version, started: time.Now(),
 		log: log, actionTimeout: o.ActionTimeout, authPath: o.AuthorizedKeys, policyPath: o.Policy,
 		plugins: map[string]plugins.Plugin{},
+		ddls:    map[string]plugins.DDL{},
 	}
 	for name, p := range o.Plugins {
 		if name == "rpcutil" {
@@ -76,12 +79,16 @@ func NewHost(o HostOptions) (*Host, error) {
 		if err := bus.CheckName("agent", name); err != nil {
 			return nil, err
 		}
-		if err := p.Describe().Check(); err != nil {
-			return nil, fmt.Errorf("plugin %s: %w", name, err)
-		}
 		h.plugins[name] = p
 	}
 	h.plugins["rpcutil"] = &rpcutil{host: h}
+	for name, p := range h.plugins {
+		d := p.Describe()
+		if err := d.Check(); err != nil {
+			return nil, fmt.Errorf("plugin %s: %w", name, err)
+		}
+		h.ddls[name] = d
+	}
 	agents := slices.Sorted(maps.Keys(h.plugins))
 	facts := map[string]string{}
 	for k, v := range o.Facts {
@@ -150,7 +157,7 @@ func (h *Host) Handle(ctx context.Context, call *bus.Call) *bus.Reply {
 	if !ok {
 		return refuse(bus.CodeUnknownAgent, fmt.Sprintf("agent %q is not enabled on this host (enabled: %s)", req.Agent, strings.Join(h.Node().Agents, ", ")))
 	}
-	ddl := p.Describe()
+	ddl := h.ddls[req.Agent]
 	action, ok := ddl.Action(req.Action)
 	if !ok {
 		return refuse(bus.CodeUnknownAction, (&plugins.UnknownActionError{Plugin: req.Agent, Action: req.Action, Actions: ddl.ActionNames()}).Error())
@@ -159,7 +166,7 @@ func (h *Host) Handle(ctx context.Context, call *bus.Call) *bus.Reply {
 	if d := h.policy.Load().Authorize(call.Principal.Roles, req.Agent, req.Action, node.Facts); !d.Allowed {
 		return refuse(bus.CodeDenied, "policy denies "+call.Principal.Name+": "+d.Reason)
 	}
-	params, err := plugins.Prepare(p, req.Action, req.Params)
+	params, err := plugins.PrepareAction(p, action, req.Params)
 	if err != nil {
 		return refuse(bus.CodeInvalidParams, err.Error())
 	}

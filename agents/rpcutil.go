@@ -48,18 +48,13 @@ func (r *rpcutil) Run(ctx context.Context, req *plugins.Request) (*plugins.Resul
 	case "ping":
 		return &plugins.Result{Summary: "pong", Data: map[string]any{"time": time.Now().UTC().Format(time.RFC3339Nano)}}, nil
 	case "inventory":
-		var agents []map[string]any
+		inv := &Inventory{Facts: node.Facts, Classes: node.Classes, Version: r.host.version,
+			Collective: r.host.collective, Started: r.host.started.UTC().Format(time.RFC3339)}
 		for _, n := range slices.Sorted(maps.Keys(r.host.plugins)) {
-			d := r.host.plugins[n].Describe()
-			agents = append(agents, map[string]any{"name": n, "description": d.Description, "actions": d.ActionNames()})
+			d := r.host.ddls[n]
+			inv.Agents = append(inv.Agents, InventoryAgent{Name: n, Description: d.Description, Actions: d.ActionNames()})
 		}
-		return &plugins.Result{
-			Summary: fmt.Sprintf("%d agents, %d facts", len(agents), len(node.Facts)),
-			Data: map[string]any{
-				"agents": agents, "facts": node.Facts, "classes": node.Classes,
-				"version": r.host.version, "collective": r.host.collective, "started": r.host.started.UTC().Format(time.RFC3339),
-			},
-		}, nil
+		return &plugins.Result{Summary: fmt.Sprintf("%d agents, %d facts", len(inv.Agents), len(node.Facts)), Data: inv.data()}, nil
 	case "get_fact":
 		name := req.Params.String("fact")
 		v, ok := node.Facts[name]
@@ -68,11 +63,10 @@ func (r *rpcutil) Run(ctx context.Context, req *plugins.Request) (*plugins.Resul
 		}
 		return &plugins.Result{Summary: name + "=" + v, Data: map[string]any{"fact": name, "value": v}}, nil
 	case "ddl":
-		p, ok := r.host.plugins[req.Params.String("agent")]
+		d, ok := r.host.ddls[req.Params.String("agent")]
 		if !ok {
 			return nil, fmt.Errorf("agent %q is not enabled on this host", req.Params.String("agent"))
 		}
-		d := p.Describe()
 		return &plugins.Result{Summary: d.Description, Data: map[string]any{"ddl": d}}, nil
 	}
 	return nil, fmt.Errorf("unknown action %q", req.Action)

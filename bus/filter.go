@@ -3,6 +3,7 @@ package bus
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -79,7 +80,7 @@ func (f Filter) Compile() (*Matcher, error) {
 	}
 	for _, a := range f.Agent {
 		a := a
-		m.rest = append(m.rest, func(n *Node) bool { return contains(n.Agents, a) })
+		m.rest = append(m.rest, func(n *Node) bool { return slices.Contains(n.Agents, a) })
 	}
 	for _, c := range f.Class {
 		fn, err := stringMatcher(c)
@@ -202,15 +203,6 @@ func splitFact(expr string) (key, op, val string, ok bool) {
 		return "", "", "", false
 	}
 	return key, op, val, true
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 func anyMatch(list []string, fn func(string) bool) bool {

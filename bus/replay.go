@@ -47,12 +47,6 @@ func (c *replayCache) add(id string, expires, now time.Time) (bool, error) {
 	return true, nil
 }
 
-func (c *replayCache) len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.seen)
-}
-
 type expiry struct {
 	id string
 	at time.Time

@@ -13,7 +13,9 @@ import (
 
 // Plugin is one whitelisted agent on a host, such as "package" or "haproxy".
 type Plugin interface {
-	// Describe returns the plugin's declaration: its actions and their inputs.
+	// Describe returns the plugin's declaration: its actions and their
+	// inputs. It must return the same declaration every time: signetd reads
+	// it once, at start-up.
 	Describe() DDL
 	// Run performs one action. Params have already been validated against the
 	// DDL (and by Validate, when the plugin implements Validator). The context
@@ -156,12 +158,18 @@ func Prepare(p Plugin, action string, raw map[string]any) (Params, error) {
 	if !ok {
 		return nil, &UnknownActionError{Plugin: ddl.Name, Action: action, Actions: ddl.ActionNames()}
 	}
+	return PrepareAction(p, a, raw)
+}
+
+// PrepareAction is Prepare for an action already looked up in the
+// plugin's declaration (signetd keeps the declarations it read at start-up).
+func PrepareAction(p Plugin, a Action, raw map[string]any) (Params, error) {
 	params, err := a.Validate(raw)
 	if err != nil {
 		return nil, err
 	}
 	if v, ok := p.(Validator); ok {
-		if err := v.Validate(action, params); err != nil {
+		if err := v.Validate(a.Name, params); err != nil {
 			return nil, err
 		}
 	}

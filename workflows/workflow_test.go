@@ -147,7 +147,7 @@ func TestCustomWorkflow(t *testing.T) {
 
 	f = drFleet()
 	o.Caller, o.Vars, o.Output = f, map[string]string{"backup": "missing"}, &bytes.Buffer{}
-	recap, err = RunWorkflow(context.Background(), nil, o)
+	_, err = RunWorkflow(context.Background(), nil, o)
 	var se *StepError
 	if !errors.As(err, &se) || err.Error() != "db1: restore: want restored=true, found false" {
 		t.Fatalf("error = %v", err)

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/signetbus/signet/agents"
 	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/internal/broker"
 	"github.com/signetbus/signet/internal/keys"
@@ -163,13 +164,12 @@ func newPluginsCmd(g *globalOptions) *cobra.Command {
 					if r.Status != bus.ResultOK {
 						continue
 					}
-					if l, ok := r.Reply.Data["agents"].([]any); ok {
-						for _, a := range l {
-							if m, ok := a.(map[string]any); ok {
-								n := fmt.Sprint(m["name"])
-								count[n] = append(count[n], r.Identity)
-							}
-						}
+					inv, err := agents.ParseInventory(r.Reply.Data)
+					if err != nil {
+						return fmt.Errorf("%s: %w", r.Identity, err)
+					}
+					for _, n := range inv.AgentNames() {
+						count[n] = append(count[n], r.Identity)
 					}
 				}
 			}

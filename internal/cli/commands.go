@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/signetbus/signet/agents"
 	"github.com/signetbus/signet/bus"
 )
 
@@ -151,28 +152,21 @@ func printInventory(g *globalOptions, o *bus.Outcome) {
 			fmt.Fprintf(w, "%s: %s: %s\n\n", r.Identity, r.Status, r.Error)
 			continue
 		}
-		d := r.Reply.Data
-		fmt.Fprintf(w, "%s\n  version: %v\n  collective: %v\n  started: %v\n  agents:\n", r.Identity, d["version"], d["collective"], d["started"])
-		if agents, ok := d["agents"].([]any); ok {
-			for _, a := range agents {
-				am, _ := a.(map[string]any)
-				var acts []string
-				if l, ok := am["actions"].([]any); ok {
-					for _, x := range l {
-						acts = append(acts, fmt.Sprint(x))
-					}
-				}
-				fmt.Fprintf(w, "    %-12v %s\n", am["name"], strings.Join(acts, " "))
-			}
+		inv, err := agents.ParseInventory(r.Reply.Data)
+		if err != nil {
+			fmt.Fprintf(w, "%s: unreadable inventory: %v\n\n", r.Identity, err)
+			continue
 		}
-		if cl, ok := d["classes"].([]any); ok && len(cl) > 0 {
-			fmt.Fprintf(w, "  classes: %v\n", cl)
+		fmt.Fprintf(w, "%s\n  version: %s\n  collective: %s\n  started: %s\n  agents:\n", r.Identity, inv.Version, inv.Collective, inv.Started)
+		for _, a := range inv.Agents {
+			fmt.Fprintf(w, "    %-12s %s\n", a.Name, strings.Join(a.Actions, " "))
+		}
+		if len(inv.Classes) > 0 {
+			fmt.Fprintf(w, "  classes: %v\n", inv.Classes)
 		}
 		fmt.Fprintf(w, "  facts:\n")
-		if facts, ok := d["facts"].(map[string]any); ok {
-			for _, k := range slices.Sorted(maps.Keys(facts)) {
-				fmt.Fprintf(w, "    %s = %v\n", k, facts[k])
-			}
+		for _, k := range slices.Sorted(maps.Keys(inv.Facts)) {
+			fmt.Fprintf(w, "    %s = %s\n", k, inv.Facts[k])
 		}
 		fmt.Fprintln(w)
 	}

@@ -210,18 +210,6 @@ func (r *recorder) done(t *testing.T) workflows.Event {
 	return r.events[len(r.events)-1]
 }
 
-// stepsDone returns, per host, the steps the run finished with the status
-// of each ("update=skipped"), from step_done events.
-func stepsDone(events []workflows.Event) map[string][]string {
-	out := map[string][]string{}
-	for _, e := range events {
-		if e.Type == workflows.EventStepDone && !e.Rollback {
-			out[e.Host] = append(out[e.Host], e.Step+"="+e.Status)
-		}
-	}
-	return out
-}
-
 // stepDone finds host's step_done event for step.
 func stepDone(events []workflows.Event, host, step string) (workflows.Event, bool) {
 	for _, e := range events {

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/signetbus/signet/agents"
 	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/workflows"
 )
@@ -117,20 +118,11 @@ func (b *Caller) Discover(ctx context.Context, filter []string) ([]workflows.Hos
 		if r.Status != bus.ResultOK {
 			continue
 		}
-		h := workflows.Host{Identity: r.Identity, Facts: map[string]string{}}
-		if facts, ok := r.Reply.Data["facts"].(map[string]any); ok {
-			for k, v := range facts {
-				h.Facts[k] = fmt.Sprint(v)
-			}
+		inv, err := agents.ParseInventory(r.Reply.Data)
+		if err != nil {
+			return nil, fmt.Errorf("discover: %s: %w", r.Identity, err)
 		}
-		if agents, ok := r.Reply.Data["agents"].([]any); ok {
-			for _, a := range agents {
-				if am, ok := a.(map[string]any); ok {
-					h.Agents = append(h.Agents, fmt.Sprint(am["name"]))
-				}
-			}
-		}
-		hosts = append(hosts, h)
+		hosts = append(hosts, workflows.Host{Identity: r.Identity, Facts: inv.Facts, Agents: inv.AgentNames()})
 	}
 	sort.Slice(hosts, func(i, j int) bool { return hosts[i].Identity < hosts[j].Identity })
 	return hosts, nil
