@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"maps"
 	"os"
@@ -79,8 +80,8 @@ func loadClientConfig(path, env string, getenv func(string) string) (*ClientConf
 		case err == nil:
 			dec := yaml.NewDecoder(bytes.NewReader(b))
 			dec.KnownFields(true)
-			if err := dec.Decode(cfg); err != nil && err.Error() != "EOF" {
-				return nil, fmt.Errorf("config %s: %w", path, err)
+			if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+				return nil, usageErrorf("config %s: %v", path, err)
 			}
 			base := filepath.Dir(path)
 			cfg.resolve(base)
@@ -90,6 +91,8 @@ func loadClientConfig(path, env string, getenv func(string) string) (*ClientConf
 				}
 			}
 		case errors.Is(err, fs.ErrNotExist) && !explicit:
+		case errors.Is(err, fs.ErrNotExist):
+			return nil, usageErrorf("config: %v", err)
 		default:
 			return nil, fmt.Errorf("config: %w", err)
 		}

@@ -138,3 +138,33 @@ func TestMainHelpExitsZero(t *testing.T) {
 		}
 	}
 }
+
+// TestClientConfigErrorsAreUsage: a wrong config file is a usage error
+// (exit 2), as the exit code table says, whatever the YAML library's
+// message looks like; an unreadable one that exists is a failure to run.
+func TestClientConfigErrorsAreUsage(t *testing.T) {
+	dir := t.TempDir()
+	typo := filepath.Join(dir, "typo.yaml")
+	os.WriteFile(typo, []byte("colective: typo\n"), 0o600)
+	broken := filepath.Join(dir, "broken.yaml")
+	os.WriteFile(broken, []byte("timeout: [\n"), 0o600)
+	badDur := filepath.Join(dir, "dur.yaml")
+	os.WriteFile(badDur, []byte("timeout: soon\n"), 0o600)
+	for _, args := range [][]string{
+		{"--config", typo, "ping"},
+		{"--config", broken, "ping"},
+		{"--config", badDur, "ping"},
+		{"--config", filepath.Join(dir, "missing.yaml"), "ping"},
+	} {
+		if code, stderr := runMain(t, nil, args...); code != ExitUsage {
+			t.Errorf("signet %s: exit %d (stderr %q), want %d", strings.Join(args, " "), code, stderr, ExitUsage)
+		}
+	}
+	if os.Geteuid() != 0 { // root reads anything
+		unreadable := filepath.Join(dir, "unreadable.yaml")
+		os.WriteFile(unreadable, []byte("collective: x\n"), 0o000)
+		if code, _ := runMain(t, nil, "--config", unreadable, "ping"); code != ExitFailed {
+			t.Errorf("unreadable config: exit %d, want %d", code, ExitFailed)
+		}
+	}
+}
