@@ -21,7 +21,6 @@ import (
 
 	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/internal/keys"
-	_ "github.com/signetbus/signet/plugins/all" // the plugin whitelist
 )
 
 // Version is set at build time with -ldflags "-X .../internal/cli.Version=...".
