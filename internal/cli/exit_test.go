@@ -120,6 +120,9 @@ func TestMainUsageExitCodes(t *testing.T) {
 			t.Errorf("signet %s: exit %d (stderr %q), want %d", strings.Join(args, " "), code, stderr, ExitUsage)
 		}
 	}
+	if _, stderr := runMain(t, nil, "pnig"); !strings.Contains(stderr, `unknown command "pnig" for "signet" (did you mean ping?)`) {
+		t.Errorf("unknown command: stderr %q", stderr)
+	}
 	var out, errb bytes.Buffer
 	io := IO{In: strings.NewReader(""), Out: &out, Err: &errb, Getenv: envMap(nil)}
 	for _, args := range [][]string{{"extra"}, {"--nope"}, {"--log-level"}} {
