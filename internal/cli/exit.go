@@ -98,6 +98,12 @@ func exitCode(err error, stderr io.Writer, prog string) int {
 // cobra does for a bare root anyway.
 func markUsage(root *cobra.Command) {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return asUsage(err) })
+	if root.HasSubCommands() {
+		// Add cobra's help and completion commands now, so their Args
+		// are wrapped too (cobra would add them when it executes).
+		root.InitDefaultHelpCmd()
+		root.InitDefaultCompletionCmd()
+	}
 	if root.HasSubCommands() && root.Args == nil {
 		root.Args = unknownCommand
 		if root.Run == nil && root.RunE == nil {

@@ -114,6 +114,7 @@ func TestMainUsageExitCodes(t *testing.T) {
 		{"deploy", "app"},             // custom Args
 		{"deploy", "app", "1.0", "--output", "xml"},
 		{"--env", "x", "workflow", "nope", "f"},
+		{"completion", "bash", "extra"}, // cobra's own command
 	} {
 		code, stderr := runMain(t, map[string]string{"SIGNET_CONFIG": filepath.Join(t.TempDir(), "none")}, args...)
 		if code != ExitUsage {
@@ -135,7 +136,7 @@ func TestMainUsageExitCodes(t *testing.T) {
 
 // TestMainHelpExitsZero: asking for help is not an error.
 func TestMainHelpExitsZero(t *testing.T) {
-	for _, args := range [][]string{{}, {"--help"}, {"ping", "--help"}, {"help", "ping"}} {
+	for _, args := range [][]string{{}, {"--help"}, {"ping", "--help"}, {"help", "ping"}, {"completion", "bash"}} {
 		if code, stderr := runMain(t, nil, args...); code != ExitOK {
 			t.Errorf("signet %s: exit %d (stderr %q)", strings.Join(args, " "), code, stderr)
 		}
