@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/signetbus/signet/internal/config"
 )
 
 // Config is signetd's configuration file (YAML). Every field can be left
@@ -64,20 +66,9 @@ type Config struct {
 	Log LogConfig `yaml:"log"`
 }
 
-// NATSConfig says how to reach the broker.
-type NATSConfig struct {
-	// URLs of the broker or cluster; default nats://127.0.0.1:4222.
-	URLs []string `yaml:"urls"`
-	// Creds is a NATS credentials file (JWT + nkey seed).
-	Creds string `yaml:"creds"`
-	// User and PasswordFile authenticate with a user name and password.
-	User         string `yaml:"user"`
-	PasswordFile string `yaml:"password_file"`
-	// CAFile, CertFile and KeyFile configure TLS.
-	CAFile   string `yaml:"ca_file"`
-	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
-}
+// NATSConfig says how to reach the broker. The client's config shares it,
+// so it lives below both sides, in internal/config.
+type NATSConfig = config.NATS
 
 // LogConfig configures operational logging.
 type LogConfig struct {
@@ -87,21 +78,9 @@ type LogConfig struct {
 	Format string `yaml:"format"`
 }
 
-// Duration is a time.Duration written as "90s" in YAML.
-type Duration time.Duration
-
-// UnmarshalYAML parses a duration string.
-func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	v, err := time.ParseDuration(n.Value)
-	if err != nil {
-		return fmt.Errorf("line %d: %q is not a duration such as 90s or 5m", n.Line, n.Value)
-	}
-	*d = Duration(v)
-	return nil
-}
-
-// D returns the time.Duration.
-func (d Duration) D() time.Duration { return time.Duration(d) }
+// Duration is a time.Duration written as "90s" in YAML, shared with the
+// client's config (internal/config).
+type Duration = config.Duration
 
 // LoadConfig reads the config file strictly (an unknown key is an error)
 // and applies SIGNETD_* environment overrides. An empty path means defaults

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"maps"
 	"math/rand/v2"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -249,33 +248,6 @@ func (g *registrar) leave() {
 	if err := g.reg.Delete(ctx, g.host.Node().Identity); err != nil {
 		g.log.Warn("leave registry", "err", err)
 	}
-}
-
-// AuthOptions turns the credentials and TLS settings into nats.go options;
-// signetd and the signet CLI share it.
-func (c NATSConfig) AuthOptions() ([]nats.Option, error) {
-	var opts []nats.Option
-	if c.Creds != "" {
-		opts = append(opts, nats.UserCredentials(c.Creds))
-	}
-	if c.User != "" {
-		pw := ""
-		if c.PasswordFile != "" {
-			b, err := os.ReadFile(c.PasswordFile)
-			if err != nil {
-				return nil, fmt.Errorf("nats password: %w", err)
-			}
-			pw = strings.TrimSpace(string(b))
-		}
-		opts = append(opts, nats.UserInfo(c.User, pw))
-	}
-	if c.CAFile != "" {
-		opts = append(opts, nats.RootCAs(c.CAFile))
-	}
-	if c.CertFile != "" || c.KeyFile != "" {
-		opts = append(opts, nats.ClientCert(c.CertFile, c.KeyFile))
-	}
-	return opts, nil
 }
 
 // Connect dials the broker and keeps reconnecting forever, with

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/plugins"
 )
 
@@ -48,13 +49,13 @@ func (r *rpcutil) Run(ctx context.Context, req *plugins.Request) (*plugins.Resul
 	case "ping":
 		return &plugins.Result{Summary: "pong", Data: map[string]any{"time": time.Now().UTC().Format(time.RFC3339Nano)}}, nil
 	case "inventory":
-		inv := &Inventory{Facts: node.Facts, Classes: node.Classes, Version: r.host.version,
+		inv := &bus.Inventory{Facts: node.Facts, Classes: node.Classes, Version: r.host.version,
 			Collective: r.host.collective, Started: r.host.started.UTC().Format(time.RFC3339)}
 		for _, n := range slices.Sorted(maps.Keys(r.host.plugins)) {
 			d := r.host.ddls[n]
-			inv.Agents = append(inv.Agents, InventoryAgent{Name: n, Description: d.Description, Actions: d.ActionNames()})
+			inv.Agents = append(inv.Agents, bus.InventoryAgent{Name: n, Description: d.Description, Actions: d.ActionNames()})
 		}
-		return &plugins.Result{Summary: fmt.Sprintf("%d agents, %d facts", len(inv.Agents), len(node.Facts)), Data: inv.data()}, nil
+		return &plugins.Result{Summary: fmt.Sprintf("%d agents, %d facts", len(inv.Agents), len(node.Facts)), Data: inv.Data()}, nil
 	case "get_fact":
 		name := req.Params.String("fact")
 		v, ok := node.Facts[name]

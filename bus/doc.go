@@ -40,6 +40,11 @@
 //	COLLECTIVE.node.IDENTITY   direct to one host
 //	_INBOX.*                   the client's private reply inbox
 //
+// AGENT and action names follow CheckName (a lowercase letter, then
+// lowercase letters, digits and _, at most 64) and IDENTITY follows
+// CheckIdentity (a host name starting with a letter or digit); both are the
+// one grammar in internal/grammar that every other package calls too.
+//
 // # Registry
 //
 // Responders publish a Registration in the JetStream key-value bucket

@@ -3,13 +3,11 @@ package bus
 import (
 	"fmt"
 	"regexp"
+
+	"github.com/signetbus/signet/internal/grammar"
 )
 
-var (
-	collectiveRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-	tokenRe      = regexp.MustCompile(`^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,252}$`)
-	nameRe       = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
-)
+var collectiveRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 // CheckCollective validates a collective name: it becomes a subject prefix
 // and part of the registry bucket name.
@@ -20,21 +18,13 @@ func CheckCollective(c string) error {
 	return nil
 }
 
-// CheckIdentity validates a host identity: a host name or FQDN.
-func CheckIdentity(id string) error {
-	if !tokenRe.MatchString(id) {
-		return fmt.Errorf("invalid identity %q: want a host name (letters, digits, . _ -)", id)
-	}
-	return nil
-}
+// CheckIdentity validates a host identity: a host name or FQDN (the one
+// grammar, internal/grammar.CheckIdentity).
+func CheckIdentity(id string) error { return grammar.CheckIdentity(id) }
 
-// CheckName validates an agent or action name.
-func CheckName(kind, n string) error {
-	if !nameRe.MatchString(n) {
-		return fmt.Errorf("invalid %s name %q: want lowercase letters, digits and _", kind, n)
-	}
-	return nil
-}
+// CheckName validates an agent or action name (the one grammar,
+// internal/grammar.CheckName: lowercase letters, digits and _).
+func CheckName(kind, n string) error { return grammar.CheckName(kind, n) }
 
 // AgentSubject is where requests for an agent are broadcast.
 func AgentSubject(collective, agent string) string {

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/signetbus/signet/internal/grammar"
 )
 
 // Input types.
@@ -369,26 +371,30 @@ func describe(v any) string {
 	return fmt.Sprintf("%T", v)
 }
 
-var nameRe = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
-
 // Check reports a declaration that cannot work: bad names, duplicate
 // actions or inputs, unknown types, patterns that do not compile, and
 // defaults that break their own rules. signetd checks every enabled plugin
 // at start-up.
 func (d DDL) Check() error {
-	if !nameRe.MatchString(d.Name) {
-		return fmt.Errorf("ddl: invalid plugin name %q", d.Name)
+	if err := grammar.CheckName("plugin", d.Name); err != nil {
+		return fmt.Errorf("ddl: %w", err)
 	}
 	seen := map[string]bool{}
 	for _, a := range d.Actions {
-		if !nameRe.MatchString(a.Name) || seen[a.Name] {
-			return fmt.Errorf("ddl %s: invalid or duplicate action %q", d.Name, a.Name)
+		if err := grammar.CheckName("action", a.Name); err != nil {
+			return fmt.Errorf("ddl %s: %w", d.Name, err)
+		}
+		if seen[a.Name] {
+			return fmt.Errorf("ddl %s: duplicate action %q", d.Name, a.Name)
 		}
 		seen[a.Name] = true
 		inputs := map[string]bool{}
 		for _, in := range a.Inputs {
-			if !nameRe.MatchString(in.Name) || inputs[in.Name] {
-				return fmt.Errorf("ddl %s.%s: invalid or duplicate input %q", d.Name, a.Name, in.Name)
+			if err := grammar.CheckName("input", in.Name); err != nil {
+				return fmt.Errorf("ddl %s.%s: %w", d.Name, a.Name, err)
+			}
+			if inputs[in.Name] {
+				return fmt.Errorf("ddl %s.%s: duplicate input %q", d.Name, a.Name, in.Name)
 			}
 			inputs[in.Name] = true
 			switch in.Type {

@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+
+	"github.com/signetbus/signet/internal/grammar"
 )
 
 // Plugin is one whitelisted agent on a host, such as "package" or "haproxy".
@@ -82,13 +84,17 @@ var (
 	registry = map[string]Info{}
 )
 
-// Register adds a plugin to the whitelist. It panics on an empty or
-// duplicate name: both are bugs that must be found at start-up.
+// Register adds a plugin to the whitelist. It panics on a duplicate name or
+// one outside the agent name grammar (internal/grammar.CheckName), which
+// signetd would refuse: both are bugs that must be found at start-up.
 func Register(info Info) {
 	regMu.Lock()
 	defer regMu.Unlock()
 	if info.Name == "" || info.New == nil {
 		panic("plugins: Register needs a name and a constructor")
+	}
+	if err := grammar.CheckName("plugin", info.Name); err != nil {
+		panic("plugins: Register: " + err.Error())
 	}
 	if _, dup := registry[info.Name]; dup {
 		panic(fmt.Sprintf("plugins: plugin %q registered twice", info.Name))

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/signetbus/signet/internal/grammar"
 )
 
 // Step targets.
@@ -205,7 +207,6 @@ func (w *Workflow) Validate() error {
 
 var (
 	varNameRE   = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
-	agentRE     = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
 	filterBadRE = regexp.MustCompile("[;&|`$\\n\\r\\x00]")
 )
 
@@ -220,11 +221,11 @@ func ValidateSteps(steps []Step) error {
 			return fmt.Errorf("step %s: name used twice", s.Name)
 		}
 		seen[s.Name] = true
-		if !agentRE.MatchString(s.Agent) {
-			return fmt.Errorf("step %s: agent: want a plugin name, found %q", s.Name, s.Agent)
+		if grammar.CheckName("agent", s.Agent) != nil {
+			return fmt.Errorf("step %s: agent: want a plugin name (%s), found %q", s.Name, grammar.NameRule, s.Agent)
 		}
-		if !agentRE.MatchString(s.Action) {
-			return fmt.Errorf("step %s: action: want an action name, found %q", s.Name, s.Action)
+		if grammar.CheckName("action", s.Action) != nil {
+			return fmt.Errorf("step %s: action: want an action name (%s), found %q", s.Name, grammar.NameRule, s.Action)
 		}
 		switch s.Target {
 		case "", TargetEach:

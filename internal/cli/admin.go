@@ -16,7 +16,6 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/crypto/ssh"
 
-	"github.com/signetbus/signet/agents"
 	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/internal/broker"
 	"github.com/signetbus/signet/internal/keys"
@@ -164,7 +163,7 @@ func newPluginsCmd(g *globalOptions) *cobra.Command {
 					if r.Status != bus.ResultOK {
 						continue
 					}
-					inv, err := agents.ParseInventory(r.Reply.Data)
+					inv, err := bus.ParseInventory(r.Reply.Data)
 					if err != nil {
 						return fmt.Errorf("%s: %w", r.Identity, err)
 					}

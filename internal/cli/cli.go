@@ -21,19 +21,10 @@ import (
 
 	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/internal/keys"
-	_ "github.com/signetbus/signet/plugins/all" // the plugin whitelist
 )
 
 // Version is set at build time with -ldflags "-X .../internal/cli.Version=...".
 var Version = "0.1.0-dev"
-
-// Exit codes.
-const (
-	ExitOK      = 0 // every targeted host succeeded
-	ExitFailed  = 1 // some host failed or did not respond, or signet could not run
-	ExitUsage   = 2 // the command line or a config file is wrong
-	ExitNoMatch = 3 // no host matched the filter
-)
 
 // IO is where a command reads and writes.
 type IO struct {
@@ -44,29 +35,6 @@ type IO struct {
 	// IsTerminal reports whether Out is a terminal (tables and colour).
 	IsTerminal bool
 }
-
-// usageError is a mistake in how signet was called.
-type usageError struct{ msg string }
-
-func (e *usageError) Error() string { return e.msg }
-
-func usageErrorf(format string, a ...any) error { return &usageError{fmt.Sprintf(format, a...)} }
-
-// exitError carries an exit code for an outcome already printed.
-type exitError struct{ code int }
-
-func (e *exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
-
-// hintError adds a "hint:" line for the operator.
-type hintError struct {
-	err  error
-	hint string
-}
-
-func (e *hintError) Error() string { return e.err.Error() }
-func (e *hintError) Unwrap() error { return e.err }
-
-func withHint(err error, hint string) error { return &hintError{err: err, hint: hint} }
 
 // Main runs signet with args and returns the exit code. It is the one place
 // where errors become exit codes.
@@ -81,41 +49,6 @@ func Main(ctx context.Context, args []string, stdio IO) int {
 	root.SetErr(stdio.Err)
 	err := root.ExecuteContext(ctx)
 	return exitCode(err, stdio.Err, "signet")
-}
-
-func exitCode(err error, stderr io.Writer, prog string) int {
-	if err == nil {
-		return ExitOK
-	}
-	var ee *exitError
-	if errors.As(err, &ee) {
-		return ee.code
-	}
-	fmt.Fprintf(stderr, "%s: %v\n", prog, err)
-	var he *hintError
-	if errors.As(err, &he) {
-		fmt.Fprintf(stderr, "hint: %s\n", he.hint)
-	}
-	var ue *usageError
-	switch {
-	case errors.As(err, &ue):
-		return ExitUsage
-	case errors.Is(err, bus.ErrNoMatch):
-		return ExitNoMatch
-	case isFlagError(err):
-		return ExitUsage
-	}
-	return ExitFailed
-}
-
-func isFlagError(err error) bool {
-	s := err.Error()
-	for _, p := range []string{"unknown flag", "unknown shorthand", "flag needs an argument", "invalid argument", "unknown command", "accepts ", "requires at least", "requires at most", "required flag"} {
-		if strings.Contains(s, p) {
-			return true
-		}
-	}
-	return false
 }
 
 // globalOptions are the flags every client command shares.
@@ -137,7 +70,6 @@ to signetd on every host, which verifies, authorizes, runs, signs its reply and 
 		SilenceErrors: true,
 		Version:       Version,
 	}
-	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageErrorf("%v", err) })
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.config, "config", "", "client config file (default $SIGNET_CONFIG or ~/.config/signet/client.yaml)")
 	pf.StringVar(&g.env, "env", "", "environment profile from the config (dev, dr, prod...); default $SIGNET_ENV")
@@ -157,6 +89,7 @@ to signetd on every host, which verifies, authorizes, runs, signs its reply and 
 	for _, c := range extraCommands {
 		root.AddCommand(c(g))
 	}
+	markUsage(root)
 	return root
 }
 

@@ -111,7 +111,7 @@ func TestExitCodes(t *testing.T) {
 		out  string
 	}{
 		{nil, ExitOK, ""},
-		{&exitError{code: ExitFailed}, ExitFailed, ""},
+		{&partialFailure{}, ExitFailed, ""},
 		{usageErrorf("bad flag"), ExitUsage, "signet: bad flag\n"},
 		{fmt.Errorf("discover: %w", bus.ErrNoMatch), ExitNoMatch, "signet: discover: bus: no host matched\n"},
 		{withHint(errors.New("connect to broker: refused"), "start one with signet broker"), ExitFailed, "signet: connect to broker: refused\nhint: start one with signet broker\n"},

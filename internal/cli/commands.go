@@ -9,7 +9,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/signetbus/signet/agents"
 	"github.com/signetbus/signet/bus"
 )
 
@@ -152,7 +151,7 @@ func printInventory(g *globalOptions, o *bus.Outcome) {
 			fmt.Fprintf(w, "%s: %s: %s\n\n", r.Identity, r.Status, r.Error)
 			continue
 		}
-		inv, err := agents.ParseInventory(r.Reply.Data)
+		inv, err := bus.ParseInventory(r.Reply.Data)
 		if err != nil {
 			fmt.Fprintf(w, "%s: unreadable inventory: %v\n\n", r.Identity, err)
 			continue

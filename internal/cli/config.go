@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"maps"
 	"os"
@@ -15,7 +16,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/signetbus/signet/agents"
+	"github.com/signetbus/signet/internal/config"
 	"github.com/signetbus/signet/workflows/release"
 )
 
@@ -38,13 +39,13 @@ type ClientConfig struct {
 	// ~/.config/signet/known_hosts. Replies from other hosts are not trusted.
 	KnownHosts string `yaml:"known_hosts"`
 	// NATS says how to reach the broker.
-	NATS agents.NATSConfig `yaml:"nats"`
+	NATS config.NATS `yaml:"nats"`
 	// Timeout bounds the wait for replies; default 10s.
-	Timeout agents.Duration `yaml:"timeout"`
+	Timeout config.Duration `yaml:"timeout"`
 	// DiscoveryTimeout bounds broadcast discovery without a registry; default 2s.
-	DiscoveryTimeout agents.Duration `yaml:"discovery_timeout"`
+	DiscoveryTimeout config.Duration `yaml:"discovery_timeout"`
 	// TTL is how long a signed request stays valid; default 60s.
-	TTL agents.Duration `yaml:"ttl"`
+	TTL config.Duration `yaml:"ttl"`
 	// Apps is the directory of app files for deploy; default ./apps.
 	Apps string `yaml:"apps"`
 	// Release configures `signet release`: ticket systems, chat and mail
@@ -79,8 +80,8 @@ func loadClientConfig(path, env string, getenv func(string) string) (*ClientConf
 		case err == nil:
 			dec := yaml.NewDecoder(bytes.NewReader(b))
 			dec.KnownFields(true)
-			if err := dec.Decode(cfg); err != nil && err.Error() != "EOF" {
-				return nil, fmt.Errorf("config %s: %w", path, err)
+			if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+				return nil, usageErrorf("config %s: %v", path, err)
 			}
 			base := filepath.Dir(path)
 			cfg.resolve(base)
@@ -90,6 +91,8 @@ func loadClientConfig(path, env string, getenv func(string) string) (*ClientConf
 				}
 			}
 		case errors.Is(err, fs.ErrNotExist) && !explicit:
+		case errors.Is(err, fs.ErrNotExist):
+			return nil, usageErrorf("config: %v", err)
 		default:
 			return nil, fmt.Errorf("config: %w", err)
 		}
@@ -198,13 +201,13 @@ func (c *ClientConfig) defaults(getenv func(string) string) {
 		c.NATS.URLs = []string{"nats://127.0.0.1:4222"}
 	}
 	if c.Timeout == 0 {
-		c.Timeout = agents.Duration(10 * time.Second)
+		c.Timeout = config.Duration(10 * time.Second)
 	}
 	if c.DiscoveryTimeout == 0 {
-		c.DiscoveryTimeout = agents.Duration(2 * time.Second)
+		c.DiscoveryTimeout = config.Duration(2 * time.Second)
 	}
 	if c.TTL == 0 {
-		c.TTL = agents.Duration(60 * time.Second)
+		c.TTL = config.Duration(60 * time.Second)
 	}
 	if c.Apps == "" {
 		c.Apps = "apps"

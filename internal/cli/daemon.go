@@ -43,7 +43,7 @@ func DaemonMain(ctx context.Context, args []string, stdio IO) int {
 			return daemonRun(cmd.Context(), &stdio, o)
 		},
 	}
-	c.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageErrorf("%v", err) })
+	markUsage(c)
 	f := c.Flags()
 	f.StringVarP(&o.config, "config", "c", "", "config file (default $SIGNETD_CONFIG or /etc/signet/signetd.yaml)")
 	f.StringVar(&o.identity, "identity", "", "override the identity")

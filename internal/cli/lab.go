@@ -17,6 +17,7 @@ import (
 
 	"github.com/signetbus/signet/internal/lab"
 	"github.com/signetbus/signet/plugins"
+	_ "github.com/signetbus/signet/plugins/all" // the plugin whitelist, for signetd and the lab's hosts
 )
 
 type labOptions struct {

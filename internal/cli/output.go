@@ -137,5 +137,5 @@ func outcomeExit(o *bus.Outcome) error {
 	if ok, _, _ := o.Counts(); ok == len(o.Results) && len(o.Results) > 0 {
 		return nil
 	}
-	return &exitError{code: ExitFailed}
+	return &partialFailure{}
 }

@@ -9,16 +9,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"sort"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/sys/unix"
-)
 
-var keyRe = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$`)
+	"github.com/signetbus/signet/internal/grammar"
+)
 
 // Builtin returns the facts every host has.
 func Builtin(version string) map[string]string {
@@ -108,10 +107,7 @@ func FromFiles(patterns []string) (map[string]string, error) {
 
 // Check validates a fact name.
 func Check(name string) error {
-	if !keyRe.MatchString(name) {
-		return fmt.Errorf("invalid fact name %q", name)
-	}
-	return nil
+	return grammar.CheckFactKey(name)
 }
 
 // Merge returns the union of the maps; later maps win.

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/signetbus/signet/internal/grammar"
 )
 
 // ParseError reports a bad line in an authorized_keys or known_hosts file.
@@ -44,10 +46,7 @@ type Authorized struct {
 	Line int
 }
 
-var (
-	nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$`)
-	roleRe = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)
-)
+var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$`)
 
 // maxLine bounds one line of a key file; the longest ed25519 line with
 // options is far shorter.
@@ -175,8 +174,8 @@ func parseRoles(val string) ([]string, error) {
 	seen := map[string]bool{}
 	for r := range strings.SplitSeq(val, ",") {
 		r = strings.TrimSpace(r)
-		if !roleRe.MatchString(r) {
-			return nil, fmt.Errorf("role %q: want lowercase letters, digits, _ and - (at most 32)", r)
+		if err := grammar.CheckRole(r); err != nil {
+			return nil, err
 		}
 		if seen[r] {
 			return nil, fmt.Errorf("role %q listed twice", r)

@@ -6,10 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"regexp"
 	"strings"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/signetbus/signet/internal/grammar"
 )
 
 // KnownHosts maps responder identities to their host keys (file lines:
@@ -18,9 +19,6 @@ import (
 type KnownHosts struct {
 	keys map[string]ssh.PublicKey
 }
-
-// identityRe is the grammar of a responder identity: a host name or FQDN.
-var identityRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$`)
 
 // LoadKnownHosts reads a known_hosts file; see ParseKnownHosts.
 func LoadKnownHosts(path string) (*KnownHosts, error) {
@@ -52,8 +50,8 @@ func ParseKnownHosts(r io.Reader) (*KnownHosts, error) {
 		if strings.HasPrefix(identity, "ssh-") || strings.HasPrefix(identity, "sk-") || strings.HasPrefix(identity, "ecdsa-") {
 			return fmt.Errorf("line starts with key type %s: want IDENTITY ssh-ed25519 AAAA... [comment]", identity)
 		}
-		if !identityRe.MatchString(identity) {
-			return fmt.Errorf("identity %q: want a host name (letters, digits, '.', '_', '-')", identity)
+		if err := grammar.CheckIdentity(identity); err != nil {
+			return err
 		}
 		fields = fields[1:]
 		if len(fields) < 2 {

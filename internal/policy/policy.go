@@ -38,6 +38,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/signetbus/signet/internal/grammar"
 )
 
 // Policy is a parsed policy file.
@@ -91,12 +93,8 @@ type Decision struct {
 	Reason string
 }
 
-var (
-	nameRe  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:,*-]{0,127}$`)
-	roleRe  = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)
-	partRe  = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,63}$`)
-	factKey = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$`)
-)
+// nameRe is the grammar of a rule's own name (not an agent name).
+var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:,*-]{0,127}$`)
 
 // Load reads and parses a policy file.
 func Load(path string) (*Policy, error) {
@@ -149,8 +147,8 @@ func compile(spec ruleSpec) (rule, error) {
 		return r, errors.New("roles: want at least one role")
 	}
 	for _, role := range spec.Roles {
-		if !roleRe.MatchString(role) {
-			return r, fmt.Errorf("role %q: want lowercase letters, digits, _ and - (at most 32)", role)
+		if err := grammar.CheckRole(role); err != nil {
+			return r, err
 		}
 		if slices.Contains(r.roles, role) {
 			return r, fmt.Errorf("role %q listed twice", role)
@@ -192,8 +190,8 @@ func parsePattern(text string) (pattern, error) {
 		return pattern{}, fmt.Errorf(`allow %q: want AGENT.ACTION such as "package.update", "package.*" or "*"`, text)
 	}
 	for _, part := range []string{agent, action} {
-		if part != "*" && !partRe.MatchString(part) {
-			return pattern{}, fmt.Errorf(`allow %q: %q is neither a name (lowercase letters, digits, _ and -) nor "*"`, text, part)
+		if part != "*" && grammar.CheckName("agent or action", part) != nil {
+			return pattern{}, fmt.Errorf(`allow %q: %q is neither a name (%s) nor "*"`, text, part, grammar.NameRule)
 		}
 	}
 	return pattern{agent: agent, action: action, text: text}, nil
@@ -220,8 +218,8 @@ func parseCondition(text string) (condition, error) {
 		return c, fmt.Errorf("where %q: want key=value, key!=value or key=~regex", text)
 	}
 	c.key, c.value = text[:i], text[i+len(c.op):]
-	if !factKey.MatchString(c.key) {
-		return c, fmt.Errorf("where %q: fact name %q: want letters, digits, _ . and - (at most 64)", text, c.key)
+	if err := grammar.CheckFactKey(c.key); err != nil {
+		return c, fmt.Errorf("where %q: %w", text, err)
 	}
 	if c.op == "=~" {
 		// Compile alone first so that the error speaks of what was written.

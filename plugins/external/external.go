@@ -48,6 +48,7 @@ import (
 	"time"
 
 	"github.com/signetbus/signet/internal/command"
+	"github.com/signetbus/signet/internal/grammar"
 	"github.com/signetbus/signet/plugins"
 )
 
@@ -64,12 +65,6 @@ const DefaultMaxOutput = 1 << 20
 
 // maxDeclaration bounds a NAME.json file.
 const maxDeclaration = 1 << 20
-
-var (
-	nameRe   = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,31}$`)
-	actionRe = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,63}$`)
-	inputRe  = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
-)
 
 // Plugin is one external plugin.
 type Plugin struct {
@@ -129,8 +124,12 @@ func Load(dir string, opts Options) (map[string]plugins.Plugin, error) {
 
 func loadOne(dir, name string, maxOutput int) (*Plugin, error) {
 	declPath := filepath.Join(dir, name+".json")
-	if !nameRe.MatchString(name) {
-		return nil, fmt.Errorf("external: %s: plugin name %q: want lowercase letters, digits, _ and -, starting with a letter (at most 32)", declPath, name)
+	if err := grammar.CheckName("plugin", name); err != nil {
+		hint := ""
+		if s := strings.ReplaceAll(name, "-", "_"); s != name && grammar.CheckName("plugin", s) == nil {
+			hint = fmt.Sprintf(" (rename it %s)", s)
+		}
+		return nil, fmt.Errorf("external: %s: %w%s", declPath, err, hint)
 	}
 	if _, builtin := plugins.Lookup(name); builtin || name == "rpcutil" {
 		return nil, fmt.Errorf("external: %s: %q is the name of a built-in plugin; choose another name", declPath, name)
@@ -208,8 +207,8 @@ func checkDDL(ddl plugins.DDL) error {
 	}
 	seen := map[string]bool{}
 	for _, a := range ddl.Actions {
-		if !actionRe.MatchString(a.Name) {
-			return fmt.Errorf("action %q: want lowercase letters, digits, _ and -, starting with a letter", a.Name)
+		if err := grammar.CheckName("action", a.Name); err != nil {
+			return fmt.Errorf("declaration: %w", err)
 		}
 		if seen[a.Name] {
 			return fmt.Errorf("action %q declared twice", a.Name)
@@ -220,8 +219,8 @@ func checkDDL(ddl plugins.DDL) error {
 		}
 		inputs := map[string]bool{}
 		for _, in := range a.Inputs {
-			if !inputRe.MatchString(in.Name) {
-				return fmt.Errorf("action %s: input %q: want lowercase letters, digits and _, starting with a letter", a.Name, in.Name)
+			if err := grammar.CheckName("input", in.Name); err != nil {
+				return fmt.Errorf("action %s: %w", a.Name, err)
 			}
 			if inputs[in.Name] {
 				return fmt.Errorf("action %s: input %q declared twice", a.Name, in.Name)
@@ -246,7 +245,8 @@ func checkDDL(ddl plugins.DDL) error {
 			}
 		}
 	}
-	return nil
+	// Whatever the loader accepts, the host's own check must accept too.
+	return ddl.Check()
 }
 
 // Describe returns the plugin's declaration.

@@ -16,7 +16,7 @@ import (
 
 // builtinName is registered as a built-in plugin so that Load must refuse
 // an external plugin of the same name.
-const builtinName = "externaltest-builtin"
+const builtinName = "externaltest_builtin"
 
 func init() {
 	plugins.Register(plugins.Info{Name: builtinName, New: func(json.RawMessage) (plugins.Plugin, error) { return nil, nil }})
@@ -295,7 +295,7 @@ func TestLoadRefuses(t *testing.T) {
 		{name: "no description", files: map[string]string{"dr.json": decl(func(m map[string]any) { delete(m, "description") }), "dr": drScript},
 			wantErr: []string{"description"}},
 		{name: "bad action name", files: map[string]string{"dr.json": decl(func(m map[string]any) { firstAction(m)["name"] = "re store" }), "dr": drScript},
-			wantErr: []string{`action "re store"`}},
+			wantErr: []string{`action name "re store"`}},
 		{name: "duplicate action", files: map[string]string{"dr.json": decl(func(m map[string]any) { m["actions"].([]any)[1].(map[string]any)["name"] = "restore" }), "dr": drScript},
 			wantErr: []string{`action "restore" declared twice`}},
 		{name: "bad timeout", files: map[string]string{"dr.json": decl(func(m map[string]any) { firstAction(m)["timeout"] = "soon" }), "dr": drScript},
@@ -303,7 +303,7 @@ func TestLoadRefuses(t *testing.T) {
 		{name: "bad input type", files: map[string]string{"dr.json": decl(func(m map[string]any) { firstInput(m)["type"] = "path" }), "dr": drScript},
 			wantErr: []string{`type "path"`}},
 		{name: "bad input name", files: map[string]string{"dr.json": decl(func(m map[string]any) { firstInput(m)["name"] = "$x" }), "dr": drScript},
-			wantErr: []string{`input "$x"`}},
+			wantErr: []string{`input name "$x"`}},
 		{name: "bad pattern", files: map[string]string{"dr.json": decl(func(m map[string]any) { firstInput(m)["pattern"] = "[0-9" }), "dr": drScript},
 			wantErr: []string{"pattern", "missing closing ]"}},
 		{name: "default breaks the pattern", files: map[string]string{"dr.json": decl(func(m map[string]any) {

@@ -27,11 +27,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/signetbus/signet/internal/grammar"
 	"github.com/signetbus/signet/plugins"
 )
 
@@ -90,10 +90,6 @@ const maxMaxDuration = 168 * time.Hour
 
 // maxCommentLen bounds the comment input, in bytes.
 const maxCommentLen = 512
-
-// identityRE is what a host identity must look like before it goes into a
-// matcher or a filter: a host name, with dots, dashes and underscores.
-var identityRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$`)
 
 // window is one maintenance start, handed to every backend.
 type window struct {
@@ -265,8 +261,9 @@ func (m *Maintenance) Run(ctx context.Context, req *plugins.Request) (*plugins.R
 	if err := m.Validate(req.Action, req.Params); err != nil {
 		return nil, err
 	}
-	if !identityRE.MatchString(req.Identity) {
-		return nil, fmt.Errorf("maintenance: host identity must be a host name (letters, digits, '.', '-', '_'), got %q", req.Identity)
+	// A host identity goes into a matcher or a filter.
+	if err := grammar.CheckIdentity(req.Identity); err != nil {
+		return nil, fmt.Errorf("maintenance: bad host identity: %w", err)
 	}
 	if req.Caller == "" || strings.IndexFunc(req.Caller, isControl) >= 0 || len(req.Caller) > 256 {
 		return nil, fmt.Errorf("maintenance: caller must be a non-empty name without control characters, got %q", req.Caller)

@@ -10,7 +10,6 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/signetbus/signet/agents"
 	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/workflows"
 )
@@ -118,7 +117,7 @@ func (b *Caller) Discover(ctx context.Context, filter []string) ([]workflows.Hos
 		if r.Status != bus.ResultOK {
 			continue
 		}
-		inv, err := agents.ParseInventory(r.Reply.Data)
+		inv, err := bus.ParseInventory(r.Reply.Data)
 		if err != nil {
 			return nil, fmt.Errorf("discover: %s: %w", r.Identity, err)
 		}

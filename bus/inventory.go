@@ -1,4 +1,4 @@
-package agents
+package bus
 
 import (
 	"encoding/json"
@@ -6,7 +6,9 @@ import (
 )
 
 // Inventory is the data of an rpcutil inventory reply: what a host offers.
-// The CLI and workflows read replies with ParseInventory.
+// The host builds it and sends it as Reply.Data (Inventory.Data); the CLI
+// and workflows read it back with ParseInventory. Both sides need it, so it
+// lives here with the rest of the protocol.
 type Inventory struct {
 	Agents     []InventoryAgent  `json:"agents"`
 	Facts      map[string]string `json:"facts"`
@@ -40,12 +42,13 @@ func ParseInventory(data map[string]any) (*Inventory, error) {
 	}
 	var inv Inventory
 	if err := json.Unmarshal(b, &inv); err != nil {
-		return nil, fmt.Errorf("inventory: %w", err)
+		return nil, fmt.Errorf("bus: inventory: %w", err)
 	}
 	return &inv, nil
 }
 
-func (inv *Inventory) data() map[string]any {
+// Data returns the inventory as reply data.
+func (inv *Inventory) Data() map[string]any {
 	b, _ := json.Marshal(inv)
 	var m map[string]any
 	json.Unmarshal(b, &m)

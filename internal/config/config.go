@@ -1,0 +1,73 @@
+// Package config holds the config-file types that signet (the client) and
+// signetd (the host) share: how to reach the broker, and durations written
+// as "90s". It sits below both sides, so the client never imports the host
+// side (agents) for its config.
+package config
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.yaml.in/yaml/v3"
+)
+
+// NATS says how to reach the broker.
+type NATS struct {
+	// URLs of the broker or cluster; default nats://127.0.0.1:4222.
+	URLs []string `yaml:"urls"`
+	// Creds is a NATS credentials file (JWT + nkey seed).
+	Creds string `yaml:"creds"`
+	// User and PasswordFile authenticate with a user name and password.
+	User         string `yaml:"user"`
+	PasswordFile string `yaml:"password_file"`
+	// CAFile, CertFile and KeyFile configure TLS.
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// AuthOptions turns the credentials and TLS settings into nats.go options;
+// signetd and the signet CLI share it.
+func (c NATS) AuthOptions() ([]nats.Option, error) {
+	var opts []nats.Option
+	if c.Creds != "" {
+		opts = append(opts, nats.UserCredentials(c.Creds))
+	}
+	if c.User != "" {
+		pw := ""
+		if c.PasswordFile != "" {
+			b, err := os.ReadFile(c.PasswordFile)
+			if err != nil {
+				return nil, fmt.Errorf("nats password: %w", err)
+			}
+			pw = strings.TrimSpace(string(b))
+		}
+		opts = append(opts, nats.UserInfo(c.User, pw))
+	}
+	if c.CAFile != "" {
+		opts = append(opts, nats.RootCAs(c.CAFile))
+	}
+	if c.CertFile != "" || c.KeyFile != "" {
+		opts = append(opts, nats.ClientCert(c.CertFile, c.KeyFile))
+	}
+	return opts, nil
+}
+
+// Duration is a time.Duration written as "90s" in YAML.
+type Duration time.Duration
+
+// UnmarshalYAML parses a duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration such as 90s or 5m", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// D returns the time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
