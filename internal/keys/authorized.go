@@ -5,11 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"regexp"
 	"strings"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/signetbus/signet/internal/trustfile"
 )
 
 // ParseError reports a bad line in an authorized_keys or known_hosts file.
@@ -53,11 +54,15 @@ var (
 // options is far shorter.
 const maxLine = 16 << 10
 
-// LoadAuthorizedKeys reads an authorized_keys file; see ParseAuthorizedKeys.
+// LoadAuthorizedKeys reads an authorized_keys file; see
+// ParseAuthorizedKeys. Whoever can write the file can trust any key, so it
+// is refused when group or others can write it or a directory above it,
+// or when it is owned by a user other than root and signetd's own (see
+// trustfile).
 func LoadAuthorizedKeys(path string) ([]Authorized, error) {
-	f, err := os.Open(path)
+	f, err := trustfile.Open(path, trustfile.Options{What: "authorized keys"})
 	if err != nil {
-		return nil, fmt.Errorf("keys: authorized keys: %w", err)
+		return nil, fmt.Errorf("keys: %w", err)
 	}
 	defer f.Close()
 	out, err := ParseAuthorizedKeys(f)

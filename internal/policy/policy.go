@@ -32,12 +32,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"regexp"
 	"slices"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/signetbus/signet/internal/trustfile"
 )
 
 // Policy is a parsed policy file.
@@ -98,9 +99,12 @@ var (
 	factKey = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$`)
 )
 
-// Load reads and parses a policy file.
+// Load reads and parses a policy file. Whoever can write the policy can
+// allow themselves anything, so it is refused when group or others can
+// write it or a directory above it, or when it is owned by a user other
+// than root and signetd's own (see trustfile).
 func Load(path string) (*Policy, error) {
-	data, err := os.ReadFile(path)
+	data, err := trustfile.ReadFile(path, trustfile.Options{What: "policy"})
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
