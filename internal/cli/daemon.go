@@ -85,6 +85,11 @@ func daemonRun(ctx context.Context, stdio *IO, o *daemonOptions) error {
 	if o.logFormat != "" {
 		cfg.Log.Format = o.logFormat
 	}
+	// One validation for start-up and --check: a config --check accepts
+	// is one start-up accepts, and the other way round.
+	if err := cfg.Validate(); err != nil {
+		return &usageError{err.Error()}
+	}
 	if o.printHostKey {
 		hk, err := keys.LoadHostKey(cfg.HostKey)
 		if err != nil {
@@ -98,24 +103,24 @@ func daemonRun(ctx context.Context, stdio *IO, o *daemonOptions) error {
 		return &usageError{err.Error()}
 	}
 	if o.checkConfig {
-		pl, err := agents.LoadPlugins(cfg)
+		// agents.Check is the first half of agents.Run, without its side
+		// effects (no host key, directory or audit log is created).
+		host, err := agents.Check(cfg, Version)
 		if err != nil {
 			return err
 		}
-		if _, err := agents.NewHost(agents.HostOptions{Identity: cfg.Identity, Collective: cfg.Collective, Plugins: pl,
-			AuthorizedKeys: cfg.AuthorizedKeys, Policy: cfg.Policy}); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdio.Out, "config ok: identity %s, collective %s, %d plugins\n", cfg.Identity, cfg.Collective, len(pl))
+		defer host.Close()
+		fmt.Fprintf(stdio.Out, "config ok: identity %s, collective %s, %d plugins\n", cfg.Identity, cfg.Collective, len(host.Node().Agents)-1)
 		return nil
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if o.pidFile != "" {
-		if err := os.WriteFile(o.pidFile, []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o644); err != nil {
-			return fmt.Errorf("pid file: %w", err)
+		remove, err := writePIDFile(o.pidFile, os.Getpid())
+		if err != nil {
+			return err
 		}
-		defer os.Remove(o.pidFile)
+		defer remove()
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)

@@ -218,6 +218,17 @@ func LoadHostKey(path string) (ssh.Signer, error) {
 	return signer, nil
 }
 
+// CheckHostKey checks the host key as LoadHostKey would load it, without
+// creating it: a missing key is not an error (start-up creates it), a
+// loose or unparsable one is.
+func CheckHostKey(path string) error {
+	_, err := loadHostKey(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
 func loadHostKey(path string) (ssh.Signer, error) {
 	data, err := trustfile.ReadFile(path, trustfile.Options{What: "host key", Private: true, MaxBytes: maxKeyFile})
 	if err != nil {
