@@ -1,4 +1,4 @@
-package cli
+package signetd
 
 import (
 	"bytes"
@@ -76,7 +76,7 @@ func runDaemon(t *testing.T, timeout time.Duration, args ...string) (code int, s
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var out, errb bytes.Buffer
-	code = DaemonMain(ctx, args, IO{In: strings.NewReader(""), Out: &out, Err: &errb, Getenv: envMap(nil)})
+	code = Main(ctx, args, IO{Out: &out, Err: &errb, Getenv: func(string) string { return "" }})
 	return code, out.String(), errb.String()
 }
 
