@@ -3,9 +3,15 @@ package agents
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/internal/facts"
@@ -154,6 +160,12 @@ func prepare(cfg *Config, version string, log *slog.Logger) (*Host, error) {
 	if err := keys.CheckHostKey(cfg.HostKey); err != nil {
 		return nil, fmt.Errorf("host key: %w", err)
 	}
+	if err := checkAuditLog(cfg.AuditLog); err != nil {
+		return nil, err
+	}
+	if err := checkNATSFiles(cfg.NATS); err != nil {
+		return nil, err
+	}
 	host, err := NewHost(HostOptions{
 		Identity: cfg.Identity, Collective: cfg.Collective, Version: version, Facts: f, Classes: cfg.Classes,
 		Plugins: pl, AuthorizedKeys: cfg.AuthorizedKeys, Policy: cfg.Policy, ActionTimeout: cfg.ActionTimeout.D(), Logger: log,
@@ -162,4 +174,60 @@ func prepare(cfg *Config, version string, log *slog.Logger) (*Host, error) {
 		return nil, err
 	}
 	return host, nil
+}
+
+// checkAuditLog checks, without creating anything, that start-up can
+// open the audit log: an existing one must be a writable file, else the
+// nearest existing directory above it must be writable.
+func checkAuditLog(path string) error {
+	fi, err := os.Stat(path)
+	switch {
+	case err == nil && !fi.Mode().IsRegular():
+		return fmt.Errorf("audit_log: %s is not a regular file (%s)", path, fi.Mode().Type())
+	case err == nil:
+		if err := unix.Access(path, unix.W_OK); err != nil {
+			return fmt.Errorf("audit_log: %s is not writable: %w", path, err)
+		}
+		return nil
+	case !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR):
+		return fmt.Errorf("audit_log: %w", err)
+	}
+	for d := filepath.Dir(path); ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		switch {
+		case err == nil && !fi.IsDir():
+			return fmt.Errorf("audit_log: cannot create %s: %s is not a directory", path, d)
+		case err == nil:
+			if err := unix.Access(d, unix.W_OK); err != nil {
+				return fmt.Errorf("audit_log: cannot create %s: %s is not writable: %w", path, d, err)
+			}
+			return nil
+		case errors.Is(err, syscall.ENOTDIR):
+			continue // a file further up; reported when reached
+		case !errors.Is(err, fs.ErrNotExist):
+			return fmt.Errorf("audit_log: %w", err)
+		}
+		if d == filepath.Dir(d) {
+			return nil
+		}
+	}
+}
+
+// checkNATSFiles checks that the broker credential and TLS files start-up
+// reads can be read.
+func checkNATSFiles(c NATSConfig) error {
+	for _, f := range []struct{ key, path string }{
+		{"nats.creds", c.Creds}, {"nats.password_file", c.PasswordFile},
+		{"nats.ca_file", c.CAFile}, {"nats.cert_file", c.CertFile}, {"nats.key_file", c.KeyFile},
+	} {
+		if f.path == "" {
+			continue
+		}
+		fh, err := os.Open(f.path)
+		if err != nil {
+			return fmt.Errorf("%s: %w", f.key, err)
+		}
+		fh.Close()
+	}
+	return nil
 }

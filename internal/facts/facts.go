@@ -16,6 +16,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/sys/unix"
+
+	"github.com/signetbus/signet/internal/trustfile"
 )
 
 var keyRe = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$`)
@@ -78,9 +80,10 @@ func FromFiles(patterns []string) (map[string]string, error) {
 		}
 		sort.Strings(paths)
 		for _, path := range paths {
-			b, err := os.ReadFile(path)
+			// Facts decide policy conditions: a trust input (trustfile).
+			b, err := trustfile.ReadFile(path, trustfile.Options{What: "fact file"})
 			if err != nil {
-				return nil, fmt.Errorf("fact file: %w", err)
+				return nil, err
 			}
 			var m map[string]any
 			if strings.HasSuffix(path, ".json") {

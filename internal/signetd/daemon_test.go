@@ -103,6 +103,13 @@ func TestDaemonCheckRefusesWhatStartRefuses(t *testing.T) {
 		{name: "bad fact name", lines: []string{`facts: {"bad key": x}`}, want: `facts: invalid fact name "bad key"`},
 		{name: "bad log level", lines: []string{"log: {level: loud}"}, want: `log.level: "loud"`},
 		{name: "unknown plugin", lines: []string{"plugins: {nosuch: {}}"}, want: `plugin "nosuch" is not in this signetd's whitelist`},
+		{name: "audit log below a file", setup: func(t *testing.T, d *daemonFiles) {
+			d.write(t, "audit_log: "+filepath.Join(d.auth, "audit.jsonl"))
+		}, want: "audit_log: " + "cannot create"},
+		{name: "missing nats password file", lines: []string{`nats: {urls: ["nats://127.0.0.1:1"], user: u, password_file: /nonexistent/pw}`},
+			want: "nats.password_file: open /nonexistent/pw"},
+		{name: "missing nats creds", lines: []string{`nats: {urls: ["nats://127.0.0.1:1"], creds: /nonexistent/creds}`},
+			want: "nats.creds: open /nonexistent/creds"},
 		{name: "world-writable policy", setup: func(t *testing.T, d *daemonFiles) {
 			if err := os.Chmod(d.policy, 0o666); err != nil {
 				t.Fatal(err)
