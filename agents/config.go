@@ -12,6 +12,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/signetbus/signet/internal/config"
+	"github.com/signetbus/signet/internal/trustfile"
 )
 
 // Config is signetd's configuration file (YAML). Every field can be left
@@ -84,13 +85,15 @@ type Duration = config.Duration
 
 // LoadConfig reads the config file strictly (an unknown key is an error)
 // and applies SIGNETD_* environment overrides. An empty path means defaults
-// and environment only.
+// and environment only. The config names the trust files, so it is a
+// trust input itself: it is refused when others can write it (see
+// trustfile).
 func LoadConfig(path string) (*Config, error) {
 	cfg := &Config{}
 	if path != "" {
-		b, err := os.ReadFile(path)
+		b, err := trustfile.ReadFile(path, trustfile.Options{What: "config"})
 		if err != nil {
-			return nil, fmt.Errorf("config: %w", err)
+			return nil, err
 		}
 		dec := yaml.NewDecoder(bytes.NewReader(b))
 		dec.KnownFields(true)

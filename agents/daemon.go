@@ -88,29 +88,16 @@ func Run(ctx context.Context, cfg *Config, o RunOptions) error {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("identity", cfg.Identity)
-	if err := bus.CheckIdentity(cfg.Identity); err != nil {
-		return err
-	}
-	hostKey, err := keys.LoadHostKey(cfg.HostKey)
-	if err != nil {
-		return fmt.Errorf("host key: %w", err)
-	}
-	pl, err := LoadPlugins(cfg)
-	if err != nil {
-		return err
-	}
-	f, err := HostFacts(cfg, o.Version)
-	if err != nil {
-		return err
-	}
-	host, err := NewHost(HostOptions{
-		Identity: cfg.Identity, Collective: cfg.Collective, Version: o.Version, Facts: f, Classes: cfg.Classes,
-		Plugins: pl, AuthorizedKeys: cfg.AuthorizedKeys, Policy: cfg.Policy, ActionTimeout: cfg.ActionTimeout.D(), Logger: log,
-	})
+	// The same checks as signetd --check, before any side effect.
+	host, err := prepare(cfg, o.Version, log)
 	if err != nil {
 		return err
 	}
 	defer host.Close()
+	hostKey, err := keys.LoadHostKey(cfg.HostKey)
+	if err != nil {
+		return fmt.Errorf("host key: %w", err)
+	}
 	aud, err := audit.Open(cfg.AuditLog)
 	if err != nil {
 		return err

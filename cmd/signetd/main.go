@@ -1,13 +1,13 @@
-// Command signetd is the host responder. See internal/cli and agents.
+// Command signetd is the host responder. See internal/signetd and agents.
 package main
 
 import (
 	"context"
 	"os"
 
-	"github.com/signetbus/signet/internal/cli"
+	"github.com/signetbus/signet/internal/signetd"
 )
 
 func main() {
-	os.Exit(cli.DaemonMain(context.Background(), os.Args[1:], cli.StdIO()))
+	os.Exit(signetd.Main(context.Background(), os.Args[1:], signetd.StdIO()))
 }

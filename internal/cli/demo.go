@@ -60,6 +60,7 @@ the demo says which and why. See docs/demo.md.`,
 			return demoRun(cmd.Context(), g, o)
 		},
 	}
+	c.AddCommand(newDemoAppCmd())
 	f := c.Flags()
 	f.IntVar(&o.hosts, "hosts", 6, "number of hosts (web1..webN)")
 	f.StringVar(&o.dir, "dir", "", "directory for the fleet (default: a temporary one, removed at the end unless --keep)")
@@ -67,6 +68,24 @@ the demo says which and why. See docs/demo.md.`,
 	f.BoolVar(&o.sandbox, "sandbox", false, "use sandbox backends even where real ones are installed")
 	f.BoolVar(&o.keep, "keep", false, "keep the fleet running after the demo, until Ctrl-C")
 	return c
+}
+
+// newDemoAppCmd is `signet demo app CONFIG`, hidden: the demo's runit
+// services run it to serve the demo web app (stage.AppMain). It is part of
+// the demo, an explicit command of the operator CLI, never of signetd.
+func newDemoAppCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:    "app CONFIG",
+		Short:  "Serve the demo web app (run by the demo's runit services)",
+		Hidden: true,
+		Args:   cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if code := stage.AppMain(args[0]); code != 0 {
+				return &partialFailure{} // AppMain printed why; exit 1
+			}
+			return nil
+		},
+	}
 }
 
 var demoHostRE = regexp.MustCompile(`^web([1-9][0-9]*)$`)
@@ -110,7 +129,12 @@ func demoRun(ctx context.Context, g *globalOptions, o *demoOptions) (err error) 
 
 	fmt.Fprintf(out, "signet demo: %d hosts (web1..web%d, zones a/b/c), app demo %s -> %s\n", o.hosts, o.hosts, demoFrom, demoTo)
 	start := time.Now()
-	st, err := stage.Start(ctx, stage.Options{Dir: dir, Hosts: o.hosts, Versions: []string{demoFrom, demoTo}, Logger: log, Sandbox: o.sandbox})
+	// runit runs the demo app as `signet demo app CONFIG`: this very program.
+	var appCmd []string
+	if exe, err := os.Executable(); err == nil {
+		appCmd = []string{exe, "demo", "app"}
+	}
+	st, err := stage.Start(ctx, stage.Options{Dir: dir, Hosts: o.hosts, Versions: []string{demoFrom, demoTo}, Logger: log, Sandbox: o.sandbox, AppCommand: appCmd})
 	if err != nil {
 		return withHint(err, "run with --sandbox to use stand-ins for the real backends; SIGNET_DEBUG=1 shows the responders' logs")
 	}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -39,6 +40,9 @@ type Spec struct {
 	Stdin []byte
 	// MaxOutput bounds stdout and stderr each; zero means DefaultMaxOutput.
 	MaxOutput int
+	// KillGrace is how long the process group has between SIGTERM and
+	// SIGKILL when the context ends first; zero means DefaultKillGrace.
+	KillGrace time.Duration
 }
 
 // Result is what a finished program left behind.
@@ -70,9 +74,12 @@ func (e *ExitError) Error() string {
 // ErrEmptyArgv is returned for a Spec without a program.
 var ErrEmptyArgv = errors.New("command: empty argument vector")
 
-// Run runs the program and waits for it. The context's deadline kills it.
-// A non-zero exit returns the Result and an *ExitError; a program that could
-// not start returns a nil Result.
+// Run runs the program and waits for it. The program runs in its own
+// process group; when the context ends first, the whole group (the program
+// and every child it left, such as dpkg under apt-get) is sent SIGTERM and,
+// after Spec.KillGrace, SIGKILL, and Run returns the Result and a
+// *TimeoutError naming what was killed. A non-zero exit returns the Result
+// and an *ExitError; a program that could not start returns a nil Result.
 func Run(ctx context.Context, spec Spec) (*Result, error) {
 	if len(spec.Argv) == 0 || spec.Argv[0] == "" {
 		return nil, ErrEmptyArgv
@@ -97,8 +104,25 @@ func Run(ctx context.Context, spec Spec) (*Result, error) {
 	stdout := &limitedBuffer{max: max}
 	stderr := &limitedBuffer{max: max}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
-	cmd.WaitDelay = 2 * time.Second
+	grace := spec.KillGrace
+	if grace <= 0 {
+		grace = DefaultKillGrace
+	}
+	// Its own group, so a timeout reaches the children too.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	start := time.Now()
+	var killed []Proc
+	var ranFor time.Duration
+	cmd.Cancel = func() error {
+		ranFor = time.Since(start)
+		// The leader is not reaped before Cancel returns, so its pid (the
+		// group id) cannot have been reused.
+		killed = killGroup(cmd.Process.Pid, grace)
+		return nil
+	}
+	// After the group is killed, or after the program exits while a child
+	// it left behind holds its output, stop waiting for the output.
+	cmd.WaitDelay = grace + 2*time.Second
 	err := cmd.Run()
 	res := &Result{
 		Argv:      append([]string(nil), spec.Argv...),
@@ -112,8 +136,8 @@ func Run(ctx context.Context, spec Spec) (*Result, error) {
 		res.ExitCode = cmd.ProcessState.ExitCode()
 	}
 	if err != nil {
-		if ctx.Err() != nil {
-			return res, fmt.Errorf("%s: %w", spec.Argv[0], ctx.Err())
+		if ctx.Err() != nil && cmd.Process != nil {
+			return res, &TimeoutError{Program: spec.Argv[0], After: ranFor, PGID: cmd.Process.Pid, Killed: killed, Err: ctx.Err()}
 		}
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/signetbus/signet/internal/grammar"
+	"github.com/signetbus/signet/internal/trustfile"
 )
 
 // Builtin returns the facts every host has.
@@ -77,9 +78,10 @@ func FromFiles(patterns []string) (map[string]string, error) {
 		}
 		sort.Strings(paths)
 		for _, path := range paths {
-			b, err := os.ReadFile(path)
+			// Facts decide policy conditions: a trust input (trustfile).
+			b, err := trustfile.ReadFile(path, trustfile.Options{What: "fact file"})
 			if err != nil {
-				return nil, fmt.Errorf("fact file: %w", err)
+				return nil, err
 			}
 			var m map[string]any
 			if strings.HasSuffix(path, ".json") {

@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"regexp"
 	"strings"
 
 	"golang.org/x/crypto/ssh"
 
 	"github.com/signetbus/signet/internal/grammar"
+	"github.com/signetbus/signet/internal/trustfile"
 )
 
 // ParseError reports a bad line in an authorized_keys or known_hosts file.
@@ -52,11 +52,15 @@ var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$`)
 // options is far shorter.
 const maxLine = 16 << 10
 
-// LoadAuthorizedKeys reads an authorized_keys file; see ParseAuthorizedKeys.
+// LoadAuthorizedKeys reads an authorized_keys file; see
+// ParseAuthorizedKeys. Whoever can write the file can trust any key, so it
+// is refused when group or others can write it or a directory above it,
+// or when it is owned by a user other than root and signetd's own (see
+// trustfile).
 func LoadAuthorizedKeys(path string) ([]Authorized, error) {
-	f, err := os.Open(path)
+	f, err := trustfile.Open(path, trustfile.Options{What: "authorized keys"})
 	if err != nil {
-		return nil, fmt.Errorf("keys: authorized keys: %w", err)
+		return nil, fmt.Errorf("keys: %w", err)
 	}
 	defer f.Close()
 	out, err := ParseAuthorizedKeys(f)

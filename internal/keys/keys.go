@@ -21,6 +21,8 @@ import (
 	"strings"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/signetbus/signet/internal/trustfile"
 )
 
 // ErrKeyType is returned for a key that is not ed25519 or sk-ed25519.
@@ -125,6 +127,11 @@ func LoadSigner(path string, passphrase func() ([]byte, error)) (ssh.Signer, err
 	if err != nil {
 		return nil, err
 	}
+	return parseSigner(path, data, passphrase)
+}
+
+// parseSigner parses the private key file data read from path.
+func parseSigner(path string, data []byte, passphrase func() ([]byte, error)) (ssh.Signer, error) {
 	signer, err := ssh.ParsePrivateKey(data)
 	var missing *ssh.PassphraseMissingError
 	switch {
@@ -150,6 +157,9 @@ func LoadSigner(path string, passphrase func() ([]byte, error)) (ssh.Signer, err
 	return signer, nil
 }
 
+// maxKeyFile bounds a private key file; any real one is far smaller.
+const maxKeyFile = 64 << 10
+
 // readPrivate reads a private key file after checking that only its owner
 // can read it.
 func readPrivate(path string) ([]byte, error) {
@@ -168,7 +178,6 @@ func readPrivate(path string) ([]byte, error) {
 	if fi.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("keys: private key %s has mode %04o: group and others must not have access\nhint: chmod 600 %s", path, fi.Mode().Perm(), path)
 	}
-	const maxKeyFile = 64 << 10
 	data, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
 	if err != nil {
 		return nil, fmt.Errorf("keys: read %s: %w", path, err)
@@ -183,8 +192,12 @@ func readPrivate(path string) ([]byte, error) {
 // (unencrypted, 0600). A new key also gets a path+".pub" file, whose line
 // operators add to their known_hosts with FormatKnownHost. The parent
 // directory is created (0700) when missing.
+//
+// The key is a trust input: it is refused when group or others can read
+// or write it, when it is owned by a user other than root and signetd's
+// own, or when a directory above it is open to others (see trustfile).
 func LoadHostKey(path string) (ssh.Signer, error) {
-	signer, err := LoadSigner(path, nil)
+	signer, err := loadHostKey(path)
 	if err == nil {
 		return signer, nil
 	}
@@ -198,9 +211,28 @@ func LoadHostKey(path string) (ssh.Signer, error) {
 	if _, err := Generate(path, "signetd@"+host, nil); err != nil {
 		return nil, fmt.Errorf("keys: create host key: %w", err)
 	}
-	signer, err = LoadSigner(path, nil)
+	signer, err = loadHostKey(path)
 	if err != nil {
 		return nil, fmt.Errorf("keys: host key: %w", err)
 	}
 	return signer, nil
+}
+
+// CheckHostKey checks the host key as LoadHostKey would load it, without
+// creating it: a missing key is not an error (start-up creates it), a
+// loose or unparsable one is.
+func CheckHostKey(path string) error {
+	_, err := loadHostKey(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+func loadHostKey(path string) (ssh.Signer, error) {
+	data, err := trustfile.ReadFile(path, trustfile.Options{What: "host key", Private: true, MaxBytes: maxKeyFile})
+	if err != nil {
+		return nil, err
+	}
+	return parseSigner(path, data, nil)
 }

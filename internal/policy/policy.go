@@ -32,7 +32,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -40,6 +39,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/signetbus/signet/internal/grammar"
+	"github.com/signetbus/signet/internal/trustfile"
 )
 
 // Policy is a parsed policy file.
@@ -96,9 +96,12 @@ type Decision struct {
 // nameRe is the grammar of a rule's own name (not an agent name).
 var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:,*-]{0,127}$`)
 
-// Load reads and parses a policy file.
+// Load reads and parses a policy file. Whoever can write the policy can
+// allow themselves anything, so it is refused when group or others can
+// write it or a directory above it, or when it is owned by a user other
+// than root and signetd's own (see trustfile).
 func Load(path string) (*Policy, error) {
-	data, err := os.ReadFile(path)
+	data, err := trustfile.ReadFile(path, trustfile.Options{What: "policy"})
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}

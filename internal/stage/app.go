@@ -19,19 +19,6 @@ import (
 	"time"
 )
 
-// appEnv names the app config file when a binary that links this package
-// is run as the demo app (by the runit run script the stage writes).
-const appEnv = "SIGNET_STAGE_APP"
-
-// The demo app is this very binary (signet, or a test binary) re-executed
-// by runit with SIGNET_STAGE_APP set: no compiler and no extra program are
-// needed. The variable is only ever set by the stage's run scripts.
-func init() {
-	if p := os.Getenv(appEnv); p != "" {
-		os.Exit(appMain(p))
-	}
-}
-
 // appConfig is what one host's app needs, written next to its run script.
 type appConfig struct {
 	Identity string `json:"identity"`
@@ -44,7 +31,11 @@ type appConfig struct {
 	BrokenFile string `json:"broken_file"`
 }
 
-func appMain(path string) int {
+// AppMain runs the demo web app with the config file the stage wrote at
+// path, until SIGTERM or an interrupt, and returns an exit code. It is
+// what Options.AppCommand must run: `signet demo app PATH` calls it, and
+// stagetest makes a test binary call it.
+func AppMain(path string) int {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "signet stage app: %v\n", err)

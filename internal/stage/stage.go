@@ -15,7 +15,7 @@
 //
 //	root/                 the host's dpkg/apt root; the package installs
 //	                      root/opt/APP/VERSION, which the app serves
-//	service/APP/          the runit service: run, app.json, app -> this binary
+//	service/APP/          the runit service: run (Options.AppCommand), app.json
 //	app.log               the app's output (runit)
 //
 // The app answers GET /version with the installed version ("1.1") and GET /
@@ -74,6 +74,12 @@ type Options struct {
 	Logger *slog.Logger
 	// Sandbox forces sandbox backends even where real ones are installed.
 	Sandbox bool
+	// AppCommand is the program and arguments that run the demo app
+	// under runit; the stage appends the path of the app's config, and the
+	// program must call AppMain with it. signet passes its own executable
+	// with "demo app"; tests use stagetest.AppCommand. Empty sandboxes the
+	// service backend: nothing could run the app.
+	AppCommand []string
 }
 
 // Backend names, the keys of Stage.Backends.
@@ -127,15 +133,16 @@ type Stage struct {
 	Backends map[string]string
 	Hosts    []*Host
 
-	dir      string
-	log      *slog.Logger
-	router   *router
-	daemons  []*daemon // haproxy, alertmanager
-	sockDir  string    // short directory for the HAProxy socket, removed by Stop
-	sandbox  *sandboxState
-	client   *http.Client
-	stopOnce sync.Once
-	stopErr  error
+	dir       string
+	runScript string // the runit run script of every host's app
+	log       *slog.Logger
+	router    *router
+	daemons   []*daemon // haproxy, alertmanager
+	sockDir   string    // short directory for the HAProxy socket, removed by Stop
+	sandbox   *sandboxState
+	client    *http.Client
+	stopOnce  sync.Once
+	stopErr   error
 }
 
 var (
@@ -188,6 +195,9 @@ func Start(ctx context.Context, o Options) (_ *Stage, err error) {
 	}
 	s := &Stage{App: o.App, Versions: o.Versions, Env: "lab", dir: dir, log: o.Logger,
 		Backends: Detect(o.Sandbox), client: &http.Client{Timeout: 3 * time.Second}}
+	if err := s.useAppCommand(o.AppCommand); err != nil {
+		return nil, err
+	}
 	defer func() {
 		if err != nil {
 			s.Stop()
@@ -394,12 +404,36 @@ func (s *Stage) installFirst(ctx context.Context, h *Host, cfg json.RawMessage) 
 	return err
 }
 
-// runScript is every host's runit run script: the app is this binary,
-// linked as ./app, reading ./app.json. Nothing in it comes from outside.
-const runScript = `#!/bin/sh
-exec 2>&1
-exec env ` + appEnv + `=./app.json ./app
-`
+// useAppCommand prepares the run script of real runit services, or
+// sandboxes the service backend when no program can run the app.
+func (s *Stage) useAppCommand(argv []string) error {
+	if !s.Real(BackendService) {
+		return nil
+	}
+	if len(argv) == 0 {
+		s.Backends[BackendService] = "sandbox: no program to run the demo app under runit (Options.AppCommand)"
+		return nil
+	}
+	var err error
+	s.runScript, err = appRunScript(argv)
+	return err
+}
+
+// appRunScript is every host's runit run script: it runs argv with the
+// host's ./app.json. Each word is single-quoted for the shell; argv comes
+// from the program that started the stage, never from outside.
+func appRunScript(argv []string) (string, error) {
+	var b strings.Builder
+	b.WriteString("#!/bin/sh\nexec 2>&1\nexec")
+	for _, a := range argv {
+		if a == "" || strings.ContainsAny(a, "\x00\n") {
+			return "", fmt.Errorf("stage: app command: %q cannot go into a run script", a)
+		}
+		b.WriteString(" '" + strings.ReplaceAll(a, "'", `'\''`) + "'")
+	}
+	b.WriteString(" ./app.json\n")
+	return b.String(), nil
+}
 
 // startServices starts one runsvdir per host (or the sandbox apps).
 func (s *Stage) startServices(ctx context.Context) error {
@@ -412,10 +446,6 @@ func (s *Stage) startServices(ctx context.Context) error {
 		}
 		return nil
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("stage: find this program to run as the app: %w", err)
-	}
 	for _, h := range s.Hosts {
 		sd := filepath.Join(h.ServiceDir, s.App)
 		if err := os.MkdirAll(sd, 0o755); err != nil {
@@ -425,12 +455,7 @@ func (s *Stage) startServices(ctx context.Context) error {
 		if err := os.WriteFile(filepath.Join(sd, "app.json"), cfg, 0o644); err != nil {
 			return err
 		}
-		if err := os.WriteFile(filepath.Join(sd, "run"), []byte(runScript), 0o755); err != nil {
-			return err
-		}
-		link := filepath.Join(sd, "app")
-		os.Remove(link)
-		if err := os.Symlink(exe, link); err != nil {
+		if err := os.WriteFile(filepath.Join(sd, "run"), []byte(s.runScript), 0o755); err != nil {
 			return err
 		}
 		d, err := startDaemon("runsvdir "+h.Identity, []string{"runsvdir", h.ServiceDir}, filepath.Join(filepath.Dir(h.ServiceDir), "app.log"), syscall.SIGHUP)

@@ -29,7 +29,7 @@ func startStage(t *testing.T, hosts int, real bool) *Stage {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	s, err := Start(ctx, Options{Dir: t.TempDir(), Hosts: hosts, Sandbox: !real})
+	s, err := Start(ctx, Options{Dir: t.TempDir(), Hosts: hosts, Sandbox: !real, AppCommand: testAppCommand(t)})
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/signetbus/signet/internal/stage"
+	"github.com/signetbus/signet/internal/stage/stagetest"
 	"github.com/signetbus/signet/workflows"
 	"github.com/signetbus/signet/workflows/deploy"
 )
@@ -48,7 +49,7 @@ func startStage(t *testing.T) *stage.Stage {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	s, err := stage.Start(ctx, stage.Options{Dir: t.TempDir(), Hosts: hosts})
+	s, err := stage.Start(ctx, stage.Options{Dir: t.TempDir(), Hosts: hosts, AppCommand: stagetest.AppCommand()})
 	if err != nil {
 		t.Fatalf("start the stage: %v", err)
 	}

@@ -36,6 +36,7 @@ import (
 
 	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/internal/stage"
+	"github.com/signetbus/signet/internal/stage/stagetest"
 )
 
 // fleet is the stage every test shares; started on first use by
@@ -107,7 +108,7 @@ func startFleet() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	log := slog.New(slog.NewJSONHandler(fleet.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	s, err := stage.Start(ctx, stage.Options{Dir: dir, Hosts: 3, Logger: log})
+	s, err := stage.Start(ctx, stage.Options{Dir: dir, Hosts: 3, Logger: log, AppCommand: stagetest.AppCommand()})
 	if err != nil {
 		fleet.err = err
 		return
