@@ -25,9 +25,11 @@ const (
 	// targets are too many for one broadcast and each host is sent its
 	// chunk on its own subject.
 	directChunk = 64
-	// maxResends bounds how often a request is sent again to a host that
-	// has not answered, after a reconnect or a "no responders" status.
-	maxResends = 5
+	// maxReconnectResends bounds how often a request is sent again to the
+	// hosts that have not answered after the connection to the broker was
+	// re-established. Resends after a "no responders" status are bounded
+	// by the timeout and the backoff instead.
+	maxReconnectResends = 3
 )
 
 // targetBytes is the size of targets in a request's JSON.
@@ -65,7 +67,8 @@ type hostState struct {
 	tentative    *Result
 	inbox        string
 	noResponders bool
-	resends      int
+	resends      int // after "no responders"
+	reconnects   int // after a reconnect
 	resendAt     time.Time
 }
 
@@ -229,10 +232,6 @@ func (c *Client) send(ctx context.Context, q Query, targets []string, broadcast 
 	unexpected := map[string][]byte{}
 	warned := map[string]bool{}
 	resend := func(st *hostState, host string) error {
-		if st.resends >= maxResends {
-			return nil
-		}
-		st.resends++
 		st.resendAt = time.Time{}
 		return publish(st.sent, host)
 	}
@@ -246,11 +245,12 @@ wait:
 				// is not (yet) connected. Send again with backoff.
 				for _, h := range byInbox[rp.inbox] {
 					st := hosts[h]
-					if st.result >= 0 || st.resends >= maxResends {
+					if st.result >= 0 || !st.resendAt.IsZero() {
 						continue
 					}
 					st.noResponders = true
 					st.resendAt = c.cfg.Now().Add(backoff(st.resends))
+					st.resends++
 				}
 			case rp.r.Status == ResultForged || rp.r.Status == ResultUnknownHost:
 				// Never satisfies an expected host: the real one may still answer.
@@ -318,9 +318,10 @@ wait:
 				reconnects = n
 				again := map[*sentRequest]bool{}
 				for h, st := range hosts {
-					if st.result >= 0 || st.sent == nil || st.resends >= maxResends {
+					if st.result >= 0 || st.sent == nil || st.reconnects >= maxReconnectResends {
 						continue
 					}
+					st.reconnects++
 					if st.sent.subject != "" {
 						if !again[st.sent] {
 							again[st.sent] = true
@@ -368,7 +369,7 @@ wait:
 			add(*st.tentative)
 		case open:
 		case st.noResponders && ctx.Err() == nil:
-			add(Result{Identity: id, Status: ResultNoResponse, Error: fmt.Sprintf("no responders: %s is not connected to the broker (sent %s in %s)", id, times(st.resends+1), now.Sub(sentAt).Round(time.Millisecond))})
+			add(Result{Identity: id, Status: ResultNoResponse, Error: fmt.Sprintf("no responders: %s is not connected to the broker (sent %s in %s)", id, times(st.resends+st.reconnects+1), now.Sub(sentAt).Round(time.Millisecond))})
 		default:
 			add(Result{Identity: id, Status: ResultNoResponse, Error: why})
 		}
