@@ -231,8 +231,15 @@ func (c *Client) send(ctx context.Context, q Query, targets []string, broadcast 
 	defer tick.Stop()
 	unexpected := map[string][]byte{}
 	warned := map[string]bool{}
+	due := 0 // hosts with a resend scheduled
+	unschedule := func(st *hostState) {
+		if !st.resendAt.IsZero() {
+			st.resendAt = time.Time{}
+			due--
+		}
+	}
 	resend := func(st *hostState, host string) error {
-		st.resendAt = time.Time{}
+		unschedule(st)
 		return publish(st.sent, host)
 	}
 wait:
@@ -250,6 +257,7 @@ wait:
 					}
 					st.noResponders = true
 					st.resendAt = c.cfg.Now().Add(backoff(st.resends))
+					due++
 					st.resends++
 				}
 			case rp.r.Status == ResultForged || rp.r.Status == ResultUnknownHost:
@@ -288,6 +296,7 @@ wait:
 					continue
 				}
 				if st.result < 0 {
+					unschedule(st)
 					st.frame = rp.frame
 					st.result = add(rp.r)
 					if !open {
@@ -337,11 +346,23 @@ wait:
 				}
 				continue
 			}
+			again := map[*sentRequest]bool{}
 			for h, st := range hosts {
-				if !st.resendAt.IsZero() && !now.Before(st.resendAt) && st.result < 0 {
-					if err := resend(st, h); err != nil {
-						return err
+				if due == 0 {
+					break
+				}
+				if st.resendAt.IsZero() || now.Before(st.resendAt) {
+					continue
+				}
+				if st.sent.subject != "" { // a broadcast goes out once for all its hosts
+					if again[st.sent] {
+						unschedule(st)
+						continue
 					}
+					again[st.sent] = true
+				}
+				if err := resend(st, h); err != nil {
+					return err
 				}
 			}
 		case <-timer.C:
