@@ -30,6 +30,8 @@ func checkBinding(rep *Reply, s *sentRequest) error {
 	switch {
 	case rep.RequestID != s.req.ID:
 		return fmt.Errorf("it answers request %s", rep.RequestID)
+	case rep.RequestDigest == "":
+		return fmt.Errorf("it carries no request digest (is the host's signetd older than this client?)")
 	case rep.RequestDigest != s.digest:
 		return fmt.Errorf("it answers a different copy of request %s (digest %.12s, want %.12s)", rep.RequestID, rep.RequestDigest, s.digest)
 	case rep.Agent != s.req.Agent || rep.Action != s.req.Action:

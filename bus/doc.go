@@ -87,27 +87,32 @@
 // 253 bytes, so each costs its length plus 3 bytes. The client sends the
 // hosts of one call in one of two ways:
 //
-//   - When the whole list takes at most 16 KiB (about 700 names of 20
-//     characters, at least 64 of the longest), one signed request names
-//     them all and is published once on COLLECTIVE.agent.AGENT. Every host
-//     with the agent receives at most 16 KiB; a host that is not named
-//     drops it (before it spends a signature verify on it, see the
-//     responder), a named host verifies one signature.
+//   - When the whole list takes at most 2 KiB (about 90 names of 20
+//     characters), one signed request names them all and is published
+//     once on COLLECTIVE.agent.AGENT. Every host with the agent receives
+//     it; a host that is not named drops it (before it spends a signature
+//     verify on it, see the responder), a named host verifies one
+//     signature over at most 2 KiB of names.
 //   - Otherwise the hosts are split into chunks of 64, each chunk signed
 //     as its own request (its own id) and published to each of its hosts'
 //     own subjects COLLECTIVE.node.IDENTITY. Each host receives exactly one
-//     message naming at most 64 hosts (at most 16 KiB).
+//     message naming at most 64 hosts (at most 16 KiB with the longest
+//     names, about 1.5 KiB with 20-character ones); hosts outside the
+//     call receive nothing.
 //
-// Either way a request frame stays under 16 KiB of targets plus the
+// Either way a request frame holds at most 16 KiB of targets plus the
 // parameters, filter and about 300 bytes of envelope and signature, well
-// under the responder's default MaxRequestBytes of 64 KiB. Broadcasting
-// every chunk instead would deliver the whole list to every host: for
-// 10,000 hosts of 20-character names that is 230 KB per host and 2.3 GB
+// under the responder's default MaxRequestBytes of 64 KiB. Why not one
+// list, or broadcast chunks: every host would receive, and every named
+// host parse and hash, the whole list, which costs the fleet O(hosts²) -
+// for 10,000 hosts of 20-character names 230 KB per host and 2.3 GB
 // leaving the broker per call. With chunks of 64 the same call costs the
 // client 157 signatures (about 8 ms with a key file, longer with
 // ssh-agent) and 10,000 publishes of about 1.9 KB (19 MB), and each host
-// one message and one verify. Batches (--batch) always use the hosts' own
-// subjects.
+// one small message and one verify. The 2 KiB bound for a single
+// broadcast was chosen by measurement (test/bench): with 1,000 responders
+// a 12 KB list made the fan-out slower than chunks. Batches (--batch)
+// always use the hosts' own subjects.
 //
 // # Lost messages
 //

@@ -19,8 +19,11 @@ import (
 // documentation).
 const (
 	// maxBroadcastTargetBytes bounds the encoded target list of a request
-	// published once on a broadcast subject: every host receives it.
-	maxBroadcastTargetBytes = 16 << 10
+	// published once on a broadcast subject: every host with the agent
+	// receives, and every named host parses and hashes, the whole list, so
+	// a long list costs the fleet O(hosts²); beyond it each host gets a
+	// chunk on its own subject.
+	maxBroadcastTargetBytes = 2 << 10
 	// directChunk is how many hosts one signed request names when the
 	// targets are too many for one broadcast and each host is sent its
 	// chunk on its own subject.
