@@ -24,6 +24,11 @@ type sentRequest struct {
 
 // checkBinding reports why a verified reply does not answer req, or nil.
 func checkBinding(rep *Reply, s *sentRequest) error {
+	if rep.RequestID == "" && rep.Agent == "" && rep.Action == "" && rep.Status == StatusRefused && rep.RequestDigest == s.digest {
+		// A refusal of bytes the host did not parse (too large): the
+		// digest alone binds it to the frame, and it is never a success.
+		return nil
+	}
 	if err := CheckID(rep.RequestID); err != nil {
 		return err
 	}

@@ -429,7 +429,7 @@ func TestNoResponseAndShutdownFinishesInFlight(t *testing.T) {
 		t.Fatalf("got %s", got)
 	}
 	// Nobody listens on their subjects any more: the broker says so.
-	if !strings.Contains(out.Results[0].Error, "web1 is not connected to the broker") {
+	if !strings.Contains(out.Results[0].Error, "nothing listens on web1's subject") {
 		t.Fatalf("error %q", out.Results[0].Error)
 	}
 }

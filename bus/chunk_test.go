@@ -70,7 +70,7 @@ func TestLargeExpectedListIsChunked(t *testing.T) {
 		t.Fatalf("ok=%d failed=%d no response=%d", ok, failed, nr)
 	}
 	for _, r := range out.Results {
-		if r.Status == ResultNoResponse && !strings.Contains(r.Error, "is not connected to the broker") {
+		if r.Status == ResultNoResponse && !strings.Contains(r.Error, "the host is not connected") {
 			t.Fatalf("%s: %s", r.Identity, r.Error)
 		}
 	}

@@ -155,3 +155,35 @@ func TestRefusalOfGarbledCopyDoesNotWin(t *testing.T) {
 		t.Fatalf("warnings %q", out.Warnings)
 	}
 }
+
+func TestCheckBinding(t *testing.T) {
+	req := &Request{ID: NewID(), Agent: "package", Action: "update"}
+	s := &sentRequest{req: req, digest: FrameDigest([]byte("frame"))}
+	good := Reply{RequestID: req.ID, Agent: "package", Action: "update", RequestDigest: s.digest, Status: StatusOK}
+	cases := []struct {
+		name string
+		edit func(*Reply)
+		ok   bool
+	}{
+		{"bound", func(*Reply) {}, true},
+		{"empty id", func(r *Reply) { r.RequestID = "" }, false},
+		{"empty id, digest only, ok", func(r *Reply) { r.RequestID, r.Agent, r.Action = "", "", "" }, false},
+		{"digest only refusal of unparsed bytes", func(r *Reply) { r.RequestID, r.Agent, r.Action, r.Status = "", "", "", StatusRefused }, true},
+		{"digest only refusal of other bytes", func(r *Reply) {
+			r.RequestID, r.Agent, r.Action, r.Status, r.RequestDigest = "", "", "", StatusRefused, FrameDigest([]byte("other"))
+		}, false},
+		{"uppercase id", func(r *Reply) { r.RequestID = strings.ToUpper(r.RequestID) }, false},
+		{"other id", func(r *Reply) { r.RequestID = NewID() }, false},
+		{"no digest", func(r *Reply) { r.RequestDigest = "" }, false},
+		{"other digest", func(r *Reply) { r.RequestDigest = FrameDigest([]byte("copy")) }, false},
+		{"other agent", func(r *Reply) { r.Agent = "service" }, false},
+		{"other action", func(r *Reply) { r.Action = "remove" }, false},
+	}
+	for _, c := range cases {
+		rep := good
+		c.edit(&rep)
+		if err := checkBinding(&rep, s); (err == nil) != c.ok {
+			t.Errorf("%s: err = %v, want ok=%v", c.name, err, c.ok)
+		}
+	}
+}

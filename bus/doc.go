@@ -122,7 +122,7 @@
 // one); a broadcast that reaches no one gets it too. The client then sends
 // the same signed frame again with backoff (250 ms doubling to 2 s) until
 // the host answers or the timeout passes, and reports a host that never
-// came as "no responders: HOST is not connected to the broker". When the
+// came as "no responders: nothing listens on HOST's subject". When the
 // client's connection to the broker comes back while hosts are pending
 // (nats.go counts reconnects; the client polls the count, so it composes
 // with any reconnect handler the caller set), the request or its reply may

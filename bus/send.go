@@ -107,6 +107,7 @@ func (c *Client) send(ctx context.Context, q Query, targets []string, broadcast 
 
 	var sent []*sentRequest
 	byID := map[string]*sentRequest{}
+	byDigest := map[string]*sentRequest{}
 	hosts := make(map[string]*hostState, len(targets))
 	byInbox := map[string][]string{}
 	parts, once := chunks(targets, broadcast)
@@ -150,6 +151,7 @@ func (c *Client) send(ctx context.Context, q Query, targets []string, broadcast 
 		}
 		sent = append(sent, s)
 		byID[req.ID] = s
+		byDigest[s.digest] = s
 	}
 	open := len(targets) == 0
 	pending := len(targets)
@@ -215,7 +217,7 @@ func (c *Client) send(ctx context.Context, q Query, targets []string, broadcast 
 					}
 					rp = reply{noResponders: true, inbox: m.Subject}
 				} else {
-					rp = c.checkReply(m.Data, byID)
+					rp = c.checkReply(m.Data, byID, byDigest)
 					rp.r.Elapsed = c.cfg.Now().Sub(sentAt)
 				}
 				select {
@@ -393,7 +395,7 @@ wait:
 			add(*st.tentative)
 		case open:
 		case st.noResponders && ctx.Err() == nil:
-			add(Result{Identity: id, Status: ResultNoResponse, Error: fmt.Sprintf("no responders: %s is not connected to the broker (sent %s in %s)", id, times(st.resends+st.reconnects+1), now.Sub(sentAt).Round(time.Millisecond))})
+			add(Result{Identity: id, Status: ResultNoResponse, Error: fmt.Sprintf("no responders: nothing listens on %s's subject, the host is not connected (sent %s in %s)", id, times(st.resends+st.reconnects+1), now.Sub(sentAt).Round(time.Millisecond))})
 		default:
 			add(Result{Identity: id, Status: ResultNoResponse, Error: why})
 		}
@@ -408,12 +410,15 @@ func backoff(n int) time.Duration {
 }
 
 // checkReply verifies a reply frame and finds the request it answers.
-func (c *Client) checkReply(frame []byte, byID map[string]*sentRequest) reply {
+func (c *Client) checkReply(frame []byte, byID, byDigest map[string]*sentRequest) reply {
 	r, rep := c.verifySigned(frame)
 	if rep == nil {
 		return reply{r: r}
 	}
 	s := byID[rep.RequestID]
+	if s == nil && rep.RequestID == "" {
+		s = byDigest[rep.RequestDigest]
+	}
 	if s == nil {
 		err := CheckID(rep.RequestID)
 		if err == nil {
