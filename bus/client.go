@@ -90,7 +90,9 @@ type Query struct {
 	// Batch sends to this many hosts at a time, sleeping BatchSleep between.
 	Batch      int
 	BatchSleep time.Duration
-	// OnResult, if set, is called for each result as it arrives.
+	// OnResult, if set, is called for each result as it arrives. A host
+	// whose result changes (a second, different signed reply makes it
+	// failed: conflicting signed replies) is reported again.
 	OnResult func(Result)
 	// OnSigned, if set, is called with each signed request frame before it
 	// is sent (signet rpc --record keeps them for later verification).
