@@ -15,10 +15,34 @@
 // # Request
 //
 // The payload is JSON with the fields of Request: protocol version, a random
-// 128-bit id, the sender (claimed user and key fingerprint), collective,
+// 128-bit id (exactly 32 lowercase hex digits, see CheckID: both sides
+// refuse anything else, an empty id above all), the sender (claimed user and key fingerprint), collective,
 // agent, action, parameters, filter, direct targets, creation time (Unix ms)
 // and TTL (seconds). Unknown fields are refused: a host never ignores part
 // of a signed command it does not understand.
+//
+// # Reply binding
+//
+// Every signed reply, accepted or refused, carries the request's id, agent
+// and action (when the request parsed) and request_digest: the lowercase
+// hex SHA-256 of the exact request frame the host received (FrameDigest).
+// The client takes a verified reply as a host's answer only if its digest
+// is the digest of a frame the client sent, and its id, agent and action
+// are that request's. A reply that fails the binding (a reply harvested
+// from another request, a reply with an empty id, the host's refusal of a
+// copy of the request that a broker user republished with a broken
+// signature) is never a result: the client counts it as a warning ("a
+// reply that does not answer this request was received from HOST:
+// possible tampering") and the host stays pending.
+//
+// Refusals with code replay or in_progress are not final: the host saw
+// these exact bytes before or is still running them, so the real answer
+// may still come. They never satisfy a pending host; if nothing else comes
+// before the timeout the host is reported with that refusal. The same
+// signed reply received twice counts once. Two different final, bound
+// replies signed by one host for one request make that host's result
+// failed ("conflicting signed replies from HOST"), never ok: only the
+// host's key can make them, and the client does not let either one win.
 //
 // # Checks on the host
 //
@@ -28,7 +52,8 @@
 // dated in the future beyond the clock skew; not expired; a direct request
 // names this host; the filter matches; the id was not seen before (replay
 // cache, bounded, entries kept until the request could no longer pass the
-// freshness check). The cache is in memory, so a responder refuses requests
+// freshness check); the id is 32 lowercase hex digits (checked right after
+// parsing). The cache is in memory, so a responder refuses requests
 // signed before it started: a restart cannot reopen the replay window. Then policy and parameter validation in the handler.
 // Every refusal is answered with a signed reply carrying a code and a reason
 // and is audited; only bytes that are not a frame at all are dropped
@@ -49,10 +74,74 @@
 //
 // Responders publish a Registration in the JetStream key-value bucket
 // signet_registry_COLLECTIVE, refreshed well within the bucket's TTL and
-// deleted on clean shutdown. Clients use it to know which hosts must answer,
-// so a request finishes when the last expected host has replied (plus a
-// short linger, twice the fleet's answer time within 20-200ms, for hosts
-// missing from the registry); hosts that did not are reported by name as
-// "no response". Without a registry the
-// client discovers hosts with a broadcast rpcutil ping.
+// deleted on clean shutdown. Clients use it to know which hosts must
+// answer: the signed request names them (Request.Targets), so a host that
+// matches the filter but is not in the registry (an expired or deleted
+// entry) does not run it, and the request finishes when the last named
+// host has replied; hosts that did not are reported by name as "no
+// response". There is no linger. A verified reply from a host that the
+// request did not name (an old responder, or one that misbehaves) is
+// reported with status "unexpected" and counts as a failure, so the exit
+// code shows it. Without a registry the client discovers hosts with a
+// broadcast rpcutil ping (an open broadcast, the only one) and then names
+// the hosts that answered.
+//
+// # Targets and large fleets
+//
+// Wire form: Request.Targets is a JSON array of identities, each at most
+// 253 bytes, so each costs its length plus 3 bytes. The client sends the
+// hosts of one call in one of two ways:
+//
+//   - When the whole list takes at most 2 KiB (about 90 names of 20
+//     characters), one signed request names them all and is published
+//     once on COLLECTIVE.agent.AGENT. Every host with the agent receives
+//     it; a host that is not named drops it (before it spends a signature
+//     verify on it, see the responder), a named host verifies one
+//     signature over at most 2 KiB of names.
+//   - Otherwise the hosts are split into chunks of 64, each chunk signed
+//     as its own request (its own id) and published to each of its hosts'
+//     own subjects COLLECTIVE.node.IDENTITY. Each host receives exactly one
+//     message naming at most 64 hosts (at most 16 KiB with the longest
+//     names, about 1.5 KiB with 20-character ones); hosts outside the
+//     call receive nothing.
+//
+// Either way a request frame holds at most 16 KiB of targets plus the
+// parameters, filter and about 300 bytes of envelope and signature, well
+// under the responder's default MaxRequestBytes of 64 KiB. Why not one
+// list, or broadcast chunks: every host would receive, and every named
+// host parse and hash, the whole list, which costs the fleet O(hosts²) -
+// for 10,000 hosts of 20-character names 230 KB per host and 2.3 GB
+// leaving the broker per call. With chunks of 64 the same call costs the
+// client 157 signatures (about 8 ms with a key file, longer with
+// ssh-agent) and 10,000 publishes of about 1.9 KB (19 MB), and each host
+// one small message and one verify. The 2 KiB bound for a single
+// broadcast was chosen by measurement (test/bench): with 1,000 responders
+// a 12 KB list made the fan-out slower than chunks. Batches (--batch)
+// always use the hosts' own subjects.
+//
+// # Lost messages
+//
+// A request sent to a host's own subject while the host is not connected
+// gets the broker's "no responders" status on the reply subject (each host
+// of a direct send has its own reply subject, so the client knows which
+// one); a broadcast that reaches no one gets it too. The client then sends
+// the same signed frame again with backoff (250 ms doubling to 2 s) until
+// the host answers or the timeout passes, and reports a host that never
+// came as "no responders: nothing listens on HOST's subject". When the
+// client's connection to the broker comes back while hosts are pending
+// (nats.go counts reconnects; the client polls the count, so it composes
+// with any reconnect handler the caller set), the request or its reply may
+// have been lost: the client sends the same frame again to the pending
+// hosts, at most three times. This is safe because a host never runs one
+// request id twice: a host that never got it runs it, one that ran it
+// answers with its kept reply or refuses the copy as a replay or in
+// progress, which are not final (see Reply binding).
+//
+// A host that does not answer is reported with the time the client really
+// waited: "no response within 10s of sending (12.1s since the query
+// started)", discovery included.
+//
+// When the context ends (the operator pressed ^C), Do returns the results
+// collected so far with the error, for broadcasts and direct requests
+// alike.
 package bus

@@ -3,6 +3,7 @@ package bus
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -77,6 +78,7 @@ const (
 	CodeFuture        = "future"
 	CodeTTL           = "ttl_too_long"
 	CodeReplay        = "replay"
+	CodeInProgress    = "in_progress"
 	CodeWrongHost     = "not_targeted"
 	CodeCollective    = "wrong_collective"
 	CodeVersion       = "version"
@@ -108,6 +110,18 @@ type Reply struct {
 	Time int64 `json:"time"`
 	// DurationMS is how long the action took.
 	DurationMS int64 `json:"duration_ms"`
+	// RequestDigest is FrameDigest of the exact request frame the host
+	// received: it binds the reply to one signed request, so a reply to a
+	// copy with another signature, or to another request, cannot stand
+	// in for the answer.
+	RequestDigest string `json:"request_digest,omitempty"`
+}
+
+// FrameDigest is the lowercase hex SHA-256 of a request frame, as carried
+// in Reply.RequestDigest.
+func FrameDigest(frame []byte) string {
+	sum := sha256.Sum256(frame)
+	return hex.EncodeToString(sum[:])
 }
 
 // NewID returns a random 128-bit request id.

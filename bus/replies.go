@@ -51,22 +51,39 @@ func (m *replyMux) route(msg *nats.Msg) {
 	}
 }
 
-// open registers a new inbox and returns it with its queue; close it when
-// the request is done.
-func (m *replyMux) open() (string, *replyQueue, func(), error) {
+// inboxes is a set of reply subjects that feed one queue, so that a
+// request sent to many hosts can tell which host's publish a "no
+// responders" status answers.
+type inboxes struct {
+	m      *replyMux
+	q      *replyQueue
+	tokens []string
+}
+
+// open returns an empty set of inboxes; close it when the request is done.
+func (m *replyMux) open() (*inboxes, error) {
 	if err := m.start(); err != nil {
-		return "", nil, nil, err
+		return nil, err
 	}
+	return &inboxes{m: m, q: &replyQueue{notify: make(chan struct{}, 1)}}, nil
+}
+
+// add registers a new inbox of the set and returns its subject.
+func (s *inboxes) add() string {
 	token := nuid.Next()
-	q := &replyQueue{notify: make(chan struct{}, 1)}
-	m.mu.Lock()
-	m.routes[token] = q
-	m.mu.Unlock()
-	return m.prefix + "." + token, q, func() {
-		m.mu.Lock()
-		delete(m.routes, token)
-		m.mu.Unlock()
-	}, nil
+	s.m.mu.Lock()
+	s.m.routes[token] = s.q
+	s.m.mu.Unlock()
+	s.tokens = append(s.tokens, token)
+	return s.m.prefix + "." + token
+}
+
+func (s *inboxes) close() {
+	s.m.mu.Lock()
+	for _, t := range s.tokens {
+		delete(s.m.routes, t)
+	}
+	s.m.mu.Unlock()
 }
 
 // replyQueue is an unbounded queue of replies: a burst of thousands waits

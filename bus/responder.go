@@ -243,6 +243,7 @@ func (r *Responder) handle(m *nats.Msg, direct bool) {
 		rep.Identity = node.Identity
 		rep.Time = r.cfg.Now().UnixMilli()
 		rep.DurationMS = rec.DurationMS
+		bindReply(rep, m.Data)
 		frame, err := SignReply(r.cfg.HostKey, rep)
 		if err != nil {
 			r.log.Error("sign reply", "request_id", rep.RequestID, "err", err)
@@ -276,6 +277,10 @@ func (r *Responder) handle(m *nats.Msg, direct bool) {
 	}
 	rec.RequestID, rec.User, rec.Key = req.ID, req.Sender.User, req.Sender.Key
 	rec.Agent, rec.Action, rec.Params = req.Agent, req.Action, req.Params
+	if err := CheckID(req.ID); err != nil {
+		refuse(req, refusal{CodeMalformed, err.Error()})
+		return
+	}
 	if err != nil {
 		refuse(req, refusal{CodeBadSignature, "malformed signature: " + err.Error()})
 		return

@@ -1,13 +1,34 @@
 package bus
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 
 	"github.com/signetbus/signet/internal/grammar"
 )
 
-var collectiveRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+var (
+	collectiveRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	idRe         = regexp.MustCompile(`^[0-9a-f]{32}$`)
+)
+
+// ErrBadID is wrapped by CheckID's error.
+var ErrBadID = errors.New("bus: malformed request id")
+
+// CheckID validates a request id: exactly 32 lowercase hex digits (128
+// random bits, as NewID makes). Responders refuse requests, and clients
+// replies, whose id is anything else: an empty id would let one signed
+// reply stand for any request.
+func CheckID(id string) error {
+	if !idRe.MatchString(id) {
+		if len(id) > 64 {
+			return fmt.Errorf("%w (%d bytes): want 32 lowercase hex digits", ErrBadID, len(id))
+		}
+		return fmt.Errorf("%w %q: want 32 lowercase hex digits", ErrBadID, id)
+	}
+	return nil
+}
 
 // CheckCollective validates a collective name: it becomes a subject prefix
 // and part of the registry bucket name.

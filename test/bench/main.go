@@ -8,7 +8,9 @@
 //     reply verified by the client);
 //   - throughput: signed requests per second to one responder, against
 //     bare NATS request/reply, with a fixed number of requests in flight;
-//   - idle RSS of a real signetd process.
+//   - idle RSS of a real signetd process;
+//   - with -fleet, `signet ping` (registry, signed broadcast, verified
+//     replies) to fleets of real signetd processes on one broker.
 //
 // Run it with `go run ./test/bench` (see docs/performance.md).
 package main
@@ -51,6 +53,7 @@ func main() {
 	inflight := flag.Int("inflight", 32, "requests in flight in the throughput runs")
 	rss := flag.Bool("rss", true, "measure an idle signetd's RSS (builds ./cmd/signetd)")
 	deployHosts := flag.Int("deploy-hosts", 6, "hosts of the rolling deploy overhead run (0 skips)")
+	fleet := flag.String("fleet", "", "sizes of real signetd fleets to ping, e.g. 10,50,200 (empty skips)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the signed fan-out runs to this file")
 	flag.Parse()
 	profile = *cpuprofile
@@ -68,6 +71,9 @@ func main() {
 	fmt.Printf("%-6s %-22s %-22s %-22s %-22s %-9s %-9s %-9s\n", "N", "bare NATS", "bare + ed25519", "bare + ed25519 x2", "signet signed ping",
 		"/ed25519", "/ed x2", "/bare")
 	for _, f := range strings.Split(*sizes, ",") {
+		if strings.TrimSpace(f) == "" {
+			continue
+		}
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		check(err)
 		bare := fanoutBare(s, n, *perConn, *rounds, cryptoNone)
@@ -76,6 +82,16 @@ func main() {
 		signed := fanoutSigned(s, n, *perConn, *rounds, op, authFile, policyFile)
 		ratio := func(a, b stats) string { return fmt.Sprintf("%.2fx", float64(a.median)/float64(b.median)) }
 		fmt.Printf("%-6d %-22s %-22s %-22s %-22s %-9s %-9s %-9s\n", n, bare, ed, ed2, signed, ratio(signed, ed), ratio(signed, ed2), ratio(signed, bare))
+	}
+	if *fleet != "" {
+		fmt.Println()
+		for _, f := range strings.Split(*fleet, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			check(err)
+			st, err := fleetPing(s, dir, op, n, *rounds)
+			check(err)
+			fmt.Printf("signet ping to %d real signetd processes: %s\n", n, st)
+		}
 	}
 	if *tput > 0 {
 		fmt.Println()

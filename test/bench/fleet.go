@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/signetbus/signet/bus"
+)
+
+// fleetPing starts n real signetd processes against the broker, waits until
+// they have all registered, and times the equivalent of `signet ping`: a
+// bus.Client with the registry (list the registry, sign one request,
+// collect every verified reply). It returns the median and p90 of rounds
+// pings.
+func fleetPing(s *server.Server, dir string, op ssh.Signer, n, rounds int) (stats, error) {
+	bin := filepath.Join(dir, "signetd")
+	if _, err := os.Stat(bin); err != nil {
+		build := exec.Command("go", "build", "-o", bin, "./cmd/signetd")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			return stats{}, fmt.Errorf("build signetd (run from the repository root): %w", err)
+		}
+	}
+	fdir := filepath.Join(dir, fmt.Sprintf("fleet%d", n))
+	if err := os.MkdirAll(fdir, 0o700); err != nil {
+		return stats{}, err
+	}
+	defer os.RemoveAll(fdir)
+	authFile, policyFile := writeTrust(fdir, op)
+	var procs []*exec.Cmd
+	defer func() {
+		for _, p := range procs {
+			p.Process.Kill()
+			p.Wait()
+		}
+	}()
+	for i := 0; i < n; i++ {
+		id := fmt.Sprintf("fleet%03d", i)
+		cfg := filepath.Join(fdir, id+".yaml")
+		if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`identity: %s
+collective: fleet
+nats: {urls: [%q]}
+host_key: %s
+authorized_keys: %s
+policy: %s
+audit_log: %s
+`, id, s.ClientURL(), filepath.Join(fdir, id+".key"), authFile, policyFile, filepath.Join(fdir, id+".audit"))), 0o600); err != nil {
+			return stats{}, err
+		}
+		cmd := exec.Command(bin, "-c", cfg, "--log-format", "json")
+		cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+		if err := cmd.Start(); err != nil {
+			return stats{}, err
+		}
+		procs = append(procs, cmd)
+	}
+	nc := connect(s.ClientURL())
+	defer nc.Close()
+	ctx := context.Background()
+	known := hostKeys{}
+	var reg *bus.Registry
+	deadline := time.Now().Add(2 * time.Minute)
+	for len(known) < n {
+		if time.Now().After(deadline) {
+			return stats{}, fmt.Errorf("only %d of %d signetd registered after 2m", len(known), n)
+		}
+		time.Sleep(200 * time.Millisecond)
+		if reg == nil {
+			r, err := bus.OpenRegistry(ctx, nc, "fleet")
+			if err != nil {
+				continue
+			}
+			reg = r
+		}
+		regs, err := reg.List(ctx)
+		if err != nil {
+			continue
+		}
+		for _, r := range regs {
+			// The bench trusts the registry's host keys; real clients
+			// use known_hosts.
+			if pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(r.HostKey)); err == nil {
+				known[r.Identity] = pub
+			}
+		}
+	}
+	c, err := bus.NewClient(bus.ClientConfig{Conn: nc, Collective: "fleet", Signer: op, User: "bench", HostKeys: known, Registry: reg})
+	if err != nil {
+		return stats{}, err
+	}
+	var times []time.Duration
+	for r := -2; r < rounds; r++ {
+		start := time.Now()
+		out, err := c.Do(ctx, bus.Query{Agent: "rpcutil", Action: "ping", Timeout: 20 * time.Second})
+		if err != nil {
+			return stats{}, err
+		}
+		if ok, _, _ := out.Counts(); ok != n {
+			return stats{}, fmt.Errorf("fleet ping: %d of %d ok", ok, n)
+		}
+		if r >= 0 {
+			times = append(times, time.Since(start))
+		}
+	}
+	return summarize(times), nil
+}
