@@ -1,10 +1,14 @@
 package bus
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -37,6 +41,10 @@ type Call struct {
 	Principal *Principal
 	// Direct is true when the request came on this host's own subject.
 	Direct bool
+	// Authorized is what the handler's Authorize left for its Handle (for
+	// example the validated parameters), so Handle need not check again;
+	// nil when the handler is not an Authorizer.
+	Authorized any
 }
 
 // Handler runs calls. It returns the outcome part of the reply (Status,
@@ -46,11 +54,35 @@ type Handler interface {
 	Handle(ctx context.Context, call *Call) *Reply
 }
 
-// Auditor records every decision a responder takes. Audit must not block
-// for long; it is called on the request path.
-type Auditor interface {
-	Audit(rec *AuditRecord)
+// Authorizer is an optional part of a Handler: the host's policy and
+// parameter validation. The responder calls it before it admits the
+// request id to its replay cache, so only requests that will run take
+// space there. It returns nil to allow the call, or the refusal to send.
+type Authorizer interface {
+	Authorize(ctx context.Context, call *Call) *Reply
 }
+
+// CodeAuditUnavailable refuses an action because the record that it starts
+// could not be written: nothing runs unaudited.
+const CodeAuditUnavailable = "audit_unavailable"
+
+// Auditor records every decision a responder takes. Audit must not block
+// for long; it is called on the request path. An error means the record
+// was not written: the responder refuses an action whose "started" record
+// fails, and logs every other failure at error level.
+type Auditor interface {
+	Audit(rec *AuditRecord) error
+}
+
+// Audit decisions.
+const (
+	DecisionStarted    = "started"    // the action is about to run (written before it does)
+	DecisionAccepted   = "accepted"   // the action ran; the record carries its result
+	DecisionRefused    = "refused"    // the request was answered with a refusal
+	DecisionDropped    = "dropped"    // the bytes were not a frame: not answered
+	DecisionDuplicate  = "duplicate"  // a copy of a request already admitted here
+	DecisionSuppressed = "suppressed" // unauthenticated messages counted, not recorded one by one
+)
 
 // AuditRecord is one line of the audit log.
 type AuditRecord struct {
@@ -65,8 +97,9 @@ type AuditRecord struct {
 	Agent     string         `json:"agent,omitempty"`
 	Action    string         `json:"action,omitempty"`
 	Params    map[string]any `json:"params,omitempty"`
-	// Decision is "accepted" when the action ran, "refused" when it did
-	// not, and "dropped" when the bytes could not be parsed at all.
+	// Decision is one of the Decision constants: "started" before an
+	// action runs, "accepted" with its result, "refused", "dropped",
+	// "duplicate" and "suppressed".
 	Decision   string `json:"decision"`
 	Status     Status `json:"status,omitempty"`
 	Code       string `json:"code,omitempty"`
@@ -75,6 +108,12 @@ type AuditRecord struct {
 	Summary    string `json:"summary,omitempty"`
 	DurationMS int64  `json:"duration_ms"`
 	Bytes      int    `json:"bytes"`
+	// Suppressed counts, by code, the unauthenticated messages of a window
+	// (from Time, DurationMS long) that were not recorded one by one.
+	Suppressed map[string]int `json:"suppressed,omitempty"`
+	// Unanswered counts the messages of that window that were owed a signed
+	// refusal and got none (the refusals were rate-limited).
+	Unanswered int `json:"unanswered,omitempty"`
 }
 
 // ResponderConfig configures a Responder.
@@ -88,7 +127,8 @@ type ResponderConfig struct {
 	// Node returns the host's identity, facts, agents and classes. It is
 	// called for every request, so it must be cheap.
 	Node func() *Node
-	// Trust, Handler and Audit are required.
+	// Trust, Handler and Audit are required. When Handler is also an
+	// Authorizer, it is asked before a request takes replay-cache space.
 	Trust   Trust
 	Handler Handler
 	Audit   Auditor
@@ -104,8 +144,20 @@ type ResponderConfig struct {
 	// MaxConcurrent bounds actions running at once; default 16. Further
 	// requests wait for a slot until their deadline.
 	MaxConcurrent int
-	// ReplayCacheSize bounds remembered request ids; default 100000.
+	// ReplayCacheSize bounds remembered request ids; default 100000. Only
+	// requests allowed to run are remembered.
 	ReplayCacheSize int
+	// ReplayKeyShare is the fraction of ReplayCacheSize one signing key may
+	// hold, so one key cannot lock the others out; default 0.25.
+	ReplayKeyShare float64
+	// FloodWindow, FloodRecords and FloodReplies bound messages that do not
+	// authenticate: per window (default 10s) only the first FloodRecords
+	// (default 20) are audited and logged one by one and only the first
+	// FloodReplies (default 20) get a signed refusal; the rest are counted
+	// in one "suppressed" audit record and one log line per window.
+	FloodWindow  time.Duration
+	FloodRecords int
+	FloodReplies int
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }
@@ -115,6 +167,7 @@ type Responder struct {
 	cfg     ResponderConfig
 	log     *slog.Logger
 	replay  *replayCache
+	flood   *floodGate
 	sem     chan struct{}
 	started time.Time
 
@@ -122,6 +175,7 @@ type Responder struct {
 	subs     []*nats.Subscription
 	inflight sync.WaitGroup
 	closed   bool
+	stop     chan struct{}
 }
 
 // NewResponder checks the config and fills in defaults.
@@ -150,6 +204,18 @@ func NewResponder(cfg ResponderConfig) (*Responder, error) {
 	if cfg.ReplayCacheSize <= 0 {
 		cfg.ReplayCacheSize = 100000
 	}
+	if cfg.ReplayKeyShare <= 0 || cfg.ReplayKeyShare > 1 {
+		cfg.ReplayKeyShare = 0.25
+	}
+	if cfg.FloodWindow <= 0 {
+		cfg.FloodWindow = 10 * time.Second
+	}
+	if cfg.FloodRecords <= 0 {
+		cfg.FloodRecords = 20
+	}
+	if cfg.FloodReplies <= 0 {
+		cfg.FloodReplies = 20
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -157,17 +223,24 @@ func NewResponder(cfg ResponderConfig) (*Responder, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	perKey := max(1, int(float64(cfg.ReplayCacheSize)*cfg.ReplayKeyShare))
 	return &Responder{
 		cfg:     cfg,
 		log:     log.With("identity", cfg.Node().Identity),
-		replay:  newReplayCache(cfg.ReplayCacheSize),
+		replay:  newReplayCache(cfg.ReplayCacheSize, perKey),
+		flood:   newFloodGate(cfg.FloodWindow, cfg.FloodRecords, cfg.FloodReplies),
 		sem:     make(chan struct{}, cfg.MaxConcurrent),
 		started: cfg.Now().Truncate(time.Millisecond), // requests carry milliseconds
+		stop:    make(chan struct{}),
 	}, nil
 }
 
 // Start subscribes to the host's direct subject and to the broadcast
-// subject of each of its agents.
+// subject of each of its agents, and flushes the connection so the broker
+// has the subscriptions before Start returns: a request sent as soon as
+// the responder reports itself ready is not lost. When the connection is
+// down (signetd started before the broker) the subscriptions are sent on
+// connect.
 func (r *Responder) Start() error {
 	n := r.cfg.Node()
 	subjects := []string{NodeSubject(r.cfg.Collective, n.Identity)}
@@ -177,29 +250,41 @@ func (r *Responder) Start() error {
 		subjects = append(subjects, AgentSubject(r.cfg.Collective, a))
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	for _, s := range subjects {
 		direct := s == subjects[0]
 		sub, err := r.cfg.Conn.Subscribe(s, func(m *nats.Msg) { r.dispatch(m, direct) })
 		if err != nil {
+			r.mu.Unlock()
 			return fmt.Errorf("subscribe %s: %w", s, err)
 		}
 		sub.SetPendingLimits(-1, 256<<20)
 		r.subs = append(r.subs, sub)
 	}
+	r.mu.Unlock()
+	go r.floodLoop()
+	if r.cfg.Conn.IsConnected() {
+		if err := r.cfg.Conn.FlushTimeout(10 * time.Second); err != nil && r.cfg.Conn.IsConnected() {
+			return fmt.Errorf("send subscriptions to the broker: %w", err)
+		}
+	}
 	return nil
 }
 
 // Shutdown stops taking requests and waits for in-flight actions to finish
-// or for ctx to end.
+// or for ctx to end. Counts of unauthenticated messages not yet written are
+// audited.
 func (r *Responder) Shutdown(ctx context.Context) error {
 	r.mu.Lock()
+	if !r.closed {
+		close(r.stop)
+	}
 	r.closed = true
 	for _, s := range r.subs {
 		_ = s.Unsubscribe()
 	}
 	r.subs = nil
 	r.mu.Unlock()
+	r.writeSuppressed(r.flood.roll(r.cfg.Now(), true))
 	done := make(chan struct{})
 	go func() { r.inflight.Wait(); close(done) }()
 	select {
@@ -210,18 +295,59 @@ func (r *Responder) Shutdown(ctx context.Context) error {
 	}
 }
 
+// dispatch runs in the subscription's callback: the checks that need no
+// action (size, parse, addressing, signature, freshness, policy, replay)
+// run here, one message at a time per subscription, and only a request
+// admitted to run gets a goroutine. A flood of messages that fail those
+// checks therefore costs CPU time bounded by the callback, never an
+// unbounded number of goroutines.
 func (r *Responder) dispatch(m *nats.Msg, direct bool) {
 	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
+	closed := r.closed
+	r.mu.Unlock()
+	if closed {
 		return
 	}
-	r.inflight.Add(1)
-	r.mu.Unlock()
-	go func() {
-		defer r.inflight.Done()
-		r.handle(m, direct)
-	}()
+	r.handle(m, direct)
+}
+
+func (r *Responder) floodLoop() {
+	t := time.NewTicker(r.cfg.FloodWindow)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-t.C:
+			r.writeSuppressed(r.flood.roll(r.cfg.Now(), false))
+		}
+	}
+}
+
+// writeSuppressed writes a window's counts of unauthenticated messages as
+// one audit record and one log line.
+func (r *Responder) writeSuppressed(w *floodWindow) {
+	if w == nil {
+		return
+	}
+	total := 0
+	for _, n := range w.counts {
+		total += n
+	}
+	rec := &AuditRecord{Time: w.start, Identity: r.cfg.Node().Identity, Decision: DecisionSuppressed,
+		Reason:     fmt.Sprintf("%d unauthenticated messages not recorded one by one", total),
+		DurationMS: w.end.Sub(w.start).Milliseconds(), Suppressed: w.counts, Unanswered: w.unanswered}
+	r.audit(rec)
+	r.log.Warn("unauthenticated messages dropped or refused without individual records", "count", total, "by_code", w.counts,
+		"unanswered", w.unanswered, "window", w.end.Sub(w.start).Round(time.Millisecond))
+}
+
+// audit writes a record that does not gate an action; a failure is logged
+// at error level.
+func (r *Responder) audit(rec *AuditRecord) {
+	if err := r.cfg.Audit.Audit(rec); err != nil {
+		r.log.Error("audit record not written", "request_id", rec.RequestID, "decision", rec.Decision, "err", err)
+	}
 }
 
 // refusal is a request turned away before any action ran.
@@ -229,102 +355,235 @@ type refusal struct {
 	code, reason string
 }
 
+// exchange is one message on its way through the responder.
+type exchange struct {
+	m     *nats.Msg
+	node  *Node
+	start time.Time
+	rec   *AuditRecord
+	req   *Request
+}
+
+// sign fills in the responder's part of a reply and signs it.
+func (r *Responder) sign(x *exchange, rep *Reply) ([]byte, error) {
+	rep.Version = ProtocolVersion
+	rep.Identity = x.node.Identity
+	rep.Time = r.cfg.Now().UnixMilli()
+	rep.DurationMS = x.rec.DurationMS
+	if x.req != nil {
+		rep.RequestID, rep.Agent, rep.Action = x.req.ID, x.req.Agent, x.req.Action
+	}
+	return SignReply(r.cfg.HostKey, rep)
+}
+
+func (r *Responder) send(x *exchange, frame []byte) {
+	if x.m.Reply == "" || frame == nil {
+		return
+	}
+	if err := x.m.Respond(frame); err != nil {
+		r.log.Warn("send reply", "request_id", x.rec.RequestID, "err", err)
+	}
+}
+
+// answer audits x and sends rep, signed; it returns the signed frame.
+func (r *Responder) answer(x *exchange, rep *Reply) []byte {
+	x.rec.DurationMS = r.cfg.Now().Sub(x.start).Milliseconds()
+	r.audit(x.rec)
+	if rep == nil || x.m.Reply == "" {
+		return nil
+	}
+	frame, err := r.sign(x, rep)
+	if err != nil {
+		r.log.Error("sign reply", "request_id", x.rec.RequestID, "err", err)
+		return nil
+	}
+	r.send(x, frame)
+	return frame
+}
+
+// refuse answers an authenticated request with a refusal.
+func (r *Responder) refuse(x *exchange, f refusal) {
+	x.rec.Decision, x.rec.Status, x.rec.Code, x.rec.Reason = DecisionRefused, StatusRefused, f.code, f.reason
+	r.log.Info("request refused", "request_id", x.rec.RequestID, "code", f.code, "reason", redact.String(f.reason), "sender", x.rec.User)
+	r.answer(x, &Reply{Status: StatusRefused, Code: f.code, Error: f.reason})
+}
+
+// refuseUnauthenticated turns away a message that did not authenticate:
+// recorded, logged and answered only within the flood gate's allowance.
+// dropped means there is nothing to answer to.
+func (r *Responder) refuseUnauthenticated(x *exchange, f refusal, dropped bool) {
+	record, reply, prev := r.flood.note(f.code, !dropped && x.m.Reply != "", x.start)
+	r.writeSuppressed(prev)
+	x.rec.Code, x.rec.Reason = f.code, f.reason
+	if dropped {
+		x.rec.Decision = DecisionDropped
+	} else {
+		x.rec.Decision, x.rec.Status = DecisionRefused, StatusRefused
+	}
+	if record {
+		x.rec.DurationMS = r.cfg.Now().Sub(x.start).Milliseconds()
+		r.audit(x.rec)
+		r.log.Warn("unauthenticated message "+x.rec.Decision, "subject", x.m.Subject, "request_id", x.rec.RequestID,
+			"code", f.code, "reason", redact.String(f.reason))
+	}
+	if reply {
+		frame, err := r.sign(x, &Reply{Status: StatusRefused, Code: f.code, Error: f.reason})
+		if err != nil {
+			r.log.Error("sign reply", "request_id", x.rec.RequestID, "err", err)
+			return
+		}
+		r.send(x, frame)
+	}
+}
+
+// handle takes one message through every check that needs no action and,
+// when the request may run, starts it on its own goroutine.
 func (r *Responder) handle(m *nats.Msg, direct bool) {
 	start := r.cfg.Now()
 	node := r.cfg.Node()
-	rec := &AuditRecord{Time: start, Identity: node.Identity, Subject: m.Subject, Bytes: len(m.Data)}
-	finish := func(rep *Reply) {
-		rec.DurationMS = r.cfg.Now().Sub(start).Milliseconds()
-		r.cfg.Audit.Audit(rec)
-		if rep == nil || m.Reply == "" {
-			return
-		}
-		rep.Version = ProtocolVersion
-		rep.Identity = node.Identity
-		rep.Time = r.cfg.Now().UnixMilli()
-		rep.DurationMS = rec.DurationMS
-		frame, err := SignReply(r.cfg.HostKey, rep)
-		if err != nil {
-			r.log.Error("sign reply", "request_id", rep.RequestID, "err", err)
-			return
-		}
-		if err := m.Respond(frame); err != nil {
-			r.log.Warn("send reply", "request_id", rep.RequestID, "err", err)
-		}
-	}
-	refuse := func(req *Request, f refusal) {
-		rec.Decision, rec.Status, rec.Code, rec.Reason = "refused", StatusRefused, f.code, f.reason
-		rep := &Reply{Status: StatusRefused, Code: f.code, Error: f.reason}
-		if req != nil {
-			rep.RequestID, rep.Agent, rep.Action = req.ID, req.Agent, req.Action
-		}
-		r.log.Info("request refused", "request_id", rec.RequestID, "code", f.code, "reason", redact.String(f.reason), "sender", rec.User)
-		finish(rep)
-	}
+	x := &exchange{m: m, node: node, start: start,
+		rec: &AuditRecord{Time: start, Identity: node.Identity, Subject: m.Subject, Bytes: len(m.Data)}}
 
 	if len(m.Data) > r.cfg.MaxRequestBytes {
-		refuse(nil, refusal{CodeTooLarge, fmt.Sprintf("request is %d bytes, this host accepts at most %d", len(m.Data), r.cfg.MaxRequestBytes)})
+		r.refuseUnauthenticated(x, refusal{CodeTooLarge, fmt.Sprintf("request is %d bytes, this host accepts at most %d", len(m.Data), r.cfg.MaxRequestBytes)}, false)
 		return
 	}
+	// A broadcast names its targets inside the request. A cheap look at
+	// the bytes first: a frame that does not contain this host's quoted
+	// identity cannot name it.
+	mayName := direct || bytes.Contains(m.Data, []byte(`"`+node.Identity+`"`))
 	req, opened, err := ParseRequest(m.Data)
 	if req == nil {
-		// Not even a frame: nothing to answer to. Audited, not replied.
-		rec.Decision, rec.Code, rec.Reason = "dropped", CodeMalformed, err.Error()
-		r.log.Warn("dropped unparseable message", "subject", m.Subject, "err", err)
-		finish(nil)
+		// Not even a frame: nothing to answer to.
+		r.refuseUnauthenticated(x, refusal{CodeMalformed, err.Error()}, true)
 		return
 	}
-	rec.RequestID, rec.User, rec.Key = req.ID, req.Sender.User, req.Sender.Key
-	rec.Agent, rec.Action, rec.Params = req.Agent, req.Action, req.Params
+	// Then the exact check, and the filter, still before any signature
+	// verify: a host that is not addressed drops the broadcast silently.
+	// Dropping on unverified fields is safe: changing them breaks the
+	// signature, so only a forged copy can be dropped this way.
+	if !direct {
+		if len(req.Targets) > 0 && (!mayName || !slices.Contains(req.Targets, node.Identity)) {
+			return
+		}
+		if f := r.checkAddress(req, node, false); f != nil && f.code == "" {
+			return
+		}
+	}
+	x.req = req
+	x.rec.RequestID, x.rec.User, x.rec.Key = req.ID, req.Sender.User, req.Sender.Key
+	x.rec.Agent, x.rec.Action, x.rec.Params = req.Agent, req.Action, req.Params
 	if err != nil {
-		refuse(req, refusal{CodeBadSignature, "malformed signature: " + err.Error()})
+		r.refuseUnauthenticated(x, refusal{CodeBadSignature, "malformed signature: " + err.Error()}, false)
 		return
 	}
 	principal, f := r.authenticate(req, opened)
 	if f != nil {
-		refuse(req, *f)
+		r.refuseUnauthenticated(x, *f, false)
 		return
 	}
-	rec.Principal, rec.Roles = principal.Name, principal.Roles
+	x.rec.Principal, x.rec.Roles = principal.Name, principal.Roles
 	now := r.cfg.Now()
 	if f := r.checkRequest(req, node, direct, now); f != nil {
 		if f.code == "" { // not for this host: stay silent, as a broadcast expects
 			return
 		}
-		refuse(req, *f)
+		r.refuse(x, *f)
 		return
 	}
-	deadline := req.CreatedTime().Add(time.Duration(req.TTL) * time.Second)
-	fresh, err := r.replay.add(req.ID, deadline.Add(r.cfg.ClockSkew), now)
-	if err != nil {
-		refuse(req, refusal{CodeBusy, "too many requests in flight to check for replays; retry later"})
-		return
+	deadline := req.CreatedTime().Add(time.Duration(req.TTL) * time.Second).Add(r.cfg.ClockSkew)
+	call := &Call{Request: req, Principal: principal, Direct: direct}
+	if az, ok := r.cfg.Handler.(Authorizer); ok {
+		actx, cancel := context.WithDeadline(context.Background(), deadline)
+		rep := az.Authorize(actx, call)
+		cancel()
+		if rep != nil {
+			x.rec.Decision, x.rec.Status, x.rec.Code, x.rec.Reason = DecisionRefused, StatusRefused, rep.Code, rep.Error
+			rep.Status = StatusRefused
+			r.answer(x, rep)
+			return
+		}
 	}
-	if !fresh {
-		refuse(req, refusal{CodeReplay, fmt.Sprintf("request id %s was already seen (replay)", req.ID)})
+	state, kept, err := r.replay.admit(req.ID, frameDigest(m.Data), principal.Fingerprint, deadline, now)
+	switch state {
+	case seenRejected:
+		reason := "too many requests in flight to check for replays; retry later"
+		if errors.Is(err, ErrReplayKeyQuota) {
+			reason = fmt.Sprintf("key %s has its share of this host's replay cache in flight; retry when some of its requests have expired", principal.Fingerprint)
+		}
+		r.refuse(x, refusal{CodeBusy, reason})
+		return
+	case seenReplay:
+		r.refuse(x, refusal{CodeReplay, fmt.Sprintf("request id %s was already seen with other content, or its reply is no longer kept (replay)", req.ID)})
+		return
+	case seenRunning:
+		x.rec.Decision, x.rec.Status, x.rec.Code = DecisionDuplicate, StatusRefused, CodeInProgress
+		x.rec.Reason = fmt.Sprintf("request %s is already running on this host; its reply will follow", req.ID)
+		r.answer(x, &Reply{Status: StatusRefused, Code: CodeInProgress, Error: x.rec.Reason})
+		return
+	case seenDone:
+		x.rec.Decision, x.rec.Reason = DecisionDuplicate, "a copy of a request that already ran: its signed reply sent again"
+		x.rec.DurationMS = r.cfg.Now().Sub(start).Milliseconds()
+		r.audit(x.rec)
+		r.send(x, kept)
 		return
 	}
 
-	ctx, cancel := context.WithDeadline(context.Background(), deadline.Add(r.cfg.ClockSkew))
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		r.replay.forget(req.ID)
+		return
+	}
+	r.inflight.Add(1)
+	r.mu.Unlock()
+	go func() {
+		defer r.inflight.Done()
+		r.run(x, call, deadline)
+	}()
+}
+
+// run waits for an action slot, records that the action starts, runs it,
+// and records and sends its result.
+func (r *Responder) run(x *exchange, call *Call, deadline time.Time) {
+	req := x.req
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	select {
 	case r.sem <- struct{}{}:
 	case <-ctx.Done():
-		refuse(req, refusal{CodeBusy, fmt.Sprintf("%d actions already running on this host; none finished before the request expired", cap(r.sem))})
+		r.replay.forget(req.ID)
+		r.refuse(x, refusal{CodeBusy, fmt.Sprintf("%d actions already running on this host; none finished before the request expired", cap(r.sem))})
 		return
 	}
-	rep := r.cfg.Handler.Handle(ctx, &Call{Request: req, Principal: principal, Direct: direct})
+	started := *x.rec
+	started.Decision, started.Time = DecisionStarted, r.cfg.Now()
+	if err := r.cfg.Audit.Audit(&started); err != nil {
+		<-r.sem
+		r.replay.forget(req.ID)
+		r.log.Error("audit record not written: action refused", "request_id", req.ID, "agent", req.Agent, "action", req.Action, "err", err)
+		r.refuse(x, refusal{CodeAuditUnavailable, "this host cannot write its audit log, so it runs nothing: " + err.Error()})
+		return
+	}
+	rep := r.cfg.Handler.Handle(ctx, call)
 	<-r.sem
 	if rep == nil {
 		rep = &Reply{Status: StatusFailed, Code: CodeFailed, Error: "handler returned no result"}
 	}
-	rep.RequestID, rep.Agent, rep.Action = req.ID, req.Agent, req.Action
-	rec.Status, rec.Code, rec.Reason, rec.Changed, rec.Summary = rep.Status, rep.Code, rep.Error, rep.Changed, rep.Summary
-	rec.Decision = "accepted"
+	x.rec.Status, x.rec.Code, x.rec.Reason, x.rec.Changed, x.rec.Summary = rep.Status, rep.Code, rep.Error, rep.Changed, rep.Summary
+	x.rec.Decision = DecisionAccepted
 	if rep.Status == StatusRefused {
-		rec.Decision = "refused"
+		x.rec.Decision = DecisionRefused
 	}
-	finish(rep)
+	frame := r.answer(x, rep)
+	r.replay.finish(req.ID, frame)
+}
+
+// frameDigest is the lowercase hex SHA-256 of a request frame's exact
+// bytes: a copy of the same signed frame has the same digest.
+func frameDigest(frame []byte) string {
+	sum := sha256.Sum256(frame)
+	return hex.EncodeToString(sum[:])
 }
 
 // authenticate checks the signature and finds the trusted principal.
@@ -381,13 +640,15 @@ func (r *Responder) checkRequest(req *Request, node *Node, direct bool, now time
 		return &refusal{CodeReplay, fmt.Sprintf("request was signed at %s, before this host's responder started at %s; a restart forgets which requests ran, so older ones are refused: sign a new one",
 			created.UTC().Format(time.RFC3339), r.started.UTC().Format(time.RFC3339))}
 	}
-	named := len(req.Targets) == 0
-	for _, t := range req.Targets {
-		if t == node.Identity {
-			named = true
-			break
-		}
-	}
+	return r.checkAddress(req, node, direct)
+}
+
+// checkAddress checks that the request is for this host: a direct request
+// must name it, a broadcast that names targets must name it, and the
+// filter must match. A refusal with an empty code means a broadcast for
+// other hosts, dropped silently. It needs no verified signature.
+func (r *Responder) checkAddress(req *Request, node *Node, direct bool) *refusal {
+	named := len(req.Targets) == 0 || slices.Contains(req.Targets, node.Identity)
 	if direct && (len(req.Targets) == 0 || !named) {
 		return &refusal{CodeWrongHost, fmt.Sprintf("direct request names %s, not this host", strings.Join(req.Targets, ", "))}
 	}
