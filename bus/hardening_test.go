@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -398,5 +399,84 @@ func TestStartFlushesSubscriptions(t *testing.T) {
 		}
 		r.Shutdown(context.Background())
 		nc.Flush() // the unsubscriptions reach the broker before the next count
+	}
+}
+
+// TestReplayKeyShare: one key may fill only its share of the replay cache;
+// past it that key is refused as busy and another key is still served.
+func TestReplayKeyShare(t *testing.T) {
+	ph := &policyHandler{}
+	f := startFleet(t, 1, func(c *ResponderConfig) { c.Handler = ph; c.ReplayCacheSize = 8; c.ReplayKeyShare = 0.25 })
+	bob := f.trustKey(t, "bob", "readonly")
+	fd := newFeeder(t, f, "web1")
+	direct := NodeSubject("test", "web1")
+	ping := func(s ssh.Signer) *Reply {
+		r := baseRequest(f, s)
+		r.Agent, r.Action = "rpcutil", "ping"
+		b, err := SignRequest(s, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fd.ask(t, direct, b, true)
+	}
+	for i := 0; i < 2; i++ {
+		if rep := ping(bob); rep.Status != StatusOK {
+			t.Fatalf("bob's ping %d: %+v", i, rep)
+		}
+	}
+	if rep := ping(bob); rep.Code != CodeBusy || !strings.Contains(rep.Error, "share of this host's replay cache") {
+		t.Fatalf("bob over his share: %s %q", rep.Code, rep.Error)
+	}
+	for i := 0; i < 2; i++ {
+		if rep := ping(f.operator); rep.Status != StatusOK {
+			t.Fatalf("admin's ping %d with bob over his share: %+v", i, rep)
+		}
+	}
+}
+
+// failingAudit fails every started record while failStarted is set.
+type failingAudit struct {
+	memAudit
+	failStarted atomic.Bool
+}
+
+func (a *failingAudit) Audit(r *AuditRecord) error {
+	if r.Decision == DecisionStarted && a.failStarted.Load() {
+		return fmt.Errorf("disk full")
+	}
+	return a.memAudit.Audit(r)
+}
+
+// TestAuditStartedBeforeTheAction: the started record is written before
+// the handler runs, the result after; when the started record fails the
+// action is refused and a resend of the same frame may run once the audit
+// works again.
+func TestAuditStartedBeforeTheAction(t *testing.T) {
+	aud := &failingAudit{}
+	aud.failStarted.Store(true)
+	var sawStarted atomic.Bool
+	var ran atomic.Int64
+	f := startFleet(t, 1, func(c *ResponderConfig) {
+		c.Audit = aud
+		c.Handler = HandlerFunc(func(ctx context.Context, call *Call) *Reply {
+			ran.Add(1)
+			sawStarted.Store(aud.findDecision(DecisionStarted) != nil)
+			return &Reply{Status: StatusOK}
+		})
+	})
+	fd := newFeeder(t, f, "web1")
+	direct := NodeSubject("test", "web1")
+	frame, _ := SignRequest(f.operator, baseRequest(f, f.operator))
+	rep := fd.ask(t, direct, frame, true)
+	if rep.Code != CodeAuditUnavailable || !strings.Contains(rep.Error, "cannot write its audit log") || ran.Load() != 0 {
+		t.Fatalf("started record failed: %s %q, ran %d times", rep.Code, rep.Error, ran.Load())
+	}
+	aud.failStarted.Store(false)
+	if rep := fd.ask(t, direct, frame, true); rep.Status != StatusOK || ran.Load() != 1 || !sawStarted.Load() {
+		t.Fatalf("after the audit recovered: %+v, ran %d, started record before the run: %v", rep, ran.Load(), sawStarted.Load())
+	}
+	recs := aud.all()
+	if last := recs[len(recs)-1]; last.Decision != DecisionAccepted || last.RequestID != recs[len(recs)-2].RequestID || recs[len(recs)-2].Decision != DecisionStarted {
+		t.Fatalf("records end with %+v, %+v; want started then accepted", recs[len(recs)-2], last)
 	}
 }
