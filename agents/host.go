@@ -160,9 +160,9 @@ var _ bus.Authorizer = (*Host)(nil)
 // asks it before the request takes replay-cache space.
 func (h *Host) Authorize(_ context.Context, call *bus.Call) *bus.Reply {
 	req := call.Request
+	// The responder logs and audits the refusal (once per frame: copies of
+	// a refused frame are only counted), so nothing is logged here.
 	refuse := func(code, msg string) *bus.Reply {
-		h.log.Info("refused", "request_id", req.ID, "agent", req.Agent, "action", req.Action, "sender", call.Principal.Name,
-			"code", code, "reason", redact.String(msg))
 		return &bus.Reply{Status: bus.StatusRefused, Code: code, Error: msg}
 	}
 	p, ok := h.plugins[req.Agent]

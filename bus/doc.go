@@ -55,8 +55,10 @@
 // authenticate (not a frame, oversized, malformed or bad signature,
 // untrusted key) are rate-limited: per window only the first few are
 // audited, logged and answered with a signed refusal; the rest are counted
-// in one "suppressed" audit record and one log line per window. Bytes that
-// are not a frame are never answered.
+// in one "suppressed" audit record and one log line per window. Copies of a
+// signed frame (anyone on the broker can republish one) count the same way
+// after the first refusal or answer of that frame. Bytes that are not a
+// frame are never answered.
 //
 // # Subjects
 //

@@ -87,3 +87,32 @@ func (g *floodGate) rollLocked(now time.Time, force bool) *floodWindow {
 	g.start, g.nRecords, g.nReplies, g.unanswered = time.Time{}, 0, 0, 0
 	return w
 }
+
+// digestRing remembers the last n frame digests it was asked about.
+type digestRing struct {
+	mu   sync.Mutex
+	set  map[string]struct{}
+	ring []string
+	next int
+}
+
+func newDigestRing(n int) *digestRing {
+	return &digestRing{set: make(map[string]struct{}, n), ring: make([]string, n)}
+}
+
+// repeat reports whether digest was seen among the last n; if not, it
+// remembers it.
+func (d *digestRing) repeat(digest string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.set[digest]; ok {
+		return true
+	}
+	if old := d.ring[d.next]; old != "" {
+		delete(d.set, old)
+	}
+	d.ring[d.next] = digest
+	d.set[digest] = struct{}{}
+	d.next = (d.next + 1) % len(d.ring)
+	return false
+}

@@ -480,3 +480,66 @@ func TestAuditStartedBeforeTheAction(t *testing.T) {
 		t.Fatalf("records end with %+v, %+v; want started then accepted", recs[len(recs)-2], last)
 	}
 }
+
+// TestReplayedSignedFramesAreBounded: anyone on the broker can republish a
+// signed frame they saw. Copies of a denied request (not in the replay
+// cache, since it never ran), of an expired one and of one that ran cost
+// a bounded number of audit records and signed replies, and the audit
+// still accounts for every copy.
+func TestReplayedSignedFramesAreBounded(t *testing.T) {
+	const n = 500
+	ph := &policyHandler{}
+	f := startFleet(t, 1, func(c *ResponderConfig) { c.Handler = ph })
+	bob := f.trustKey(t, "bob", "readonly")
+	fd := newFeeder(t, f, "web1")
+	direct := NodeSubject("test", "web1")
+	var replies atomic.Int64
+	sub, err := f.nc.Subscribe("copies.inbox", func(*nats.Msg) { replies.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	f.nc.Flush()
+	deniedReq := baseRequest(f, bob)
+	denied, _ := SignRequest(bob, deniedReq)
+	expiredReq := baseRequest(f, f.operator)
+	expiredReq.Created = time.Now().Add(-10 * time.Minute).UnixMilli()
+	expired, _ := SignRequest(f.operator, expiredReq)
+	ran, _ := SignRequest(f.operator, baseRequest(f, f.operator))
+	if rep := fd.ask(t, direct, ran, true); rep.Status != StatusOK {
+		t.Fatalf("first copy: %+v", rep)
+	}
+	base := len(f.audits["web1"].all())
+	for i := 0; i < n; i++ {
+		for _, b := range [][]byte{denied, expired, ran} {
+			fd.feed(direct, "copies.inbox", b, true)
+		}
+	}
+	if err := f.resp["web1"].Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	f.nc.Flush()
+	time.Sleep(300 * time.Millisecond)
+	recs := f.audits["web1"].all()[base:]
+	if len(recs) > 100 {
+		t.Fatalf("%d audit records for %d copies of 3 signed frames, want a bounded number", len(recs), 3*n)
+	}
+	// The copies of the request that ran get its kept reply (no signing);
+	// refusals of the others are bounded.
+	if got := replies.Load(); got > n+100 {
+		t.Fatalf("%d replies for %d copies, want at most %d", got, 3*n, n+100)
+	}
+	total := 0
+	for _, r := range recs {
+		if r.Decision == DecisionSuppressed {
+			for _, c := range r.Suppressed {
+				total += c
+			}
+		} else {
+			total++
+		}
+	}
+	if total != 3*n {
+		t.Fatalf("the audit accounts for %d copies, want %d", total, 3*n)
+	}
+}

@@ -164,12 +164,15 @@ type ResponderConfig struct {
 
 // Responder answers signed requests for one host identity.
 type Responder struct {
-	cfg     ResponderConfig
-	log     *slog.Logger
-	replay  *replayCache
-	flood   *floodGate
-	sem     chan struct{}
-	started time.Time
+	cfg    ResponderConfig
+	log    *slog.Logger
+	replay *replayCache
+	flood  *floodGate
+	// refusedFrames remembers recently refused signed frames, so copies
+	// of one are counted rather than each audited and signed for.
+	refusedFrames *digestRing
+	sem           chan struct{}
+	started       time.Time
 
 	mu       sync.Mutex
 	subs     []*nats.Subscription
@@ -225,13 +228,14 @@ func NewResponder(cfg ResponderConfig) (*Responder, error) {
 	}
 	perKey := max(1, int(float64(cfg.ReplayCacheSize)*cfg.ReplayKeyShare))
 	return &Responder{
-		cfg:     cfg,
-		log:     log.With("identity", cfg.Node().Identity),
-		replay:  newReplayCache(cfg.ReplayCacheSize, perKey),
-		flood:   newFloodGate(cfg.FloodWindow, cfg.FloodRecords, cfg.FloodReplies),
-		sem:     make(chan struct{}, cfg.MaxConcurrent),
-		started: cfg.Now().Truncate(time.Millisecond), // requests carry milliseconds
-		stop:    make(chan struct{}),
+		cfg:           cfg,
+		log:           log.With("identity", cfg.Node().Identity),
+		replay:        newReplayCache(cfg.ReplayCacheSize, perKey),
+		flood:         newFloodGate(cfg.FloodWindow, cfg.FloodRecords, cfg.FloodReplies),
+		refusedFrames: newDigestRing(4096),
+		sem:           make(chan struct{}, cfg.MaxConcurrent),
+		started:       cfg.Now().Truncate(time.Millisecond), // requests carry milliseconds
+		stop:          make(chan struct{}),
 	}, nil
 }
 
@@ -362,6 +366,8 @@ type exchange struct {
 	start time.Time
 	rec   *AuditRecord
 	req   *Request
+	// digest is the frame's digest, set once its signature verified.
+	digest string
 }
 
 // sign fills in the responder's part of a reply and signs it.
@@ -408,23 +414,33 @@ func (r *Responder) refuse(x *exchange, f refusal) {
 	r.answer(x, &Reply{Status: StatusRefused, Code: f.code, Error: f.reason})
 }
 
-// refuseUnauthenticated turns away a message that did not authenticate:
-// recorded, logged and answered only within the flood gate's allowance.
-// dropped means there is nothing to answer to.
-func (r *Responder) refuseUnauthenticated(x *exchange, f refusal, dropped bool) {
-	record, reply, prev := r.flood.note(f.code, !dropped && x.m.Reply != "", x.start)
+// limited records and answers a message within the flood gate's
+// allowance: one that did not authenticate, or a copy of a signed frame
+// (anyone on the broker can republish a frame they saw, as often as they
+// like). decision is refused, dropped (nothing to answer to) or duplicate;
+// kept, when set, is a signed reply to send again, which costs no signing
+// and is always sent.
+func (r *Responder) limited(x *exchange, decision string, f refusal, kept []byte) {
+	key := f.code
+	if key == "" {
+		key = decision
+	}
+	wantReply := decision != DecisionDropped && x.m.Reply != "" && kept == nil
+	record, reply, prev := r.flood.note(key, wantReply, x.start)
 	r.writeSuppressed(prev)
-	x.rec.Code, x.rec.Reason = f.code, f.reason
-	if dropped {
-		x.rec.Decision = DecisionDropped
-	} else {
-		x.rec.Decision, x.rec.Status = DecisionRefused, StatusRefused
+	x.rec.Decision, x.rec.Code, x.rec.Reason = decision, f.code, f.reason
+	if f.code != "" {
+		x.rec.Status = StatusRefused
 	}
 	if record {
 		x.rec.DurationMS = r.cfg.Now().Sub(x.start).Milliseconds()
 		r.audit(x.rec)
-		r.log.Warn("unauthenticated message "+x.rec.Decision, "subject", x.m.Subject, "request_id", x.rec.RequestID,
-			"code", f.code, "reason", redact.String(f.reason))
+		r.log.Warn("message "+decision, "subject", x.m.Subject, "request_id", x.rec.RequestID,
+			"code", f.code, "reason", redact.String(f.reason), "sender", x.rec.User)
+	}
+	if kept != nil {
+		r.send(x, kept)
+		return
 	}
 	if reply {
 		frame, err := r.sign(x, &Reply{Status: StatusRefused, Code: f.code, Error: f.reason})
@@ -436,6 +452,17 @@ func (r *Responder) refuseUnauthenticated(x *exchange, f refusal, dropped bool) 
 	}
 }
 
+// refuseSigned refuses a request whose signature verified. The first
+// refusal of a frame is audited and answered; copies of it (a replayed
+// frame) go through the flood gate.
+func (r *Responder) refuseSigned(x *exchange, f refusal) {
+	if r.refusedFrames.repeat(x.digest) {
+		r.limited(x, DecisionRefused, f, nil)
+		return
+	}
+	r.refuse(x, f)
+}
+
 // handle takes one message through every check that needs no action and,
 // when the request may run, starts it on its own goroutine.
 func (r *Responder) handle(m *nats.Msg, direct bool) {
@@ -445,7 +472,7 @@ func (r *Responder) handle(m *nats.Msg, direct bool) {
 		rec: &AuditRecord{Time: start, Identity: node.Identity, Subject: m.Subject, Bytes: len(m.Data)}}
 
 	if len(m.Data) > r.cfg.MaxRequestBytes {
-		r.refuseUnauthenticated(x, refusal{CodeTooLarge, fmt.Sprintf("request is %d bytes, this host accepts at most %d", len(m.Data), r.cfg.MaxRequestBytes)}, false)
+		r.limited(x, DecisionRefused, refusal{CodeTooLarge, fmt.Sprintf("request is %d bytes, this host accepts at most %d", len(m.Data), r.cfg.MaxRequestBytes)}, nil)
 		return
 	}
 	// A broadcast names its targets inside the request. A cheap look at
@@ -455,7 +482,7 @@ func (r *Responder) handle(m *nats.Msg, direct bool) {
 	req, opened, err := ParseRequest(m.Data)
 	if req == nil {
 		// Not even a frame: nothing to answer to.
-		r.refuseUnauthenticated(x, refusal{CodeMalformed, err.Error()}, true)
+		r.limited(x, DecisionDropped, refusal{CodeMalformed, err.Error()}, nil)
 		return
 	}
 	// Then the exact check, and the filter, still before any signature
@@ -474,21 +501,22 @@ func (r *Responder) handle(m *nats.Msg, direct bool) {
 	x.rec.RequestID, x.rec.User, x.rec.Key = req.ID, req.Sender.User, req.Sender.Key
 	x.rec.Agent, x.rec.Action, x.rec.Params = req.Agent, req.Action, req.Params
 	if err != nil {
-		r.refuseUnauthenticated(x, refusal{CodeBadSignature, "malformed signature: " + err.Error()}, false)
+		r.limited(x, DecisionRefused, refusal{CodeBadSignature, "malformed signature: " + err.Error()}, nil)
 		return
 	}
 	principal, f := r.authenticate(req, opened)
 	if f != nil {
-		r.refuseUnauthenticated(x, *f, false)
+		r.limited(x, DecisionRefused, *f, nil)
 		return
 	}
+	x.digest = frameDigest(m.Data)
 	x.rec.Principal, x.rec.Roles = principal.Name, principal.Roles
 	now := r.cfg.Now()
 	if f := r.checkRequest(req, node, direct, now); f != nil {
 		if f.code == "" { // not for this host: stay silent, as a broadcast expects
 			return
 		}
-		r.refuse(x, *f)
+		r.refuseSigned(x, *f)
 		return
 	}
 	deadline := req.CreatedTime().Add(time.Duration(req.TTL) * time.Second).Add(r.cfg.ClockSkew)
@@ -498,34 +526,34 @@ func (r *Responder) handle(m *nats.Msg, direct bool) {
 		rep := az.Authorize(actx, call)
 		cancel()
 		if rep != nil {
-			x.rec.Decision, x.rec.Status, x.rec.Code, x.rec.Reason = DecisionRefused, StatusRefused, rep.Code, rep.Error
-			rep.Status = StatusRefused
-			r.answer(x, rep)
+			if r.refusedFrames.repeat(x.digest) {
+				r.limited(x, DecisionRefused, refusal{rep.Code, rep.Error}, nil)
+				return
+			}
+			r.refuse(x, refusal{rep.Code, rep.Error})
 			return
 		}
 	}
-	state, kept, err := r.replay.admit(req.ID, frameDigest(m.Data), principal.Fingerprint, deadline, now)
+	state, kept, err := r.replay.admit(req.ID, x.digest, principal.Fingerprint, deadline, now)
 	switch state {
 	case seenRejected:
 		reason := "too many requests in flight to check for replays; retry later"
 		if errors.Is(err, ErrReplayKeyQuota) {
 			reason = fmt.Sprintf("key %s has its share of this host's replay cache in flight; retry when some of its requests have expired", principal.Fingerprint)
 		}
-		r.refuse(x, refusal{CodeBusy, reason})
+		r.refuseSigned(x, refusal{CodeBusy, reason})
 		return
 	case seenReplay:
-		r.refuse(x, refusal{CodeReplay, fmt.Sprintf("request id %s was already seen with other content, or its reply is no longer kept (replay)", req.ID)})
+		r.refuseSigned(x, refusal{CodeReplay, fmt.Sprintf("request id %s was already seen with other content, or its reply is no longer kept (replay)", req.ID)})
 		return
 	case seenRunning:
-		x.rec.Decision, x.rec.Status, x.rec.Code = DecisionDuplicate, StatusRefused, CodeInProgress
-		x.rec.Reason = fmt.Sprintf("request %s is already running on this host; its reply will follow", req.ID)
-		r.answer(x, &Reply{Status: StatusRefused, Code: CodeInProgress, Error: x.rec.Reason})
+		// Copies of an admitted frame can come from anyone on the broker:
+		// recorded and answered within the flood gate's allowance.
+		r.limited(x, DecisionDuplicate, refusal{CodeInProgress, fmt.Sprintf("request %s is already running on this host; its reply will follow", req.ID)}, nil)
 		return
 	case seenDone:
-		x.rec.Decision, x.rec.Reason = DecisionDuplicate, "a copy of a request that already ran: its signed reply sent again"
-		x.rec.DurationMS = r.cfg.Now().Sub(start).Milliseconds()
-		r.audit(x.rec)
-		r.send(x, kept)
+		x.rec.Status = ""
+		r.limited(x, DecisionDuplicate, refusal{"", "a copy of a request that already ran: its signed reply sent again"}, kept)
 		return
 	}
 
