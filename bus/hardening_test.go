@@ -138,7 +138,9 @@ func signAll(t testing.TB, s ssh.Signer, reqs []*Request) [][]byte {
 func TestDeniedFloodDoesNotLockOutAdmin(t *testing.T) {
 	const n = 100000
 	ph := &policyHandler{}
-	f := startFleet(t, 1, func(c *ResponderConfig) { c.Handler = ph })
+	aud := &countAudit{}
+	// Records are counted, not kept, so the heap figures are the responder's.
+	f := startFleet(t, 1, func(c *ResponderConfig) { c.Handler = ph; c.Audit = aud })
 	bob := f.trustKey(t, "bob", "readonly")
 	fd := newFeeder(t, f, "web1")
 	direct := NodeSubject("test", "web1")
@@ -187,7 +189,15 @@ func TestDeniedFloodDoesNotLockOutAdmin(t *testing.T) {
 	if got := ph.ran.Load(); got != 1 {
 		t.Fatalf("handler ran %d times, want 1", got)
 	}
+	if got := f.resp["web1"].replay.len(); got != 1 {
+		t.Fatalf("the replay cache holds %d ids, want only the admin's", got)
+	}
+	t.Logf("%d audit records", aud.n.Load())
 }
+
+type countAudit struct{ n atomic.Int64 }
+
+func (a *countAudit) Audit(*AuditRecord) error { a.n.Add(1); return nil }
 
 // TestBroadcastForOthersIsDroppedBeforeVerify: a broadcast whose Targets
 // do not name this host is dropped before any signature verify, whether or

@@ -113,6 +113,13 @@ func (c *replayCache) finish(id string, frame []byte) {
 	}
 }
 
+// len is the number of ids remembered.
+func (c *replayCache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.seen)
+}
+
 // forget drops an admitted id whose action never started, so that the
 // same signed request may run once when it is sent again.
 func (c *replayCache) forget(id string) {

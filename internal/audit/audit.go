@@ -113,7 +113,18 @@ func (l *Log) Audit(rec *bus.AuditRecord) error {
 	b = append(b, '\n')
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	var size int64 = -1
+	if l.f != nil {
+		if st, err := l.f.Stat(); err == nil {
+			size = st.Size()
+		}
+	}
 	if _, err := l.w.Write(b); err != nil {
+		if size >= 0 {
+			// A short write (full disk) would leave half a line that
+			// corrupts the next record: cut it off again.
+			_ = l.f.Truncate(size)
+		}
 		return fmt.Errorf("audit log: write: %w", err)
 	}
 	return nil
