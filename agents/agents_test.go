@@ -54,7 +54,12 @@ type memAudit struct {
 	recs []*bus.AuditRecord
 }
 
-func (a *memAudit) Audit(r *bus.AuditRecord) { a.mu.Lock(); a.recs = append(a.recs, r); a.mu.Unlock() }
+func (a *memAudit) Audit(r *bus.AuditRecord) error {
+	a.mu.Lock()
+	a.recs = append(a.recs, r)
+	a.mu.Unlock()
+	return nil
+}
 
 func signer(t *testing.T) ssh.Signer {
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)

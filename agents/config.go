@@ -52,6 +52,26 @@ type Config struct {
 	ActionTimeout Duration `yaml:"action_timeout"`
 	// MaxConcurrent bounds actions running at once; default 8.
 	MaxConcurrent int `yaml:"max_concurrent"`
+	// ReplayCacheSize bounds the request ids this host remembers to refuse
+	// replays; default 100000. Only requests that passed authentication,
+	// policy and validation take space; when it is full new requests are
+	// refused as busy until old ones expire.
+	ReplayCacheSize int `yaml:"replay_cache_size"`
+	// ReplayKeyShare is the fraction (0 to 1) of the replay cache one
+	// signing key may fill, so a busy or hostile key cannot lock the
+	// others out; default 0.25.
+	ReplayKeyShare float64 `yaml:"replay_key_share"`
+	// FloodWindow is the window over which messages that do not
+	// authenticate (garbage, bad or untrusted signatures, oversized) are
+	// counted; default 10s.
+	FloodWindow Duration `yaml:"flood_window"`
+	// FloodRecords is how many such messages per window are audited and
+	// logged one by one; the rest are counted in one "suppressed" audit
+	// record and one log line per window; default 20.
+	FloodRecords int `yaml:"flood_records"`
+	// FloodReplies is how many such messages per window get a signed
+	// refusal (signing for anyone who asks is an amplifier); default 20.
+	FloodReplies int `yaml:"flood_replies"`
 	// RegistryTTL is how long the registry keeps this host after its last
 	// refresh; default 90s (refreshed every third of it).
 	RegistryTTL Duration `yaml:"registry_ttl"`
@@ -165,6 +185,19 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxConcurrent == 0 {
 		c.MaxConcurrent = 8
+	}
+	if c.ReplayCacheSize == 0 {
+		c.ReplayCacheSize = 100000
+	}
+	if c.ReplayKeyShare == 0 {
+		c.ReplayKeyShare = 0.25
+	}
+	dur(&c.FloodWindow, 10*time.Second)
+	if c.FloodRecords == 0 {
+		c.FloodRecords = 20
+	}
+	if c.FloodReplies == 0 {
+		c.FloodReplies = 20
 	}
 }
 

@@ -137,6 +137,9 @@ type ServeOptions struct {
 	Config  *Config
 	Version string
 	Logger  *slog.Logger
+	// Ready, when set, is called once the responder's subscriptions have
+	// reached the broker: a request sent after it is not lost.
+	Ready func()
 }
 
 // Serve runs the responder and the registry refresh for one host until ctx
@@ -152,12 +155,17 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		Conn: o.Conn, Collective: cfg.Collective, HostKey: o.HostKey, Node: o.Host.Node,
 		Trust: o.Host, Handler: o.Host, Audit: o.Audit, Logger: log,
 		MaxRequestBytes: cfg.MaxRequestBytes, MaxTTL: cfg.MaxTTL.D(), ClockSkew: cfg.ClockSkew.D(), MaxConcurrent: cfg.MaxConcurrent,
+		ReplayCacheSize: cfg.ReplayCacheSize, ReplayKeyShare: cfg.ReplayKeyShare,
+		FloodWindow: cfg.FloodWindow.D(), FloodRecords: cfg.FloodRecords, FloodReplies: cfg.FloodReplies,
 	})
 	if err != nil {
 		return err
 	}
 	if err := r.Start(); err != nil {
 		return err
+	}
+	if o.Ready != nil {
+		o.Ready()
 	}
 	reg := &registrar{conn: o.Conn, host: o.Host, hostKey: o.HostKey, cfg: cfg, version: o.Version, log: log, started: time.Now()}
 	regDone := make(chan struct{})

@@ -145,12 +145,24 @@ func (h *Host) Close() error {
 	return errors.Join(errs...)
 }
 
-// Handle implements bus.Handler.
-func (h *Host) Handle(ctx context.Context, call *bus.Call) *bus.Reply {
+// authorized is what Authorize hands to Handle: the plugin, its declared
+// action and the validated parameters.
+type authorized struct {
+	plugin plugins.Plugin
+	action plugins.Action
+	params plugins.Params
+}
+
+var _ bus.Authorizer = (*Host)(nil)
+
+// Authorize implements bus.Authorizer: the agent and action exist, the
+// policy allows the caller, and the parameters are valid. The responder
+// asks it before the request takes replay-cache space.
+func (h *Host) Authorize(_ context.Context, call *bus.Call) *bus.Reply {
 	req := call.Request
-	log := h.log.With("request_id", req.ID, "agent", req.Agent, "action", req.Action, "sender", call.Principal.Name)
+	// The responder logs and audits the refusal (once per frame: copies of
+	// a refused frame are only counted), so nothing is logged here.
 	refuse := func(code, msg string) *bus.Reply {
-		log.Info("refused", "code", code, "reason", redact.String(msg))
 		return &bus.Reply{Status: bus.StatusRefused, Code: code, Error: msg}
 	}
 	p, ok := h.plugins[req.Agent]
@@ -162,14 +174,31 @@ func (h *Host) Handle(ctx context.Context, call *bus.Call) *bus.Reply {
 	if !ok {
 		return refuse(bus.CodeUnknownAction, (&plugins.UnknownActionError{Plugin: req.Agent, Action: req.Action, Actions: ddl.ActionNames()}).Error())
 	}
-	node := h.Node()
-	if d := h.policy.Load().Authorize(call.Principal.Roles, req.Agent, req.Action, node.Facts); !d.Allowed {
+	if d := h.policy.Load().Authorize(call.Principal.Roles, req.Agent, req.Action, h.Node().Facts); !d.Allowed {
 		return refuse(bus.CodeDenied, "policy denies "+call.Principal.Name+": "+d.Reason)
 	}
 	params, err := plugins.PrepareAction(p, action, req.Params)
 	if err != nil {
 		return refuse(bus.CodeInvalidParams, err.Error())
 	}
+	call.Authorized = &authorized{plugin: p, action: action, params: params}
+	return nil
+}
+
+// Handle implements bus.Handler. It runs what Authorize allowed; called
+// without Authorize first (not through a responder), it authorizes itself.
+func (h *Host) Handle(ctx context.Context, call *bus.Call) *bus.Reply {
+	a, ok := call.Authorized.(*authorized)
+	if !ok {
+		if rep := h.Authorize(ctx, call); rep != nil {
+			return rep
+		}
+		a = call.Authorized.(*authorized)
+	}
+	req := call.Request
+	log := h.log.With("request_id", req.ID, "agent", req.Agent, "action", req.Action, "sender", call.Principal.Name)
+	p, action, params := a.plugin, a.action, a.params
+	node := h.Node()
 	timeout := h.actionTimeout
 	if action.Timeout > 0 {
 		timeout = action.Timeout

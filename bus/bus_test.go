@@ -46,7 +46,12 @@ type memAudit struct {
 	recs []*AuditRecord
 }
 
-func (a *memAudit) Audit(r *AuditRecord) { a.mu.Lock(); a.recs = append(a.recs, r); a.mu.Unlock() }
+func (a *memAudit) Audit(r *AuditRecord) error {
+	a.mu.Lock()
+	a.recs = append(a.recs, r)
+	a.mu.Unlock()
+	return nil
+}
 
 func (a *memAudit) find(code string) *AuditRecord {
 	a.mu.Lock()
@@ -305,7 +310,13 @@ func TestRefusals(t *testing.T) {
 			r.TTL = 86400
 			return signed(r, f.operator)
 		}, CodeTTL, "exceeds this host's maximum"},
-		{"replay", direct, func() []byte { return replayed }, CodeReplay, "already seen (replay)"},
+		{"replay", direct, func() []byte {
+			// The id of a request that ran, with other content.
+			rep, _, _ := ParseRequest(replayed)
+			r := baseRequest(f, f.operator)
+			r.ID = rep.ID
+			return signed(r, f.operator)
+		}, CodeReplay, "already seen with other content"},
 		{"signed before the responder started", direct, func() []byte {
 			r := baseRequest(f, f.operator)
 			r.Created = time.Now().Add(-20 * time.Second).UnixMilli() // fresh, but older than the responder

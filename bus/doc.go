@@ -46,18 +46,43 @@
 //
 // # Checks on the host
 //
-// In order: size limit; frame and payload parse; signature namespace; key
-// trusted (authorized_keys); signature valid; claimed fingerprint matches the
-// key; protocol version; collective; TTL within the host's maximum; not
-// dated in the future beyond the clock skew; not expired; a direct request
-// names this host; the filter matches; the id was not seen before (replay
-// cache, bounded, entries kept until the request could no longer pass the
-// freshness check); the id is 32 lowercase hex digits (checked right after
-// parsing). The cache is in memory, so a responder refuses requests
-// signed before it started: a restart cannot reopen the replay window. Then policy and parameter validation in the handler.
-// Every refusal is answered with a signed reply carrying a code and a reason
-// and is audited; only bytes that are not a frame at all are dropped
-// unanswered (and audited as dropped).
+// In order: size limit; frame and payload parse; for a broadcast, the
+// addressing (a cheap look for the host's quoted identity in the frame
+// bytes, then the exact check of Targets and of the filter after parsing):
+// a broadcast that does not name this host, or whose filter does not match
+// it, is dropped silently BEFORE any signature verify (changing those
+// fields breaks the signature, so only a forged copy can be dropped this
+// way); the id is 32 lowercase hex digits; signature namespace; key trusted (authorized_keys); signature
+// valid; claimed fingerprint matches the key; protocol version; collective;
+// TTL within the host's maximum; not dated in the future beyond the clock
+// skew; not expired; not signed before the responder started (the replay
+// cache is in memory, so a restart cannot reopen the replay window); a
+// direct request names this host; the filter matches; then policy and
+// parameter validation (the handler's Authorizer); only then the replay
+// cache. The cache admits only requests that will run, is bounded, gives
+// one signing key at most a share of it, and keeps entries until the
+// request could no longer pass the freshness check.
+//
+// A copy of an admitted request (same id, same frame digest) never runs
+// again: if it finished, the responder re-sends its signed reply frame
+// verbatim (kept within a memory bound; audited as "duplicate"); while it
+// runs, the copy is refused with code in_progress. The same id with other
+// bytes is refused as a replay.
+//
+// These checks run in the subscription's callback; only a request admitted
+// to run gets a goroutine, which waits for an action slot, writes the
+// "started" audit record (and refuses with audit_unavailable if it cannot),
+// runs the handler, signs the reply and writes the result record.
+//
+// Every refusal to an authenticated key is answered with a signed reply
+// carrying a code and a reason, and audited. Messages that do not
+// authenticate (not a frame, oversized, malformed or bad signature,
+// untrusted key) are rate-limited: per window only the first few are
+// audited, logged and answered with a signed refusal; the rest are counted
+// in one "suppressed" audit record and one log line per window. Copies of a
+// signed frame (anyone on the broker can republish one) count the same way
+// after the first refusal or answer of that frame. Bytes that are not a
+// frame are never answered.
 //
 // # Subjects
 //

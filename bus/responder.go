@@ -1,10 +1,12 @@
 package bus
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -37,6 +39,10 @@ type Call struct {
 	Principal *Principal
 	// Direct is true when the request came on this host's own subject.
 	Direct bool
+	// Authorized is what the handler's Authorize left for its Handle (for
+	// example the validated parameters), so Handle need not check again;
+	// nil when the handler is not an Authorizer.
+	Authorized any
 }
 
 // Handler runs calls. It returns the outcome part of the reply (Status,
@@ -46,11 +52,35 @@ type Handler interface {
 	Handle(ctx context.Context, call *Call) *Reply
 }
 
-// Auditor records every decision a responder takes. Audit must not block
-// for long; it is called on the request path.
-type Auditor interface {
-	Audit(rec *AuditRecord)
+// Authorizer is an optional part of a Handler: the host's policy and
+// parameter validation. The responder calls it before it admits the
+// request id to its replay cache, so only requests that will run take
+// space there. It returns nil to allow the call, or the refusal to send.
+type Authorizer interface {
+	Authorize(ctx context.Context, call *Call) *Reply
 }
+
+// CodeAuditUnavailable refuses an action because the record that it starts
+// could not be written: nothing runs unaudited.
+const CodeAuditUnavailable = "audit_unavailable"
+
+// Auditor records every decision a responder takes. Audit must not block
+// for long; it is called on the request path. An error means the record
+// was not written: the responder refuses an action whose "started" record
+// fails, and logs every other failure at error level.
+type Auditor interface {
+	Audit(rec *AuditRecord) error
+}
+
+// Audit decisions.
+const (
+	DecisionStarted    = "started"    // the action is about to run (written before it does)
+	DecisionAccepted   = "accepted"   // the action ran; the record carries its result
+	DecisionRefused    = "refused"    // the request was answered with a refusal
+	DecisionDropped    = "dropped"    // the bytes were not a frame: not answered
+	DecisionDuplicate  = "duplicate"  // a copy of a request already admitted here
+	DecisionSuppressed = "suppressed" // unauthenticated messages counted, not recorded one by one
+)
 
 // AuditRecord is one line of the audit log.
 type AuditRecord struct {
@@ -65,8 +95,9 @@ type AuditRecord struct {
 	Agent     string         `json:"agent,omitempty"`
 	Action    string         `json:"action,omitempty"`
 	Params    map[string]any `json:"params,omitempty"`
-	// Decision is "accepted" when the action ran, "refused" when it did
-	// not, and "dropped" when the bytes could not be parsed at all.
+	// Decision is one of the Decision constants: "started" before an
+	// action runs, "accepted" with its result, "refused", "dropped",
+	// "duplicate" and "suppressed".
 	Decision   string `json:"decision"`
 	Status     Status `json:"status,omitempty"`
 	Code       string `json:"code,omitempty"`
@@ -75,6 +106,12 @@ type AuditRecord struct {
 	Summary    string `json:"summary,omitempty"`
 	DurationMS int64  `json:"duration_ms"`
 	Bytes      int    `json:"bytes"`
+	// Suppressed counts, by code, the unauthenticated messages of a window
+	// (from Time, DurationMS long) that were not recorded one by one.
+	Suppressed map[string]int `json:"suppressed,omitempty"`
+	// Unanswered counts the messages of that window that were owed a signed
+	// refusal and got none (the refusals were rate-limited).
+	Unanswered int `json:"unanswered,omitempty"`
 }
 
 // ResponderConfig configures a Responder.
@@ -88,7 +125,8 @@ type ResponderConfig struct {
 	// Node returns the host's identity, facts, agents and classes. It is
 	// called for every request, so it must be cheap.
 	Node func() *Node
-	// Trust, Handler and Audit are required.
+	// Trust, Handler and Audit are required. When Handler is also an
+	// Authorizer, it is asked before a request takes replay-cache space.
 	Trust   Trust
 	Handler Handler
 	Audit   Auditor
@@ -104,24 +142,41 @@ type ResponderConfig struct {
 	// MaxConcurrent bounds actions running at once; default 16. Further
 	// requests wait for a slot until their deadline.
 	MaxConcurrent int
-	// ReplayCacheSize bounds remembered request ids; default 100000.
+	// ReplayCacheSize bounds remembered request ids; default 100000. Only
+	// requests allowed to run are remembered.
 	ReplayCacheSize int
+	// ReplayKeyShare is the fraction of ReplayCacheSize one signing key may
+	// hold, so one key cannot lock the others out; default 0.25.
+	ReplayKeyShare float64
+	// FloodWindow, FloodRecords and FloodReplies bound messages that do not
+	// authenticate: per window (default 10s) only the first FloodRecords
+	// (default 20) are audited and logged one by one and only the first
+	// FloodReplies (default 20) get a signed refusal; the rest are counted
+	// in one "suppressed" audit record and one log line per window.
+	FloodWindow  time.Duration
+	FloodRecords int
+	FloodReplies int
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }
 
 // Responder answers signed requests for one host identity.
 type Responder struct {
-	cfg     ResponderConfig
-	log     *slog.Logger
-	replay  *replayCache
-	sem     chan struct{}
-	started time.Time
+	cfg    ResponderConfig
+	log    *slog.Logger
+	replay *replayCache
+	flood  *floodGate
+	// refusedFrames remembers recently refused signed frames, so copies
+	// of one are counted rather than each audited and signed for.
+	refusedFrames *digestRing
+	sem           chan struct{}
+	started       time.Time
 
 	mu       sync.Mutex
 	subs     []*nats.Subscription
 	inflight sync.WaitGroup
 	closed   bool
+	stop     chan struct{}
 }
 
 // NewResponder checks the config and fills in defaults.
@@ -150,6 +205,18 @@ func NewResponder(cfg ResponderConfig) (*Responder, error) {
 	if cfg.ReplayCacheSize <= 0 {
 		cfg.ReplayCacheSize = 100000
 	}
+	if cfg.ReplayKeyShare <= 0 || cfg.ReplayKeyShare > 1 {
+		cfg.ReplayKeyShare = 0.25
+	}
+	if cfg.FloodWindow <= 0 {
+		cfg.FloodWindow = 10 * time.Second
+	}
+	if cfg.FloodRecords <= 0 {
+		cfg.FloodRecords = 20
+	}
+	if cfg.FloodReplies <= 0 {
+		cfg.FloodReplies = 20
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -157,17 +224,25 @@ func NewResponder(cfg ResponderConfig) (*Responder, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	perKey := max(1, int(float64(cfg.ReplayCacheSize)*cfg.ReplayKeyShare))
 	return &Responder{
-		cfg:     cfg,
-		log:     log.With("identity", cfg.Node().Identity),
-		replay:  newReplayCache(cfg.ReplayCacheSize),
-		sem:     make(chan struct{}, cfg.MaxConcurrent),
-		started: cfg.Now().Truncate(time.Millisecond), // requests carry milliseconds
+		cfg:           cfg,
+		log:           log.With("identity", cfg.Node().Identity),
+		replay:        newReplayCache(cfg.ReplayCacheSize, perKey),
+		flood:         newFloodGate(cfg.FloodWindow, cfg.FloodRecords, cfg.FloodReplies),
+		refusedFrames: newDigestRing(4096),
+		sem:           make(chan struct{}, cfg.MaxConcurrent),
+		started:       cfg.Now().Truncate(time.Millisecond), // requests carry milliseconds
+		stop:          make(chan struct{}),
 	}, nil
 }
 
 // Start subscribes to the host's direct subject and to the broadcast
-// subject of each of its agents.
+// subject of each of its agents, and flushes the connection so the broker
+// has the subscriptions before Start returns: a request sent as soon as
+// the responder reports itself ready is not lost. When the connection is
+// down (signetd started before the broker) the subscriptions are sent on
+// connect.
 func (r *Responder) Start() error {
 	n := r.cfg.Node()
 	subjects := []string{NodeSubject(r.cfg.Collective, n.Identity)}
@@ -177,29 +252,41 @@ func (r *Responder) Start() error {
 		subjects = append(subjects, AgentSubject(r.cfg.Collective, a))
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	for _, s := range subjects {
 		direct := s == subjects[0]
 		sub, err := r.cfg.Conn.Subscribe(s, func(m *nats.Msg) { r.dispatch(m, direct) })
 		if err != nil {
+			r.mu.Unlock()
 			return fmt.Errorf("subscribe %s: %w", s, err)
 		}
 		sub.SetPendingLimits(-1, 256<<20)
 		r.subs = append(r.subs, sub)
 	}
+	r.mu.Unlock()
+	go r.floodLoop()
+	if r.cfg.Conn.IsConnected() {
+		if err := r.cfg.Conn.FlushTimeout(10 * time.Second); err != nil && r.cfg.Conn.IsConnected() {
+			return fmt.Errorf("send subscriptions to the broker: %w", err)
+		}
+	}
 	return nil
 }
 
 // Shutdown stops taking requests and waits for in-flight actions to finish
-// or for ctx to end.
+// or for ctx to end. Counts of unauthenticated messages not yet written are
+// audited.
 func (r *Responder) Shutdown(ctx context.Context) error {
 	r.mu.Lock()
+	if !r.closed {
+		close(r.stop)
+	}
 	r.closed = true
 	for _, s := range r.subs {
 		_ = s.Unsubscribe()
 	}
 	r.subs = nil
 	r.mu.Unlock()
+	r.writeSuppressed(r.flood.roll(r.cfg.Now(), true))
 	done := make(chan struct{})
 	go func() { r.inflight.Wait(); close(done) }()
 	select {
@@ -210,18 +297,59 @@ func (r *Responder) Shutdown(ctx context.Context) error {
 	}
 }
 
+// dispatch runs in the subscription's callback: the checks that need no
+// action (size, parse, addressing, signature, freshness, policy, replay)
+// run here, one message at a time per subscription, and only a request
+// admitted to run gets a goroutine. A flood of messages that fail those
+// checks therefore costs CPU time bounded by the callback, never an
+// unbounded number of goroutines.
 func (r *Responder) dispatch(m *nats.Msg, direct bool) {
 	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
+	closed := r.closed
+	r.mu.Unlock()
+	if closed {
 		return
 	}
-	r.inflight.Add(1)
-	r.mu.Unlock()
-	go func() {
-		defer r.inflight.Done()
-		r.handle(m, direct)
-	}()
+	r.handle(m, direct)
+}
+
+func (r *Responder) floodLoop() {
+	t := time.NewTicker(r.cfg.FloodWindow)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-t.C:
+			r.writeSuppressed(r.flood.roll(r.cfg.Now(), false))
+		}
+	}
+}
+
+// writeSuppressed writes a window's counts of unauthenticated messages as
+// one audit record and one log line.
+func (r *Responder) writeSuppressed(w *floodWindow) {
+	if w == nil {
+		return
+	}
+	total := 0
+	for _, n := range w.counts {
+		total += n
+	}
+	rec := &AuditRecord{Time: w.start, Identity: r.cfg.Node().Identity, Decision: DecisionSuppressed,
+		Reason:     fmt.Sprintf("%d unauthenticated messages not recorded one by one", total),
+		DurationMS: w.end.Sub(w.start).Milliseconds(), Suppressed: w.counts, Unanswered: w.unanswered}
+	r.audit(rec)
+	r.log.Warn("unauthenticated messages dropped or refused without individual records", "count", total, "by_code", w.counts,
+		"unanswered", w.unanswered, "window", w.end.Sub(w.start).Round(time.Millisecond))
+}
+
+// audit writes a record that does not gate an action; a failure is logged
+// at error level.
+func (r *Responder) audit(rec *AuditRecord) {
+	if err := r.cfg.Audit.Audit(rec); err != nil {
+		r.log.Error("audit record not written", "request_id", rec.RequestID, "decision", rec.Decision, "err", err)
+	}
 }
 
 // refusal is a request turned away before any action ran.
@@ -229,107 +357,257 @@ type refusal struct {
 	code, reason string
 }
 
+// exchange is one message on its way through the responder.
+type exchange struct {
+	m     *nats.Msg
+	node  *Node
+	start time.Time
+	rec   *AuditRecord
+	req   *Request
+	// digest is the frame's digest, set once its signature verified.
+	digest string
+}
+
+// sign fills in the responder's part of a reply and signs it.
+func (r *Responder) sign(x *exchange, rep *Reply) ([]byte, error) {
+	rep.Version = ProtocolVersion
+	rep.Identity = x.node.Identity
+	rep.Time = r.cfg.Now().UnixMilli()
+	rep.DurationMS = x.rec.DurationMS
+	if x.req != nil {
+		rep.RequestID, rep.Agent, rep.Action = x.req.ID, x.req.Agent, x.req.Action
+	}
+	bindReply(rep, x.m.Data)
+	return SignReply(r.cfg.HostKey, rep)
+}
+
+func (r *Responder) send(x *exchange, frame []byte) {
+	if x.m.Reply == "" || frame == nil {
+		return
+	}
+	if err := x.m.Respond(frame); err != nil {
+		r.log.Warn("send reply", "request_id", x.rec.RequestID, "err", err)
+	}
+}
+
+// answer audits x and sends rep, signed; it returns the signed frame.
+func (r *Responder) answer(x *exchange, rep *Reply) []byte {
+	x.rec.DurationMS = r.cfg.Now().Sub(x.start).Milliseconds()
+	r.audit(x.rec)
+	if rep == nil || x.m.Reply == "" {
+		return nil
+	}
+	frame, err := r.sign(x, rep)
+	if err != nil {
+		r.log.Error("sign reply", "request_id", x.rec.RequestID, "err", err)
+		return nil
+	}
+	r.send(x, frame)
+	return frame
+}
+
+// refuse answers an authenticated request with a refusal.
+func (r *Responder) refuse(x *exchange, f refusal) {
+	x.rec.Decision, x.rec.Status, x.rec.Code, x.rec.Reason = DecisionRefused, StatusRefused, f.code, f.reason
+	r.log.Info("request refused", "request_id", x.rec.RequestID, "code", f.code, "reason", redact.String(f.reason), "sender", x.rec.User)
+	r.answer(x, &Reply{Status: StatusRefused, Code: f.code, Error: f.reason})
+}
+
+// limited records and answers a message within the flood gate's
+// allowance: one that did not authenticate, or a copy of a signed frame
+// (anyone on the broker can republish a frame they saw, as often as they
+// like). decision is refused, dropped (nothing to answer to) or duplicate;
+// kept, when set, is a signed reply to send again, which costs no signing
+// and is always sent.
+func (r *Responder) limited(x *exchange, decision string, f refusal, kept []byte) {
+	key := f.code
+	if key == "" {
+		key = decision
+	}
+	wantReply := decision != DecisionDropped && x.m.Reply != "" && kept == nil
+	record, reply, prev := r.flood.note(key, wantReply, x.start)
+	r.writeSuppressed(prev)
+	x.rec.Decision, x.rec.Code, x.rec.Reason = decision, f.code, f.reason
+	if f.code != "" {
+		x.rec.Status = StatusRefused
+	}
+	if record {
+		x.rec.DurationMS = r.cfg.Now().Sub(x.start).Milliseconds()
+		r.audit(x.rec)
+		r.log.Warn("message "+decision, "subject", x.m.Subject, "request_id", x.rec.RequestID,
+			"code", f.code, "reason", redact.String(f.reason), "sender", x.rec.User)
+	}
+	if kept != nil {
+		r.send(x, kept)
+		return
+	}
+	if reply {
+		frame, err := r.sign(x, &Reply{Status: StatusRefused, Code: f.code, Error: f.reason})
+		if err != nil {
+			r.log.Error("sign reply", "request_id", x.rec.RequestID, "err", err)
+			return
+		}
+		r.send(x, frame)
+	}
+}
+
+// refuseSigned refuses a request whose signature verified. The first
+// refusal of a frame is audited and answered; copies of it (a replayed
+// frame) go through the flood gate.
+func (r *Responder) refuseSigned(x *exchange, f refusal) {
+	if r.refusedFrames.repeat(x.digest) {
+		r.limited(x, DecisionRefused, f, nil)
+		return
+	}
+	r.refuse(x, f)
+}
+
+// handle takes one message through every check that needs no action and,
+// when the request may run, starts it on its own goroutine.
 func (r *Responder) handle(m *nats.Msg, direct bool) {
 	start := r.cfg.Now()
 	node := r.cfg.Node()
-	rec := &AuditRecord{Time: start, Identity: node.Identity, Subject: m.Subject, Bytes: len(m.Data)}
-	finish := func(rep *Reply) {
-		rec.DurationMS = r.cfg.Now().Sub(start).Milliseconds()
-		r.cfg.Audit.Audit(rec)
-		if rep == nil || m.Reply == "" {
-			return
-		}
-		rep.Version = ProtocolVersion
-		rep.Identity = node.Identity
-		rep.Time = r.cfg.Now().UnixMilli()
-		rep.DurationMS = rec.DurationMS
-		bindReply(rep, m.Data)
-		frame, err := SignReply(r.cfg.HostKey, rep)
-		if err != nil {
-			r.log.Error("sign reply", "request_id", rep.RequestID, "err", err)
-			return
-		}
-		if err := m.Respond(frame); err != nil {
-			r.log.Warn("send reply", "request_id", rep.RequestID, "err", err)
-		}
-	}
-	refuse := func(req *Request, f refusal) {
-		rec.Decision, rec.Status, rec.Code, rec.Reason = "refused", StatusRefused, f.code, f.reason
-		rep := &Reply{Status: StatusRefused, Code: f.code, Error: f.reason}
-		if req != nil {
-			rep.RequestID, rep.Agent, rep.Action = req.ID, req.Agent, req.Action
-		}
-		r.log.Info("request refused", "request_id", rec.RequestID, "code", f.code, "reason", redact.String(f.reason), "sender", rec.User)
-		finish(rep)
-	}
+	x := &exchange{m: m, node: node, start: start,
+		rec: &AuditRecord{Time: start, Identity: node.Identity, Subject: m.Subject, Bytes: len(m.Data)}}
 
 	if len(m.Data) > r.cfg.MaxRequestBytes {
-		refuse(nil, refusal{CodeTooLarge, fmt.Sprintf("request is %d bytes, this host accepts at most %d", len(m.Data), r.cfg.MaxRequestBytes)})
+		r.limited(x, DecisionRefused, refusal{CodeTooLarge, fmt.Sprintf("request is %d bytes, this host accepts at most %d", len(m.Data), r.cfg.MaxRequestBytes)}, nil)
 		return
 	}
+	// A broadcast names its targets inside the request. A cheap look at
+	// the bytes first: a frame that does not contain this host's quoted
+	// identity cannot name it.
+	mayName := direct || bytes.Contains(m.Data, []byte(`"`+node.Identity+`"`))
 	req, opened, err := ParseRequest(m.Data)
 	if req == nil {
-		// Not even a frame: nothing to answer to. Audited, not replied.
-		rec.Decision, rec.Code, rec.Reason = "dropped", CodeMalformed, err.Error()
-		r.log.Warn("dropped unparseable message", "subject", m.Subject, "err", err)
-		finish(nil)
+		// Not even a frame: nothing to answer to.
+		r.limited(x, DecisionDropped, refusal{CodeMalformed, err.Error()}, nil)
 		return
 	}
-	rec.RequestID, rec.User, rec.Key = req.ID, req.Sender.User, req.Sender.Key
-	rec.Agent, rec.Action, rec.Params = req.Agent, req.Action, req.Params
+	// Then the exact check, and the filter, still before any signature
+	// verify: a host that is not addressed drops the broadcast silently.
+	// Dropping on unverified fields is safe: changing them breaks the
+	// signature, so only a forged copy can be dropped this way.
+	if !direct {
+		if len(req.Targets) > 0 && (!mayName || !slices.Contains(req.Targets, node.Identity)) {
+			return
+		}
+		if f := r.checkAddress(req, node, false); f != nil && f.code == "" {
+			return
+		}
+	}
+	x.req = req
+	x.rec.RequestID, x.rec.User, x.rec.Key = req.ID, req.Sender.User, req.Sender.Key
+	x.rec.Agent, x.rec.Action, x.rec.Params = req.Agent, req.Action, req.Params
 	if err := CheckID(req.ID); err != nil {
-		refuse(req, refusal{CodeMalformed, err.Error()})
+		r.limited(x, DecisionRefused, refusal{CodeMalformed, err.Error()}, nil)
 		return
 	}
 	if err != nil {
-		refuse(req, refusal{CodeBadSignature, "malformed signature: " + err.Error()})
+		r.limited(x, DecisionRefused, refusal{CodeBadSignature, "malformed signature: " + err.Error()}, nil)
 		return
 	}
 	principal, f := r.authenticate(req, opened)
 	if f != nil {
-		refuse(req, *f)
+		r.limited(x, DecisionRefused, *f, nil)
 		return
 	}
-	rec.Principal, rec.Roles = principal.Name, principal.Roles
+	x.digest = FrameDigest(m.Data)
+	x.rec.Principal, x.rec.Roles = principal.Name, principal.Roles
 	now := r.cfg.Now()
 	if f := r.checkRequest(req, node, direct, now); f != nil {
 		if f.code == "" { // not for this host: stay silent, as a broadcast expects
 			return
 		}
-		refuse(req, *f)
+		r.refuseSigned(x, *f)
 		return
 	}
-	deadline := req.CreatedTime().Add(time.Duration(req.TTL) * time.Second)
-	fresh, err := r.replay.add(req.ID, deadline.Add(r.cfg.ClockSkew), now)
-	if err != nil {
-		refuse(req, refusal{CodeBusy, "too many requests in flight to check for replays; retry later"})
-		return
+	deadline := req.CreatedTime().Add(time.Duration(req.TTL) * time.Second).Add(r.cfg.ClockSkew)
+	call := &Call{Request: req, Principal: principal, Direct: direct}
+	if az, ok := r.cfg.Handler.(Authorizer); ok {
+		actx, cancel := context.WithDeadline(context.Background(), deadline)
+		rep := az.Authorize(actx, call)
+		cancel()
+		if rep != nil {
+			if r.refusedFrames.repeat(x.digest) {
+				r.limited(x, DecisionRefused, refusal{rep.Code, rep.Error}, nil)
+				return
+			}
+			r.refuse(x, refusal{rep.Code, rep.Error})
+			return
+		}
 	}
-	if !fresh {
-		refuse(req, refusal{CodeReplay, fmt.Sprintf("request id %s was already seen (replay)", req.ID)})
+	state, kept, err := r.replay.admit(req.ID, x.digest, principal.Fingerprint, deadline, now)
+	switch state {
+	case seenRejected:
+		reason := "too many requests in flight to check for replays; retry later"
+		if errors.Is(err, ErrReplayKeyQuota) {
+			reason = fmt.Sprintf("key %s has its share of this host's replay cache in flight; retry when some of its requests have expired", principal.Fingerprint)
+		}
+		r.refuseSigned(x, refusal{CodeBusy, reason})
+		return
+	case seenReplay:
+		r.refuseSigned(x, refusal{CodeReplay, fmt.Sprintf("request id %s was already seen with other content, or its reply is no longer kept (replay)", req.ID)})
+		return
+	case seenRunning:
+		// Copies of an admitted frame can come from anyone on the broker:
+		// recorded and answered within the flood gate's allowance.
+		r.limited(x, DecisionDuplicate, refusal{CodeInProgress, fmt.Sprintf("request %s is already running on this host; its reply will follow", req.ID)}, nil)
+		return
+	case seenDone:
+		x.rec.Status = ""
+		r.limited(x, DecisionDuplicate, refusal{"", "a copy of a request that already ran: its signed reply sent again"}, kept)
 		return
 	}
 
-	ctx, cancel := context.WithDeadline(context.Background(), deadline.Add(r.cfg.ClockSkew))
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		r.replay.forget(req.ID)
+		return
+	}
+	r.inflight.Add(1)
+	r.mu.Unlock()
+	go func() {
+		defer r.inflight.Done()
+		r.run(x, call, deadline)
+	}()
+}
+
+// run waits for an action slot, records that the action starts, runs it,
+// and records and sends its result.
+func (r *Responder) run(x *exchange, call *Call, deadline time.Time) {
+	req := x.req
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	select {
 	case r.sem <- struct{}{}:
 	case <-ctx.Done():
-		refuse(req, refusal{CodeBusy, fmt.Sprintf("%d actions already running on this host; none finished before the request expired", cap(r.sem))})
+		r.replay.forget(req.ID)
+		r.refuse(x, refusal{CodeBusy, fmt.Sprintf("%d actions already running on this host; none finished before the request expired", cap(r.sem))})
 		return
 	}
-	rep := r.cfg.Handler.Handle(ctx, &Call{Request: req, Principal: principal, Direct: direct})
+	started := *x.rec
+	started.Decision, started.Time = DecisionStarted, r.cfg.Now()
+	if err := r.cfg.Audit.Audit(&started); err != nil {
+		<-r.sem
+		r.replay.forget(req.ID)
+		r.log.Error("audit record not written: action refused", "request_id", req.ID, "agent", req.Agent, "action", req.Action, "err", err)
+		r.refuse(x, refusal{CodeAuditUnavailable, "this host cannot write its audit log, so it runs nothing: " + err.Error()})
+		return
+	}
+	rep := r.cfg.Handler.Handle(ctx, call)
 	<-r.sem
 	if rep == nil {
 		rep = &Reply{Status: StatusFailed, Code: CodeFailed, Error: "handler returned no result"}
 	}
-	rep.RequestID, rep.Agent, rep.Action = req.ID, req.Agent, req.Action
-	rec.Status, rec.Code, rec.Reason, rec.Changed, rec.Summary = rep.Status, rep.Code, rep.Error, rep.Changed, rep.Summary
-	rec.Decision = "accepted"
+	x.rec.Status, x.rec.Code, x.rec.Reason, x.rec.Changed, x.rec.Summary = rep.Status, rep.Code, rep.Error, rep.Changed, rep.Summary
+	x.rec.Decision = DecisionAccepted
 	if rep.Status == StatusRefused {
-		rec.Decision = "refused"
+		x.rec.Decision = DecisionRefused
 	}
-	finish(rep)
+	frame := r.answer(x, rep)
+	r.replay.finish(req.ID, frame)
 }
 
 // authenticate checks the signature and finds the trusted principal.
@@ -386,13 +664,15 @@ func (r *Responder) checkRequest(req *Request, node *Node, direct bool, now time
 		return &refusal{CodeReplay, fmt.Sprintf("request was signed at %s, before this host's responder started at %s; a restart forgets which requests ran, so older ones are refused: sign a new one",
 			created.UTC().Format(time.RFC3339), r.started.UTC().Format(time.RFC3339))}
 	}
-	named := len(req.Targets) == 0
-	for _, t := range req.Targets {
-		if t == node.Identity {
-			named = true
-			break
-		}
-	}
+	return r.checkAddress(req, node, direct)
+}
+
+// checkAddress checks that the request is for this host: a direct request
+// must name it, a broadcast that names targets must name it, and the
+// filter must match. A refusal with an empty code means a broadcast for
+// other hosts, dropped silently. It needs no verified signature.
+func (r *Responder) checkAddress(req *Request, node *Node, direct bool) *refusal {
+	named := len(req.Targets) == 0 || slices.Contains(req.Targets, node.Identity)
 	if direct && (len(req.Targets) == 0 || !named) {
 		return &refusal{CodeWrongHost, fmt.Sprintf("direct request names %s, not this host", strings.Join(req.Targets, ", "))}
 	}

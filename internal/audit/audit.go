@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sync"
+	"syscall"
 
 	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/internal/redact"
@@ -19,18 +20,21 @@ import (
 // secretParam matches parameter names whose values are never written.
 var secretParam = regexp.MustCompile(`(?i)pass(word|wd|phrase)?|secret|token|credential|private`)
 
-// Log is an append-only JSON-lines audit log. It implements bus.Auditor.
+// Log is an append-only JSON-lines audit log. It implements bus.Auditor:
+// a record that cannot be written is an error the responder acts on (it
+// refuses an action whose start cannot be recorded, and logs the rest at
+// error level), never a message lost on stderr.
 type Log struct {
 	mu   sync.Mutex
 	path string
 	w    io.Writer
 	f    *os.File
-	// OnError is called when a record cannot be written; default: print to stderr.
-	OnError func(error)
 }
 
 // Open opens (creating it 0600, and its directory 0750) the audit log at
-// path for appending.
+// path for appending. An existing log with a looser mode is tightened to
+// 0600. It refuses a log that is a symbolic link or not a regular file, and
+// a directory that others may write to (they could swap the log).
 func Open(path string) (*Log, error) {
 	l := &Log{path: path}
 	if err := l.Reopen(); err != nil {
@@ -47,12 +51,33 @@ func (l *Log) Reopen() error {
 	if l.path == "" {
 		return nil
 	}
-	if err := os.MkdirAll(filepath.Dir(l.path), 0o750); err != nil {
+	dir := filepath.Dir(l.path)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return fmt.Errorf("audit log: %w", err)
 	}
-	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if st, err := os.Stat(dir); err != nil {
+		return fmt.Errorf("audit log: %w", err)
+	} else if st.Mode().Perm()&0o002 != 0 {
+		return fmt.Errorf("audit log: directory %s is writable by anyone (mode %v): anyone could replace the log; use a directory only signetd's user can write, such as /var/log/signet", dir, st.Mode().Perm())
+	}
+	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return fmt.Errorf("audit log: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("audit log: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return fmt.Errorf("audit log: %s is not a regular file", l.path)
+	}
+	if st.Mode().Perm() != 0o600 {
+		if err := f.Chmod(0o600); err != nil {
+			f.Close()
+			return fmt.Errorf("audit log: tighten mode of %s to 0600: %w", l.path, err)
+		}
 	}
 	l.mu.Lock()
 	old := l.f
@@ -66,8 +91,9 @@ func (l *Log) Reopen() error {
 
 // Audit writes one record. Values of parameters whose names look secret are
 // replaced by "[redacted]", and credentials inside URLs anywhere in the
-// parameters, the reason and the summary are removed.
-func (l *Log) Audit(rec *bus.AuditRecord) {
+// parameters, the reason and the summary are removed. A record that cannot
+// be written whole (a full disk, an I/O error) is an error.
+func (l *Log) Audit(rec *bus.AuditRecord) error {
 	r := *rec
 	if len(r.Params) > 0 {
 		p := make(map[string]any, len(r.Params))
@@ -81,19 +107,27 @@ func (l *Log) Audit(rec *bus.AuditRecord) {
 	}
 	r.Reason, r.Summary = redact.String(r.Reason), redact.String(r.Summary)
 	b, err := json.Marshal(&r)
-	if err == nil {
-		b = append(b, '\n')
-		l.mu.Lock()
-		_, err = l.w.Write(b)
-		l.mu.Unlock()
-	}
 	if err != nil {
-		if l.OnError != nil {
-			l.OnError(err)
-		} else {
-			fmt.Fprintf(os.Stderr, "signetd: audit log: %v\n", err)
+		return fmt.Errorf("audit log: encode record: %w", err)
+	}
+	b = append(b, '\n')
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var size int64 = -1
+	if l.f != nil {
+		if st, err := l.f.Stat(); err == nil {
+			size = st.Size()
 		}
 	}
+	if _, err := l.w.Write(b); err != nil {
+		if size >= 0 {
+			// A short write (full disk) would leave half a line that
+			// corrupts the next record: cut it off again.
+			_ = l.f.Truncate(size)
+		}
+		return fmt.Errorf("audit log: write: %w", err)
+	}
+	return nil
 }
 
 // Close closes the file.

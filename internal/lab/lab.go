@@ -263,15 +263,18 @@ func (l *Lab) StartHost(id string) error {
 		defer close(done)
 		defer aud.Close()
 		defer host.Close()
-		close(started)
-		if err := agents.Serve(hctx, agents.ServeOptions{Conn: nc, Host: host, HostKey: l.keys[id], Audit: aud, Config: cfg, Version: l.opts.Version, Logger: log}); err != nil {
+		ready := func() { close(started) } // subscriptions flushed: requests from now on reach it
+		if err := agents.Serve(hctx, agents.ServeOptions{Conn: nc, Host: host, HostKey: l.keys[id], Audit: aud, Config: cfg, Version: l.opts.Version, Logger: log, Ready: ready}); err != nil {
 			l.mu.Lock()
 			l.errs = append(l.errs, fmt.Errorf("%s: %w", id, err))
 			l.mu.Unlock()
 		}
 		nc.Drain()
 	}()
-	<-started
+	select {
+	case <-started:
+	case <-done:
+	}
 	return nil
 }
 

@@ -248,7 +248,7 @@ func fanoutBare(s *server.Server, n, perConn, rounds int, mode int) stats {
 
 type discard struct{}
 
-func (discard) Audit(*bus.AuditRecord) {}
+func (discard) Audit(*bus.AuditRecord) error { return nil }
 
 // startResponders starts n signet responders (rpcutil only) on shared
 // connections and returns their identities and known host keys.

@@ -302,7 +302,7 @@ func concerns(r auditRecord, host string) bool {
 func auditSteps(a *deploy.App, host string, recs []auditRecord) []string {
 	var out []string
 	for _, r := range recs {
-		if !concerns(r, host) {
+		if !concerns(r, host) || r.Decision == "started" { // the result record follows
 			continue
 		}
 		name := "observe:" + r.Agent + "." + r.Action
