@@ -19,6 +19,7 @@ import (
 	"github.com/signetbus/signet/internal/audit"
 	"github.com/signetbus/signet/internal/facts"
 	"github.com/signetbus/signet/internal/keys"
+	"github.com/signetbus/signet/internal/redact"
 	"github.com/signetbus/signet/plugins"
 	"github.com/signetbus/signet/plugins/external"
 )
@@ -84,7 +85,7 @@ type RunOptions struct {
 // broker (retrying forever with backoff) and serves until ctx ends, then
 // finishes in-flight actions and leaves the registry.
 func Run(ctx context.Context, cfg *Config, o RunOptions) error {
-	log := o.Logger
+	log := redact.Logger(o.Logger)
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -116,6 +117,7 @@ func Run(ctx context.Context, cfg *Config, o RunOptions) error {
 	if err != nil {
 		return err
 	}
+	aud.Sensitive = host.SensitiveParams
 	defer aud.Close()
 	nc, err := Connect(cfg.NATS, "signetd "+cfg.Identity, log)
 	if err != nil {
@@ -158,7 +160,7 @@ type ServeOptions struct {
 // connection.
 func Serve(ctx context.Context, o ServeOptions) error {
 	cfg := o.Config
-	log := o.Logger
+	log := redact.Logger(o.Logger)
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
