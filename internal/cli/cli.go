@@ -21,6 +21,7 @@ import (
 
 	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/internal/keys"
+	"github.com/signetbus/signet/internal/redact"
 	_ "github.com/signetbus/signet/plugins/all" // the plugin whitelist
 )
 
@@ -91,7 +92,7 @@ func exitCode(err error, stderr io.Writer, prog string) int {
 	if errors.As(err, &ee) {
 		return ee.code
 	}
-	fmt.Fprintf(stderr, "%s: %v\n", prog, err)
+	fmt.Fprintf(stderr, "%s: %s\n", prog, redact.String(err.Error()))
 	var he *hintError
 	if errors.As(err, &he) {
 		fmt.Fprintf(stderr, "hint: %s\n", he.hint)
@@ -183,7 +184,7 @@ func (g *globalOptions) logger() *slog.Logger {
 	if g.io.Getenv("SIGNET_DEBUG") != "" {
 		lvl = slog.LevelDebug
 	}
-	return slog.New(slog.NewTextHandler(g.io.Err, &slog.HandlerOptions{Level: lvl}))
+	return slog.New(redact.NewHandler(slog.NewTextHandler(g.io.Err, &slog.HandlerOptions{Level: lvl}), nil))
 }
 
 // connect loads the config, the signing key and known hosts, and dials the broker.
