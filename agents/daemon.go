@@ -117,7 +117,6 @@ func Run(ctx context.Context, cfg *Config, o RunOptions) error {
 	if err != nil {
 		return err
 	}
-	aud.Sensitive = host.SensitiveParams
 	defer aud.Close()
 	nc, err := Connect(cfg.NATS, "signetd "+cfg.Identity, log)
 	if err != nil {
@@ -163,6 +162,9 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	log := redact.Logger(o.Logger)
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if aud, ok := o.Audit.(*audit.Log); ok && aud.Sensitive == nil {
+		aud.Sensitive = o.Host.SensitiveParams // never write a declared secret
 	}
 	r, err := bus.NewResponder(bus.ResponderConfig{
 		Conn: o.Conn, Collective: cfg.Collective, HostKey: o.HostKey, Node: o.Host.Node,

@@ -84,7 +84,6 @@ func newSecretHost(t *testing.T) *secretHost {
 		t.Fatal(err)
 	}
 	aud := audit.New(sh.audit)
-	aud.Sensitive = h.SensitiveParams // as Run does
 	srv := brokertest.Start(t)
 	nc, err := nats.Connect(srv.ClientURL())
 	if err != nil {
