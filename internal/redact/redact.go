@@ -40,15 +40,13 @@ const Mask = "[redacted]"
 // (the malformed "http:user:pass@host" still carries a password).
 var userinfo = regexp.MustCompile(`(?i)\b((?:[a-z][a-z0-9+.-]*://)|(?:https?|nats|tls|wss?|smtps?|ftps?|ldaps?|redis|postgres(?:ql)?|mysql|amqps?):)[^\s/@"'<>]+@`)
 
-// urlRe matches a URL with a query string or a fragment.
-var urlRe = regexp.MustCompile(`(?i)\b[a-z][a-z0-9+.-]*://[^\s"'<>?#]*[?#][^\s"'<>]*`)
-
 // authScheme matches the credentials of an HTTP Authorization header.
 var authScheme = regexp.MustCompile(`(?i)\b(bearer|basic)(\s+)[A-Za-z0-9._~+/=-]{6,}`)
 
-// pairKey matches the key and separator of key=value and key: value in
-// free text; the value after it is removed when the key looks secret.
-var pairKey = regexp.MustCompile(`([A-Za-z0-9_.-]+)(["']?\s*[=:]\s*)`)
+// Pairs: the value after a key and '=' or ':' is removed when the key
+// looks secret. With ':' the key or the value must be quoted
+// ("password": "x", as JSON and YAML write it): an unquoted
+// "host key: open /etc/...: no such file" is an error chain, not a secret.
 
 // String removes credentials from s: URL user information, URL query and
 // fragment values, secret-looking key=value pairs and Authorization
@@ -57,15 +55,63 @@ func String(s string) string {
 	if len(s) < 4 {
 		return s
 	}
-	s = userinfo.ReplaceAllString(s, "${1}"+Mask+"@")
-	if strings.ContainsAny(s, "?#") {
-		s = urlRe.ReplaceAllStringFunc(s, redactURL)
+	// Cheap checks first: most text has no URL, no '@' and no credentials,
+	// and this runs on every log record of signetd.
+	if strings.IndexByte(s, '@') >= 0 {
+		s = userinfo.ReplaceAllString(s, "${1}"+Mask+"@")
 	}
-	s = authScheme.ReplaceAllString(s, "${1}${2}"+Mask)
+	if strings.Contains(s, "://") && strings.ContainsAny(s, "?#") {
+		s = redactURLs(s)
+	}
+	if containsFold(s, "bearer") || containsFold(s, "basic") {
+		s = authScheme.ReplaceAllString(s, "${1}${2}"+Mask)
+	}
 	if strings.ContainsAny(s, "=:") {
 		s = redactPairs(s)
 	}
 	return s
+}
+
+// redactURLs applies redactURL to every URL in s that has a query string
+// or a fragment.
+func redactURLs(s string) string {
+	var b strings.Builder
+	last := 0
+	for i := 0; i+3 <= len(s); {
+		k := strings.Index(s[i:], "://")
+		if k < 0 {
+			break
+		}
+		at := i + k
+		start := at
+		for start > last && isSchemeChar(s[start-1]) {
+			start--
+		}
+		end := at + 3
+		for end < len(s) && !isURLEnd(s[end]) {
+			end++
+		}
+		i = end
+		if start == at || !isLetter(s[start]) || !strings.ContainsAny(s[at+3:end], "?#") {
+			continue
+		}
+		b.WriteString(s[last:start])
+		b.WriteString(redactURL(s[start:end]))
+		last = end
+	}
+	if last == 0 {
+		return s
+	}
+	b.WriteString(s[last:])
+	return b.String()
+}
+
+func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
+func isSchemeChar(c byte) bool {
+	return isLetter(c) || c >= '0' && c <= '9' || c == '+' || c == '.' || c == '-'
+}
+func isURLEnd(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '"' || c == '\'' || c == '<' || c == '>'
 }
 
 // redactURL hides every value of the query string and the fragment of u.
@@ -117,35 +163,59 @@ func redactQuery(q string) string {
 func redactPairs(s string) string {
 	var b strings.Builder
 	last := 0
-	for _, m := range pairKey.FindAllStringSubmatchIndex(s, -1) {
-		if m[0] < last || !SecretName(s[m[2]:m[3]]) {
+	for i := 0; i < len(s); i++ {
+		if s[i] != '=' && s[i] != ':' {
 			continue
 		}
-		start, end := m[1], m[1]
+		// The key: key chars, then optional quote and spaces, before i.
+		j := i
+		for j > 0 && (s[j-1] == ' ' || s[j-1] == '\t') {
+			j--
+		}
+		keyQuoted := j > 0 && (s[j-1] == '"' || s[j-1] == '\'')
+		if keyQuoted {
+			j--
+		}
+		ke := j
+		for j > 0 && isKeyChar(s[j-1]) {
+			j--
+		}
+		if j == ke || j < last || !SecretName(s[j:ke]) {
+			continue
+		}
+		start := i + 1
+		for start < len(s) && (s[start] == ' ' || s[start] == '\t') {
+			start++
+		}
 		rest := s[start:]
+		valQuoted := strings.HasPrefix(rest, `"`) || strings.HasPrefix(rest, `'`)
+		if s[i] == ':' && !keyQuoted && !valQuoted {
+			continue
+		}
 		if strings.HasPrefix(rest, Mask) || strings.HasPrefix(rest[min(1, len(rest)):], Mask) {
 			continue
 		}
-		switch {
-		case strings.HasPrefix(rest, `"`) || strings.HasPrefix(rest, `'`):
-			if j := strings.IndexByte(rest[1:], rest[0]); j >= 0 {
-				start, end = start+1, start+1+j
-			} else {
+		end := start
+		if valQuoted {
+			k := strings.IndexByte(rest[1:], rest[0])
+			if k < 0 {
 				continue
 			}
-		default:
+			start, end = start+1, start+1+k
+		} else {
 			end = start + len(rest)
-			if j := strings.IndexAny(rest, " \t\r\n&,;\"'<>)]"); j >= 0 {
-				end = start + j
+			if k := strings.IndexAny(rest, " \t\r\n&,;\"'<>)]"); k >= 0 {
+				end = start + k
 			}
 		}
-		v := strings.ToLower(s[start:end])
-		if v == "" || v == "bearer" || v == "basic" {
+		v := s[start:end]
+		if v == "" || strings.EqualFold(v, "bearer") || strings.EqualFold(v, "basic") {
 			continue
 		}
 		b.WriteString(s[last:start])
 		b.WriteString(Mask)
 		last = end
+		i = end - 1
 	}
 	if last == 0 {
 		return s
@@ -154,12 +224,29 @@ func redactPairs(s string) string {
 	return b.String()
 }
 
+func isKeyChar(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-'
+}
+
+// containsFold reports whether s contains sub (lowercase ASCII) in any case.
+func containsFold(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if (s[i]|0x20) == sub[0] && strings.EqualFold(s[i:i+len(sub)], sub) {
+			return true
+		}
+	}
+	return false
+}
+
 // secretParts are substrings of a name, lowercased with separators
 // removed, that mark it secret.
 var secretParts = []string{
 	"password", "passwd", "passphrase", "secret", "token", "credential", "apikey", "accesskey",
 	"privatekey", "signingkey", "authorization", "bearer", "cookie", "jwt", "sessionid",
 }
+
+// nameHints is a cheap first check: a secret name contains one of these.
+var nameHints = []string{"pass", "pwd", "secret", "token", "cred", "key", "auth", "bearer", "cookie", "jwt", "session", "sig", "private", "otp"}
 
 // publicParts mark a name public even when it has a secret-looking word:
 // a host key or a public key's fingerprint is what an operator checks.
@@ -179,6 +266,16 @@ var secretWords = map[string]bool{
 // in any case and with any separators ("X-Auth-Token", "apiKey"). Names
 // with public, fingerprint, host_key, key_file or key_path are not secret.
 func SecretName(name string) bool {
+	hint := false
+	for _, h := range nameHints {
+		if containsFold(name, h) {
+			hint = true
+			break
+		}
+	}
+	if !hint {
+		return false
+	}
 	var joined strings.Builder
 	var words []string
 	start := -1
