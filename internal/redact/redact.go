@@ -117,10 +117,13 @@ func isURLEnd(c byte) bool {
 // redactURL hides every value of the query string and the fragment of u.
 func redactURL(u string) string {
 	i := strings.IndexAny(u, "?#")
-	trail := ""
-	if j := len(strings.TrimRight(u, ".,;:)]")); j > i {
-		u, trail = u[:j], u[j:]
+	// Trailing punctuation belongs to the sentence, not the URL (but the
+	// ']' of an earlier Mask stays).
+	j := len(u)
+	for j > i+1 && strings.IndexByte(".,;:)]", u[j-1]) >= 0 && !strings.HasSuffix(u[:j], Mask) {
+		j--
 	}
+	u, trail := u[:j], u[j:]
 	var b strings.Builder
 	b.WriteString(u[:i+1])
 	rest := u[i+1:]
