@@ -221,8 +221,12 @@ func (in Input) hidden(err error) error {
 	return errors.New(msg + " (value not shown: the input is sensitive)")
 }
 
-// show quotes a rejected value for an error message: bounded to 64 bytes
-// and with credentials removed. Values of secret inputs are never shown.
+// Quote quotes a rejected value for an error message: bounded to 64 bytes
+// (with its full length said) and with credentials removed (redact.String).
+// Validators use it for the values of inputs that are not sensitive; the
+// value of a sensitive input is never shown at all.
+func Quote(s string) string { return show(s) }
+
 func show(s string) string {
 	const max = 64
 	r := redact.String(s)

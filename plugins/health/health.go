@@ -217,13 +217,13 @@ func (h *Health) checkURL(raw string) (*url.URL, error) {
 		if errors.As(err, &uerr) {
 			err = uerr.Err
 		}
-		return nil, fmt.Errorf("want a URL, got %q: %w", redact.String(raw), err)
+		return nil, fmt.Errorf("want a URL, got %s: %w", plugins.Quote(raw), err)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
 		return nil, fmt.Errorf("want an http:// or https:// URL, got scheme %q", u.Scheme)
 	}
 	if u.Opaque != "" || u.Host == "" {
-		return nil, fmt.Errorf("want scheme://host/path, got %q", redact.String(raw))
+		return nil, fmt.Errorf("want scheme://host/path, got %s", plugins.Quote(raw))
 	}
 	if u.User != nil {
 		return nil, errors.New("credentials in the URL are refused")

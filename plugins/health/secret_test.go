@@ -51,3 +51,11 @@ func TestUnparsableURLNotQuotedWhole(t *testing.T) {
 		t.Errorf("want an error without the password, got %v", err)
 	}
 }
+
+func TestRejectedURLQuotedBounded(t *testing.T) {
+	h := newHealth(t, "")
+	_, err := run(t, h, "http", map[string]any{"url": "http:" + strings.Repeat("x", 2000)})
+	if err == nil || len(err.Error()) > 300 || !strings.Contains(err.Error(), "(2005 bytes)") {
+		t.Errorf("want a bounded quote that says the length, got %d bytes: %.120v", len(fmt.Sprint(err)), err)
+	}
+}
