@@ -43,42 +43,46 @@ func sensitiveInputs(a plugins.Action) map[string]bool {
 // the audit log or the daemon log.
 type guarded struct {
 	plugins.Plugin
+	// sensitive are the sensitive inputs by action, read once from the
+	// declaration (Describe returns the same one every time).
+	sensitive map[string]map[string]bool
 }
 
 var (
-	_ plugins.Validator = guarded{}
-	_ plugins.Closer    = guarded{}
+	_ plugins.Validator = (*guarded)(nil)
+	_ plugins.Closer    = (*guarded)(nil)
 )
 
 func guard(p plugins.Plugin) plugins.Plugin {
-	if g, ok := p.(guarded); ok {
+	if g, ok := p.(*guarded); ok {
 		return g
 	}
-	return guarded{p}
+	g := &guarded{Plugin: p, sensitive: map[string]map[string]bool{}}
+	for _, a := range p.Describe().Actions {
+		g.sensitive[a.Name] = sensitiveInputs(a)
+	}
+	return g
 }
 
-// secrets returns the values of the request's sensitive parameters.
-func secretValues(ddl plugins.DDL, action string, params plugins.Params) []string {
-	a, ok := ddl.Action(action)
-	if !ok {
-		return redact.Values(params, nil)
-	}
-	sens := sensitiveInputs(a)
+// secretValues returns the values of the request's sensitive parameters
+// (declared, or with secret-looking names).
+func (g *guarded) secretValues(action string, params plugins.Params) []string {
+	sens := g.sensitive[action]
 	return redact.Values(params, func(name string) bool { return sens[name] })
 }
 
 // Validate implements plugins.Validator.
-func (g guarded) Validate(action string, params plugins.Params) error {
+func (g *guarded) Validate(action string, params plugins.Params) error {
 	v, ok := g.Plugin.(plugins.Validator)
 	if !ok {
 		return nil
 	}
-	return scrubError(v.Validate(action, params), secretValues(g.Describe(), action, params))
+	return scrubError(v.Validate(action, params), g.secretValues(action, params))
 }
 
 // Run implements plugins.Plugin.
-func (g guarded) Run(ctx context.Context, req *plugins.Request) (*plugins.Result, error) {
-	secrets := secretValues(g.Describe(), req.Action, req.Params)
+func (g *guarded) Run(ctx context.Context, req *plugins.Request) (*plugins.Result, error) {
+	secrets := g.secretValues(req.Action, req.Params)
 	r := *req
 	if r.Log != nil {
 		r.Log = slog.New(redact.NewHandler(r.Log.Handler(), secrets))
@@ -96,7 +100,7 @@ func (g guarded) Run(ctx context.Context, req *plugins.Request) (*plugins.Result
 }
 
 // Close implements plugins.Closer.
-func (g guarded) Close() error {
+func (g *guarded) Close() error {
 	if c, ok := g.Plugin.(plugins.Closer); ok {
 		return c.Close()
 	}
