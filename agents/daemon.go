@@ -18,6 +18,7 @@ import (
 	"github.com/signetbus/signet/internal/audit"
 	"github.com/signetbus/signet/internal/facts"
 	"github.com/signetbus/signet/internal/keys"
+	"github.com/signetbus/signet/internal/redact"
 	"github.com/signetbus/signet/plugins"
 	"github.com/signetbus/signet/plugins/external"
 )
@@ -83,7 +84,7 @@ type RunOptions struct {
 // broker (retrying forever with backoff) and serves until ctx ends, then
 // finishes in-flight actions and leaves the registry.
 func Run(ctx context.Context, cfg *Config, o RunOptions) error {
-	log := o.Logger
+	log := redact.Logger(o.Logger)
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -147,9 +148,12 @@ type ServeOptions struct {
 // connection.
 func Serve(ctx context.Context, o ServeOptions) error {
 	cfg := o.Config
-	log := o.Logger
+	log := redact.Logger(o.Logger)
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if aud, ok := o.Audit.(*audit.Log); ok && aud.Sensitive == nil {
+		aud.Sensitive = o.Host.SensitiveParams // never write a declared secret
 	}
 	r, err := bus.NewResponder(bus.ResponderConfig{
 		Conn: o.Conn, Collective: cfg.Collective, HostKey: o.HostKey, Node: o.Host.Node,

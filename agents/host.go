@@ -59,7 +59,7 @@ type trustStore struct {
 
 // NewHost loads the trust file and the policy and assembles the host.
 func NewHost(o HostOptions) (*Host, error) {
-	log := o.Logger
+	log := redact.Logger(o.Logger)
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -79,7 +79,7 @@ func NewHost(o HostOptions) (*Host, error) {
 		if err := bus.CheckName("agent", name); err != nil {
 			return nil, err
 		}
-		h.plugins[name] = p
+		h.plugins[name] = guard(p)
 	}
 	h.plugins["rpcutil"] = &rpcutil{host: h}
 	for name, p := range h.plugins {

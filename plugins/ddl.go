@@ -2,6 +2,7 @@ package plugins
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"regexp"
@@ -13,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/signetbus/signet/internal/grammar"
+	"github.com/signetbus/signet/internal/redact"
 )
 
 // Input types.
@@ -59,8 +61,16 @@ type Input struct {
 	Max *float64 `json:"max,omitempty"`
 	// MaxLength bounds strings, in bytes. Zero means 1024.
 	MaxLength int `json:"max_length,omitempty"`
-	// Default is used when the parameter is absent.
+	// Default is used when the parameter is absent. A sensitive input
+	// has none.
 	Default any `json:"default,omitempty"`
+	// Sensitive marks a secret (a password, a token, an API key): signetd
+	// never echoes its value in a validation error, a reply, the audit log
+	// or its logs, and removes the value wherever a plugin's error,
+	// summary, data or log lines quote it. Inputs whose names look secret
+	// (redact.SecretName: password, token, api_key...) are treated the
+	// same even when not marked, as a second line of defence.
+	Sensitive bool `json:"sensitive,omitempty"`
 }
 
 // Output declares one key of Result.Data.
@@ -175,6 +185,9 @@ func (a Action) Validate(raw map[string]any) (Params, error) {
 			v = in.Default
 		}
 		cv, err := in.coerce(v)
+		if err != nil && in.secret() {
+			err = in.hidden(err)
+		}
 		if err != nil {
 			return nil, &ParamError{Action: a.Name, Param: in.Name, Rule: "type", Msg: err.Error()}
 		}
@@ -198,6 +211,36 @@ func (a Action) inputNames() []string {
 	return n
 }
 
+// secret reports whether the input's value must never be echoed: it is
+// declared sensitive, or its name looks secret.
+func (in Input) secret() bool { return in.Sensitive || redact.SecretName(in.Name) }
+
+// hidden is a coerce error of a secret input: it says what was wanted,
+// never what was got.
+func (in Input) hidden(err error) error {
+	msg, _, _ := strings.Cut(err.Error(), ", got")
+	return errors.New(msg + " (value not shown: the input is sensitive)")
+}
+
+// Quote quotes a rejected value for an error message: bounded to 64 bytes
+// (with its full length said) and with credentials removed (redact.String).
+// Validators use it for the values of inputs that are not sensitive; the
+// value of a sensitive input is never shown at all.
+func Quote(s string) string { return show(s) }
+
+func show(s string) string {
+	const max = 64
+	r := redact.String(s)
+	if len(r) > max {
+		cut := max
+		for cut > 0 && !utf8.RuneStart(r[cut]) {
+			cut--
+		}
+		return fmt.Sprintf("%q... (%d bytes)", r[:cut], len(s))
+	}
+	return strconv.Quote(r)
+}
+
 func (in Input) coerce(v any) (any, error) {
 	switch in.Type {
 	case TypeString, TypeDuration, "":
@@ -207,7 +250,7 @@ func (in Input) coerce(v any) (any, error) {
 		}
 		if in.Type == TypeDuration {
 			if _, err := time.ParseDuration(s); err != nil {
-				return nil, fmt.Errorf("want a duration such as 90s or 5m, got %q", s)
+				return nil, fmt.Errorf("want a duration such as 90s or 5m, got %s", show(s))
 			}
 		}
 		return s, nil
@@ -216,7 +259,7 @@ func (in Input) coerce(v any) (any, error) {
 		case string:
 			n, err := strconv.ParseInt(x, 10, 64)
 			if err != nil {
-				return nil, fmt.Errorf("want an integer, got %q", x)
+				return nil, fmt.Errorf("want an integer, got %s", show(x))
 			}
 			return n, nil
 		case float64:
@@ -227,7 +270,7 @@ func (in Input) coerce(v any) (any, error) {
 		case json.Number:
 			n, err := x.Int64()
 			if err != nil {
-				return nil, fmt.Errorf("want an integer, got %s", x)
+				return nil, fmt.Errorf("want an integer, got %s", show(x.String()))
 			}
 			return n, nil
 		case int:
@@ -240,7 +283,7 @@ func (in Input) coerce(v any) (any, error) {
 		case string:
 			f, err := strconv.ParseFloat(x, 64)
 			if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
-				return nil, fmt.Errorf("want a number, got %q", x)
+				return nil, fmt.Errorf("want a number, got %s", show(x))
 			}
 			return f, nil
 		case float64:
@@ -248,7 +291,7 @@ func (in Input) coerce(v any) (any, error) {
 		case json.Number:
 			f, err := x.Float64()
 			if err != nil {
-				return nil, fmt.Errorf("want a number, got %s", x)
+				return nil, fmt.Errorf("want a number, got %s", show(x.String()))
 			}
 			return f, nil
 		case int:
@@ -263,7 +306,7 @@ func (in Input) coerce(v any) (any, error) {
 		case string:
 			b, err := strconv.ParseBool(x)
 			if err != nil {
-				return nil, fmt.Errorf("want true or false, got %q", x)
+				return nil, fmt.Errorf("want true or false, got %s", show(x))
 			}
 			return b, nil
 		}
@@ -295,7 +338,10 @@ func (in Input) check(v any) *ParamError {
 				}
 			}
 			if !found {
-				return &ParamError{Rule: "enum", Msg: fmt.Sprintf("%q is not one of %s", x, strings.Join(in.Enum, ", "))}
+				if in.secret() {
+					return &ParamError{Rule: "enum", Msg: "the value (not shown: the input is sensitive) is not one of the allowed values"}
+				}
+				return &ParamError{Rule: "enum", Msg: fmt.Sprintf("%s is not one of %s", show(x), strings.Join(in.Enum, ", "))}
 			}
 		}
 		if in.Pattern != "" {
@@ -304,7 +350,10 @@ func (in Input) check(v any) *ParamError {
 				return &ParamError{Rule: "pattern", Msg: fmt.Sprintf("declared pattern does not compile: %v", err)}
 			}
 			if !re.MatchString(x) {
-				return &ParamError{Rule: "pattern", Msg: fmt.Sprintf("%q does not match %s", x, in.Pattern)}
+				if in.secret() {
+					return &ParamError{Rule: "pattern", Msg: fmt.Sprintf("the value (not shown: the input is sensitive) does not match %s", in.Pattern)}
+				}
+				return &ParamError{Rule: "pattern", Msg: fmt.Sprintf("%s does not match %s", show(x), in.Pattern)}
 			}
 		}
 		if in.Type == TypeDuration {
@@ -320,6 +369,9 @@ func (in Input) check(v any) *ParamError {
 }
 
 func (in Input) checkRange(f float64, shown string) *ParamError {
+	if in.secret() {
+		shown = "the value (not shown: the input is sensitive)"
+	}
 	unit := ""
 	if in.Type == TypeDuration {
 		unit = "s"
@@ -406,6 +458,9 @@ func (d DDL) Check() error {
 				if _, err := compilePattern(in.Pattern); err != nil {
 					return fmt.Errorf("ddl %s.%s: input %s: pattern: %w", d.Name, a.Name, in.Name, err)
 				}
+			}
+			if in.Default != nil && in.secret() {
+				return fmt.Errorf("ddl %s.%s: input %s is sensitive and must not have a default (a secret does not belong in a declaration)", d.Name, a.Name, in.Name)
 			}
 			if in.Default != nil {
 				v, err := in.coerce(in.Default)

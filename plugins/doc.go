@@ -16,4 +16,10 @@
 // declaration before the plugin sees them, so a plugin only ever receives
 // parameters that passed the declared rules. Plugins that need checks beyond
 // what the DDL can say (a package name grammar, say) implement Validator.
+//
+// An input that carries a secret (a password, a token, an API key) is
+// declared Sensitive. No validation error then quotes its value, and signetd
+// removes the value from anything the plugin says back (errors, summary,
+// data, log lines) and from the audit log. Errors about other inputs quote
+// the rejected value with Quote: bounded, credentials removed.
 package plugins

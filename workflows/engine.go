@@ -269,7 +269,7 @@ func (r *run) emit(ev Event) {
 		r.st.Updated = ev.Time
 	}
 	if r.e.Sink != nil {
-		r.e.Sink(ev)
+		r.e.Sink(ev.Redacted())
 	}
 }
 

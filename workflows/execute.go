@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/signetbus/signet/internal/redact"
 )
 
 // Exec is everything one run needs besides the engine's own inputs: who,
@@ -154,7 +156,7 @@ func BuildPlan(summary string, batches [][]string, hosts []Host, zoneFact string
 // Write renders the plan as text or JSON.
 func (p *PlanView) Write(w io.Writer, format string) error {
 	if format == "json" {
-		return json.NewEncoder(w).Encode(p)
+		return json.NewEncoder(w).Encode(p.redacted())
 	}
 	n := 0
 	for _, b := range p.Batches {
@@ -181,6 +183,25 @@ func (p *PlanView) Write(w io.Writer, format string) error {
 	return nil
 }
 
+// redacted is a copy of the plan with every step's parameters redacted.
+func (p *PlanView) redacted() *PlanView {
+	out := &PlanView{Summary: p.Summary}
+	for _, b := range p.Batches {
+		nb := make([]PlanHost, len(b))
+		for i, h := range b {
+			nh := h
+			nh.Steps = make([]PlanStep, len(h.Steps))
+			for j, st := range h.Steps {
+				st.Params = redact.Params(st.Params, nil)
+				nh.Steps[j] = st
+			}
+			nb[i] = nh
+		}
+		out.Batches = append(out.Batches, nb)
+	}
+	return out
+}
+
 func zoneSuffix(z string) string {
 	if z == "" {
 		return ""
@@ -188,7 +209,10 @@ func zoneSuffix(z string) string {
 	return " (zone " + z + ")"
 }
 
+// formatParams shows a step's parameters, redacted: a plan is printed and
+// kept in CI logs.
 func formatParams(p map[string]any) string {
+	p = redact.Params(p, nil)
 	keys := make([]string, 0, len(p))
 	for k := range p {
 		keys = append(keys, k)

@@ -9,16 +9,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sync"
 	"syscall"
 
 	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/internal/redact"
 )
-
-// secretParam matches parameter names whose values are never written.
-var secretParam = regexp.MustCompile(`(?i)pass(word|wd|phrase)?|secret|token|credential|private`)
 
 // Log is an append-only JSON-lines audit log. It implements bus.Auditor:
 // a record that cannot be written is an error the responder acts on (it
@@ -29,6 +25,11 @@ type Log struct {
 	path string
 	w    io.Writer
 	f    *os.File
+	// Sensitive names the parameters of an action that its plugin declares
+	// sensitive; their values are never written. signetd sets it to
+	// agents.Host.SensitiveParams. Nil: only names that look secret are
+	// masked.
+	Sensitive func(agent, action string) map[string]bool
 }
 
 // Open opens (creating it 0600, and its directory 0750) the audit log at
@@ -89,23 +90,10 @@ func (l *Log) Reopen() error {
 	return nil
 }
 
-// Audit writes one record. Values of parameters whose names look secret are
-// replaced by "[redacted]", and credentials inside URLs anywhere in the
-// parameters, the reason and the summary are removed. A record that cannot
-// be written whole (a full disk, an I/O error) is an error.
+// Audit writes one record, redacted by Redact. A record that cannot be
+// written whole (a full disk, an I/O error) is an error.
 func (l *Log) Audit(rec *bus.AuditRecord) error {
-	r := *rec
-	if len(r.Params) > 0 {
-		p := make(map[string]any, len(r.Params))
-		for k, v := range r.Params {
-			if secretParam.MatchString(k) {
-				v = "[redacted]"
-			}
-			p[k] = redact.Value(v)
-		}
-		r.Params = p
-	}
-	r.Reason, r.Summary = redact.String(r.Reason), redact.String(r.Summary)
+	r := l.Redact(rec)
 	b, err := json.Marshal(&r)
 	if err != nil {
 		return fmt.Errorf("audit log: encode record: %w", err)
@@ -128,6 +116,25 @@ func (l *Log) Audit(rec *bus.AuditRecord) error {
 		return fmt.Errorf("audit log: write: %w", err)
 	}
 	return nil
+}
+
+// Redact returns a copy of rec fit to be written: the values of
+// parameters declared sensitive or whose names look secret are replaced by
+// "[redacted]", and redact.String removes credentials from every other
+// parameter, the reason and the summary. The values of the sensitive
+// parameters are also removed wherever they appear in the reason and the
+// summary (a plugin's error may quote them).
+func (l *Log) Redact(rec *bus.AuditRecord) bus.AuditRecord {
+	r := *rec
+	var sens map[string]bool
+	if l.Sensitive != nil && len(r.Params) > 0 {
+		sens = l.Sensitive(r.Agent, r.Action)
+	}
+	r.Params = redact.Params(r.Params, func(name string) bool { return sens[name] })
+	secrets := redact.Values(rec.Params, func(name string) bool { return sens[name] })
+	r.Reason = redact.Scrub(redact.String(r.Reason), secrets)
+	r.Summary = redact.Scrub(redact.String(r.Summary), secrets)
+	return r
 }
 
 // Close closes the file.

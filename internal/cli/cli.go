@@ -21,6 +21,7 @@ import (
 
 	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/internal/keys"
+	"github.com/signetbus/signet/internal/redact"
 )
 
 // Version is set at build time with -ldflags "-X .../internal/cli.Version=...".
@@ -116,7 +117,7 @@ func (g *globalOptions) logger() *slog.Logger {
 	if g.io.Getenv("SIGNET_DEBUG") != "" {
 		lvl = slog.LevelDebug
 	}
-	return slog.New(slog.NewTextHandler(g.io.Err, &slog.HandlerOptions{Level: lvl}))
+	return slog.New(redact.NewHandler(slog.NewTextHandler(g.io.Err, &slog.HandlerOptions{Level: lvl}), nil))
 }
 
 // connect loads the config, the signing key and known hosts, and dials the broker.

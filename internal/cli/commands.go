@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/signetbus/signet/bus"
+	"github.com/signetbus/signet/internal/redact"
 )
 
 func newPingCmd(g *globalOptions) *cobra.Command {
@@ -35,7 +36,7 @@ func newPingCmd(g *globalOptions) *cobra.Command {
 					if r.Status == bus.ResultOK {
 						msg = fmt.Sprintf("%.1f ms", ms(r.Elapsed))
 					}
-					rows = append(rows, []string{r.Identity, string(r.Status), msg})
+					rows = append(rows, []string{r.Identity, string(r.Status), redact.String(msg)})
 				}
 				p.table([]string{"HOST", "STATUS", "TIME"}, rows)
 			}
@@ -148,7 +149,7 @@ func printInventory(g *globalOptions, o *bus.Outcome) {
 	w := g.io.Out
 	for _, r := range o.Results {
 		if r.Status != bus.ResultOK {
-			fmt.Fprintf(w, "%s: %s: %s\n\n", r.Identity, r.Status, r.Error)
+			fmt.Fprintf(w, "%s: %s: %s\n\n", r.Identity, r.Status, redact.String(r.Error))
 			continue
 		}
 		inv, err := bus.ParseInventory(r.Reply.Data)
@@ -212,10 +213,11 @@ func parseParams(args []string) (map[string]any, error) {
 		return nil, nil
 	}
 	params := map[string]any{}
-	for _, a := range args {
+	for i, a := range args {
 		k, v, ok := strings.Cut(a, "=")
 		if !ok || k == "" {
-			return nil, usageErrorf("parameter %q: want key=value", a)
+			// Not quoted: a mistyped "password hunter2" must not land in a CI log.
+			return nil, usageErrorf("parameter %d after the action: want key=value", i+1)
 		}
 		if _, dup := params[k]; dup {
 			return nil, usageErrorf("parameter %q given twice", k)

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/signetbus/signet/bus"
+	"github.com/signetbus/signet/internal/redact"
 )
 
 // Exit codes, as the README documents them.
@@ -72,7 +73,7 @@ func exitCode(err error, stderr io.Writer, prog string) int {
 	if errors.As(err, &pf) {
 		return ExitFailed
 	}
-	fmt.Fprintf(stderr, "%s: %v\n", prog, err)
+	fmt.Fprintf(stderr, "%s: %s\n", prog, redact.String(err.Error()))
 	var he *hintError
 	if errors.As(err, &he) {
 		fmt.Fprintf(stderr, "hint: %s\n", he.hint)

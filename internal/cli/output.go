@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/signetbus/signet/bus"
+	"github.com/signetbus/signet/internal/redact"
 )
 
 // printer is the one output layer for results: a table on a terminal,
@@ -65,7 +66,7 @@ func (p *printer) outcome(o *bus.Outcome) error {
 		} else if r.Reply != nil && r.Reply.Code != "" {
 			msg = r.Reply.Code + ": " + r.Error
 		}
-		rows = append(rows, []string{r.Identity, string(r.Status), changed, msg})
+		rows = append(rows, []string{r.Identity, string(r.Status), changed, redact.String(msg)})
 	}
 	p.table([]string{"HOST", "STATUS", "CHANGED", "RESULT"}, rows)
 	return nil
@@ -97,11 +98,15 @@ type jsonSummary struct {
 }
 
 func jsonOutcome(o *bus.Outcome) jsonOutput {
-	out := jsonOutput{RequestIDs: o.RequestIDs, Warnings: o.Warnings, Results: []jsonResult{}}
+	out := jsonOutput{RequestIDs: o.RequestIDs, Results: []jsonResult{}}
+	for _, w := range o.Warnings {
+		out.Warnings = append(out.Warnings, redact.String(w))
+	}
 	for _, r := range o.Results {
-		jr := jsonResult{Identity: r.Identity, Status: string(r.Status), Error: r.Error, Elapsed: ms(r.Elapsed)}
+		jr := jsonResult{Identity: r.Identity, Status: string(r.Status), Error: redact.String(r.Error), Elapsed: ms(r.Elapsed)}
 		if r.Reply != nil {
-			jr.Code, jr.Changed, jr.Summary, jr.Data = r.Reply.Code, r.Reply.Changed, r.Reply.Summary, r.Reply.Data
+			jr.Code, jr.Changed = r.Reply.Code, r.Reply.Changed
+			jr.Summary, jr.Data = redact.String(r.Reply.Summary), redact.Params(r.Reply.Data, nil)
 		}
 		out.Results = append(out.Results, jr)
 	}
@@ -117,7 +122,7 @@ func summary(w io.Writer, o *bus.Outcome) {
 	ok, failed, nr := o.Counts()
 	fmt.Fprintf(w, "%d ok, %d failed, %d no response in %s\n", ok, failed, nr, o.Elapsed.Round(time.Millisecond))
 	for _, wn := range o.Warnings {
-		fmt.Fprintf(w, "warning: %s\n", wn)
+		fmt.Fprintf(w, "warning: %s\n", redact.String(wn))
 	}
 	var missing []string
 	for _, r := range o.Results {

@@ -30,6 +30,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/signetbus/signet/internal/redact"
 	"github.com/signetbus/signet/plugins"
 )
 
@@ -212,13 +213,17 @@ func checkDuration(action, name string, params plugins.Params, lo, hi time.Durat
 func (h *Health) checkURL(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("want a URL, got %q: %w", raw, err)
+		var uerr *url.Error // its text quotes raw whole, credentials and all
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
+		return nil, fmt.Errorf("want a URL, got %s: %w", plugins.Quote(raw), err)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
 		return nil, fmt.Errorf("want an http:// or https:// URL, got scheme %q", u.Scheme)
 	}
 	if u.Opaque != "" || u.Host == "" {
-		return nil, fmt.Errorf("want scheme://host/path, got %q", raw)
+		return nil, fmt.Errorf("want scheme://host/path, got %s", plugins.Quote(raw))
 	}
 	if u.User != nil {
 		return nil, errors.New("credentials in the URL are refused")
@@ -329,11 +334,11 @@ func (h *Health) http(ctx context.Context, log *slog.Logger, p plugins.Params) (
 		last = h.get(ctx, client, u, timeout)
 		if last.err == nil && last.status == want && strings.Contains(string(last.body), contains) {
 			return &plugins.Result{
-				Summary: fmt.Sprintf("%s answered %d after %d attempts", u.Redacted(), last.status, n),
+				Summary: fmt.Sprintf("%s answered %d after %d attempts", redact.String(u.Redacted()), last.status, n),
 				Data:    data(last.status, n, start, excerpt(last.body)),
 			}, nil
 		}
-		log.Debug("health check attempt failed", "url", u.Redacted(), "attempt", n, "status", last.status, "error", last.err)
+		log.Debug("health check attempt failed", "url", redact.String(u.Redacted()), "attempt", n, "status", last.status, "error", last.err)
 		if n == retries {
 			break
 		}
@@ -342,7 +347,7 @@ func (h *Health) http(ctx context.Context, log *slog.Logger, p plugins.Params) (
 		}
 		wait = min(2*wait, maxBackoff)
 	}
-	return nil, &CheckError{URL: u.Redacted(), Want: want, Contains: contains, Status: last.status,
+	return nil, &CheckError{URL: redact.String(u.Redacted()), Want: want, Contains: contains, Status: last.status,
 		Body: excerpt(last.body), Err: last.err, Attempts: n, Ctx: ctx.Err()}
 }
 

@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/signetbus/signet/internal/redact"
 )
 
 // defaultHTTPTimeout bounds one request to a backend when its config sets
@@ -187,15 +189,30 @@ func (a *httpAPI) do(ctx context.Context, op, method, path string, query url.Val
 		return fmt.Errorf("%s at %s: %s: read response: %w", a.backend, a.base.Redacted(), op, err)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return &APIError{Backend: a.backend, Op: op, Status: resp.StatusCode, Body: excerpt(data)}
+		return &APIError{Backend: a.backend, Op: op, Status: resp.StatusCode, Body: safeExcerpt(data, req)}
 	}
 	if out == nil {
 		return nil
 	}
 	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("%s: %s: decode response: %w (body %s)", a.backend, op, err, excerpt(data))
+		return fmt.Errorf("%s: %s: decode response: %w (body %s)", a.backend, op, err, safeExcerpt(data, req))
 	}
 	return nil
+}
+
+// safeExcerpt is excerpt with the request's credentials (the basic auth
+// password, the Authorization header's credentials) and anything else that
+// looks secret removed: a backend or a proxy may echo them in an error body,
+// which becomes the reply, the audit reason and a log line.
+func safeExcerpt(b []byte, req *http.Request) string {
+	var secrets []string
+	if _, pw, ok := req.BasicAuth(); ok {
+		secrets = append(secrets, pw)
+	}
+	if _, cred, ok := strings.Cut(req.Header.Get("Authorization"), " "); ok {
+		secrets = append(secrets, strings.TrimSpace(cred), strings.TrimRight(strings.TrimSpace(cred), "="))
+	}
+	return excerpt([]byte(redact.Scrub(redact.String(string(b)), secrets)))
 }
 
 // excerpt returns the start of a response body, on one line.

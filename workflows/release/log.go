@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/signetbus/signet/internal/redact"
 )
 
 // runLog is the release log: every line timestamped (UTC, RFC 3339), kept
@@ -25,7 +27,8 @@ func (l *runLog) line(prefix, msg string) {
 	defer l.mu.Unlock()
 	ts := l.now().UTC().Format(time.RFC3339)
 	for _, s := range strings.Split(strings.TrimRight(msg, "\n"), "\n") {
-		s = ts + " " + prefix + strings.TrimRight(s, "\r") + "\n"
+		// The log is mailed and posted to the ticket and chat: no secrets.
+		s = ts + " " + prefix + redact.String(strings.TrimRight(s, "\r")) + "\n"
 		l.buf.WriteString(s)
 		if l.out != nil {
 			io.WriteString(l.out, s)
