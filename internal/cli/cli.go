@@ -170,6 +170,7 @@ type session struct {
 	nc     *nats.Conn
 	client *bus.Client
 	reg    *bus.Registry
+	signer ssh.Signer
 }
 
 func (s *session) Close() {
@@ -209,7 +210,7 @@ func (g *globalOptions) connect(ctx context.Context) (*session, error) {
 		return nil, withHint(fmt.Errorf("connect to broker %s: %w", strings.Join(cfg.NATS.URLs, ","), err),
 			"is the broker running? start one with `signet broker` or a whole fleet with `signet lab`")
 	}
-	s := &session{cfg: cfg, nc: nc}
+	s := &session{cfg: cfg, nc: nc, signer: signer}
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if reg, err := bus.OpenRegistry(rctx, nc, cfg.Collective); err == nil {
