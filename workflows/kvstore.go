@@ -307,6 +307,13 @@ func (h *kvHeld) Renew(ctx context.Context) error {
 			lost = true
 		case errors.Is(err, jetstream.ErrStreamNotFound), errors.Is(err, jetstream.ErrBucketNotFound):
 			lost = true
+		case bucketGone(err):
+			// No stream answered: a broker that lost its storage, or one
+			// still starting. Ask whether the bucket exists.
+			bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			_, berr := h.s.js.KeyValue(bctx, h.s.cfg.LocksBucket)
+			cancel()
+			lost = errors.Is(berr, jetstream.ErrBucketNotFound)
 		}
 		if lost {
 			h.lost = &LockLostError{Name: h.name, Run: h.run, Err: fmt.Errorf("the lock was deleted, expired or taken by another run (%w)", err)}

@@ -466,3 +466,59 @@ func TestJSONSinkWriteError(t *testing.T) {
 		t.Errorf("%d calls, want 3: web1 finishes its steps, web2 is not started", n)
 	}
 }
+
+// TestBrokerLostStorageMidRun: the broker restarts without its JetStream
+// storage in the middle of a run. The run's lock is gone with it, so the
+// run must start no new step and say so (before, it went on while a second
+// deploy could take the lock), and the store must create its buckets again
+// instead of failing with "stream not found".
+func TestBrokerLostStorageMidRun(t *testing.T) {
+	ctx := context.Background()
+	srv, err := broker.Start(broker.Config{Port: -1, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := srv.Addr().(*net.TCPAddr).Port
+	var mu sync.Mutex
+	cur := srv
+	t.Cleanup(func() { mu.Lock(); defer mu.Unlock(); cur.Shutdown(); cur.WaitForShutdown() })
+	s, _ := kvStoreOn(t, srv.ClientURL(), KVConfig{LockTTL: 30 * time.Second})
+	newDir := t.TempDir()
+	caller := &hookCaller{}
+	caller.hook = func(c Call, n int) {
+		if n != 2 {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		cur.Shutdown()
+		cur.WaitForShutdown()
+		s2, err := broker.Start(broker.Config{Port: port, StoreDir: newDir})
+		if err != nil {
+			t.Errorf("restart broker: %v", err)
+			return
+		}
+		cur = s2
+	}
+	st := deployState()
+	_, err = Execute(ctx, nil, Exec{Job: &Job{Workflow: threeSteps(), State: st}, Kind: "deploy", LockName: "middleware/prod",
+		Caller: caller, Store: s, User: "alice@bastion"})
+	var lle *LockLostError
+	if !errors.As(err, &lle) {
+		t.Fatalf("run across a broker that lost its storage: %v, want a LockLostError", err)
+	}
+	if n := caller.count(); n != 2 {
+		t.Errorf("%d calls, want 2: no step after the lock was lost", n)
+	}
+	// The store made its buckets again: the run's final state was saved
+	// and can be loaded, and locks work.
+	got, err := s.Load(ctx, st.ID)
+	if err != nil || got.Status != StatusFailed {
+		t.Fatalf("state after the storage loss: %v %v, want the failed run recorded again", got, err)
+	}
+	h, err := s.Lock(ctx, "middleware/prod", Lease{Kind: "deploy", Holder: "bob", Run: "bbbb"})
+	if err != nil {
+		t.Fatalf("lock after the storage loss: %v", err)
+	}
+	h.Unlock(ctx)
+}

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/workflows"
 	"github.com/signetbus/signet/workflows/buscaller"
 	"github.com/signetbus/signet/workflows/deploy"
@@ -155,6 +156,10 @@ func (g *globalOptions) workflowExit(err error) error {
 	}
 	if errors.Is(err, workflows.ErrStopped) {
 		return withHint(err, "continue with --resume and the run id above")
+	}
+	var rl *bus.RegistryLostError
+	if errors.As(err, &rl) {
+		return withHint(err, fmt.Sprintf("hosts register again within seconds of reconnecting: wait %s and retry, and check the fleet with `signet ping`", (rl.Refresh-rl.Age).Round(time.Second)))
 	}
 	var lost *workflows.LockLostError
 	if errors.As(err, &lost) {
