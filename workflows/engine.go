@@ -325,6 +325,10 @@ func (r *run) save(ctx context.Context) {
 	if bound <= 0 {
 		bound = DefaultSaveBound
 	}
+	if ctx.Err() != nil {
+		// Stopping at once was asked for: try to record that, briefly.
+		bound = min(bound, 10*time.Second)
+	}
 	deadline := time.Now().Add(bound)
 	wait := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
@@ -338,7 +342,7 @@ func (r *run) save(ctx context.Context) {
 			}
 			return
 		}
-		if time.Now().Add(wait).After(deadline) {
+		if time.Now().Add(wait).After(deadline) || errors.Is(err, ErrStoreClosed) {
 			r.e.Log.Error("save run state: giving up", "run", r.st.ID, "attempts", attempt, "err", err)
 			r.saveErr = err
 			return

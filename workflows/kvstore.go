@@ -155,6 +155,9 @@ func (s *KVStore) Save(ctx context.Context, st *RunState) error {
 			_, err = kv.Put(ctx, key, b)
 		}
 	}
+	if errors.Is(err, nats.ErrConnectionClosed) {
+		return fmt.Errorf("save run %s: %w: %w", st.ID, ErrStoreClosed, err)
+	}
 	if err != nil {
 		return fmt.Errorf("save run %s: %w", st.ID, err)
 	}
@@ -305,7 +308,7 @@ func (h *kvHeld) Renew(ctx context.Context) error {
 			lost = true
 		case errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamNotFound):
 			lost = true
-		case errors.Is(err, jetstream.ErrStreamNotFound), errors.Is(err, jetstream.ErrBucketNotFound):
+		case errors.Is(err, jetstream.ErrStreamNotFound), errors.Is(err, jetstream.ErrBucketNotFound), errors.Is(err, nats.ErrConnectionClosed):
 			lost = true
 		case bucketGone(err):
 			// No stream answered: a broker that lost its storage, or one

@@ -150,6 +150,10 @@ func (e *LockLostError) Error() string {
 
 func (e *LockLostError) Unwrap() error { return e.Err }
 
+// ErrStoreClosed is wrapped by a Store whose connection is closed for
+// good: retrying cannot help.
+var ErrStoreClosed = errors.New("workflows: the run store's connection is closed")
+
 // ErrNotFound is returned by Store.Load for an unknown run.
 var ErrNotFound = errors.New("workflows: run not found")
 
