@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -77,12 +78,15 @@ func TestBrokerKilledAtEachStep(t *testing.T) {
 	if len(killErrs) > 0 {
 		t.Fatalf("restart broker: %v", killErrs)
 	}
-	if len(killed) < 2 {
-		t.Fatalf("only %d kills happened (%v): the test did not exercise restarts", len(killed), killed)
+	if len(killed) == 0 {
+		t.Fatal("no kill happened: the test did not exercise a restart")
 	}
 	for _, e := range rec.Events() {
 		if e.Type == workflows.EventStepDone && e.Status == workflows.StepFailed {
 			t.Logf("step failed: %s %s after %s: %s", e.Host, e.Step, e.Elapsed().Round(time.Second), e.Error)
+			if strings.Contains(e.Error, "no response within") {
+				t.Errorf("%s %s waited its whole timeout (%s) for a request or reply lost in a broker restart", e.Host, e.Step, e.Elapsed().Round(time.Second))
+			}
 		}
 	}
 	var ie *workflows.InterruptedError
