@@ -26,7 +26,8 @@ type KVConfig struct {
 	// every step. Default 2m.
 	LockTTL time.Duration
 	// Signer signs every run state written (SSHSIG, namespace
-	// RunStateNamespace): the operator's key. Required.
+	// RunStateNamespace): the operator's key. Required to Save; a store
+	// without one can only lock and load.
 	Signer ssh.Signer
 	// ResumeKeys are the keys besides Signer's whose run states may be
 	// resumed (the client config's resume_keys). A state signed by any
@@ -66,13 +67,13 @@ func NewKVStore(ctx context.Context, js jetstream.JetStream, cfg KVConfig) (*KVS
 	if cfg.LockTTL < time.Second {
 		return nil, fmt.Errorf("workflows: lock ttl: want at least 1s, found %s", cfg.LockTTL)
 	}
-	if cfg.Signer == nil {
-		return nil, errors.New("workflows: the run store needs the operator's key to sign run state")
-	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &KVStore{js: js, cfg: cfg, trusted: append([]ssh.PublicKey{cfg.Signer.PublicKey()}, cfg.ResumeKeys...)}
+	s := &KVStore{js: js, cfg: cfg, trusted: cfg.ResumeKeys}
+	if cfg.Signer != nil {
+		s.trusted = append([]ssh.PublicKey{cfg.Signer.PublicKey()}, cfg.ResumeKeys...)
+	}
 	if _, err := s.runsKV(ctx, false); err != nil {
 		return nil, err
 	}

@@ -522,3 +522,22 @@ func TestBrokerLostStorageMidRun(t *testing.T) {
 	}
 	h.Unlock(ctx)
 }
+
+// TestKVStoreSavesOnlySigned: a store without the operator's key cannot
+// write a run state the next resume would have to trust.
+func TestKVStoreSavesOnlySigned(t *testing.T) {
+	srv := startBroker(t, -1, t.TempDir())
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	s, err := NewKVStore(context.Background(), js, KVConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Save(context.Background(), deployState()); err == nil || !strings.Contains(err.Error(), "signer is required") {
+		t.Fatalf("save without a signer: %v, want refused", err)
+	}
+}
