@@ -67,6 +67,15 @@ func (g *globalOptions) workflowSession(ctx context.Context) (*workflowSession, 
 		s.Close()
 		return nil, err
 	}
+	if s.reg == nil {
+		// Workflows need JetStream, and every signetd keeps its entry in
+		// the registry there: no registry means the broker lost its state
+		// (or no host has connected yet), not a fleet to discover by
+		// whoever answers a broadcast in time.
+		s.Close()
+		return nil, withHint(errors.New("the broker has no fleet registry: its state was probably lost, or no signetd has connected to it yet"),
+			"hosts create the registry and register within seconds of reconnecting: wait and retry, and check the fleet with `signet ping`")
+	}
 	resumeKeys, err := s.cfg.resumeKeys()
 	if err != nil {
 		s.Close()
