@@ -233,7 +233,20 @@ func kvStoreWith(t *testing.T, cfg KVConfig) (*KVStore, jetstream.JetStream) {
 	return kvStoreOn(t, srv.ClientURL(), cfg)
 }
 
-func kvStoreOn(t *testing.T, url string, cfg KVConfig) (*KVStore, jetstream.JetStream) {
+func startBrokerB(b *testing.B) *server.Server {
+	srv, err := broker.Start(broker.Config{Port: -1, StoreDir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	return srv
+}
+
+func kvStoreOnB(b *testing.B, srv *server.Server, cfg KVConfig) (*KVStore, jetstream.JetStream) {
+	return kvStoreOn(b, srv.ClientURL(), cfg)
+}
+
+func kvStoreOn(t testing.TB, url string, cfg KVConfig) (*KVStore, jetstream.JetStream) {
 	t.Helper()
 	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond), nats.Timeout(time.Second))
 	if err != nil {
