@@ -312,6 +312,10 @@ func (r *run) emit(ev Event) {
 	}
 }
 
+// callGrace is how long past a step's timeout the engine waits for the
+// caller to return its (possibly partial) results.
+var callGrace = 10 * time.Second
+
 // DefaultSaveBound is how long the engine retries a state save that fails
 // (a broker paused or restarting) before it gives up on that save.
 const DefaultSaveBound = time.Minute
@@ -649,7 +653,8 @@ func (e *Engine) do(ctx context.Context, host string, step Step, vars map[string
 	} else {
 		c.Hosts = []string{host}
 	}
-	cctx, cancel := context.WithTimeout(ctx, timeout+10*time.Second)
+	callStart := time.Now()
+	cctx, cancel := context.WithTimeout(ctx, timeout+callGrace)
 	defer cancel()
 	results, err = e.Caller.Call(cctx, c)
 	if err != nil {
@@ -657,7 +662,9 @@ func (e *Engine) do(ctx context.Context, host string, step Step, vars map[string
 			return results, false, "", "interrupted: " + ctx.Err().Error()
 		}
 		if errors.Is(err, context.DeadlineExceeded) {
-			return results, false, "", fmt.Sprintf("no response within %s", timeout)
+			// The caller itself did not return within the step's timeout
+			// and the grace: name the time actually waited.
+			return results, false, "", fmt.Sprintf("no response within %s (step timeout %s)", time.Since(callStart).Round(time.Second), timeout)
 		}
 		return results, false, "", fmt.Sprintf("call %s.%s: %v", step.Agent, step.Action, err)
 	}

@@ -554,3 +554,30 @@ func TestKVStoreSavesOnlySigned(t *testing.T) {
 		t.Fatalf("save without a signer: %v, want refused", err)
 	}
 }
+
+type stuckCaller struct{ hookCaller }
+
+func (s *stuckCaller) Call(ctx context.Context, c Call) ([]Result, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestNoResponseNamesTheWait: a caller that does not return within the
+// step's timeout was reported as "no response within 30s" after 40 s; the
+// message must name the time waited.
+func TestNoResponseNamesTheWait(t *testing.T) {
+	old := callGrace
+	callGrace = 2 * time.Second
+	defer func() { callGrace = old }()
+	w := &Workflow{Version: 1, Name: "deploy", Steps: []Step{{Name: "one", Agent: "service", Action: "stop", Timeout: time.Second}}}
+	e := &Engine{Caller: &stuckCaller{}, Store: NewMemStore()}
+	_, err := e.Run(context.Background(), nil, &Job{Workflow: w, State: deployState()})
+	var se *StepError
+	if !errors.As(err, &se) {
+		t.Fatalf("err %v, want a step error", err)
+	}
+	var waited int
+	if _, err := fmt.Sscanf(se.Detail, "no response within %ds (step timeout 1s)", &waited); err != nil || waited < 3 {
+		t.Errorf("detail %q, want the time waited (at least 3s) and the step timeout", se.Detail)
+	}
+}
