@@ -196,14 +196,22 @@ type registrar struct {
 	reg     *bus.Registry
 }
 
+// loop refreshes the registration every third of the registry TTL, at
+// once after a reconnect (the broker may have restarted without its
+// storage, and the registry with it), and retries a failed refresh after
+// 1 s, 2 s, 4 s, ... up to 5 s.
 func (g *registrar) loop(ctx context.Context) {
 	every := g.cfg.RegistryTTL.D() / 3
+	const maxBackoff = 5 * time.Second
 	backoff := time.Second
+	poll := time.NewTicker(min(time.Second, every))
+	defer poll.Stop()
 	for {
+		reconnects := g.conn.Stats().Reconnects
 		if err := g.refresh(ctx); err != nil {
 			g.log.Warn("registry refresh failed; will retry", "err", err)
 			wait := backoff + time.Duration(rand.Int64N(int64(backoff/2)+1))
-			backoff = min(backoff*2, every)
+			backoff = min(backoff*2, maxBackoff, every)
 			select {
 			case <-ctx.Done():
 				return
@@ -212,14 +220,20 @@ func (g *registrar) loop(ctx context.Context) {
 			continue
 		}
 		backoff = time.Second
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(every):
+		next := time.Now().Add(every)
+		for time.Now().Before(next) && g.conn.Stats().Reconnects == reconnects {
+			select {
+			case <-ctx.Done():
+				return
+			case <-poll.C:
+			}
 		}
 	}
 }
 
+// refresh writes the registration. Any failure drops the registry handle,
+// so the next attempt creates the bucket again when the broker lost it
+// ("stream not found" after a restart without its storage).
 func (g *registrar) refresh(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -231,11 +245,15 @@ func (g *registrar) refresh(ctx context.Context) error {
 		g.reg = reg
 	}
 	n := g.host.Node()
-	return g.reg.Put(ctx, &bus.Registration{
+	err := g.reg.Put(ctx, &bus.Registration{
 		Identity: n.Identity, Collective: g.cfg.Collective, Facts: n.Facts, Agents: n.Agents, Classes: n.Classes,
 		HostKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(g.hostKey.PublicKey()))), Version: g.version,
 		Started: g.started, Updated: time.Now(),
 	})
+	if err != nil {
+		g.reg = nil
+	}
+	return err
 }
 
 func (g *registrar) leave() {
@@ -249,25 +267,27 @@ func (g *registrar) leave() {
 	}
 }
 
-// Connect dials the broker and keeps reconnecting forever, with
-// exponential backoff and jitter, so a broker restart never needs a
-// daemon restart. The first connection is retried too.
+// Connect dials the broker and keeps reconnecting forever, about every
+// second with jitter (see reconnectDelay), so a broker restart never needs
+// a daemon restart and the host is subscribed again as soon as the client
+// is. Failed attempts are logged at warn level with the broker URL and the
+// reason, at exponentially spaced attempts. The first connection is
+// retried too.
 func Connect(c NATSConfig, name string, log *slog.Logger) (*nats.Conn, error) {
+	rl := newReconnectLog(log, c.URLs)
 	opts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
-		nats.CustomReconnectDelay(func(attempts int) time.Duration {
-			d := time.Duration(min(attempts, 6)) * 500 * time.Millisecond
-			return d + time.Duration(rand.Int64N(int64(250*time.Millisecond)))
-		}),
+		nats.CustomReconnectDelay(reconnectDelay),
 		nats.ReconnectBufSize(8 << 20),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
-				log.Warn("disconnected from broker", "err", err)
+				log.Warn("disconnected from broker", "url", rl.urls, "err", err)
 			}
 		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("reconnected to broker", "url", nc.ConnectedUrlRedacted()) }),
+		nats.ReconnectErrHandler(rl.failed),
+		nats.ReconnectHandler(rl.reconnected),
 	}
 	auth, err := c.AuthOptions()
 	if err != nil {

@@ -127,3 +127,62 @@ func (r *Registry) List(ctx context.Context) ([]*Registration, error) {
 		}
 	}
 }
+
+// RegistryLostError says the registry cannot be taken for the fleet: the
+// broker lost its state (restarted without its JetStream storage) and the
+// hosts are still registering again.
+type RegistryLostError struct {
+	// Age is how long ago the registry bucket was created; Refresh is how
+	// often a responder writes its entry (a third of the bucket's TTL).
+	Age, Refresh time.Duration
+	// Registered counts the hosts that registered again so far.
+	Registered int
+}
+
+func (e *RegistryLostError) Error() string {
+	if e.Registered == 0 {
+		return fmt.Sprintf("bus: the fleet registry is empty and was created %s ago: the broker's state was probably lost and hosts have not registered again yet", e.Age.Round(time.Second))
+	}
+	return fmt.Sprintf("bus: the fleet registry was created again %s ago under hosts that were already running: the broker's state was lost and only %d hosts have registered again so far", e.Age.Round(time.Second), e.Registered)
+}
+
+// registrySlack is how much earlier than the bucket a responder may have
+// started in a fresh fleet (the first responder creates the bucket).
+const registrySlack = 5 * time.Second
+
+// Check tells a registry that holds the fleet from one the broker has just
+// lost and is being refilled: when the bucket is younger than one refresh
+// interval and is empty, or holds hosts that were running before it
+// existed, it returns a *RegistryLostError. Callers that plan on the
+// registry (deploy, workflows) must not take a half-filled registry for
+// the fleet.
+func (r *Registry) Check(ctx context.Context) error {
+	st, err := r.kv.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("registry: status: %w", err)
+	}
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok || bs.StreamInfo() == nil {
+		return nil
+	}
+	age := time.Since(bs.StreamInfo().Created)
+	refresh := st.TTL() / 3
+	if refresh <= 0 || age >= refresh {
+		return nil
+	}
+	regs, err := r.List(ctx)
+	if err != nil {
+		return err
+	}
+	created := bs.StreamInfo().Created
+	lost := len(regs) == 0
+	for _, reg := range regs {
+		if reg.Started.Before(created.Add(-registrySlack)) {
+			lost = true
+		}
+	}
+	if lost {
+		return &RegistryLostError{Age: age, Refresh: refresh, Registered: len(regs)}
+	}
+	return nil
+}

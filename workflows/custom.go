@@ -141,6 +141,11 @@ func ResumeWorkflow(ctx context.Context, soft <-chan struct{}, runID string, o O
 	if st.Status == StatusDone {
 		return nil, fmt.Errorf("resume %s: the run is already done", runID)
 	}
+	for k := range st.Vars {
+		if _, declared := w.Vars[k]; !declared && k != "version" && k != "env" {
+			return nil, fmt.Errorf("resume %s: %w: var %q is not declared in workflow %s", runID, ErrStateInvalid, k, w.Name)
+		}
+	}
 	o.Env = st.Env
 	summary := fmt.Sprintf("resume workflow %s run %s", w.Name, runID)
 	if o.Plan {

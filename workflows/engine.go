@@ -63,6 +63,13 @@ type Engine struct {
 	Sink Sink
 	// Log receives store failures; default discards.
 	Log *slog.Logger
+	// Lock, when set, is the run's lock: it is renewed before every step,
+	// and a run whose lock is lost starts no new step (the steps in
+	// progress finish) and ends failed with a *LockLostError.
+	Lock Held
+	// SaveBound bounds the retries of one state save; default
+	// DefaultSaveBound.
+	SaveBound time.Duration
 }
 
 // Job is one run of a workflow.
@@ -92,7 +99,12 @@ type run struct {
 	failed  atomic.Bool
 	firstMu sync.Mutex
 	first   *StepError
+	lockErr error
 	saveErr error
+	sinkErr error
+	stopped atomic.Bool
+	// recorded is the status of the last state the store accepted.
+	recorded string
 }
 
 // Run runs the job batch by batch until it is done, a step fails, soft is
@@ -105,6 +117,9 @@ func (e *Engine) Run(ctx context.Context, soft <-chan struct{}, job *Job) (*Reca
 	if e.Log == nil {
 		e.Log = slog.New(slog.DiscardHandler)
 	}
+	if err := job.State.Validate(); err != nil {
+		return nil, err
+	}
 	r := &run{e: e, job: job, st: job.State, recap: &Recap{Run: job.State.ID}}
 	for _, b := range r.st.Batches {
 		for _, h := range b {
@@ -114,7 +129,7 @@ func (e *Engine) Run(ctx context.Context, soft <-chan struct{}, job *Job) (*Reca
 			r.recap.Hosts = append(r.recap.Hosts, HostRecap{Host: h, Status: r.st.Hosts[h].Status})
 		}
 	}
-	var stopped atomic.Bool
+	stopped := &r.stopped
 	watchDone := make(chan struct{})
 	defer close(watchDone)
 	if soft != nil {
@@ -150,7 +165,7 @@ func (e *Engine) Run(ctx context.Context, soft <-chan struct{}, job *Job) (*Reca
 			break
 		}
 		if bi > 0 && job.Workflow.Pause > 0 {
-			if !r.pause(ctx, job.Workflow.Pause, &stopped) {
+			if !r.pause(ctx, job.Workflow.Pause, stopped) {
 				continue // the checks at the top of the loop decide
 			}
 		}
@@ -208,10 +223,24 @@ func (e *Engine) Run(ctx context.Context, soft <-chan struct{}, job *Job) (*Reca
 	switch status {
 	case StatusFailed:
 		err = r.first
+		if r.lockErr != nil {
+			err = r.lockErr
+		}
 	case StatusInterrupted:
 		err = &InterruptedError{Err: context.Cause(ctx), OutOfRotation: r.recap.OutOfRotation}
 	case StatusStopped:
 		err = fmt.Errorf("%w before batch %d of %d: resume with run id %s", ErrStopped, r.nextBatch()+1, len(r.st.Batches), r.st.ID)
+	}
+	if r.sinkErr != nil {
+		se := &OutputError{Run: r.st.ID, Err: r.sinkErr}
+		if status == StatusStopped {
+			err = nil // stopped by the output error, not on request
+		}
+		if err == nil {
+			err = se
+		} else {
+			err = fmt.Errorf("%w; %w", err, se)
+		}
 	}
 	r.st.Status = status
 	if err != nil {
@@ -223,8 +252,13 @@ func (e *Engine) Run(ctx context.Context, soft <-chan struct{}, job *Job) (*Reca
 		ev.Error = err.Error()
 	}
 	r.emit(ev)
-	if err == nil && r.saveErr != nil {
-		err = fmt.Errorf("run %s finished but its state was not saved: %w", r.st.ID, r.saveErr)
+	if r.saveErr != nil {
+		se := &SaveError{Run: r.st.ID, Status: status, Recorded: r.recorded, Err: r.saveErr}
+		if err == nil {
+			err = se
+		} else {
+			err = fmt.Errorf("%w; %w", err, se)
+		}
 	}
 	return r.recap, err
 }
@@ -269,21 +303,115 @@ func (r *run) emit(ev Event) {
 		r.st.Updated = ev.Time
 	}
 	if r.e.Sink != nil {
-		r.e.Sink(ev.Redacted())
+		if err := r.e.Sink(ev.Redacted()); err != nil && r.sinkErr == nil {
+			// Finish the hosts in progress, start no other: a soft stop.
+			r.sinkErr = err
+			r.stopped.Store(true)
+			r.e.Log.Error("event output failed: stopping after the hosts in progress", "run", r.st.ID, "err", err)
+		}
 	}
 }
 
-// save writes the state even when ctx is cancelled; r.mu must be held.
+// callGrace is how long past a step's timeout the engine waits for the
+// caller to return its (possibly partial) results.
+var callGrace = 10 * time.Second
+
+// DefaultSaveBound is how long the engine retries a state save that fails
+// (a broker paused or restarting) before it gives up on that save.
+const DefaultSaveBound = time.Minute
+
+// save writes the state even when ctx is cancelled, retrying with backoff
+// within the engine's SaveBound; r.mu must be held. Every save writes the
+// whole state, so a later save that succeeds repairs an earlier failure.
 func (r *run) save(ctx context.Context) {
 	r.st.Updated = time.Now().UTC()
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if err := r.e.Store.Save(sctx, r.st); err != nil {
-		r.e.Log.Error("save run state", "run", r.st.ID, "err", err)
-		if r.saveErr == nil {
-			r.saveErr = err
-		}
+	bound := r.e.SaveBound
+	if bound <= 0 {
+		bound = DefaultSaveBound
 	}
+	if ctx.Err() != nil {
+		// Stopping at once was asked for: try to record that, briefly.
+		bound = min(bound, 10*time.Second)
+	}
+	deadline := time.Now().Add(bound)
+	wait := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(min(10*time.Second, time.Until(deadline)), 100*time.Millisecond))
+		err := r.e.Store.Save(sctx, r.st)
+		cancel()
+		if err == nil {
+			r.saveErr, r.recorded = nil, r.st.Status
+			if attempt > 1 {
+				r.e.Log.Warn("run state saved after retries", "run", r.st.ID, "attempts", attempt)
+			}
+			return
+		}
+		if time.Now().Add(wait).After(deadline) || errors.Is(err, ErrStoreClosed) {
+			r.e.Log.Error("save run state: giving up", "run", r.st.ID, "attempts", attempt, "err", err)
+			r.saveErr = err
+			return
+		}
+		r.e.Log.Warn("save run state failed; retrying", "run", r.st.ID, "attempt", attempt, "err", err)
+		time.Sleep(wait)
+		wait = min(wait*2, 5*time.Second)
+	}
+}
+
+// OutputError says the run's events could not be written (the JSON lines
+// Jenkins reads, the progress, the run log): the run was stopped after the
+// hosts in progress, and the command fails.
+type OutputError struct {
+	Run string
+	Err error
+}
+
+func (e *OutputError) Error() string {
+	return fmt.Sprintf("run %s: event output failed, so the run stopped after the hosts in progress (resume with run id %s): %v", e.Run, e.Run, e.Err)
+}
+
+func (e *OutputError) Unwrap() error { return e.Err }
+
+// SaveError says a run ended but its last state could not be recorded:
+// the record on the broker may disagree with the fleet.
+type SaveError struct {
+	Run string
+	// Status is how the run ended; Recorded is the last status the store
+	// accepted ("" when none was).
+	Status, Recorded string
+	Err              error
+}
+
+func (e *SaveError) Error() string {
+	rec := e.Recorded
+	if rec == "" {
+		rec = "nothing"
+	}
+	return fmt.Sprintf("run %s ended %s but its record could not be updated and still says %s: the record and the fleet may disagree (the recap above is what happened): %v", e.Run, e.Status, rec, e.Err)
+}
+
+func (e *SaveError) Unwrap() error { return e.Err }
+
+// renew confirms the run's lock before a step; on failure the run is
+// marked failed so that no host starts another step.
+func (r *run) renew(ctx context.Context) error {
+	if r.e.Lock == nil {
+		return nil
+	}
+	err := r.e.Lock.Renew(ctx)
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return err
+	}
+	r.firstMu.Lock()
+	if r.lockErr == nil {
+		r.lockErr = err
+		r.e.Log.Error("run lock lost: no new step starts", "run", r.st.ID, "err", err)
+	}
+	r.firstMu.Unlock()
+	r.failed.Store(true)
+	return err
 }
 
 func (r *run) fail(se *StepError) {
@@ -366,6 +494,16 @@ func (r *run) host(ctx context.Context, batch int, host string) {
 			finish(HostStopped, "")
 			return
 		}
+		if _, ok := skip[step.Name]; !ok {
+			if err := r.renew(ctx); err != nil {
+				if ctx.Err() != nil {
+					finish(HostInterrupted, "")
+				} else {
+					finish(HostStopped, "not started "+step.Name+": "+err.Error())
+				}
+				return
+			}
+		}
 		if reason, ok := skip[step.Name]; ok {
 			r.mu.Lock()
 			r.emit(Event{Type: EventStepDone, Batch: batch, Host: host, Step: step.Name, Call: step.Agent + "." + step.Action, Status: StepSkipped, Summary: reason})
@@ -408,6 +546,10 @@ func (r *run) rollback(ctx context.Context, batch int, host string, hs *HostStat
 	for _, step := range r.job.Workflow.Rollback {
 		if ctx.Err() != nil {
 			se.Rollback = "rollback interrupted at " + step.Name
+			return HostRollbackFailed
+		}
+		if err := r.renew(ctx); err != nil {
+			se.Rollback = "rollback not started at " + step.Name + ": " + err.Error()
 			return HostRollbackFailed
 		}
 		if detail := r.step(ctx, batch, host, hs, step, true); detail != "" {
@@ -511,7 +653,8 @@ func (e *Engine) do(ctx context.Context, host string, step Step, vars map[string
 	} else {
 		c.Hosts = []string{host}
 	}
-	cctx, cancel := context.WithTimeout(ctx, timeout+10*time.Second)
+	callStart := time.Now()
+	cctx, cancel := context.WithTimeout(ctx, timeout+callGrace)
 	defer cancel()
 	results, err = e.Caller.Call(cctx, c)
 	if err != nil {
@@ -519,7 +662,9 @@ func (e *Engine) do(ctx context.Context, host string, step Step, vars map[string
 			return results, false, "", "interrupted: " + ctx.Err().Error()
 		}
 		if errors.Is(err, context.DeadlineExceeded) {
-			return results, false, "", fmt.Sprintf("no response within %s", timeout)
+			// The caller itself did not return within the step's timeout
+			// and the grace: name the time actually waited.
+			return results, false, "", fmt.Sprintf("no response within %s (step timeout %s)", time.Since(callStart).Round(time.Second), timeout)
 		}
 		return results, false, "", fmt.Sprintf("call %s.%s: %v", step.Agent, step.Action, err)
 	}

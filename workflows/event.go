@@ -2,6 +2,7 @@ package workflows
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -63,16 +64,23 @@ type Event struct {
 func (e Event) Elapsed() time.Duration { return time.Duration(e.ElapsedMS) * time.Millisecond }
 
 // Sink receives events. The engine calls it from one goroutine at a time.
-type Sink func(Event)
+// An error (a full disk, a closed pipe to Jenkins) makes the run stop
+// starting hosts, and the command fails naming the error: events are never
+// lost silently.
+type Sink func(Event) error
 
-// Tee sends each event to every non-nil sink.
+// Tee sends each event to every non-nil sink and returns their errors.
 func Tee(sinks ...Sink) Sink {
-	return func(e Event) {
+	return func(e Event) error {
+		var errs []error
 		for _, s := range sinks {
 			if s != nil {
-				s(e)
+				if err := s(e); err != nil {
+					errs = append(errs, err)
+				}
 			}
 		}
+		return errors.Join(errs...)
 	}
 }
 
@@ -81,10 +89,13 @@ func Tee(sinks ...Sink) Sink {
 func JSONSink(w io.Writer) Sink {
 	var mu sync.Mutex
 	enc := json.NewEncoder(w)
-	return func(e Event) {
+	return func(e Event) error {
 		mu.Lock()
 		defer mu.Unlock()
-		enc.Encode(e)
+		if err := enc.Encode(e); err != nil {
+			return fmt.Errorf("write event: %w", err)
+		}
+		return nil
 	}
 }
 
@@ -97,11 +108,33 @@ func JSONSink(w io.Writer) Sink {
 //	web1  ok=9  changed=5  failed=0  skipped=0  done
 func TextSink(w io.Writer) Sink {
 	var mu sync.Mutex
-	return func(e Event) {
+	return func(e Event) error {
 		mu.Lock()
 		defer mu.Unlock()
-		writeText(w, e)
+		ew := &errWriter{w: w}
+		writeText(ew, e)
+		if ew.err != nil {
+			return fmt.Errorf("write progress: %w", ew.err)
+		}
+		return nil
 	}
+}
+
+// errWriter keeps the first write error.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) Write(p []byte) (int, error) {
+	if e.err != nil {
+		return 0, e.err
+	}
+	n, err := e.w.Write(p)
+	if err != nil {
+		e.err = err
+	}
+	return n, err
 }
 
 func writeText(w io.Writer, e Event) {

@@ -48,18 +48,18 @@ func Execute(ctx context.Context, soft <-chan struct{}, x Exec) (*Recap, error) 
 		return nil, err
 	}
 	defer closeLog()
-	unlock, err := x.Store.Lock(ctx, x.LockName, Lease{Kind: x.Kind, Holder: x.User, Run: x.Job.State.ID, Since: time.Now()})
+	held, err := x.Store.Lock(ctx, x.LockName, Lease{Kind: x.Kind, Holder: x.User, Run: x.Job.State.ID, Since: time.Now()})
 	if err != nil {
 		return nil, err
 	}
 	defer func() {
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		if err := unlock(uctx); err != nil && x.Log != nil {
+		if err := held.Unlock(uctx); err != nil && x.Log != nil {
 			x.Log.Error("release lock", "lock", x.LockName, "err", err)
 		}
 	}()
-	e := &Engine{Caller: x.Caller, Store: x.Store, Sink: sink, Log: x.Log}
+	e := &Engine{Caller: x.Caller, Store: x.Store, Sink: sink, Log: x.Log, Lock: held}
 	return e.Run(ctx, soft, x.Job)
 }
 

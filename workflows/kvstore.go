@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/crypto/ssh"
 )
 
 // KVConfig configures a KVStore.
@@ -19,18 +22,33 @@ type KVConfig struct {
 	// LocksBucket holds one key per locked app/env; default "signet_locks".
 	LocksBucket string
 	// LockTTL is how long a lock outlives its last refresh (the bucket's
-	// max age); the holder refreshes it every third of it. Default 2m.
+	// max age); the holder refreshes it every third of it, and before
+	// every step. Default 2m.
 	LockTTL time.Duration
+	// Signer signs every run state written (SSHSIG, namespace
+	// RunStateNamespace): the operator's key. Required to Save; a store
+	// without one can only lock and load.
+	Signer ssh.Signer
+	// ResumeKeys are the keys besides Signer's whose run states may be
+	// resumed (the client config's resume_keys). A state signed by any
+	// other key, or not signed, is refused by Load.
+	ResumeKeys []ssh.PublicKey
 	// Log receives lease refresh failures; default discards.
 	Log *slog.Logger
 }
 
 // KVStore keeps run state and locks in JetStream key-value buckets on the
-// broker, so any operator's CLI can see, resume or be refused a run.
+// broker, so any operator's CLI can see, resume or be refused a run. The
+// broker is not trusted with the state: every state is signed by the
+// operator and verified before it is used. A bucket lost with the
+// broker's storage is created again on the next use.
 type KVStore struct {
+	js      jetstream.JetStream
+	cfg     KVConfig
+	trusted []ssh.PublicKey
+
+	mu          sync.Mutex
 	runs, locks jetstream.KeyValue
-	ttl         time.Duration
-	log         *slog.Logger
 }
 
 var _ Store = (*KVStore)(nil)
@@ -52,15 +70,52 @@ func NewKVStore(ctx context.Context, js jetstream.JetStream, cfg KVConfig) (*KVS
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	runs, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: cfg.RunsBucket, Description: "signet workflow runs", History: 1})
-	if err != nil {
-		return nil, fmt.Errorf("workflows: runs bucket %s: %w", cfg.RunsBucket, err)
+	s := &KVStore{js: js, cfg: cfg, trusted: cfg.ResumeKeys}
+	if cfg.Signer != nil {
+		s.trusted = append([]ssh.PublicKey{cfg.Signer.PublicKey()}, cfg.ResumeKeys...)
 	}
-	locks, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: cfg.LocksBucket, Description: "signet workflow locks", History: 1, TTL: cfg.LockTTL})
-	if err != nil {
-		return nil, fmt.Errorf("workflows: locks bucket %s: %w", cfg.LocksBucket, err)
+	if _, err := s.runsKV(ctx, false); err != nil {
+		return nil, err
 	}
-	return &KVStore{runs: runs, locks: locks, ttl: cfg.LockTTL, log: cfg.Log}, nil
+	if _, err := s.locksKV(ctx, false); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *KVStore) runsKV(ctx context.Context, again bool) (jetstream.KeyValue, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.runs != nil && !again {
+		return s.runs, nil
+	}
+	kv, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: s.cfg.RunsBucket, Description: "signet workflow runs", History: 1})
+	if err != nil {
+		return nil, fmt.Errorf("workflows: runs bucket %s: %w", s.cfg.RunsBucket, err)
+	}
+	s.runs = kv
+	return kv, nil
+}
+
+func (s *KVStore) locksKV(ctx context.Context, again bool) (jetstream.KeyValue, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.locks != nil && !again {
+		return s.locks, nil
+	}
+	kv, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: s.cfg.LocksBucket, Description: "signet workflow locks", History: 1, TTL: s.cfg.LockTTL})
+	if err != nil {
+		return nil, fmt.Errorf("workflows: locks bucket %s: %w", s.cfg.LocksBucket, err)
+	}
+	s.locks = kv
+	return kv, nil
+}
+
+// bucketGone reports an error that means the bucket's stream is missing,
+// as after a broker restart that lost its JetStream storage.
+func bucketGone(err error) bool {
+	return errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrBucketNotFound) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)
 }
 
 func runKey(id string) (string, error) {
@@ -80,46 +135,75 @@ func lockKey(name string) (string, error) {
 	return strings.ReplaceAll(name, "/", "."), nil
 }
 
-// Save implements Store.
+// Save implements Store: the state is signed with the operator's key. A
+// missing bucket is created again.
 func (s *KVStore) Save(ctx context.Context, st *RunState) error {
 	key, err := runKey(st.ID)
 	if err != nil {
 		return fmt.Errorf("save run: %w", err)
 	}
-	b, err := json.Marshal(st)
+	b, err := SealRunState(s.cfg.Signer, st)
 	if err != nil {
 		return fmt.Errorf("save run %s: %w", st.ID, err)
 	}
-	if _, err := s.runs.Put(ctx, key, b); err != nil {
+	kv, err := s.runsKV(ctx, false)
+	if err != nil {
+		return fmt.Errorf("save run %s: %w", st.ID, err)
+	}
+	_, err = kv.Put(ctx, key, b)
+	if err != nil && bucketGone(err) {
+		if kv, err = s.runsKV(ctx, true); err == nil {
+			_, err = kv.Put(ctx, key, b)
+		}
+	}
+	if errors.Is(err, nats.ErrConnectionClosed) {
+		return fmt.Errorf("save run %s: %w: %w", st.ID, ErrStoreClosed, err)
+	}
+	if err != nil {
 		return fmt.Errorf("save run %s: %w", st.ID, err)
 	}
 	return nil
 }
 
-// Load implements Store.
+// Load implements Store: the state's signature must verify and be made by
+// the operator's key or one of ResumeKeys, and the state must be valid.
 func (s *KVStore) Load(ctx context.Context, id string) (*RunState, error) {
 	key, err := runKey(id)
 	if err != nil {
 		return nil, fmt.Errorf("load run: %w", err)
 	}
-	e, err := s.runs.Get(ctx, key)
+	kv, err := s.runsKV(ctx, false)
+	if err != nil {
+		return nil, fmt.Errorf("load run %s: %w", id, err)
+	}
+	e, err := kv.Get(ctx, key)
+	if err != nil && bucketGone(err) {
+		if kv, err = s.runsKV(ctx, true); err == nil {
+			e, err = kv.Get(ctx, key)
+		}
+	}
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, fmt.Errorf("load run %s: %w", id, ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("load run %s: %w", id, err)
 	}
-	var st RunState
-	if err := json.Unmarshal(e.Value(), &st); err != nil {
+	st, _, err := OpenRunState(e.Value(), s.trusted)
+	if err != nil {
 		return nil, fmt.Errorf("load run %s: %w", id, err)
 	}
-	return &st, nil
+	if st.ID != id {
+		return nil, fmt.Errorf("load run %s: %w: the stored state is of run %s", id, ErrStateInvalid, st.ID)
+	}
+	return st, nil
 }
 
 // Lock implements Store: Create on the key succeeds only when nobody holds
 // it (or the holder's entry aged out of the bucket after LockTTL without a
-// refresh). A goroutine refreshes the lease until unlock.
-func (s *KVStore) Lock(ctx context.Context, name string, lease Lease) (func(context.Context) error, error) {
+// refresh). A goroutine refreshes the lease until Unlock; the engine
+// renews it before every step. Every refresh is a compare-and-set on the
+// revision this run wrote last, so a deleted or taken lock is noticed.
+func (s *KVStore) Lock(ctx context.Context, name string, lease Lease) (Held, error) {
 	key, err := lockKey(name)
 	if err != nil {
 		return nil, err
@@ -128,9 +212,18 @@ func (s *KVStore) Lock(ctx context.Context, name string, lease Lease) (func(cont
 	if err != nil {
 		return nil, err
 	}
-	rev, err := s.locks.Create(ctx, key, b)
+	kv, err := s.locksKV(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	rev, err := kv.Create(ctx, key, b)
+	if err != nil && bucketGone(err) {
+		if kv, err = s.locksKV(ctx, true); err == nil {
+			rev, err = kv.Create(ctx, key, b)
+		}
+	}
 	if errors.Is(err, jetstream.ErrKeyExists) {
-		e, gerr := s.locks.Get(ctx, key)
+		e, gerr := kv.Get(ctx, key)
 		if gerr != nil {
 			return nil, fmt.Errorf("%s of %s is locked (holder unreadable: %w)", lease.Kind, name, gerr)
 		}
@@ -143,39 +236,126 @@ func (s *KVStore) Lock(ctx context.Context, name string, lease Lease) (func(cont
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", name, err)
 	}
-	stop := make(chan struct{})
-	done := make(chan uint64)
-	go func() {
-		t := time.NewTicker(s.ttl / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				done <- rev
-				return
-			case <-t.C:
-				rctx, cancel := context.WithTimeout(context.Background(), s.ttl/3)
-				nrev, err := s.locks.Update(rctx, key, b, rev)
-				cancel()
-				if err != nil {
-					s.log.Error("lock refresh failed", "lock", name, "run", lease.Run, "err", err)
-					continue
+	h := &kvHeld{s: s, kv: kv, name: name, key: key, val: b, run: lease.Run, rev: rev, confirmed: time.Now(), stop: make(chan struct{}), done: make(chan struct{})}
+	go h.refresh()
+	return h, nil
+}
+
+type kvHeld struct {
+	s         *KVStore
+	kv        jetstream.KeyValue
+	name, key string
+	val       []byte
+	run       string
+	stop      chan struct{}
+	done      chan struct{}
+
+	mu        sync.Mutex
+	rev       uint64
+	confirmed time.Time // last time the broker confirmed the lease
+	lost      error
+	released  bool
+}
+
+func (h *kvHeld) refresh() {
+	defer close(h.done)
+	t := time.NewTicker(h.s.cfg.LockTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.stop:
+			return
+		case <-t.C:
+			if err := h.Renew(context.Background()); err != nil {
+				select {
+				case <-h.stop:
+					return // released meanwhile
+				default:
 				}
-				rev = nrev
+				h.s.cfg.Log.Error("run lock lost: the run starts no new step", "lock", h.name, "run", h.run, "err", err)
+				return
 			}
 		}
-	}()
-	var released bool
-	return func(ctx context.Context) error {
-		if released {
+	}
+}
+
+// Renew implements Held: a compare-and-set of the lease on the revision
+// this run wrote last. A broker that does not answer is retried until
+// half the lock's TTL has passed since the last confirmation; then the
+// lease is given up, since another run may take it when it expires.
+func (h *kvHeld) Renew(ctx context.Context) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.lost != nil {
+		return h.lost
+	}
+	if h.released {
+		return &LockLostError{Name: h.name, Run: h.run, Err: errors.New("released")}
+	}
+	deadline := h.confirmed.Add(h.s.cfg.LockTTL / 2)
+	wait := 100 * time.Millisecond
+	for {
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(5*time.Second, time.Until(deadline)+time.Millisecond))
+		rev, err := h.kv.Update(actx, h.key, h.val, h.rev)
+		cancel()
+		if err == nil {
+			h.rev, h.confirmed = rev, time.Now()
 			return nil
 		}
-		released = true
-		close(stop)
-		last := <-done
-		if err := s.locks.Delete(ctx, key, jetstream.LastRevision(last)); err != nil {
-			return fmt.Errorf("unlock %s: %w", name, err)
+		var lost bool
+		var apiErr *jetstream.APIError
+		switch {
+		case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+			lost = true
+		case errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamNotFound):
+			lost = true
+		case errors.Is(err, jetstream.ErrStreamNotFound), errors.Is(err, jetstream.ErrBucketNotFound), errors.Is(err, nats.ErrConnectionClosed):
+			lost = true
+		case bucketGone(err):
+			// No stream answered: a broker that lost its storage, or one
+			// still starting. Ask whether the bucket exists.
+			bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			_, berr := h.s.js.KeyValue(bctx, h.s.cfg.LocksBucket)
+			cancel()
+			lost = errors.Is(berr, jetstream.ErrBucketNotFound)
 		}
+		if lost {
+			h.lost = &LockLostError{Name: h.name, Run: h.run, Err: fmt.Errorf("the lock was deleted, expired or taken by another run (%w)", err)}
+			return h.lost
+		}
+		if time.Now().Add(wait).After(deadline) {
+			h.lost = &LockLostError{Name: h.name, Run: h.run, Err: fmt.Errorf("the broker did not confirm the lock for %s (%w)", time.Since(h.confirmed).Round(time.Second), err)}
+			return h.lost
+		}
+		select {
+		case <-ctx.Done():
+			return &LockLostError{Name: h.name, Run: h.run, Err: fmt.Errorf("not confirmed: %w", ctx.Err())}
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 2*time.Second)
+	}
+}
+
+// Unlock implements Held.
+func (h *kvHeld) Unlock(ctx context.Context) error {
+	h.mu.Lock()
+	if h.released {
+		h.mu.Unlock()
 		return nil
-	}, nil
+	}
+	h.released = true
+	lost := h.lost
+	h.mu.Unlock()
+	close(h.stop)
+	<-h.done
+	if lost != nil {
+		return nil // nothing of ours to release
+	}
+	h.mu.Lock()
+	last := h.rev
+	h.mu.Unlock()
+	if err := h.kv.Delete(ctx, h.key, jetstream.LastRevision(last)); err != nil {
+		return fmt.Errorf("unlock %s: %w", h.name, err)
+	}
+	return nil
 }

@@ -121,10 +121,38 @@ type Store interface {
 	// Load reads a run's state; ErrNotFound when there is none.
 	Load(ctx context.Context, id string) (*RunState, error)
 	// Lock takes the lock name (such as "middleware/prod") for the lease's
-	// holder, or returns a *LockError naming the current holder. unlock
-	// releases it; a crashed holder's lock expires on its own.
-	Lock(ctx context.Context, name string, lease Lease) (unlock func(context.Context) error, err error)
+	// holder, or returns a *LockError naming the current holder. The lock
+	// is released with Unlock; a crashed holder's lock expires on its own.
+	Lock(ctx context.Context, name string, lease Lease) (Held, error)
 }
+
+// Held is a lock this process holds.
+type Held interface {
+	// Renew proves at the store that the lock is still this run's and
+	// extends it. It returns a *LockLostError when the lock was deleted,
+	// expired or taken by another run, or could not be confirmed in time:
+	// the run must then start nothing new.
+	Renew(ctx context.Context) error
+	// Unlock releases the lock if it is still this run's.
+	Unlock(ctx context.Context) error
+}
+
+// LockLostError says a run no longer holds its lock.
+type LockLostError struct {
+	Name string
+	Run  string
+	Err  error
+}
+
+func (e *LockLostError) Error() string {
+	return fmt.Sprintf("lock %s of run %s lost: %v", e.Name, e.Run, e.Err)
+}
+
+func (e *LockLostError) Unwrap() error { return e.Err }
+
+// ErrStoreClosed is wrapped by a Store whose connection is closed for
+// good: retrying cannot help.
+var ErrStoreClosed = errors.New("workflows: the run store's connection is closed")
 
 // ErrNotFound is returned by Store.Load for an unknown run.
 var ErrNotFound = errors.New("workflows: run not found")
@@ -192,19 +220,44 @@ func (m *MemStore) Load(_ context.Context, id string) (*RunState, error) {
 }
 
 // Lock implements Store.
-func (m *MemStore) Lock(_ context.Context, name string, lease Lease) (func(context.Context) error, error) {
+func (m *MemStore) Lock(_ context.Context, name string, lease Lease) (Held, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if cur, ok := m.locks[name]; ok {
 		return nil, &LockError{Name: name, Holder: cur}
 	}
 	m.locks[name] = lease
-	return func(context.Context) error {
-		m.mu.Lock()
-		defer m.mu.Unlock()
-		if cur, ok := m.locks[name]; ok && cur.Run == lease.Run {
-			delete(m.locks, name)
-		}
-		return nil
-	}, nil
+	return &memHeld{m: m, name: name, lease: lease}, nil
+}
+
+// Break deletes a lock whoever holds it, as a broker user could delete
+// the lock key; tests use it.
+func (m *MemStore) Break(name string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.locks, name)
+}
+
+type memHeld struct {
+	m     *MemStore
+	name  string
+	lease Lease
+}
+
+func (h *memHeld) Renew(context.Context) error {
+	h.m.mu.Lock()
+	defer h.m.mu.Unlock()
+	if cur, ok := h.m.locks[h.name]; !ok || cur.Run != h.lease.Run {
+		return &LockLostError{Name: h.name, Run: h.lease.Run, Err: errors.New("the lock was deleted or taken by another run")}
+	}
+	return nil
+}
+
+func (h *memHeld) Unlock(context.Context) error {
+	h.m.mu.Lock()
+	defer h.m.mu.Unlock()
+	if cur, ok := h.m.locks[h.name]; ok && cur.Run == h.lease.Run {
+		delete(h.m.locks, h.name)
+	}
+	return nil
 }

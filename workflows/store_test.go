@@ -37,7 +37,7 @@ func kvStore(t *testing.T, ttl time.Duration) (*KVStore, jetstream.JetStream) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := NewKVStore(context.Background(), js, KVConfig{LockTTL: ttl})
+	s, err := NewKVStore(context.Background(), js, KVConfig{LockTTL: ttl, Signer: testSigner(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +51,7 @@ func TestStore(t *testing.T) {
 			t.Run("save and load round trip", func(t *testing.T) {
 				s := open(t)
 				st := NewRunState("deploy", [][]string{{"web1", "web2"}, {"web3"}}, map[string]string{"version": "1.4.2"})
-				st.App, st.Env, st.User = "middleware", "prod", "alice@bastion"
+				st.App, st.Env, st.Version, st.User = "middleware", "prod", "1.4.2", "alice@bastion"
 				st.Hosts["web1"].Done = []string{"maintenance_start", "drain"}
 				st.Hosts["web1"].SetMark("drained")
 				st.Hosts["web1"].Vars = map[string]string{"previous": "1.4.1"}
@@ -100,15 +100,15 @@ func TestStore(t *testing.T) {
 				if err != nil {
 					t.Fatalf("another env must not be locked: %v", err)
 				}
-				other(ctx)
-				if err := unlock(ctx); err != nil {
+				other.Unlock(ctx)
+				if err := unlock.Unlock(ctx); err != nil {
 					t.Fatal(err)
 				}
 				again, err := s.Lock(ctx, "middleware/prod", Lease{Kind: "deploy", Holder: "bob@laptop", Run: "9c2e"})
 				if err != nil {
 					t.Fatalf("Lock after unlock: %v", err)
 				}
-				again(ctx)
+				again.Unlock(ctx)
 			})
 		})
 	}
@@ -127,7 +127,7 @@ func TestKVLockLease(t *testing.T) {
 	if _, err := s.Lock(ctx, "app/prod", Lease{Kind: "deploy", Holder: "bob", Run: "2222"}); err == nil {
 		t.Fatal("lock was free after 3 TTLs although the holder refreshed it")
 	}
-	unlock(ctx)
+	unlock.Unlock(ctx)
 
 	// A crashed holder: the entry is written once and never refreshed.
 	if _, err := s.locks.Create(ctx, "app.dev", []byte(`{"kind":"deploy","holder":"ghost","run":"3333"}`)); err != nil {
@@ -140,7 +140,7 @@ func TestKVLockLease(t *testing.T) {
 	for {
 		u, err := s.Lock(ctx, "app/dev", Lease{Kind: "deploy", Holder: "bob", Run: "2222"})
 		if err == nil {
-			u(ctx)
+			u.Unlock(ctx)
 			break
 		}
 		if time.Now().After(deadline) {

@@ -104,6 +104,7 @@ type session struct {
 	nc     *nats.Conn
 	client *bus.Client
 	reg    *bus.Registry
+	signer ssh.Signer
 }
 
 func (s *session) Close() {
@@ -134,7 +135,7 @@ func (g *globalOptions) connect(ctx context.Context) (*session, error) {
 	if err != nil {
 		return nil, withHint(err, "the lab writes known_hosts for you; for real hosts add a line per host: IDENTITY ssh-ed25519 AAAA... (signetd --print-host-key prints it)")
 	}
-	opts, err := natsOptions(cfg)
+	opts, err := natsOptions(cfg, g.logger())
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +144,7 @@ func (g *globalOptions) connect(ctx context.Context) (*session, error) {
 		return nil, withHint(fmt.Errorf("connect to broker %s: %w", strings.Join(cfg.NATS.URLs, ","), err),
 			"is the broker running? start one with `signet broker` or a whole fleet with `signet lab`")
 	}
-	s := &session{cfg: cfg, nc: nc}
+	s := &session{cfg: cfg, nc: nc, signer: signer}
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if reg, err := bus.OpenRegistry(rctx, nc, cfg.Collective); err == nil {
@@ -160,12 +161,24 @@ func (g *globalOptions) connect(ctx context.Context) (*session, error) {
 	return s, nil
 }
 
-func natsOptions(cfg *ClientConfig) ([]nats.Option, error) {
+// natsOptions are the client's connection options. The client reconnects
+// every second with jitter for as long as the command runs (every command
+// is bounded by its own timeouts), so a deploy rides through a broker
+// restart; it says on stderr when the broker goes away and comes back.
+func natsOptions(cfg *ClientConfig, log *slog.Logger) ([]nats.Option, error) {
 	auth, err := cfg.NATS.AuthOptions()
 	if err != nil {
 		return nil, err
 	}
-	return append([]nats.Option{nats.Name("signet " + cfg.User), nats.Timeout(5 * time.Second), nats.MaxReconnects(60), nats.ReconnectWait(time.Second)}, auth...), nil
+	return append([]nats.Option{nats.Name("signet " + cfg.User), nats.Timeout(5 * time.Second),
+		nats.MaxReconnects(-1), nats.ReconnectWait(time.Second), nats.ReconnectJitter(250*time.Millisecond, time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("lost the broker connection; reconnecting", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Warn("reconnected to the broker", "url", nc.ConnectedUrlRedacted()) }),
+	}, auth...), nil
 }
 
 // signer loads the operator's key from a file or from ssh-agent.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/signetbus/signet/internal/config"
 	"github.com/signetbus/signet/workflows/release"
@@ -52,6 +53,12 @@ type ClientConfig struct {
 	// (see docs/releases.md). A profile's release section replaces this one
 	// whole, so a dev run never needs production credentials.
 	Release release.Config `yaml:"release"`
+	// ResumeKeys lists, one authorized_keys line each ("ssh-ed25519 AAAA...
+	// bob@bastion"), the operators' keys whose runs this operator may
+	// resume. Run state on the broker is signed by the key of the operator
+	// who ran it; --resume refuses a state whose signature does not verify
+	// or whose signer is neither this operator's key nor listed here.
+	ResumeKeys []string `yaml:"resume_keys"`
 	// Runs is where deploy and workflow run logs are written; default
 	// ~/.local/state/signet/runs.
 	Runs string `yaml:"runs"`
@@ -128,6 +135,19 @@ func loadClientConfig(path, env string, getenv func(string) string) (*ClientConf
 	return cfg, nil
 }
 
+// resumeKeys parses ResumeKeys.
+func (c *ClientConfig) resumeKeys() ([]ssh.PublicKey, error) {
+	var out []ssh.PublicKey
+	for i, line := range c.ResumeKeys {
+		k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
+		if err != nil {
+			return nil, usageErrorf("resume_keys entry %d: want an authorized_keys line such as \"ssh-ed25519 AAAA... bob@bastion\": %v", i+1, err)
+		}
+		out = append(out, k)
+	}
+	return out, nil
+}
+
 // resolve makes relative paths relative to the config file.
 func (c *ClientConfig) resolve(base string) {
 	abs := func(p *string) {
@@ -160,6 +180,9 @@ func (c *ClientConfig) overlay(p *ClientConfig) {
 	c.Release.Overlay(&p.Release)
 	if len(p.NATS.URLs) > 0 || p.NATS.Creds != "" || p.NATS.User != "" {
 		c.NATS = p.NATS
+	}
+	if len(p.ResumeKeys) > 0 {
+		c.ResumeKeys = p.ResumeKeys
 	}
 	if p.Timeout != 0 {
 		c.Timeout = p.Timeout

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/workflows"
 	"github.com/signetbus/signet/workflows/buscaller"
 	"github.com/signetbus/signet/workflows/deploy"
@@ -66,7 +67,21 @@ func (g *globalOptions) workflowSession(ctx context.Context) (*workflowSession, 
 		s.Close()
 		return nil, err
 	}
-	store, err := workflows.NewKVStore(ctx, js, workflows.KVConfig{})
+	if s.reg == nil {
+		// Workflows need JetStream, and every signetd keeps its entry in
+		// the registry there: no registry means the broker lost its state
+		// (or no host has connected yet), not a fleet to discover by
+		// whoever answers a broadcast in time.
+		s.Close()
+		return nil, withHint(errors.New("the broker has no fleet registry: its state was probably lost, or no signetd has connected to it yet"),
+			"hosts create the registry and register within seconds of reconnecting: wait and retry, and check the fleet with `signet ping`")
+	}
+	resumeKeys, err := s.cfg.resumeKeys()
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	store, err := workflows.NewKVStore(ctx, js, workflows.KVConfig{Signer: s.signer, ResumeKeys: resumeKeys, Log: g.logger()})
 	if err != nil {
 		s.Close()
 		return nil, withHint(err, "workflows keep their state and locks in JetStream: the broker needs JetStream enabled")
@@ -151,6 +166,28 @@ func (g *globalOptions) workflowExit(err error) error {
 	if errors.Is(err, workflows.ErrStopped) {
 		return withHint(err, "continue with --resume and the run id above")
 	}
+	var rl *bus.RegistryLostError
+	if errors.As(err, &rl) {
+		return withHint(err, fmt.Sprintf("hosts register again within seconds of reconnecting: wait %s and retry, and check the fleet with `signet ping`", (rl.Refresh-rl.Age).Round(time.Second)))
+	}
+	var lost *workflows.LockLostError
+	if errors.As(err, &lost) {
+		return withHint(err, "another run may hold the lock now: check who does before you resume this run")
+	}
+	var se *workflows.SaveError
+	if errors.As(err, &se) {
+		return withHint(err, "the broker did not take the run's last state: check the hosts named in the recap before resuming or deploying again")
+	}
+	var oe *workflows.OutputError
+	if errors.As(err, &oe) {
+		return withHint(err, "free the disk or fix the pipe the progress goes to, then resume with the run id above")
+	}
+	switch {
+	case errors.Is(err, workflows.ErrStateSignature), errors.Is(err, workflows.ErrStateUnsigned):
+		return withHint(err, "someone with access to the broker may have changed the run's record: do not resume it; start a new deploy")
+	case errors.Is(err, workflows.ErrStateSigner):
+		return withHint(err, "the run was started with another key: add the signer's key to resume_keys in your client config if you trust it")
+	}
 	return err
 }
 
@@ -202,7 +239,7 @@ func deployRun(ctx context.Context, g *globalOptions, o *deployOptions, args []s
 		// The run knows its app: find the app file by that name.
 		st, err := ws.store.Load(ctx, o.resume)
 		if err != nil {
-			return fmt.Errorf("resume %s: %w", o.resume, err)
+			return g.workflowExit(fmt.Errorf("resume %s: %w", o.resume, err))
 		}
 		args = []string{st.App}
 		if opts.Env == "" {

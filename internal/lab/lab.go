@@ -12,8 +12,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -319,6 +321,14 @@ func (l *Lab) RestartBroker() error {
 	defer l.mu.Unlock()
 	old := l.Broker
 	addr, ok := old.Addr().(*net.TCPAddr)
+	if !ok {
+		// Already shut down (a test killed it): its URL still names the port.
+		if u, err := url.Parse(old.ClientURL()); err == nil {
+			if p, err := strconv.Atoi(u.Port()); err == nil && p > 0 {
+				addr, ok = &net.TCPAddr{Port: p}, true
+			}
+		}
+	}
 	if !ok {
 		return errors.New("lab: restart broker: the broker is not listening on TCP")
 	}

@@ -61,7 +61,7 @@ func (s *Stage) Operator(ctx context.Context) (*Operator, error) {
 		nc.Close()
 		return nil, fmt.Errorf("stage operator: %w", err)
 	}
-	if op.Store, err = workflows.NewKVStore(ctx, js, workflows.KVConfig{}); err != nil {
+	if op.Store, err = workflows.NewKVStore(ctx, js, workflows.KVConfig{Signer: signer}); err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("stage operator: %w", err)
 	}

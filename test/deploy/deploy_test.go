@@ -450,7 +450,7 @@ func TestBrokerRestart(t *testing.T) {
 	if err != nil {
 		t.Errorf("lock after the run: %v, want it released", err)
 	} else {
-		unlock(testCtx(t))
+		unlock.Unlock(testCtx(t))
 	}
 }
 

@@ -93,6 +93,9 @@ func (b *Caller) Discover(ctx context.Context, filter []string) ([]workflows.Hos
 	m, _ := f.Compile()
 	var hosts []workflows.Host
 	if b.Registry != nil {
+		if err := b.Registry.Check(ctx); err != nil {
+			return nil, err
+		}
 		regs, err := b.Registry.List(ctx)
 		if err != nil {
 			return nil, err

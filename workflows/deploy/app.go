@@ -141,12 +141,11 @@ func ParseApp(r io.Reader) (*App, error) {
 
 var (
 	pkgNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9+._@-]{0,127}$`)
-	versionRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.+~:_-]{0,127}$`)
 	filterRE  = regexp.MustCompile(`^[A-Za-z0-9_.]+(=|!=|>=|<=|=~)[A-Za-z0-9_.:/*+^()|\[\]-]+$`)
 )
 
 // ValidVersion reports whether v is an acceptable package version.
-func ValidVersion(v string) bool { return versionRE.MatchString(v) }
+func ValidVersion(v string) bool { return workflows.ValidVersion(v) }
 
 // Validate checks the app file, its env overrides included.
 func (a *App) Validate() error {

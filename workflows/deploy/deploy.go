@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"strings"
 	"time"
 
@@ -145,6 +146,14 @@ func Resume(ctx context.Context, soft <-chan struct{}, runID string, opts Option
 	}
 	if st.Status == workflows.StatusDone {
 		return nil, fmt.Errorf("resume %s: the run is already done", runID)
+	}
+	// A deploy's state is checked as strictly as a new deploy's input.
+	if !ValidVersion(st.Version) || !workflows.ValidName(st.Env) || !workflows.ValidName(st.App) {
+		return nil, fmt.Errorf("resume %s: %w: want an app, an env and a version, found %q %q %q", runID, workflows.ErrStateInvalid, st.App, st.Env, st.Version)
+	}
+	want := map[string]string{"version": st.Version, "env": st.Env, "app": st.App}
+	if !maps.Equal(st.Vars, want) {
+		return nil, fmt.Errorf("resume %s: %w: a deploy's variables are exactly app, env and version, found %v", runID, workflows.ErrStateInvalid, st.Vars)
 	}
 	opts.Env, opts.Version = st.Env, st.Version
 	a, err := opts.app()

@@ -354,7 +354,7 @@ func TestDeployLocked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unlock(context.Background())
+	defer unlock.Unlock(context.Background())
 	_, err = Run(context.Background(), nil, opts(t, f, store, &bytes.Buffer{}))
 	var le *workflows.LockError
 	if !errors.As(err, &le) || le.Holder.Holder != "bob@laptop" || !strings.HasPrefix(err.Error(), "deploy of middleware/prod is locked by bob@laptop run 7f3a (since ") {

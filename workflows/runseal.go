@@ -1,0 +1,190 @@
+package workflows
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/signetbus/signet/bus"
+	"github.com/signetbus/signet/internal/sshsig"
+)
+
+// RunStateNamespace is the SSHSIG namespace of a signed run state; a
+// signature made for a request or a reply can never pass for one.
+const RunStateNamespace = "signet-runstate@v1"
+
+// Errors of a run state read back from the broker.
+var (
+	// ErrStateUnsigned: the stored state carries no signature.
+	ErrStateUnsigned = errors.New("workflows: run state is not signed")
+	// ErrStateSignature: the signature does not verify over the stored
+	// bytes: someone changed the state after it was written.
+	ErrStateSignature = errors.New("workflows: run state signature does not verify (the state was changed after it was written)")
+	// ErrStateSigner: the state was signed by a key that may not resume it.
+	ErrStateSigner = errors.New("workflows: run state was signed by a key that is not allowed to resume it")
+	// ErrStateInvalid: the state fails the checks of a new run's input.
+	ErrStateInvalid = errors.New("workflows: invalid run state")
+)
+
+// sealedState is how a run state is stored: the exact JSON bytes that were
+// signed and the SSHSIG over them (wire form).
+type sealedState struct {
+	State     json.RawMessage `json:"state"`
+	Signature []byte          `json:"signature"`
+}
+
+// SealRunState marshals st and signs the bytes with signer under
+// RunStateNamespace.
+func SealRunState(signer ssh.Signer, st *RunState) ([]byte, error) {
+	if signer == nil {
+		return nil, errors.New("workflows: a signer is required to save run state")
+	}
+	b, err := json.Marshal(st)
+	if err != nil {
+		return nil, err
+	}
+	sig, err := sshsig.Sign(rand.Reader, signer, RunStateNamespace, b)
+	if err != nil {
+		return nil, fmt.Errorf("sign run state: %w", err)
+	}
+	return json.Marshal(sealedState{State: b, Signature: sig.Marshal()})
+}
+
+// OpenRunState verifies a sealed state and returns it with its signer. The
+// signer must be one of trusted; the state must pass Validate.
+func OpenRunState(b []byte, trusted []ssh.PublicKey) (*RunState, ssh.PublicKey, error) {
+	var sealed sealedState
+	if err := json.Unmarshal(b, &sealed); err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrStateInvalid, err)
+	}
+	if len(sealed.Signature) == 0 || len(sealed.State) == 0 {
+		return nil, nil, ErrStateUnsigned
+	}
+	sig, err := sshsig.Parse(sealed.Signature)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrStateSignature, err)
+	}
+	pub, err := sig.Verify(RunStateNamespace, sealed.State)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrStateSignature, err)
+	}
+	allowed := false
+	for _, k := range trusted {
+		if k != nil && bytes.Equal(k.Marshal(), pub.Marshal()) {
+			allowed = true
+			break
+		}
+	}
+	if !allowed {
+		return nil, pub, fmt.Errorf("%w: %s", ErrStateSigner, ssh.FingerprintSHA256(pub))
+	}
+	dec := json.NewDecoder(bytes.NewReader(sealed.State))
+	dec.DisallowUnknownFields()
+	var st RunState
+	if err := dec.Decode(&st); err != nil {
+		return nil, pub, fmt.Errorf("%w: %w", ErrStateInvalid, err)
+	}
+	if err := st.Validate(); err != nil {
+		return nil, pub, err
+	}
+	return &st, pub, nil
+}
+
+var (
+	versionRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.+~:_-]{0,127}$`)
+)
+
+// ValidVersion reports whether v is an acceptable package version. It is
+// the one version grammar of deploys and run states.
+func ValidVersion(v string) bool { return versionRE.MatchString(v) }
+
+// Validate checks a run state as strictly as a new run's input: names,
+// version, variables, at least one host, every host a valid identity that
+// appears once in the batches and has a record.
+func (st *RunState) Validate() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s", ErrStateInvalid, fmt.Sprintf(format, a...))
+	}
+	if !ValidName(st.ID) {
+		return bad("run id: want lowercase letters and digits, found %q", st.ID)
+	}
+	if !ValidName(st.Workflow) {
+		return bad("workflow: want a workflow name, found %q", st.Workflow)
+	}
+	if st.App != "" && !ValidName(st.App) {
+		return bad("app: want an app name, found %q", st.App)
+	}
+	if st.Env != "" && !ValidName(st.Env) {
+		return bad("env: want an environment name, found %q", st.Env)
+	}
+	if st.Version != "" && !ValidVersion(st.Version) {
+		return bad("version: want a package version such as 1.4.2, found %q", st.Version)
+	}
+	for k := range st.Vars {
+		if !varNameRE.MatchString(k) {
+			return bad("vars: want variable names of letters, digits and '_', found %q", k)
+		}
+	}
+	if v, ok := st.Vars["version"]; ok && v != st.Version {
+		return bad("vars: version %q differs from the run's version %q", v, st.Version)
+	}
+	if v, ok := st.Vars["env"]; ok && v != st.Env {
+		return bad("vars: env %q differs from the run's env %q", v, st.Env)
+	}
+	if v, ok := st.Vars["app"]; ok && st.App != "" && v != st.App {
+		return bad("vars: app %q differs from the run's app %q", v, st.App)
+	}
+	for _, k := range []string{"identity", "previous", "target_version"} {
+		if _, ok := st.Vars[k]; ok {
+			return bad("vars: %s is reserved", k)
+		}
+	}
+	seen := map[string]bool{}
+	for i, b := range st.Batches {
+		if len(b) == 0 {
+			return bad("batch %d has no hosts", i+1)
+		}
+		for _, h := range b {
+			if err := bus.CheckIdentity(h); err != nil {
+				return bad("batch %d: %v", i+1, err)
+			}
+			if seen[h] {
+				return bad("host %s appears twice in the batches", h)
+			}
+			seen[h] = true
+		}
+	}
+	if len(seen) == 0 {
+		return bad("the run has no hosts")
+	}
+	for h := range seen {
+		if st.Hosts[h] == nil {
+			return bad("host %s has no record", h)
+		}
+	}
+	var extra []string
+	for h, hs := range st.Hosts {
+		if !seen[h] {
+			extra = append(extra, h)
+		}
+		if hs == nil {
+			return bad("host %s has no record", h)
+		}
+	}
+	if len(extra) > 0 {
+		sort.Strings(extra)
+		return bad("hosts %v are recorded but in no batch", extra)
+	}
+	switch st.Status {
+	case StatusRunning, StatusDone, StatusFailed, StatusStopped, StatusInterrupted:
+	default:
+		return bad("status: unknown %q", st.Status)
+	}
+	return nil
+}
