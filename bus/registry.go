@@ -101,9 +101,45 @@ func (r *Registry) Delete(ctx context.Context, identity string) error {
 
 // List returns every live registration, sorted by identity.
 func (r *Registry) List(ctx context.Context) ([]*Registration, error) {
-	w, err := r.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	var out []*Registration
+	err := attempts(ctx, func(actx context.Context) (err error) {
+		out, err = r.list(actx)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("registry: list: %w", err)
+	}
+	return out, nil
+}
+
+// attempts runs fn with a context bounded by listAttempt, again and again
+// while fn times out and ctx allows. A JetStream request sent just before
+// the broker went away is never answered, and nats.go waits for it until
+// the context ends: without a bound per attempt, a step would wait out its
+// whole timeout for a registry that is back within a second.
+func attempts(ctx context.Context, fn func(context.Context) error) error {
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, listAttempt)
+		err := fn(actx)
+		cancel()
+		switch {
+		case err == nil:
+			return nil
+		case ctx.Err() != nil:
+			return fmt.Errorf("%w (after %d attempts of at most %s)", ctx.Err(), attempt, listAttempt)
+		case !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout):
+			return err
+		}
+	}
+}
+
+// listAttempt bounds one attempt of a registry request (see attempts).
+var listAttempt = 5 * time.Second
+
+func (r *Registry) list(ctx context.Context) ([]*Registration, error) {
+	w, err := r.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, err
 	}
 	defer w.Stop()
 	var out []*Registration
@@ -123,7 +159,7 @@ func (r *Registry) List(ctx context.Context) ([]*Registration, error) {
 			}
 			out = append(out, &reg)
 		case <-ctx.Done():
-			return nil, fmt.Errorf("registry: list: %w", ctx.Err())
+			return nil, ctx.Err()
 		}
 	}
 }
@@ -157,7 +193,11 @@ const registrySlack = 5 * time.Second
 // registry (deploy, workflows) must not take a half-filled registry for
 // the fleet.
 func (r *Registry) Check(ctx context.Context) error {
-	st, err := r.kv.Status(ctx)
+	var st jetstream.KeyValueStatus
+	err := attempts(ctx, func(actx context.Context) (err error) {
+		st, err = r.kv.Status(actx)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("registry: status: %w", err)
 	}

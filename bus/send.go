@@ -33,6 +33,11 @@ const (
 	// re-established. Resends after a "no responders" status are bounded
 	// by the timeout and the backoff instead.
 	maxReconnectResends = 3
+	// maxReconnectFollowups is how many more times, after the immediate
+	// resend, a request is sent again to hosts still silent after a
+	// reconnect (see followupDelay). A host that already ran it answers
+	// with its kept reply; none runs it twice.
+	maxReconnectFollowups = 3
 )
 
 // targetBytes is the size of targets in a request's JSON.
@@ -72,7 +77,12 @@ type hostState struct {
 	noResponders bool
 	resends      int // after "no responders"
 	reconnects   int // after a reconnect
-	resendAt     time.Time
+	// followups are the resends still scheduled after a reconnect: the
+	// hosts reconnect to the broker on their own schedule, often after
+	// the client, and a broadcast sent before they resubscribed reaches
+	// nobody and earns no "no responders" status.
+	followups int
+	resendAt  time.Time
 }
 
 // reply is a reply checked by a verifier.
@@ -243,8 +253,23 @@ func (c *Client) send(ctx context.Context, q Query, targets []string, broadcast 
 			due--
 		}
 	}
-	resend := func(st *hostState, host string) error {
+	schedule := func(st *hostState, at time.Time) {
+		if st.resendAt.IsZero() {
+			due++
+		}
+		st.resendAt = at
+	}
+	// fired is called when a host's scheduled resend went out (or went out
+	// for it, with a broadcast): it schedules the next follow-up, if any.
+	fired := func(st *hostState) {
 		unschedule(st)
+		if st.followups > 0 && st.result < 0 {
+			st.followups--
+			schedule(st, c.cfg.Now().Add(followupDelay(maxReconnectFollowups-st.followups)))
+		}
+	}
+	resend := func(st *hostState, host string) error {
+		fired(st)
 		return publish(st.sent, host)
 	}
 wait:
@@ -336,16 +361,15 @@ wait:
 						continue
 					}
 					st.reconnects++
-					if st.sent.subject != "" {
-						if !again[st.sent] {
-							again[st.sent] = true
-							if err := resend(st, h); err != nil {
-								return err
-							}
+					st.followups = maxReconnectFollowups
+					fired(st) // schedules the first follow-up
+					if st.sent.subject != "" { // a broadcast goes out once for all its hosts
+						if again[st.sent] {
+							continue
 						}
-						continue
+						again[st.sent] = true
 					}
-					if err := resend(st, h); err != nil {
+					if err := publish(st.sent, h); err != nil {
 						return err
 					}
 				}
@@ -361,7 +385,7 @@ wait:
 				}
 				if st.sent.subject != "" { // a broadcast goes out once for all its hosts
 					if again[st.sent] {
-						unschedule(st)
+						fired(st)
 						continue
 					}
 					again[st.sent] = true
@@ -401,6 +425,13 @@ wait:
 		}
 	}
 	return ctx.Err()
+}
+
+// followupDelay is the wait before the n-th follow-up resend (from 1)
+// after a reconnect: 1s, 2s, 4s, spanning signetd's own reconnect delay
+// (about a second, with jitter) and its resubscription.
+func followupDelay(n int) time.Duration {
+	return time.Second << (n - 1)
 }
 
 // backoff is the wait before the n-th resend after "no responders": a
