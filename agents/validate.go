@@ -42,7 +42,15 @@ var (
 	shutdownTimeoutRange = durationRange{time.Second, 24 * time.Hour}
 	maxRequestBytesRange = intRange{1 << 10, 8 << 20}
 	maxConcurrentRange   = intRange{1, 1024}
+	replayCacheRange     = intRange{1000, 10_000_000}
+	floodWindowRange     = durationRange{time.Second, time.Hour}
+	floodRecordsRange    = intRange{1, 100_000}
+	floodRepliesRange    = intRange{1, 100_000}
 )
+
+// replayKeyShareMin is the smallest share of the replay cache one key may
+// be given: below it, one operator's ordinary fan-out would be refused.
+const replayKeyShareMin = 0.01
 
 type durationRange struct{ min, max time.Duration }
 
@@ -111,6 +119,13 @@ func (c *Config) Validate() error {
 	add(maxConcurrentRange.check("max_concurrent", c.MaxConcurrent))
 	add(registryTTLRange.check("registry_ttl", c.RegistryTTL))
 	add(shutdownTimeoutRange.check("shutdown_timeout", c.ShutdownTimeout))
+	add(replayCacheRange.check("replay_cache_size", c.ReplayCacheSize))
+	if !(c.ReplayKeyShare >= replayKeyShareMin && c.ReplayKeyShare <= 1) { // also refuses NaN
+		add(&ConfigError{Key: "replay_key_share", Msg: fmt.Sprintf("must be between %g and 1, got %g", replayKeyShareMin, c.ReplayKeyShare)})
+	}
+	add(floodWindowRange.check("flood_window", c.FloodWindow))
+	add(floodRecordsRange.check("flood_records", c.FloodRecords))
+	add(floodRepliesRange.check("flood_replies", c.FloodReplies))
 	for k := range c.Facts {
 		if err := facts.Check(k); err != nil {
 			add(&ConfigError{Key: "facts", Msg: err.Error()})

@@ -47,6 +47,13 @@ func TestValidateRanges(t *testing.T) {
 		mk(durKey("shutdown_timeout", shutdownTimeoutRange, func(c *Config) *Duration { return &c.ShutdownTimeout })),
 		mk(intKey("max_request_bytes", maxRequestBytesRange, func(c *Config) *int { return &c.MaxRequestBytes })),
 		mk(intKey("max_concurrent", maxConcurrentRange, func(c *Config) *int { return &c.MaxConcurrent })),
+		mk(intKey("replay_cache_size", replayCacheRange, func(c *Config) *int { return &c.ReplayCacheSize })),
+		mk(durKey("flood_window", floodWindowRange, func(c *Config) *Duration { return &c.FloodWindow })),
+		mk(intKey("flood_records", floodRecordsRange, func(c *Config) *int { return &c.FloodRecords })),
+		mk(intKey("flood_replies", floodRepliesRange, func(c *Config) *int { return &c.FloodReplies })),
+		{"replay_key_share",
+			func(c *Config, ok bool) { c.ReplayKeyShare = pick(ok, replayKeyShareMin, replayKeyShareMin/2) },
+			func(c *Config, ok bool) { c.ReplayKeyShare = pick(ok, 1.0, 1.01) }},
 	}
 	for _, r := range rows {
 		for _, e := range []edit{r.lo, r.hi} {
