@@ -726,6 +726,11 @@ func DefaultCheck(step Step, host string, vars map[string]string, results []Resu
 
 func judge(step Step, res Result, expect map[string]any, timeout time.Duration) error {
 	if res.NoResponse {
+		if res.Error != "" {
+			// The caller's own words: how long it really waited, or
+			// that nothing listened on the host's subject.
+			return errors.New(res.Error)
+		}
 		return fmt.Errorf("no response within %s", timeout)
 	}
 	if !res.OK {

@@ -21,7 +21,7 @@ func newPingCmd(g *globalOptions) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o, err := g.run(cmd.Context(), q, "rpcutil", "ping", nil)
-			if err != nil {
+			if !keepPartial(o, err) {
 				return err
 			}
 			p := g.printer()
@@ -41,7 +41,7 @@ func newPingCmd(g *globalOptions) *cobra.Command {
 				p.table([]string{"HOST", "STATUS", "TIME"}, rows)
 			}
 			summary(g.io.Err, o)
-			return outcomeExit(o)
+			return outcomeExit(o, err)
 		},
 	}
 	q.register(c)
@@ -56,7 +56,7 @@ func newDiscoverCmd(g *globalOptions) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o, err := g.run(cmd.Context(), q, "rpcutil", "ping", nil)
-			if err != nil {
+			if !keepPartial(o, err) {
 				return err
 			}
 			var ids []string
@@ -76,7 +76,7 @@ func newDiscoverCmd(g *globalOptions) *cobra.Command {
 				fmt.Fprintln(g.io.Out, id)
 			}
 			fmt.Fprintf(g.io.Err, "%d hosts discovered\n", len(ids))
-			return outcomeExit(o)
+			return outcomeExit(o, err)
 		},
 	}
 	q.register(c)
@@ -91,7 +91,7 @@ func newFactsCmd(g *globalOptions) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o, err := g.run(cmd.Context(), q, "rpcutil", "get_fact", map[string]any{"fact": args[0]})
-			if err != nil {
+			if !keepPartial(o, err) {
 				return err
 			}
 			byValue := map[string][]string{}
@@ -114,7 +114,7 @@ func newFactsCmd(g *globalOptions) *cobra.Command {
 			}
 			p.table([]string{"VALUE", "HOSTS", "IDENTITIES"}, rows)
 			summary(g.io.Err, o)
-			return outcomeExit(o)
+			return outcomeExit(o, err)
 		},
 	}
 	q.register(c)
@@ -129,7 +129,7 @@ func newInventoryCmd(g *globalOptions) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o, err := g.run(cmd.Context(), q, "rpcutil", "inventory", nil)
-			if err != nil {
+			if !keepPartial(o, err) {
 				return err
 			}
 			p := g.printer()
@@ -138,7 +138,7 @@ func newInventoryCmd(g *globalOptions) *cobra.Command {
 			}
 			printInventory(g, o)
 			summary(g.io.Err, o)
-			return outcomeExit(o)
+			return outcomeExit(o, err)
 		},
 	}
 	q.register(c)
@@ -192,14 +192,14 @@ func newRPCCmd(g *globalOptions) *cobra.Command {
 				return usageErrorf("%v", err)
 			}
 			o, err := g.run(cmd.Context(), q, args[0], args[1], params)
-			if err != nil {
+			if !keepPartial(o, err) {
 				return err
 			}
 			if err := g.printer().outcome(o); err != nil {
 				return err
 			}
 			summary(g.io.Err, o)
-			return outcomeExit(o)
+			return outcomeExit(o, err)
 		},
 	}
 	q.register(c)

@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -138,7 +140,20 @@ func summary(w io.Writer, o *bus.Outcome) {
 
 // outcomeExit turns an outcome into the command's result: nil when every
 // host succeeded, otherwise exit status 1.
-func outcomeExit(o *bus.Outcome) error {
+// keepPartial reports whether an outcome that came back with err is still
+// printed: an interrupted or timed-out query keeps the answers that came in
+// (the operator sees which hosts already ran the action).
+func keepPartial(o *bus.Outcome, err error) bool {
+	return err == nil || (o != nil && len(o.Results) > 0 &&
+		(errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)))
+}
+
+// outcomeExit is the error an outcome exits with; err is the query's
+// error when keepPartial printed the outcome anyway.
+func outcomeExit(o *bus.Outcome, err error) error {
+	if err != nil {
+		return fmt.Errorf("interrupted before every host answered: %w", err)
+	}
 	if ok, _, _ := o.Counts(); ok == len(o.Results) && len(o.Results) > 0 {
 		return nil
 	}
