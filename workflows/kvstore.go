@@ -1,6 +1,7 @@
 package workflows
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -304,10 +305,24 @@ func (h *kvHeld) Renew(ctx context.Context) error {
 		}
 		var lost bool
 		var apiErr *jetstream.APIError
+		wrongRev := errors.Is(err, jetstream.ErrKeyExists) ||
+			(errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence)
+		if wrongRev {
+			// An earlier renewal may have been applied with its answer
+			// lost in a broker restart: the lease then holds exactly our
+			// value at a newer revision. Take that revision and go on.
+			gctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			e, gerr := h.kv.Get(gctx, h.key)
+			cancel()
+			if gerr == nil && e.Revision() > h.rev && bytes.Equal(e.Value(), h.val) {
+				h.rev, h.confirmed = e.Revision(), e.Created()
+				continue
+			}
+		}
 		switch {
-		case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+		case wrongRev, errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
 			lost = true
-		case errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamNotFound):
+		case errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamNotFound:
 			lost = true
 		case errors.Is(err, jetstream.ErrStreamNotFound), errors.Is(err, jetstream.ErrBucketNotFound), errors.Is(err, nats.ErrConnectionClosed):
 			lost = true

@@ -581,3 +581,42 @@ func TestNoResponseNamesTheWait(t *testing.T) {
 		t.Errorf("detail %q, want the time waited (at least 3s) and the step timeout", se.Detail)
 	}
 }
+
+// TestRenewAfterLostConfirmation: a renewal the broker applied but whose
+// answer was lost in a restart leaves the lease at a newer revision with
+// this run's own value. The next renewal must take that revision, not
+// call the lock lost (it did, and a deploy across broker kills stopped
+// with "wrong last sequence"). A lease rewritten by anyone else stays lost.
+func TestRenewAfterLostConfirmation(t *testing.T) {
+	ctx := context.Background()
+	s, js := kvStoreWith(t, KVConfig{LockTTL: 30 * time.Second})
+	kv, err := js.KeyValue(ctx, "signet_locks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, err := s.Lock(ctx, "middleware/prod", Lease{Kind: "deploy", Holder: "alice", Run: "aaaa0000"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Unlock(ctx)
+	e, err := kv.Get(ctx, "middleware.prod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The "lost" renewal: the same value, one revision on.
+	if _, err := kv.Update(ctx, "middleware.prod", e.Value(), e.Revision()); err != nil {
+		t.Fatal(err)
+	}
+	if err := held.Renew(ctx); err != nil {
+		t.Fatalf("renew after an applied but unconfirmed renewal: %v", err)
+	}
+	// Another value at a newer revision: the lock is someone else's.
+	e, _ = kv.Get(ctx, "middleware.prod")
+	if _, err := kv.Update(ctx, "middleware.prod", []byte(`{"kind":"deploy","holder":"mallory","run":"ffff0000"}`), e.Revision()); err != nil {
+		t.Fatal(err)
+	}
+	var lle *LockLostError
+	if err := held.Renew(ctx); !errors.As(err, &lle) {
+		t.Fatalf("renew after another run took the lease: %v, want a LockLostError", err)
+	}
+}
