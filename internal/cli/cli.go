@@ -86,17 +86,14 @@ to signetd on every host, which verifies, authorizes, runs, signs its reply and 
 		newPluginsCmd(g),
 		newDescribeCmd(g),
 		newLabCmd(g),
+		newDeployCmd(g),
+		newWorkflowCmd(g),
+		newReleaseCmd(g),
+		newDemoCmd(g),
 	)
-	for _, c := range extraCommands {
-		root.AddCommand(c(g))
-	}
 	markUsage(root)
 	return root
 }
-
-// extraCommands lets other files of this package add commands (deploy,
-// release, demo) without touching the root.
-var extraCommands []func(*globalOptions) *cobra.Command
 
 // session is a connected, configured client.
 type session struct {

@@ -21,8 +21,6 @@ import (
 	"github.com/signetbus/signet/workflows"
 )
 
-func init() { extraCommands = append(extraCommands, newDemoCmd) }
-
 // demoOptions are the flags of `signet demo`.
 type demoOptions struct {
 	hosts   int

@@ -21,10 +21,6 @@ import (
 	"github.com/signetbus/signet/workflows/deploy"
 )
 
-func init() {
-	extraCommands = append(extraCommands, newDeployCmd, newWorkflowCmd, newReleaseCmd)
-}
-
 type runFlags struct {
 	yes     bool
 	plan    bool
