@@ -216,7 +216,7 @@ func demoVerify(ctx context.Context, out io.Writer, st *stage.Stage, recap *work
 		v, err := st.Serves(ctx, h.Identity)
 		mark := "ok"
 		switch {
-		case err != nil && strings.Contains(err.Error(), "connection refused"):
+		case errors.Is(err, syscall.ECONNREFUSED):
 			v, mark, ok = "-", "NOT "+demoTo+" (app not running)", false
 		case err != nil:
 			v, mark, ok = "-", "NOT "+demoTo+" ("+err.Error()+")", false
