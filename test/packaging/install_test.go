@@ -1,0 +1,117 @@
+package packaging
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// installInRoot installs the signetd .deb with dpkg into a throwaway root,
+// which runs its maintainer scripts chrooted there: the postinst must
+// create the host key, an upgrade must keep it and the admin's config, and
+// a purge must remove the key and the conffiles but keep the audit log.
+func installInRoot(t *testing.T, deb string) {
+	need(t, "dpkg", "chroot", "ldd")
+	if os.Geteuid() != 0 {
+		t.Skip("skipped: dpkg runs the maintainer scripts chrooted into the throwaway root, which needs root (CI runs as root)")
+	}
+	root := t.TempDir()
+	for _, d := range []string{"var/lib/dpkg/info", "var/lib/dpkg/updates", "bin"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(root, "var/lib/dpkg/status"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The scripts need a shell, rm and rmdir, with their libraries.
+	for _, prog := range []string{"/bin/sh", "/bin/rm", "/bin/rmdir"} {
+		copyInto(t, root, prog)
+		for _, lib := range regexp.MustCompile(`/\S+`).FindAllString(run(t, "ldd", prog), -1) {
+			copyInto(t, root, lib)
+		}
+	}
+	dpkg := func(args ...string) string { return run(t, "dpkg", append([]string{"--root=" + root}, args...)...) }
+	key := filepath.Join(root, "etc/signet/host_key")
+
+	out := dpkg("-i", deb)
+	first, err := os.ReadFile(key)
+	if err != nil {
+		t.Fatalf("the postinst made no host key: %v\ndpkg said:\n%s", err, out)
+	}
+	if fi, _ := os.Stat(key); fi.Mode().Perm() != 0o600 {
+		t.Errorf("host key mode %v, want 0600", fi.Mode().Perm())
+	}
+	pub, err := os.ReadFile(key + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The postinst prints the known_hosts line for the operators.
+	if f := strings.Fields(string(pub)); len(f) < 2 || !strings.Contains(out, f[0]+" "+f[1]) {
+		t.Errorf("dpkg output does not show the new host key %q:\n%s", pub, out)
+	}
+	// The default config, policy and trust files pass signetd's own checks.
+	if b, err := exec.Command("chroot", root, "/usr/bin/signetd", "--check").CombinedOutput(); err != nil {
+		t.Errorf("signetd --check on the packaged defaults: %v\n%s", err, b)
+	}
+
+	// An upgrade (here a reinstall: dpkg runs "postinst configure OLD")
+	// keeps the host key and the admin's edits to a conffile.
+	conf := filepath.Join(root, "etc/signet/signetd.yaml")
+	edited := append(readFile(t, conf), []byte("classes: [web]\n")...)
+	if err := os.WriteFile(conf, edited, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	dpkg("-i", deb)
+	if !bytes.Equal(readFile(t, key), first) {
+		t.Error("the upgrade replaced the host key")
+	}
+	if !bytes.Equal(readFile(t, conf), edited) {
+		t.Error("the upgrade overwrote the edited /etc/signet/signetd.yaml")
+	}
+
+	// A purge removes the key and the conffiles, and keeps the audit log.
+	audit := filepath.Join(root, "var/log/signet/audit.jsonl")
+	if err := os.WriteFile(audit, []byte("{}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dpkg("--purge", "signetd")
+	for _, gone := range []string{key, key + ".pub", conf, filepath.Join(root, "usr/bin/signetd")} {
+		if _, err := os.Stat(gone); !os.IsNotExist(err) {
+			t.Errorf("after purge %s is still there (%v)", gone, err)
+		}
+	}
+	if _, err := os.Stat(audit); err != nil {
+		t.Errorf("purge removed the audit log: %v", err)
+	}
+}
+
+// copyInto copies the file at path (following links) to the same path
+// under root.
+func copyInto(t *testing.T, root, path string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(root, path)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
