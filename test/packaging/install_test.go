@@ -19,21 +19,14 @@ func installInRoot(t *testing.T, deb string) {
 	if os.Geteuid() != 0 {
 		t.Skip("skipped: dpkg runs the maintainer scripts chrooted into the throwaway root, which needs root (CI runs as root)")
 	}
-	root := t.TempDir()
-	for _, d := range []string{"var/lib/dpkg/info", "var/lib/dpkg/updates", "bin"} {
+	root := scriptRoot(t)
+	for _, d := range []string{"var/lib/dpkg/info", "var/lib/dpkg/updates"} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if err := os.WriteFile(filepath.Join(root, "var/lib/dpkg/status"), nil, 0o644); err != nil {
 		t.Fatal(err)
-	}
-	// The scripts need a shell, rm and rmdir, with their libraries.
-	for _, prog := range []string{"/bin/sh", "/bin/rm", "/bin/rmdir"} {
-		copyInto(t, root, prog)
-		for _, lib := range regexp.MustCompile(`/\S+`).FindAllString(run(t, "ldd", prog), -1) {
-			copyInto(t, root, lib)
-		}
 	}
 	dpkg := func(args ...string) string { return run(t, "dpkg", append([]string{"--root=" + root}, args...)...) }
 	key := filepath.Join(root, "etc/signet/host_key")
@@ -87,6 +80,51 @@ func installInRoot(t *testing.T, deb string) {
 	}
 	if _, err := os.Stat(audit); err != nil {
 		t.Errorf("purge removed the audit log: %v", err)
+	}
+}
+
+// scriptRoot is a throwaway root in which maintainer scripts can run:
+// a shell, rm and rmdir, with their libraries.
+func scriptRoot(t *testing.T) string {
+	t.Helper()
+	root := t.TempDir()
+	for _, prog := range []string{"/bin/sh", "/bin/rm", "/bin/rmdir"} {
+		copyInto(t, root, prog)
+		for _, lib := range regexp.MustCompile(`/\S+`).FindAllString(run(t, "ldd", prog), -1) {
+			copyInto(t, root, lib)
+		}
+	}
+	return root
+}
+
+// installRPMInRoot installs the signetd .rpm with rpm --root: its %post
+// must create the host key, and an upgrade (%post with 2) must keep the
+// key and the admin's config.
+func installRPMInRoot(t *testing.T, pkg string) {
+	need(t, "chroot", "ldd")
+	if os.Geteuid() != 0 {
+		t.Skip("skipped: rpm runs the scriptlets chrooted into the throwaway root, which needs root (CI runs as root)")
+	}
+	root := scriptRoot(t)
+	run(t, "rpm", "--root", root, "--initdb")
+	// --nodeps: the throwaway root has no package database of the shell.
+	out := run(t, "rpm", "--root", root, "-i", "--nodeps", pkg)
+	key := filepath.Join(root, "etc/signet/host_key")
+	first, err := os.ReadFile(key)
+	if err != nil {
+		t.Fatalf("%%post made no host key: %v\nrpm said:\n%s", err, out)
+	}
+	conf := filepath.Join(root, "etc/signet/signetd.yaml")
+	edited := append(readFile(t, conf), []byte("classes: [web]\n")...)
+	if err := os.WriteFile(conf, edited, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "rpm", "--root", root, "-U", "--replacepkgs", "--nodeps", pkg)
+	if !bytes.Equal(readFile(t, key), first) {
+		t.Error("the upgrade replaced the host key")
+	}
+	if !bytes.Equal(readFile(t, conf), edited) {
+		t.Error("the upgrade overwrote the edited /etc/signet/signetd.yaml")
 	}
 }
 

@@ -292,4 +292,5 @@ func TestRPM(t *testing.T) {
 			t.Errorf("%s.rpm: config files %v, want %v", name, cf, conffiles[name])
 		}
 	}
+	t.Run("install", func(t *testing.T) { installRPMInRoot(t, pkgs["signetd.rpm"]) })
 }
