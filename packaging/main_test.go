@@ -8,9 +8,9 @@ import (
 
 func TestPkgVersion(t *testing.T) {
 	for in, want := range map[string]string{
-		"1.2.3":         "1.2.3",
-		"1.2.0-rc1":     "1.2.0~rc1",
-		"0.1.0-dev":     "0.1.0~dev",
+		"1.2.3":     "1.2.3",
+		"1.2.0-rc1": "1.2.0~rc1",
+		"0.1.0-dev": "0.1.0~dev",
 	} {
 		if got := pkgVersion(in); got != want {
 			t.Errorf("pkgVersion(%q) = %q, want %q", in, got, want)
