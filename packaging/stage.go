@@ -69,7 +69,7 @@ func manPages(root *cobra.Command, prog, ver string, date time.Time, dir string)
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	hdr := &doc.GenManHeader{Title: prog, Section: "1", Source: prog + " " + ver, Manual: "signet manual", Date: &date}
+	hdr := &doc.GenManHeader{Section: "1", Source: prog + " " + ver, Manual: "signet manual", Date: &date}
 	if err := doc.GenManTree(root, hdr, tmp); err != nil {
 		return err
 	}

@@ -225,6 +225,17 @@ func TestDeb(t *testing.T) {
 		}
 	}
 
+	// The completions parse, and the man pages are man pages.
+	for _, prog := range []string{"signet", "signetd"} {
+		if _, err := exec.LookPath("bash"); err == nil {
+			run(t, "bash", "-n", filepath.Join(root, "usr/share/bash-completion/completions", prog))
+		}
+		page := run(t, "gzip", "-dc", filepath.Join(root, "usr/share/man/man1", prog+".1.gz"))
+		// Each page is titled after its command: SIGNETD, SIGNET, SIGNET-PING.
+		if !strings.Contains(page, ".TH \""+strings.ToUpper(prog)+"\" \"1\"") {
+			t.Errorf("%s.1.gz has no .TH header:\n%.300s", prog, page)
+		}
+	}
 	t.Run("units", func(t *testing.T) { verifyUnits(t, root) })
 	t.Run("logrotate", func(t *testing.T) {
 		need(t, "logrotate")
