@@ -38,9 +38,6 @@ type IO struct {
 // Main runs signet with args and returns the exit code. It is the one place
 // where errors become exit codes.
 func Main(ctx context.Context, args []string, stdio IO) int {
-	if stdio.Getenv == nil {
-		stdio.Getenv = os.Getenv
-	}
 	root := Command(stdio)
 	root.SetArgs(args)
 	root.SetIn(stdio.In)

@@ -62,9 +62,6 @@ func (e *usageError) Error() string { return e.msg }
 // Main runs signetd with args and returns the exit code. It is the one
 // place where signetd's errors become exit codes.
 func Main(ctx context.Context, args []string, stdio IO) int {
-	if stdio.Getenv == nil {
-		stdio.Getenv = os.Getenv
-	}
 	c := Command(stdio)
 	c.SetArgs(args)
 	return exitCode(c.ExecuteContext(ctx), stdio.Err)
