@@ -47,9 +47,11 @@ func installInRoot(t *testing.T, deb string) {
 	if f := strings.Fields(string(pub)); len(f) < 2 || !strings.Contains(out, f[0]+" "+f[1]) {
 		t.Errorf("dpkg output does not show the new host key %q:\n%s", pub, out)
 	}
-	// The default config, policy and trust files pass signetd's own checks.
-	if b, err := exec.Command("chroot", root, "/usr/bin/signetd", "--check").CombinedOutput(); err != nil {
-		t.Errorf("signetd --check on the packaged defaults: %v\n%s", err, b)
+	// The default config, policy and trust files pass signetd's own
+	// checks, run as the unit runs them before every start.
+	pre := unitLine(t, filepath.Join(root, "usr/lib/systemd/system/signetd.service"), "ExecStartPre")
+	if b, err := exec.Command("chroot", append([]string{root}, pre...)...).CombinedOutput(); err != nil {
+		t.Errorf("the unit's ExecStartPre %v on the packaged defaults: %v\n%s", pre, err, b)
 	}
 
 	// An upgrade (here a reinstall: dpkg runs "postinst configure OLD")

@@ -237,6 +237,7 @@ func TestDeb(t *testing.T) {
 		}
 	}
 	t.Run("units", func(t *testing.T) { verifyUnits(t, root) })
+	t.Run("broker", func(t *testing.T) { startBrokerAsUnit(t, root) })
 	t.Run("logrotate", func(t *testing.T) {
 		need(t, "logrotate")
 		// -d parses the config and rotates nothing.
