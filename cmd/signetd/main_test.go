@@ -62,7 +62,7 @@ func TestStageAppVariableDoesNothing(t *testing.T) {
 	cmd := exec.CommandContext(ctx, bin, "--version")
 	cmd.Env = append(os.Environ(), "SIGNET_STAGE_APP="+app)
 	out, err := cmd.CombinedOutput()
-	if err != nil || !strings.HasPrefix(string(out), "signetd version ") {
+	if err != nil || !strings.HasPrefix(string(out), "signetd ") || !strings.Contains(string(out), "(commit ") {
 		t.Fatalf("signetd --version with SIGNET_STAGE_APP set: %v, %q; want signetd's version", err, out)
 	}
 }

@@ -22,10 +22,8 @@ import (
 	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/internal/keys"
 	"github.com/signetbus/signet/internal/redact"
+	"github.com/signetbus/signet/internal/version"
 )
-
-// Version is set at build time with -ldflags "-X .../internal/cli.Version=...".
-var Version = "0.1.0-dev"
 
 // IO is where a command reads and writes.
 type IO struct {
@@ -40,16 +38,22 @@ type IO struct {
 // Main runs signet with args and returns the exit code. It is the one place
 // where errors become exit codes.
 func Main(ctx context.Context, args []string, stdio IO) int {
-	if stdio.Getenv == nil {
-		stdio.Getenv = os.Getenv
-	}
-	root := newRootCmd(&stdio)
+	root := Command(stdio)
 	root.SetArgs(args)
 	root.SetIn(stdio.In)
 	root.SetOut(stdio.Out)
 	root.SetErr(stdio.Err)
 	err := root.ExecuteContext(ctx)
 	return exitCode(err, stdio.Err, "signet")
+}
+
+// Command is signet's command tree, for Main and for the packaging
+// command that generates man pages and shell completions from it.
+func Command(stdio IO) *cobra.Command {
+	if stdio.Getenv == nil {
+		stdio.Getenv = os.Getenv
+	}
+	return newRootCmd(&stdio)
 }
 
 // globalOptions are the flags every client command shares.
@@ -69,8 +73,9 @@ func newRootCmd(stdio *IO) *cobra.Command {
 to signetd on every host, which verifies, authorizes, runs, signs its reply and audits.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		Version:       Version,
+		Version:       version.Version,
 	}
+	root.SetVersionTemplate(version.String("signet") + "\n")
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.config, "config", "", "client config file (default $SIGNET_CONFIG or ~/.config/signet/client.yaml)")
 	pf.StringVar(&g.env, "env", "", "environment profile from the config (dev, dr, prod...); default $SIGNET_ENV")

@@ -16,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/signetbus/signet/internal/lab"
+	"github.com/signetbus/signet/internal/version"
 	"github.com/signetbus/signet/plugins"
 	_ "github.com/signetbus/signet/plugins/all" // the plugin whitelist, for signetd and the lab's hosts
 )
@@ -120,7 +121,7 @@ func labRun(ctx context.Context, g *globalOptions, o *labOptions) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	l, err := lab.Start(ctx, lab.Options{Dir: o.dir, Hosts: o.hosts, Port: o.port, Version: Version,
+	l, err := lab.Start(ctx, lab.Options{Dir: o.dir, Hosts: o.hosts, Port: o.port, Version: version.Version,
 		Plugins: func(*lab.HostInfo) (map[string]plugins.Plugin, error) { return buildPlugins(cfgs) },
 		Logger:  g.logger()})
 	if err != nil {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/signetbus/signet/agents"
 	"github.com/signetbus/signet/internal/keys"
+	"github.com/signetbus/signet/internal/version"
 	_ "github.com/signetbus/signet/plugins/all" // the plugin whitelist
 )
 
@@ -35,9 +36,6 @@ type daemonOptions struct {
 	checkConfig  bool
 	pidFile      string
 }
-
-// Version is set at build time with -ldflags "-X .../internal/signetd.Version=...".
-var Version = "0.1.0-dev"
 
 // Exit codes.
 const (
@@ -64,6 +62,14 @@ func (e *usageError) Error() string { return e.msg }
 // Main runs signetd with args and returns the exit code. It is the one
 // place where signetd's errors become exit codes.
 func Main(ctx context.Context, args []string, stdio IO) int {
+	c := Command(stdio)
+	c.SetArgs(args)
+	return exitCode(c.ExecuteContext(ctx), stdio.Err)
+}
+
+// Command is signetd's command, for Main and for the packaging command
+// that generates its man page and shell completions.
+func Command(stdio IO) *cobra.Command {
 	if stdio.Getenv == nil {
 		stdio.Getenv = os.Getenv
 	}
@@ -79,7 +85,7 @@ func Main(ctx context.Context, args []string, stdio IO) int {
 		},
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		Version:       Version,
+		Version:       version.Version,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return daemonRun(cmd.Context(), &stdio, o)
 		},
@@ -94,10 +100,10 @@ func Main(ctx context.Context, args []string, stdio IO) int {
 	f.BoolVar(&o.printHostKey, "print-host-key", false, "print this host's known_hosts line for clients and exit (creates the key if missing)")
 	f.StringVar(&o.pidFile, "pid-file", "", "write the process id to this file (for kill -HUP to reload)")
 	f.BoolVar(&o.checkConfig, "check", false, "load the config, keys, policy and plugins, report problems and exit")
-	c.SetArgs(args)
+	c.SetVersionTemplate(version.String("signetd") + "\n")
 	c.SetOut(stdio.Out)
 	c.SetErr(stdio.Err)
-	return exitCode(c.ExecuteContext(ctx), stdio.Err)
+	return c
 }
 
 func exitCode(err error, stderr io.Writer) int {
@@ -158,7 +164,7 @@ func daemonRun(ctx context.Context, stdio *IO, o *daemonOptions) error {
 	if o.checkConfig {
 		// agents.Check is the first half of agents.Run, without its side
 		// effects (no host key, directory or audit log is created).
-		host, err := agents.Check(cfg, Version)
+		host, err := agents.Check(cfg, version.Version)
 		if err != nil {
 			return err
 		}
@@ -193,7 +199,7 @@ func daemonRun(ctx context.Context, stdio *IO, o *daemonOptions) error {
 			}
 		}
 	}()
-	return agents.Run(ctx, cfg, agents.RunOptions{Version: Version, Logger: log, Reload: reload})
+	return agents.Run(ctx, cfg, agents.RunOptions{Version: version.Version, Logger: log, Reload: reload})
 }
 
 func daemonLogger(stdio *IO, c agents.LogConfig) (*slog.Logger, error) {
