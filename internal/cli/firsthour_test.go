@@ -1,0 +1,123 @@
+package cli
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/signetbus/signet/internal/keys"
+	"github.com/signetbus/signet/internal/lab"
+)
+
+// TestKeygenWritesWhereTheClientLooks: the key `signet keygen` writes by
+// default is the key the client signs with by default, so the first
+// `signet ping` after keygen finds it.
+func TestKeygenWritesWhereTheClientLooks(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	env := map[string]string{"USER": "alice", "SIGNET_CONFIG": filepath.Join(home, "client.yaml")}
+	os.WriteFile(env["SIGNET_CONFIG"], []byte("collective: lab\n"), 0o600)
+	if code, stderr := runMain(t, env, "keygen"); code != ExitOK {
+		t.Fatalf("keygen exit %d: %s", code, stderr)
+	}
+	cfg, err := loadClientConfig("", "", envMap(env))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(cfg.Key); err != nil {
+		t.Fatalf("the client's default key %s is not the one keygen wrote: %v", cfg.Key, err)
+	}
+}
+
+// TestClientFallsBackToSSHKey: an operator who keeps an ed25519 key in
+// ~/.ssh (the client's old default) is still served, and told so.
+func TestClientFallsBackToSSHKey(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	os.MkdirAll(filepath.Join(home, ".ssh"), 0o700)
+	if _, err := keys.Generate(filepath.Join(home, ".ssh", "id_ed25519"), "alice@old", nil); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(home, "client.yaml"), []byte("collective: lab\n"), 0o600)
+	cfg, err := loadClientConfig("", "", envMap(map[string]string{"SIGNET_CONFIG": filepath.Join(home, "client.yaml")}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Key != filepath.Join(home, ".ssh", "id_ed25519") || !strings.Contains(cfg.keyNote, "~/.config/signet/id_ed25519") {
+		t.Fatalf("key %s, note %q", cfg.Key, cfg.keyNote)
+	}
+}
+
+// TestClientConfigExpandsHomeEverywhere: `~/` works for every path key,
+// not only key and known_hosts.
+func TestClientConfigExpandsHomeEverywhere(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	path := filepath.Join(t.TempDir(), "client.yaml")
+	os.WriteFile(path, []byte("apps: ~/apps\nruns: ~/runs\nnats: {creds: ~/nats.creds}\nenvironments:\n  dev: {apps: ~/dev-apps}\n"), 0o600)
+	cfg, err := loadClientConfig(path, "", envMap(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Apps != filepath.Join(home, "apps") || cfg.Runs != filepath.Join(home, "runs") || cfg.NATS.Creds != filepath.Join(home, "nats.creds") {
+		t.Fatalf("apps %s runs %s creds %s", cfg.Apps, cfg.Runs, cfg.NATS.Creds)
+	}
+	cfg, err = loadClientConfig(path, "dev", envMap(nil))
+	if err != nil || cfg.Apps != filepath.Join(home, "dev-apps") {
+		t.Fatalf("dev apps %v %v", cfg, err)
+	}
+}
+
+// TestRunLogNameFromAppPath: `signet deploy PATH/app.yaml VERSION` names
+// its run log after the app, not after the raw path.
+func TestRunLogNameFromAppPath(t *testing.T) {
+	cfg := &ClientConfig{Runs: t.TempDir()}
+	p, err := logPath(cfg, "", runName("apps/sub/middleware.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if filepath.Dir(p) != cfg.Runs || !strings.HasPrefix(filepath.Base(p), "middleware-") {
+		t.Fatalf("run log %s", p)
+	}
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatalf("run log cannot be created: %v", err)
+	}
+	f.Close()
+}
+
+// TestDeployWorkflowFirstHourErrors runs the mistakes a new operator
+// makes against a real lab and checks each says what is wrong, before
+// asking for anything, with the README's exit code.
+func TestDeployWorkflowFirstHourErrors(t *testing.T) {
+	l, err := lab.Start(context.Background(), lab.Options{Dir: t.TempDir(), Hosts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Stop()
+	dir := t.TempDir()
+	app := filepath.Join(dir, "web.yaml")
+	os.WriteFile(app, []byte("version: 1\nname: web\npackage: web\nservice: web\nhosts: [zone=nowhere]\nhaproxy: {backend: web, lb_filter: [role=lb]}\nhealth: {url: \"http://127.0.0.1:1/\"}\n"), 0o600)
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("version: 1\nname: web\npakage: web\n"), 0o600)
+	env := map[string]string{"SIGNET_CONFIG": l.ClientConfig, "USER": "tester", "HOME": dir}
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"deploy", app, "1.0", "--plan"}, ExitUsage, "--env"},
+		{[]string{"workflow", "run", filepath.Join(dir, "missing.yaml")}, ExitUsage, "missing.yaml"},
+		{[]string{"deploy", filepath.Join(dir, "nosuch"), "1.0", "--plan", "--env", "dev"}, ExitUsage, "no app file"},
+		{[]string{"deploy", bad, "1.0", "--plan", "--env", "dev"}, ExitUsage, "pakage"},
+		{[]string{"deploy", app, "1.0", "--plan", "--env", "dev"}, ExitNoMatch, "no hosts matched"},
+		{[]string{"deploy", app, "1.0", "--env", "dev", "--json", "--yes"}, ExitNoMatch, "no hosts matched"},
+	} {
+		code, stderr := runMain(t, env, c.args...)
+		if code != c.code || !strings.Contains(stderr, c.want) || strings.Contains(stderr, "confirmation") {
+			t.Errorf("signet %v: exit %d, want %d with %q:\n%s", c.args, code, c.code, c.want, stderr)
+		}
+	}
+}
