@@ -7,7 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
@@ -260,14 +262,51 @@ func demoVerify(ctx context.Context, out io.Writer, st *stage.Stage, recap *work
 
 // demoKeep waits for Ctrl-C with the fleet up, saying how to reach it.
 func demoKeep(ctx context.Context, out io.Writer, st *stage.Stage, version string) {
+	exe, _ := os.Executable()
+	wd, _ := os.Getwd()
+	self := selfCommand(exe, wd, exec.LookPath)
 	fmt.Fprintf(out, `
 The fleet keeps running (--keep). In another terminal:
   export SIGNET_CONFIG=%s
-  signet ping
-  signet rpc haproxy status backend=demo -I web1
-  signet rpc package status package=demo -I web2
-  signet deploy %s %s --env %s --yes
+  %s ping
+  %s rpc haproxy status backend=demo -I web1
+  %s rpc package status package=demo -I web2
+  %s deploy %s %s --env %s --yes
 Files: %s (removed only if you remove them). Ctrl-C stops the fleet.
-`, st.Lab.ClientConfig, st.App, version, st.Env, st.Lab.Dir)
+`, st.Lab.ClientConfig, self, self, self, self, st.App, version, st.Env, st.Lab.Dir)
 	<-ctx.Done()
+}
+
+// selfCommand is how the operator runs this signet again from another
+// terminal: "signet" when that is what the PATH finds; "go run ./cmd/signet"
+// (from the module's directory) for a binary `go run` built in its cache;
+// else the binary's absolute path.
+func selfCommand(exe, wd string, lookPath func(string) (string, error)) string {
+	if exe == "" {
+		return "signet"
+	}
+	if p, err := lookPath("signet"); err == nil {
+		if a, err := filepath.EvalSymlinks(p); err == nil {
+			if b, err := filepath.EvalSymlinks(exe); err == nil && a == b {
+				return "signet"
+			}
+		}
+	}
+	if strings.Contains(exe, string(filepath.Separator)+"go-build") {
+		for d := wd; d != ""; d = filepath.Dir(d) {
+			if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+				if _, err := os.Stat(filepath.Join(d, "cmd", "signet")); err == nil {
+					if d == wd {
+						return "go run ./cmd/signet"
+					}
+					return "go run " + filepath.Join(d, "cmd", "signet")
+				}
+			}
+			if filepath.Dir(d) == d {
+				break
+			}
+		}
+	}
+	// `go run` from elsewhere: its binary lives as long as the demo does.
+	return exe
 }

@@ -1,11 +1,13 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/signetbus/signet/internal/keys"
 	"github.com/signetbus/signet/internal/lab"
@@ -119,5 +121,74 @@ func TestDeployWorkflowFirstHourErrors(t *testing.T) {
 		if code != c.code || !strings.Contains(stderr, c.want) || strings.Contains(stderr, "confirmation") {
 			t.Errorf("signet %v: exit %d, want %d with %q:\n%s", c.args, code, c.code, c.want, stderr)
 		}
+	}
+}
+
+// TestUnknownHostCountedOnce: a host missing from known_hosts is reported
+// once, as unknown host, the counts add up to the hosts, and the command
+// does not wait out its timeout for it (the context below ends long
+// before the 2m timeout; an interrupted ping would say so).
+func TestUnknownHostCountedOnce(t *testing.T) {
+	l, err := lab.Start(context.Background(), lab.Options{Dir: t.TempDir(), Hosts: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Stop()
+	cfg, err := loadClientConfig(l.ClientConfig, "", envMap(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(cfg.KnownHosts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keep []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, "web2 ") {
+			keep = append(keep, line)
+		}
+	}
+	os.WriteFile(cfg.KnownHosts, []byte(strings.Join(keep, "\n")), 0o644)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var out, errb bytes.Buffer
+	code := Main(ctx, []string{"ping", "-t", "2m"}, IO{In: strings.NewReader(""), Out: &out, Err: &errb, Getenv: envMap(map[string]string{"SIGNET_CONFIG": l.ClientConfig, "USER": "tester"})})
+	if code != ExitFailed {
+		t.Errorf("exit %d, want %d", code, ExitFailed)
+	}
+	if n := strings.Count("\n"+out.String(), "\nweb2\t"); n != 1 || !strings.Contains(out.String(), "unknown host") {
+		t.Errorf("web2 reported %d times:\n%s", n, out.String())
+	}
+	if !strings.Contains(errb.String(), "1 ok, 1 failed, 0 no response") || strings.Contains(errb.String(), "interrupted") {
+		t.Errorf("summary:\n%s", errb.String())
+	}
+	if !strings.Contains(out.String()+errb.String(), "--print-host-key") {
+		t.Errorf("the fix is not named:\n%s%s", out.String(), errb.String())
+	}
+}
+
+// TestDemoKeepSelfCommand: the commands `signet demo --keep` prints run
+// for whoever started it: `go run` users get `go run ./cmd/signet`, not a
+// `signet` their shell does not find.
+func TestDemoKeepSelfCommand(t *testing.T) {
+	repo := t.TempDir()
+	os.MkdirAll(filepath.Join(repo, "cmd", "signet"), 0o755)
+	os.WriteFile(filepath.Join(repo, "go.mod"), []byte("module x\n"), 0o644)
+	noSignet := func(string) (string, error) { return "", os.ErrNotExist }
+	goRun := "/tmp/go-build123/b001/exe/signet"
+	for _, c := range []struct{ exe, wd, want string }{
+		{goRun, repo, "go run ./cmd/signet"},
+		{goRun, filepath.Join(repo, "cmd"), "go run " + filepath.Join(repo, "cmd", "signet")},
+		{goRun, t.TempDir(), goRun},
+		{"/opt/signet/bin/signet", repo, "/opt/signet/bin/signet"},
+	} {
+		if got := selfCommand(c.exe, c.wd, noSignet); got != c.want {
+			t.Errorf("exe %s in %s: %q, want %q", c.exe, c.wd, got, c.want)
+		}
+	}
+	bin := filepath.Join(t.TempDir(), "signet")
+	os.WriteFile(bin, nil, 0o755)
+	if got := selfCommand(bin, repo, func(string) (string, error) { return bin, nil }); got != "signet" {
+		t.Errorf("signet on PATH: %q", got)
 	}
 }
