@@ -192,3 +192,25 @@ func TestDemoKeepSelfCommand(t *testing.T) {
 		t.Errorf("signet on PATH: %q", got)
 	}
 }
+
+// knownHostsAs adds to the client's known_hosts the key of host under the
+// identity as: a host the client trusts that never runs.
+func knownHostsAs(t *testing.T, clientConfig, host, as string) {
+	t.Helper()
+	cfg, err := loadClientConfig(clientConfig, "", envMap(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(cfg.KnownHosts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, host+" "); ok {
+			b = append(b, []byte(as+" "+rest+"\n")...)
+		}
+	}
+	if err := os.WriteFile(cfg.KnownHosts, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
