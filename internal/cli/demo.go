@@ -228,7 +228,7 @@ func demoVerify(ctx context.Context, out io.Writer, st *stage.Stage, recap *work
 			mark, ok = "NOT "+demoTo, false
 		}
 		line := fmt.Sprintf("  %-6s serves %-4s %s", h.Identity, v, mark)
-		if s := status[h.Identity]; s != "" {
+		if s := haproxyState(status[h.Identity]); s != "" {
 			line = fmt.Sprintf("%-48s haproxy: %s", line, s)
 		}
 		fmt.Fprintln(out, line)
@@ -309,4 +309,17 @@ func selfCommand(exe, wd string, lookPath func(string) (string, error)) string {
 	}
 	// `go run` from elsewhere: its binary lives as long as the demo does.
 	return exe
+}
+
+// haproxyState is the administrative and health state of a server as
+// HAProxy's "show stat" gives it, without the counter of a health check
+// in transition ("DRAIN 1/2", "UP 1/3"): that counter moves from one
+// second to the next, the state is what an operator reads.
+func haproxyState(s string) string {
+	if i := strings.LastIndexByte(s, ' '); i > 0 {
+		if a, b, ok := strings.Cut(s[i+1:], "/"); ok && a != "" && b != "" && strings.Trim(a+b, "0123456789") == "" {
+			return s[:i]
+		}
+	}
+	return s
 }

@@ -214,3 +214,13 @@ func knownHostsAs(t *testing.T, clientConfig, host, as string) {
 		t.Fatal(err)
 	}
 }
+
+// TestHAProxyState: the demo prints the states docs/demo.md shows, not a
+// health check's moving counter.
+func TestHAProxyState(t *testing.T) {
+	for in, want := range map[string]string{"UP": "UP", "DRAIN 1/2": "DRAIN", "UP 1/3": "UP", "DOWN (agent)": "DOWN (agent)", "MAINT": "MAINT", "": ""} {
+		if got := haproxyState(in); got != want {
+			t.Errorf("%q: %q, want %q", in, got, want)
+		}
+	}
+}
