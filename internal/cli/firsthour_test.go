@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -223,4 +224,46 @@ func TestHAProxyState(t *testing.T) {
 			t.Errorf("%q: %q, want %q", in, got, want)
 		}
 	}
+}
+
+// TestLabNamesSignetAsRun: the commands `signet lab` prints name signet as
+// it was started (here a test binary: its path), never a fixed
+// `go run ./cmd/signet` or a `signet` that may not exist.
+func TestLabNamesSignetAsRun(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var out bytes.Buffer
+	errb := &lockedBuffer{}
+	done := make(chan int)
+	go func() {
+		done <- Main(ctx, []string{"lab", "--hosts", "1", "--dir", t.TempDir()}, IO{In: strings.NewReader(""), Out: &out, Err: errb, Getenv: envMap(nil)})
+	}()
+	for i := 0; i < 200 && !strings.Contains(errb.String(), "Ctrl-C stops the lab"); i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	exe, _ := os.Executable()
+	wd, _ := os.Getwd()
+	want := selfCommand(exe, wd, func(string) (string, error) { return "", os.ErrNotExist }) + " ping"
+	if !strings.Contains(errb.String(), "  "+want+"\n") {
+		t.Fatalf("want %q in:\n%s", want, errb.String())
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe to read while a command writes it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
