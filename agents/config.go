@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -18,7 +19,11 @@ import (
 )
 
 // Config is signetd's configuration file (YAML). Every field can be left
-// out; the defaults suit a Debian host.
+// out; the defaults suit a Debian host. Every path (host_key,
+// authorized_keys, policy, audit_log, fact_files, external_dir and the
+// nats files) may start with "~/" (the home directory of the user signetd
+// runs as) and, when relative, is relative to the config file's directory,
+// as in the client's config.
 type Config struct {
 	// Identity is this host's name on the bus; default the hostname.
 	Identity string `yaml:"identity"`
@@ -122,12 +127,30 @@ func LoadConfig(path string) (*Config, error) {
 		if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) { // an empty file is the defaults
 			return nil, fmt.Errorf("config %s: %w", path, err)
 		}
+		base, err := filepath.Abs(filepath.Dir(path))
+		if err != nil {
+			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
+		cfg.resolvePaths(base)
 	}
 	if err := cfg.applyEnv(os.Getenv); err != nil {
 		return nil, err
 	}
 	cfg.setDefaults()
 	return cfg, nil
+}
+
+// resolvePaths reads every path key as the client's config does
+// (config.ResolvePath): "~/" is the home directory, and a relative path
+// is relative to the config file's directory base.
+func (c *Config) resolvePaths(base string) {
+	for _, p := range []*string{&c.HostKey, &c.AuthorizedKeys, &c.Policy, &c.AuditLog, &c.ExternalDir} {
+		*p = config.ResolvePath(base, *p, "")
+	}
+	for i := range c.FactFiles {
+		c.FactFiles[i] = config.ResolvePath(base, c.FactFiles[i], "")
+	}
+	c.NATS.ResolvePaths(base)
 }
 
 func (c *Config) applyEnv(getenv func(string) string) error {

@@ -207,7 +207,9 @@ func TestRegistryFinishesWhenAllExpectedAnswer(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// A host in the registry that is not running: reported by name.
+	// A host in the registry (and known_hosts) that is not running:
+	// reported by name.
+	f.keys["ghost"] = newSigner(t).PublicKey()
 	if err := reg.Put(ctx, &Registration{Identity: "ghost", Collective: "test", Agents: []string{"rpcutil"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -432,6 +434,7 @@ func TestNoResponseAndShutdownFinishesInFlight(t *testing.T) {
 	if got := statuses(out); got != "web1=ok" {
 		t.Fatalf("in-flight action was not finished before shutdown: %s", got)
 	}
+	f.keys["web9"] = newSigner(t).PublicKey() // known, never started
 	out, err := c.Do(context.Background(), Query{Agent: "test", Action: "echo", Targets: []string{"web1", "web9"}, Timeout: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

@@ -55,7 +55,9 @@ func TestLargeExpectedListIsChunked(t *testing.T) {
 	f := startFleet(t, 3)
 	expected := []string{"web1", "web2", "web3"}
 	for i := range 200 {
-		expected = append(expected, fmt.Sprintf("gone%03d.%s", i, strings.Repeat("x", 100)))
+		gone := fmt.Sprintf("gone%03d.%s", i, strings.Repeat("x", 100))
+		f.keys[gone] = newSigner(t).PublicKey() // in known_hosts, not running
+		expected = append(expected, gone)
 	}
 	c := f.client(t, f.operator, nil)
 	out, err := c.Do(context.Background(), Query{Agent: "test", Action: "echo", Expected: expected, Timeout: 700 * time.Millisecond})

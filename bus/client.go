@@ -155,6 +155,12 @@ func (o *Outcome) Counts() (ok, failed, noResponse int) {
 	return
 }
 
+// unknownHostError says that id's host key is not in known_hosts, and
+// how to add it.
+func unknownHostError(id string) string {
+	return "host key of " + id + " is not in known_hosts (add the line `signetd --print-host-key` prints on " + id + ")"
+}
+
 // ErrNoMatch is returned when no host matches the query.
 var ErrNoMatch = errors.New("bus: no host matched")
 
@@ -230,6 +236,24 @@ func (c *Client) Do(ctx context.Context, q Query) (*Outcome, error) {
 		targets = targets[:q.Limit]
 	}
 	out.Expected = len(targets)
+	// A host whose key is not in known_hosts could answer, but its reply
+	// could never be trusted: it is reported once, as unknown host, and
+	// not sent the request (nor waited for).
+	known := targets[:0:0]
+	for _, t := range targets {
+		if _, ok := c.cfg.HostKeys.Lookup(t); ok {
+			known = append(known, t)
+			continue
+		}
+		r := Result{Identity: t, Status: ResultUnknownHost, Error: unknownHostError(t) + "; the request was not sent to it"}
+		out.Results = append(out.Results, r)
+		if q.OnResult != nil {
+			q.OnResult(r)
+		}
+	}
+	if targets = known; len(targets) == 0 {
+		return finish(nil)
+	}
 	batch := q.Batch
 	if batch <= 0 || batch > len(targets) {
 		batch = len(targets)

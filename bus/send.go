@@ -362,7 +362,7 @@ wait:
 					}
 					st.reconnects++
 					st.followups = maxReconnectFollowups
-					fired(st) // schedules the first follow-up
+					fired(st)                  // schedules the first follow-up
 					if st.sent.subject != "" { // a broadcast goes out once for all its hosts
 						if again[st.sent] {
 							continue
@@ -479,7 +479,7 @@ func (c *Client) verifySigned(frame []byte) (Result, *Reply) {
 	}
 	pub, ok := c.cfg.HostKeys.Lookup(rep.Identity)
 	if !ok {
-		return Result{Identity: id, Status: ResultUnknownHost, Error: "host key of " + id + " is not in known_hosts; reply not trusted"}, nil
+		return Result{Identity: id, Status: ResultUnknownHost, Error: unknownHostError(id) + "; reply not trusted"}, nil
 	}
 	if opened.Sig.Namespace != ReplyNamespace {
 		return Result{Identity: id, Status: ResultForged, Error: "reply signed for namespace " + opened.Sig.Namespace}, nil

@@ -4,7 +4,16 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+
+	"github.com/signetbus/signet/bus"
 )
+
+// errNoHosts is Plan's error for an empty host list: bus.ErrNoMatch, so
+// that the CLI exits 3 as for any filter that matches nothing.
+type errNoHosts struct{}
+
+func (errNoHosts) Error() string        { return "plan: no hosts matched" }
+func (errNoHosts) Is(target error) bool { return target == bus.ErrNoMatch }
 
 // Plan groups hosts into batches of at most b.BatchSize hosts. Unless
 // b.AllowSameZone is set, no batch holds two hosts of one zone (the
@@ -15,7 +24,7 @@ import (
 // (web2 before web10) within a zone.
 func Plan(hosts []Host, b Batching) ([][]string, error) {
 	if len(hosts) == 0 {
-		return nil, fmt.Errorf("plan: no hosts matched")
+		return nil, errNoHosts{}
 	}
 	if err := b.Validate(); err != nil {
 		return nil, fmt.Errorf("plan: %w", err)

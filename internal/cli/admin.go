@@ -45,12 +45,13 @@ func newKeygenCmd(g *globalOptions) *cobra.Command {
 }
 
 func keygenRun(_ context.Context, g *globalOptions, o *keygenOptions) error {
-	if o.path == "" {
+	dflt := o.path == ""
+	if dflt {
 		home, err := os.UserHomeDir()
 		if err != nil {
 			return err
 		}
-		o.path = filepath.Join(home, ".config", "signet", "id_ed25519")
+		o.path = filepath.Join(home, DefaultKeyPath)
 	}
 	if o.comment == "" {
 		h, _ := os.Hostname()
@@ -73,7 +74,13 @@ func keygenRun(_ context.Context, g *globalOptions, o *keygenOptions) error {
 	}
 	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub)))
 	fmt.Fprintf(g.io.Out, "%s\n", keys.Fingerprint(pub))
-	fmt.Fprintf(g.io.Err, "wrote %s and %s.pub\nto trust it on hosts, add this line to their authorized_keys (choose the roles):\n  roles=\"admin\" %s %s\n", o.path, o.path, line, o.comment)
+	fmt.Fprintf(g.io.Err, "wrote %s and %s.pub\n", o.path, o.path)
+	if dflt {
+		fmt.Fprintf(g.io.Err, "signet signs with this key by default\n")
+	} else {
+		fmt.Fprintf(g.io.Err, "to sign with it, set in the client config: key: %s (or SIGNET_KEY=%s)\n", o.path, o.path)
+	}
+	fmt.Fprintf(g.io.Err, "to trust it on hosts, add this line to their authorized_keys (choose the roles):\n  roles=\"admin\" %s %s\n", line, o.comment)
 	return nil
 }
 

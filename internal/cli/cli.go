@@ -196,9 +196,12 @@ func (g *globalOptions) signer(cfg *ClientConfig) (ssh.Signer, error) {
 		}
 		return keys.AgentSigner(conn, cfg.AgentKey)
 	}
+	if cfg.keyNote != "" {
+		fmt.Fprintf(g.io.Err, "signet: %s\n", cfg.keyNote)
+	}
 	s, err := keys.LoadSigner(cfg.Key, func() ([]byte, error) { return g.passphrase(cfg.Key) })
 	if err != nil {
-		return nil, withHint(err, "make a key with `signet keygen`, or set key: agent to sign with ssh-agent")
+		return nil, withHint(err, "make a key with `signet keygen` (it writes ~/"+DefaultKeyPath+", where signet looks by default), set key: PATH in the client config, or key: agent to sign with ssh-agent")
 	}
 	return s, nil
 }

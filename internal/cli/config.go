@@ -31,8 +31,13 @@ type ClientConfig struct {
 	User string `yaml:"user"`
 	// Key is the signing key: a private key file path, or "agent" to use the
 	// ed25519 key held by the ssh-agent at $SSH_AUTH_SOCK (hardware keys
-	// included). Default ~/.ssh/id_ed25519.
+	// included). Default ~/.config/signet/id_ed25519, where `signet keygen`
+	// writes; when that file does not exist and ~/.ssh/id_ed25519 does,
+	// that key is used and signet says so on stderr.
 	Key string `yaml:"key"`
+	// keyNote, when set, is said on stderr before signing: which key the
+	// default fell back to.
+	keyNote string
 	// AgentKey picks one agent key by "SHA256:..." fingerprint or .pub file
 	// when the agent holds several.
 	AgentKey string `yaml:"agent_key"`
@@ -148,19 +153,19 @@ func (c *ClientConfig) resumeKeys() ([]ssh.PublicKey, error) {
 	return out, nil
 }
 
-// resolve makes relative paths relative to the config file.
+// resolve reads every path of the file as signetd reads its own
+// (config.ResolvePath): "~/" is the home directory and a relative path is
+// relative to the config file.
 func (c *ClientConfig) resolve(base string) {
-	abs := func(p *string) {
-		if *p != "" && *p != "agent" && !filepath.IsAbs(*p) && !strings.HasPrefix(*p, "~") {
-			*p = filepath.Join(base, *p)
-		}
+	abs := func(p *string) { *p = config.ResolvePath(base, *p, "") }
+	if c.Key != "agent" {
+		abs(&c.Key)
 	}
-	abs(&c.Key)
+	abs(&c.AgentKey)
 	abs(&c.KnownHosts)
-	abs(&c.NATS.Creds)
-	abs(&c.NATS.PasswordFile)
 	abs(&c.Apps)
 	abs(&c.Runs)
+	c.NATS.ResolvePaths(base)
 	c.Release.Resolve(base)
 }
 
@@ -209,17 +214,16 @@ func (c *ClientConfig) defaults(getenv func(string) string) {
 		}
 	}
 	if c.Key == "" {
-		c.Key = filepath.Join(home, ".ssh", "id_ed25519")
+		c.Key, c.keyNote = defaultKey(home)
 	}
 	if c.KnownHosts == "" {
 		c.KnownHosts = filepath.Join(home, ".config", "signet", "known_hosts")
 	}
-	if strings.HasPrefix(c.Key, "~/") {
-		c.Key = filepath.Join(home, c.Key[2:])
+	// SIGNET_KEY and SIGNET_KNOWN_HOSTS may say "~/" too.
+	if c.Key != "agent" {
+		c.Key = config.ResolvePath("", c.Key, home)
 	}
-	if strings.HasPrefix(c.KnownHosts, "~/") {
-		c.KnownHosts = filepath.Join(home, c.KnownHosts[2:])
-	}
+	c.KnownHosts = config.ResolvePath("", c.KnownHosts, home)
 	if len(c.NATS.URLs) == 0 {
 		c.NATS.URLs = []string{"nats://127.0.0.1:4222"}
 	}
@@ -239,3 +243,23 @@ func (c *ClientConfig) defaults(getenv func(string) string) {
 		c.Runs = filepath.Join(home, ".local", "state", "signet", "runs")
 	}
 }
+
+// defaultKey is the key the client signs with when none is configured:
+// the one `signet keygen` writes (DefaultKeyPath). An operator who has an
+// ed25519 key in ~/.ssh only (the old default) keeps signing with it, and
+// note says so.
+func defaultKey(home string) (path, note string) {
+	path = filepath.Join(home, DefaultKeyPath)
+	if _, err := os.Stat(path); err == nil {
+		return path, ""
+	}
+	legacy := filepath.Join(home, ".ssh", "id_ed25519")
+	if _, err := os.Stat(legacy); err == nil {
+		return legacy, fmt.Sprintf("signing with %s: there is no key at ~/%s (set key: in the client config to choose one)", legacy, DefaultKeyPath)
+	}
+	return path, ""
+}
+
+// DefaultKeyPath is where `signet keygen` writes the operator's key and
+// where the client looks for it, relative to the home directory.
+const DefaultKeyPath = ".config/signet/id_ed25519"

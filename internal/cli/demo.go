@@ -7,7 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
@@ -224,7 +226,7 @@ func demoVerify(ctx context.Context, out io.Writer, st *stage.Stage, recap *work
 			mark, ok = "NOT "+demoTo, false
 		}
 		line := fmt.Sprintf("  %-6s serves %-4s %s", h.Identity, v, mark)
-		if s := status[h.Identity]; s != "" {
+		if s := haproxyState(status[h.Identity]); s != "" {
 			line = fmt.Sprintf("%-48s haproxy: %s", line, s)
 		}
 		fmt.Fprintln(out, line)
@@ -258,14 +260,64 @@ func demoVerify(ctx context.Context, out io.Writer, st *stage.Stage, recap *work
 
 // demoKeep waits for Ctrl-C with the fleet up, saying how to reach it.
 func demoKeep(ctx context.Context, out io.Writer, st *stage.Stage, version string) {
+	exe, _ := os.Executable()
+	wd, _ := os.Getwd()
+	self := selfCommand(exe, wd, exec.LookPath)
 	fmt.Fprintf(out, `
 The fleet keeps running (--keep). In another terminal:
   export SIGNET_CONFIG=%s
-  signet ping
-  signet rpc haproxy status backend=demo -I web1
-  signet rpc package status package=demo -I web2
-  signet deploy %s %s --env %s --yes
+  %s ping
+  %s rpc haproxy status backend=demo -I web1
+  %s rpc package status package=demo -I web2
+  %s deploy %s %s --env %s --yes
 Files: %s (removed only if you remove them). Ctrl-C stops the fleet.
-`, st.Lab.ClientConfig, st.App, version, st.Env, st.Lab.Dir)
+`, st.Lab.ClientConfig, self, self, self, self, st.App, version, st.Env, st.Lab.Dir)
 	<-ctx.Done()
+}
+
+// selfCommand is how the operator runs this signet again from another
+// terminal: "signet" when that is what the PATH finds; "go run ./cmd/signet"
+// (from the module's directory) for a binary `go run` built in its cache;
+// else the binary's absolute path.
+func selfCommand(exe, wd string, lookPath func(string) (string, error)) string {
+	if exe == "" {
+		return "signet"
+	}
+	if p, err := lookPath("signet"); err == nil {
+		if a, err := filepath.EvalSymlinks(p); err == nil {
+			if b, err := filepath.EvalSymlinks(exe); err == nil && a == b {
+				return "signet"
+			}
+		}
+	}
+	if strings.Contains(exe, string(filepath.Separator)+"go-build") {
+		for d := wd; d != ""; d = filepath.Dir(d) {
+			if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+				if _, err := os.Stat(filepath.Join(d, "cmd", "signet")); err == nil {
+					if d == wd {
+						return "go run ./cmd/signet"
+					}
+					return "go run " + filepath.Join(d, "cmd", "signet")
+				}
+			}
+			if filepath.Dir(d) == d {
+				break
+			}
+		}
+	}
+	// `go run` from elsewhere: its binary lives as long as the demo does.
+	return exe
+}
+
+// haproxyState is the administrative and health state of a server as
+// HAProxy's "show stat" gives it, without the counter of a health check
+// in transition ("DRAIN 1/2", "UP 1/3"): that counter moves from one
+// second to the next, the state is what an operator reads.
+func haproxyState(s string) string {
+	if i := strings.LastIndexByte(s, ' '); i > 0 {
+		if a, b, ok := strings.Cut(s[i+1:], "/"); ok && a != "" && b != "" && strings.Trim(a+b, "0123456789") == "" {
+			return s[:i]
+		}
+	}
+	return s
 }

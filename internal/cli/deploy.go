@@ -38,11 +38,26 @@ func (r *runFlags) register(c *cobra.Command) {
 	f.StringVar(&r.resume, "resume", "", "continue the run with this id from where it stopped")
 }
 
-func (r *runFlags) check() error {
+// check validates the flags. The global --json means --output json, so
+// one flag gives JSON from every command.
+func (r *runFlags) check(g *globalOptions) error {
 	if r.output != "text" && r.output != "json" {
 		return usageErrorf("--output must be text or json, not %q", r.output)
 	}
+	if g.json {
+		r.output = "json"
+	}
 	return nil
+}
+
+// runName names a run log after the app or workflow, whether it was
+// given by name or as a path to its file.
+func runName(arg string) string {
+	base := filepath.Base(arg)
+	if ext := filepath.Ext(base); ext == ".yaml" || ext == ".yml" {
+		base = strings.TrimSuffix(base, ext)
+	}
+	return base
 }
 
 // workflowSession is what deploy, workflow and release need on top of a
@@ -132,6 +147,7 @@ func logPath(cfg *ClientConfig, flag, name string) (string, error) {
 }
 
 // appFile finds APP: a path to a file, or NAME.yaml in the apps directory.
+// Not finding it is a usage error (exit 2).
 func appFile(cfg *ClientConfig, app string) (string, error) {
 	if st, err := os.Stat(app); err == nil && !st.IsDir() {
 		return app, nil
@@ -142,7 +158,7 @@ func appFile(cfg *ClientConfig, app string) (string, error) {
 			return p, nil
 		}
 	}
-	return "", withHint(fmt.Errorf("no app file for %q in %s", app, cfg.Apps), "pass a path to the app file, or set apps: in the client config")
+	return "", withHint(usageErrorf("no app file for %q in %s", app, cfg.Apps), "pass a path to the app file, or set apps: in the client config")
 }
 
 // workflowExit maps a run's error to the command's result, printing the
@@ -217,8 +233,12 @@ maintenance off. The first failure stops the run. See docs/workflows.md.`,
 }
 
 func deployRun(ctx context.Context, g *globalOptions, o *deployOptions, args []string) error {
-	if err := o.check(); err != nil {
+	if err := o.check(g); err != nil {
 		return err
+	}
+	if o.resume == "" && g.env == "" && g.io.Getenv("SIGNET_ENV") == "" {
+		return withHint(usageErrorf("deploy %s: which environment? pass --env NAME", strings.Join(args, " ")),
+			"the app file's hosts are narrowed to those whose env fact is NAME, e.g. --env dev (or set SIGNET_ENV)")
 	}
 	ws, err := g.workflowSession(ctx)
 	if err != nil {
@@ -246,7 +266,12 @@ func deployRun(ctx context.Context, g *globalOptions, o *deployOptions, args []s
 		if opts.AppFile, err = appFile(ws.cfg, args[0]); err != nil {
 			return err
 		}
-		name = args[0]
+		// A wrong app file is a usage error (exit 2), said before any
+		// question is asked.
+		if _, err := deploy.LoadApp(opts.AppFile); err != nil {
+			return asUsage(err)
+		}
+		name = runName(args[0])
 	}
 	if len(args) > 1 {
 		opts.Version = args[1]
@@ -314,7 +339,12 @@ func newWorkflowCmd(g *globalOptions) *cobra.Command {
 }
 
 func workflowRun(ctx context.Context, g *globalOptions, o *workflowOptions, file string) error {
-	if err := o.check(); err != nil {
+	if err := o.check(g); err != nil {
+		return err
+	}
+	// A missing or wrong workflow file is a usage error (exit 2), said
+	// before anything is asked or connected.
+	if err := checkWorkflowFile(file); err != nil {
 		return err
 	}
 	vars := map[string]string{}
@@ -333,7 +363,7 @@ func workflowRun(ctx context.Context, g *globalOptions, o *workflowOptions, file
 	opts := workflows.Options{WorkflowFile: file, Env: g.env, Version: o.version, Vars: vars, Yes: o.yes, Plan: o.plan,
 		Output: g.io.Out, Format: o.output, Caller: ws.caller, Store: ws.store, User: ws.cfg.User, Log: g.logger()}
 	if !o.plan {
-		if opts.LogFile, err = logPath(ws.cfg, o.logFile, strings.TrimSuffix(filepath.Base(file), filepath.Ext(file))); err != nil {
+		if opts.LogFile, err = logPath(ws.cfg, o.logFile, runName(file)); err != nil {
 			return err
 		}
 	}
@@ -355,4 +385,17 @@ func workflowRun(ctx context.Context, g *globalOptions, o *workflowOptions, file
 		_, err = workflows.RunWorkflow(ctx, soft, opts)
 	}
 	return g.workflowExit(err)
+}
+
+// checkWorkflowFile reads and parses a workflow file.
+func checkWorkflowFile(file string) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return withHint(usageErrorf("workflow %s: %v", file, errors.Unwrap(err)), "give the path to a workflow file (see docs/workflows.md)")
+	}
+	defer f.Close()
+	if _, err := workflows.ParseWorkflow(f); err != nil {
+		return usageErrorf("%s: %v", file, err)
+	}
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
@@ -134,19 +135,24 @@ func labRun(ctx context.Context, g *globalOptions, o *labOptions) error {
 			rel = r
 		}
 	}
+	// The commands name signet as the operator started it (see
+	// selfCommand): an installed signet, or go run in the repository.
+	exe, _ := os.Executable()
+	wd, _ := os.Getwd()
+	self := selfCommand(exe, wd, exec.LookPath)
 	fmt.Fprintf(g.io.Err, `signet lab: %d responders (web1..web%d, zones a/b/c) on broker %s
 agents: rpcutil %s
 audit logs: %s/hosts/*/audit.jsonl
 
 In another terminal:
   export SIGNET_CONFIG=%s
-  go run ./cmd/signet ping
-  go run ./cmd/signet discover -F zone=b
-  go run ./cmd/signet facts os
-  go run ./cmd/signet rpc rpcutil inventory -I web2
+  %[7]s ping
+  %[7]s discover -F zone=b
+  %[7]s facts os
+  %[7]s rpc rpcutil inventory -I web2
 
 Ctrl-C stops the lab.
-`, o.hosts, o.hosts, l.Broker.ClientURL(), strings.Join(names, " "), l.Dir, rel)
+`, o.hosts, o.hosts, l.Broker.ClientURL(), strings.Join(names, " "), l.Dir, rel, self)
 	<-ctx.Done()
 	fmt.Fprintln(g.io.Err, "signet lab: stopping")
 	return l.Stop()

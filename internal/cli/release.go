@@ -8,6 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/signetbus/signet/internal/redact"
+
 	"github.com/signetbus/signet/workflows"
 	"github.com/signetbus/signet/workflows/deploy"
 	"github.com/signetbus/signet/workflows/release"
@@ -45,6 +47,27 @@ type releaseDeployer struct {
 	ws   *workflowSession
 	env  string
 	soft <-chan struct{}
+	// apps records each deploy, for --json.
+	apps []releaseApp
+}
+
+// releaseApp is one deploy of a release in its --json result.
+type releaseApp struct {
+	App     string `json:"app"`
+	Version string `json:"version"`
+	RunLog  string `json:"run_log,omitempty"`
+	OK      bool   `json:"ok"`
+	Error   string `json:"error,omitempty"`
+}
+
+// releaseResult is what `signet release --json` prints on stdout once the
+// release ends; the progress log goes to stderr.
+type releaseResult struct {
+	Ticket string       `json:"ticket"`
+	Env    string       `json:"env"`
+	OK     bool         `json:"ok"`
+	Error  string       `json:"error,omitempty"`
+	Apps   []releaseApp `json:"apps"`
 }
 
 func (d *releaseDeployer) Refresh(ctx context.Context) error {
@@ -68,15 +91,23 @@ func (d *releaseDeployer) Refresh(ctx context.Context) error {
 	return nil
 }
 
-func (d *releaseDeployer) Deploy(ctx context.Context, app, version string, log io.Writer) error {
+func (d *releaseDeployer) Deploy(ctx context.Context, app, version string, log io.Writer) (err error) {
 	file, err := appFile(d.ws.cfg, app)
 	if err != nil {
 		return err
 	}
-	logFile, err := logPath(d.ws.cfg, "", app)
+	logFile, err := logPath(d.ws.cfg, "", runName(app))
 	if err != nil {
 		return err
 	}
+	rec := releaseApp{App: app, Version: version, RunLog: logFile}
+	defer func() {
+		rec.OK = err == nil
+		if err != nil {
+			rec.Error = redact.String(err.Error())
+		}
+		d.apps = append(d.apps, rec)
+	}()
 	_, err = deploy.Run(ctx, d.soft, deploy.Options{AppFile: file, Version: version, Env: d.env, Yes: true, Output: log,
 		Format: "text", LogFile: logFile, Caller: d.ws.caller, Store: d.ws.store, User: d.ws.cfg.User, Log: d.g.logger()})
 	return err
@@ -118,7 +149,26 @@ func releaseRun(ctx context.Context, g *globalOptions, o *releaseOptions, ref st
 	}
 	ctx, soft, stop := interrupts(ctx, g.io.Err)
 	defer stop()
-	err = release.Run(ctx, release.Options{Ticket: ticket, Chat: chat, Mail: mailer, Deployer: &releaseDeployer{g: g, ws: ws, env: env, soft: soft},
-		In: g.io.In, Out: g.io.Out, Yes: o.yes, Env: env, User: ws.cfg.User, Log: g.logger()})
+	// With --json the progress log goes to stderr and stdout gets one
+	// JSON result, so Jenkins can parse it.
+	out := g.io.Out
+	if g.json {
+		out = g.io.Err
+	}
+	d := &releaseDeployer{g: g, ws: ws, env: env, soft: soft}
+	err = release.Run(ctx, release.Options{Ticket: ticket, Chat: chat, Mail: mailer, Deployer: d,
+		In: g.io.In, Out: out, Yes: o.yes, Env: env, User: ws.cfg.User, Log: g.logger()})
+	if g.json {
+		res := releaseResult{Ticket: ref, Env: env, OK: err == nil, Apps: d.apps}
+		if err != nil {
+			res.Error = redact.String(err.Error())
+		}
+		if res.Apps == nil {
+			res.Apps = []releaseApp{}
+		}
+		if jerr := g.printer().jsonValue(res); jerr != nil && err == nil {
+			return jerr
+		}
+	}
 	return err
 }

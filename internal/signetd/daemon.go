@@ -154,7 +154,9 @@ func daemonRun(ctx context.Context, stdio *IO, o *daemonOptions) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintln(stdio.Out, keys.FormatKnownHost(cfg.Identity, hk.PublicKey()))
+		// FormatKnownHost ends the line itself: no blank line for
+		// `>> known_hosts` to collect.
+		fmt.Fprint(stdio.Out, keys.FormatKnownHost(cfg.Identity, hk.PublicKey()))
 		return nil
 	}
 	log, err := daemonLogger(stdio, cfg.Log)

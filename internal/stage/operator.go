@@ -73,8 +73,10 @@ func (o *Operator) Close() { o.Conn.Close() }
 
 // Deploy rolls the stage's app to version with deploy.Run over the signed
 // bus, writing the text progress and recap to out. soft, when closed,
-// stops after the hosts in progress; cancelling ctx stops at once.
+// stops after the hosts in progress; cancelling ctx stops at once. The
+// lock names the user the requests carry and the lab's client.yaml sets
+// ("operator"), so a deploy from --keep that meets it names the same user.
 func (s *Stage) Deploy(ctx context.Context, soft <-chan struct{}, op *Operator, version string, out io.Writer) (*workflows.Recap, error) {
 	return deploy.Run(ctx, soft, deploy.Options{AppFile: s.AppFile, Version: version, Env: s.Env, Yes: true,
-		Output: out, Format: "text", Caller: op.Caller, Store: op.Store, User: "operator@stage", Log: s.log})
+		Output: out, Format: "text", Caller: op.Caller, Store: op.Store, User: "operator", Log: s.log})
 }

@@ -6,6 +6,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -38,6 +39,7 @@ func TestScripts(t *testing.T) {
 			"fleet":    cmdFleet,
 			"waitfor":  cmdWaitFor,
 			"exitcode": cmdExitCode,
+			"freeport": cmdFreePort,
 		},
 		RequireExplicitExec: true,
 	})
@@ -112,21 +114,34 @@ plugins:
 	ts.Check(os.WriteFile(p("client.yaml"), []byte(client), 0o600))
 }
 
-// waitfor N waits until N responders are in the registry.
+// waitfor N [COLLECTIVE [URL]] waits until N responders of COLLECTIVE
+// (default e2e) are in the registry of the broker at URL (default
+// $NATS_URL), waiting for the broker to come up too.
 func cmdWaitFor(ts *testscript.TestScript, neg bool, args []string) {
-	if neg || len(args) != 1 {
-		ts.Fatalf("usage: waitfor N")
+	if neg || len(args) < 1 || len(args) > 3 {
+		ts.Fatalf("usage: waitfor N [COLLECTIVE [URL]]")
 	}
 	n, err := strconv.Atoi(args[0])
 	ts.Check(err)
-	nc, err := nats.Connect(ts.Getenv("NATS_URL"))
+	collective, url := "e2e", ts.Getenv("NATS_URL")
+	if len(args) > 1 {
+		collective = args[1]
+	}
+	if len(args) > 2 {
+		url = args[2]
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	nc, err := nats.Connect(url)
+	for err != nil && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		nc, err = nats.Connect(url)
+	}
 	ts.Check(err)
 	defer nc.Close()
-	deadline := time.Now().Add(30 * time.Second)
 	got := 0
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		if reg, err := bus.OpenRegistry(ctx, nc, "e2e"); err == nil {
+		if reg, err := bus.OpenRegistry(ctx, nc, collective); err == nil {
 			if l, err := reg.List(ctx); err == nil {
 				got = len(l)
 			}
@@ -161,7 +176,7 @@ func cmdExitCode(ts *testscript.TestScript, neg bool, args []string) {
 	cmd := exec.Command(path, args[2:]...)
 	cmd.Dir = ts.Getenv("WORK")
 	var env []string
-	for _, k := range []string{"PATH", "HOME", "USER", "SIGNET_CONFIG", "NATS_URL", "SIGNET_KEY", "SSH_AUTH_SOCK", "WORK"} {
+	for _, k := range []string{"PATH", "HOME", "USER", "SIGNET_CONFIG", "NATS_URL", "SIGNET_KEY", "SIGNET_NATS_URL", "SSH_AUTH_SOCK", "WORK"} {
 		env = append(env, k+"="+ts.Getenv(k))
 	}
 	cmd.Env = env
@@ -171,4 +186,17 @@ func cmdExitCode(ts *testscript.TestScript, neg bool, args []string) {
 	if got != want {
 		ts.Fatalf("%s exited %d, want %d", args[1], got, want)
 	}
+}
+
+// freeport NAME sets $NAME to a TCP port free on 127.0.0.1, for a
+// process the script starts itself (signet broker).
+func cmdFreePort(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: freeport NAME")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ts.Check(err)
+	port := l.Addr().(*net.TCPAddr).Port
+	ts.Check(l.Close())
+	ts.Setenv(args[0], strconv.Itoa(port))
 }

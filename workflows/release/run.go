@@ -242,7 +242,11 @@ func (r *run) do(ctx context.Context) error {
 	if err := o.Ticket.Close(ctx); err != nil {
 		return r.fail(ctx, fmt.Errorf("close the ticket: %w", err), viaNone)
 	}
-	r.log.Printf("ticket closed")
+	if _, ro := o.Ticket.(ReadOnly); ro {
+		r.log.Printf("ticket left as it is: it cannot be closed")
+	} else {
+		r.log.Printf("ticket closed")
+	}
 	return nil
 }
 

@@ -447,6 +447,10 @@ func TestRunFileTicketWritesLogBeside(t *testing.T) {
 	if strings.Contains(out.String(), "type yes") {
 		t.Error("prompted despite Yes")
 	}
+	// A file cannot be closed: the log must not then claim it was.
+	if strings.Contains(out.String(), "ticket closed") {
+		t.Errorf("the log says a file ticket was closed:\n%s", out.String())
+	}
 }
 
 func TestRunGitHubTicket(t *testing.T) {
