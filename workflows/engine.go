@@ -91,18 +91,26 @@ type Job struct {
 }
 
 type run struct {
-	e       *Engine
-	job     *Job
-	st      *RunState
-	mu      sync.Mutex
-	recap   *Recap
-	failed  atomic.Bool
-	firstMu sync.Mutex
-	first   *StepError
-	lockErr error
-	saveErr error
-	sinkErr error
-	stopped atomic.Bool
+	e     *Engine
+	job   *Job
+	st    *RunState
+	mu    sync.Mutex
+	recap *Recap
+	// failed: the run ends failed. noDispatch: start no more hosts.
+	// halt: hosts in progress stop before their next step (a lost lock,
+	// or a spent failure budget under on_failure stop_now).
+	failed     atomic.Bool
+	noDispatch atomic.Bool
+	halt       atomic.Bool
+	lim        Limits
+	slots      *slots
+	firstMu    sync.Mutex
+	failures   []*StepError
+	capErr     *CapacityError
+	lockErr    error
+	saveErr    error
+	sinkErr    error
+	stopped    atomic.Bool
 	// recorded is the status of the last state the store accepted.
 	recorded string
 }
@@ -120,7 +128,11 @@ func (e *Engine) Run(ctx context.Context, soft <-chan struct{}, job *Job) (*Reca
 	if err := job.State.Validate(); err != nil {
 		return nil, err
 	}
-	r := &run{e: e, job: job, st: job.State, recap: &Recap{Run: job.State.ID}}
+	lim, lerr := ResolveLimits(job.Workflow.Batching, job.Workflow.OnFailure, job.State.Batches, job.State.Zones)
+	if lerr != nil {
+		return nil, fmt.Errorf("workflows: %w", lerr)
+	}
+	r := &run{e: e, job: job, st: job.State, recap: &Recap{Run: job.State.ID}, lim: lim, slots: newSlots(lim, job.State.Zones)}
 	for _, b := range r.st.Batches {
 		for _, h := range b {
 			if r.st.Hosts[h] == nil {
@@ -137,11 +149,13 @@ func (e *Engine) Run(ctx context.Context, soft <-chan struct{}, job *Job) (*Reca
 			select {
 			case <-soft:
 				stopped.Store(true)
+				r.slots.wake()
 			case <-watchDone:
 			}
 		}()
 	}
 
+	r.initialOut()
 	start := time.Now()
 	r.mu.Lock()
 	r.st.Status, r.st.Error = StatusRunning, ""
@@ -183,19 +197,11 @@ func (e *Engine) Run(ctx context.Context, soft <-chan struct{}, job *Job) (*Reca
 		r.mu.Lock()
 		r.emit(Event{Type: EventBatchStart, Batch: bi + 1, Batches: len(r.st.Batches), Hosts: todo})
 		r.mu.Unlock()
-		var wg sync.WaitGroup
-		for _, h := range todo {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				r.host(ctx, bi+1, h)
-			}()
-		}
-		wg.Wait()
+		r.dispatch(ctx, bi+1, todo)
 		r.mu.Lock()
 		r.emit(Event{Type: EventBatchDone, Batch: bi + 1, Batches: len(r.st.Batches), ElapsedMS: time.Since(bstart).Milliseconds()})
 		r.mu.Unlock()
-		if r.failed.Load() {
+		if r.noDispatch.Load() {
 			status = StatusFailed
 			break
 		}
@@ -210,6 +216,9 @@ func (e *Engine) Run(ctx context.Context, soft <-chan struct{}, job *Job) (*Reca
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.recap.Status = status
+	rl := r.lim
+	rl.Failures, rl.PeakUnavailable = len(r.failures), r.slots.peak()
+	r.recap.Limits = &rl
 	for _, b := range r.st.Batches {
 		for _, h := range b {
 			hs := r.st.Hosts[h]
@@ -222,10 +231,7 @@ func (e *Engine) Run(ctx context.Context, soft <-chan struct{}, job *Job) (*Reca
 	var err error
 	switch status {
 	case StatusFailed:
-		err = r.first
-		if r.lockErr != nil {
-			err = r.lockErr
-		}
+		err = r.failErr()
 	case StatusInterrupted:
 		err = &InterruptedError{Err: context.Cause(ctx), OutOfRotation: r.recap.OutOfRotation}
 	case StatusStopped:
@@ -411,16 +417,25 @@ func (r *run) renew(ctx context.Context) error {
 	}
 	r.firstMu.Unlock()
 	r.failed.Store(true)
+	r.noDispatch.Store(true)
+	r.halt.Store(true)
 	return err
 }
 
+// fail records a host's failure. Within the failure budget the run goes
+// on; past it, no new host starts, and under on_failure stop_now the hosts
+// in progress stop after their current step.
 func (r *run) fail(se *StepError) {
 	r.firstMu.Lock()
 	defer r.firstMu.Unlock()
-	if r.first == nil {
-		r.first = se
-	}
+	r.failures = append(r.failures, se)
 	r.failed.Store(true)
+	if len(r.failures) > r.lim.MaxFailures {
+		r.noDispatch.Store(true)
+		if r.lim.OnFailure == OnFailureStopNow {
+			r.halt.Store(true)
+		}
+	}
 }
 
 func (r *run) hostVars(host string, hs *HostState) map[string]string {
@@ -490,7 +505,7 @@ func (r *run) host(ctx context.Context, batch int, host string) {
 			finish(HostInterrupted, "")
 			return
 		}
-		if r.failed.Load() {
+		if r.halt.Load() {
 			finish(HostStopped, "")
 			return
 		}

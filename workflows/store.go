@@ -45,10 +45,13 @@ type RunState struct {
 	Vars    map[string]string     `json:"vars,omitempty"`
 	Batches [][]string            `json:"batches"`
 	Hosts   map[string]*HostState `json:"hosts"`
-	Status  string                `json:"status"`
-	Error   string                `json:"error,omitempty"`
-	Started time.Time             `json:"started"`
-	Updated time.Time             `json:"updated"`
+	// Zones maps hosts to their failure zone, for max_unavailable_per_zone;
+	// a host not listed is in zone "".
+	Zones   map[string]string `json:"zones,omitempty"`
+	Status  string            `json:"status"`
+	Error   string            `json:"error,omitempty"`
+	Started time.Time         `json:"started"`
+	Updated time.Time         `json:"updated"`
 }
 
 // HostState is one host's recorded progress.

@@ -90,6 +90,9 @@ type Batching struct {
 	AllowSameZone bool `yaml:"allow_same_zone,omitempty" json:"allow_same_zone,omitempty"`
 	// Pause waits between batches ("30s"); a soft stop ends the wait.
 	Pause time.Duration `yaml:"pause,omitempty" json:"pause,omitempty"`
+	// Capacity: max_unavailable, max_unavailable_per_zone and
+	// max_failures, inline.
+	Capacity `yaml:",inline"`
 }
 
 // Workflow is a custom workflow file: steps run batch by batch on the hosts
@@ -112,7 +115,9 @@ type Workflow struct {
 	Vars map[string]string `yaml:"vars,omitempty"`
 	// Steps run in order on each host. At least one.
 	Steps []Step `yaml:"steps"`
-	// OnFailure is "hold" (default) or "rollback".
+	// OnFailure is "hold" (default), "rollback" or "stop_now". With hold
+	// and rollback the hosts in progress finish their own steps when a host
+	// fails; stop_now stops them after their current step.
 	OnFailure string `yaml:"on_failure,omitempty"`
 	// Rollback steps run on the failed host when OnFailure is "rollback".
 	// During them {{version}} is the host's {{previous}} when a step
@@ -188,7 +193,7 @@ func (w *Workflow) Validate() error {
 		return fmt.Errorf("workflow %s: %w", w.Name, err)
 	}
 	switch w.OnFailure {
-	case "", OnFailureHold:
+	case "", OnFailureHold, OnFailureStopNow:
 		if len(w.Rollback) > 0 {
 			return fmt.Errorf("workflow %s: rollback steps are set but on_failure is not \"rollback\"", w.Name)
 		}
@@ -200,7 +205,7 @@ func (w *Workflow) Validate() error {
 			return fmt.Errorf("workflow %s: rollback: %w", w.Name, err)
 		}
 	default:
-		return fmt.Errorf("workflow %s: on_failure: want \"hold\" or \"rollback\", found %q", w.Name, w.OnFailure)
+		return fmt.Errorf("workflow %s: on_failure: want \"hold\", \"rollback\" or \"stop_now\", found %q", w.Name, w.OnFailure)
 	}
 	return nil
 }
@@ -272,7 +277,7 @@ func (b Batching) Validate() error {
 	if b.Pause < 0 {
 		return fmt.Errorf("pause: want a positive duration, found %s", b.Pause)
 	}
-	return nil
+	return b.Capacity.Validate()
 }
 
 // ParseBatchSize turns "3" or "25%" into a number of hosts out of n (at

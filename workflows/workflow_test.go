@@ -63,7 +63,7 @@ func TestParseWorkflowRejects(t *testing.T) {
 		{"bad mark", base + "steps:\n  - {name: s, agent: service, action: stop, sets: 'Out Of'}\n", "mark"},
 		{"capture reserved", base + "steps:\n  - {name: s, agent: service, action: stop, capture: {version: v}}\n", "capture version"},
 		{"negative timeout", base + "steps:\n  - {name: s, agent: service, action: stop, timeout: -1s}\n", "timeout"},
-		{"policy", base + step + "on_failure: retry\n", `on_failure: want "hold" or "rollback"`},
+		{"policy", base + step + "on_failure: retry\n", `on_failure: want "hold", "rollback" or "stop_now"`},
 		{"rollback without steps", base + step + "on_failure: rollback\n", "no rollback steps"},
 		{"rollback steps without policy", base + step + "rollback:\n  - {name: s, agent: service, action: start}\n", "on_failure is not"},
 		{"reserved var", base + step + "vars: {identity: x}\n", "reserved"},

@@ -66,6 +66,31 @@ type Options struct {
 	// User is the operator ("alice@bastion"); it names the lock holder.
 	User string
 	Log  *slog.Logger
+	// Policy overrides the app file's capacity and failure policy: the
+	// command-line flags.
+	Policy Policy
+}
+
+// Policy is a command-line override of the capacity and failure policy;
+// an empty field keeps the app file's value.
+type Policy struct {
+	MaxUnavailable        string
+	MaxUnavailablePerZone string
+	MaxFailures           string
+	OnFailure             string
+}
+
+// apply sets the overrides on a (ForEnv applied) and validates the result.
+func (p Policy) apply(a *App) error {
+	for _, f := range []struct {
+		v   string
+		dst *string
+	}{{p.MaxUnavailable, &a.MaxUnavailable}, {p.MaxUnavailablePerZone, &a.MaxUnavailablePerZone}, {p.MaxFailures, &a.MaxFailures}, {p.OnFailure, &a.OnFailure}} {
+		if f.v != "" {
+			*f.dst = f.v
+		}
+	}
+	return a.Validate()
 }
 
 func (o *Options) app() (*App, error) {
@@ -81,7 +106,11 @@ func (o *Options) app() (*App, error) {
 	} else if err := a.Validate(); err != nil {
 		return nil, err
 	}
-	return a.ForEnv(o.Env)
+	a, err := a.ForEnv(o.Env)
+	if err != nil {
+		return nil, err
+	}
+	return a, o.Policy.apply(a)
 }
 
 // Run deploys opts.Version of the app to opts.Env: discover, plan, lock,
@@ -110,11 +139,17 @@ func Run(ctx context.Context, soft <-chan struct{}, opts Options) (*workflows.Re
 	}
 	summary := fmt.Sprintf("deploy %s %s to %s", a.Name, opts.Version, opts.Env)
 	vars := map[string]string{"version": opts.Version, "env": opts.Env, "app": a.Name}
+	zones := workflows.HostZones(hosts, a.ZoneFact)
 	if opts.Plan {
 		pv, err := workflows.BuildPlan(summary, batches, hosts, a.ZoneFact, a.Steps(), vars)
 		if err != nil {
 			return nil, err
 		}
+		lim, err := workflows.ResolveLimits(a.Batching, a.OnFailure, batches, zones)
+		if err != nil {
+			return nil, fmt.Errorf("deploy %s: %w", a.Name, err)
+		}
+		pv.Limits = &lim
 		return nil, pv.Write(opts.Output, opts.Format)
 	}
 	if !opts.Yes {
@@ -122,6 +157,7 @@ func Run(ctx context.Context, soft <-chan struct{}, opts Options) (*workflows.Re
 	}
 	st := workflows.NewRunState("deploy", batches, vars)
 	st.App, st.Env, st.Version, st.User = a.Name, opts.Env, opts.Version, opts.User
+	st.Zones = zones
 	return execute(ctx, soft, a, st, summary, opts)
 }
 
@@ -170,6 +206,11 @@ func Resume(ctx context.Context, soft <-chan struct{}, runID string, opts Option
 		if err != nil {
 			return nil, err
 		}
+		lim, err := workflows.ResolveLimits(a.Batching, a.OnFailure, st.Batches, st.Zones)
+		if err != nil {
+			return nil, fmt.Errorf("deploy %s: %w", a.Name, err)
+		}
+		pv.Limits = &lim
 		return nil, pv.Write(opts.Output, opts.Format)
 	}
 	return execute(ctx, soft, a, st, summary, opts)
