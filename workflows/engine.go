@@ -88,6 +88,10 @@ type Job struct {
 	// the steps to skip with the reason. When nil, steps recorded as done
 	// are skipped and hosts recorded as done are not touched.
 	Prepare func(ctx context.Context, host string, hs *HostState) (skip map[string]string, err error)
+	// Silent collects the hosts found not answering, which partial
+	// broadcasts stop waiting for; nil makes one per run. The deploy shares
+	// it with its observation of the load balancers.
+	Silent *Silent
 }
 
 type run struct {
@@ -104,6 +108,7 @@ type run struct {
 	halt       atomic.Bool
 	lim        Limits
 	slots      *slots
+	silent     *Silent
 	firstMu    sync.Mutex
 	failures   []*StepError
 	capErr     *CapacityError
@@ -132,7 +137,10 @@ func (e *Engine) Run(ctx context.Context, soft <-chan struct{}, job *Job) (*Reca
 	if lerr != nil {
 		return nil, fmt.Errorf("workflows: %w", lerr)
 	}
-	r := &run{e: e, job: job, st: job.State, recap: &Recap{Run: job.State.ID}, lim: lim, slots: newSlots(lim, job.State.Zones)}
+	r := &run{e: e, job: job, st: job.State, recap: &Recap{Run: job.State.ID}, lim: lim, slots: newSlots(lim, job.State.Zones), silent: job.Silent}
+	if r.silent == nil {
+		r.silent = &Silent{}
+	}
 	for _, b := range r.st.Batches {
 		for _, h := range b {
 			if r.st.Hosts[h] == nil {
@@ -228,6 +236,7 @@ func (e *Engine) Run(ctx context.Context, soft <-chan struct{}, job *Job) (*Reca
 			}
 		}
 	}
+	r.recap.Unreached = r.unreached()
 	var err error
 	switch status {
 	case StatusFailed:
@@ -614,7 +623,14 @@ func (r *run) step(ctx context.Context, batch int, host string, hs *HostState, s
 	r.mu.Unlock()
 
 	start := time.Now()
-	results, changed, summary, detail := r.e.do(ctx, host, step, vars)
+	results, skipped, changed, summary, detail := r.e.do(ctx, host, step, vars, r.silent)
+	if step.Partial {
+		r.silent.seenIn(strings.Join(partialFilter(step, vars), " "), results)
+	}
+	if quiet := noResponse(results); len(quiet) > 0 && (step.Partial || step.Target != TargetBroadcast) {
+		// Not waited for again by a partial broadcast in this run.
+		r.silent.Add(quiet...)
+	}
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -626,6 +642,13 @@ func (r *run) step(ctx context.Context, batch int, host string, hs *HostState, s
 		ev.Status = StepChanged
 	default:
 		ev.Status = StepOK
+	}
+	if detail == "" && step.Target == TargetBroadcast {
+		hs.Unreached = append(noResponse(results), skipped...)
+		slices.Sort(hs.Unreached)
+		if len(hs.Unreached) == 0 {
+			hs.Unreached = nil
+		}
 	}
 	if detail == "" {
 		hs.ClearMark(step.Clears)
@@ -649,7 +672,14 @@ func (r *run) step(ctx context.Context, batch int, host string, hs *HostState, s
 }
 
 // do performs the call of a step and judges it.
-func (e *Engine) do(ctx context.Context, host string, step Step, vars map[string]string) (results []Result, changed bool, summary, detail string) {
+func (e *Engine) do(ctx context.Context, host string, step Step, vars map[string]string, silent *Silent) (results []Result, skipped []string, changed bool, summary, detail string) {
+	results, changed, summary, detail = e.call(ctx, host, step, vars, silent, &skipped)
+	return results, skipped, changed, summary, detail
+}
+
+// call performs the call of a step and judges it; a partial broadcast
+// that leaves out silent hosts lists them in *skipped.
+func (e *Engine) call(ctx context.Context, host string, step Step, vars map[string]string, silent *Silent, skipped *[]string) (results []Result, changed bool, summary, detail string) {
 	params, err := expandMap(step.Params, vars)
 	if err != nil {
 		return nil, false, "", "params: " + err.Error()
@@ -665,6 +695,19 @@ func (e *Engine) do(ctx context.Context, host string, step Step, vars map[string
 			return nil, false, "", "filter: " + err.Error()
 		}
 		c.Filter = append([]string{"agent=" + step.Agent}, f...)
+		if step.Partial {
+			call, left, err := e.broadcastTargets(ctx, silent, c.Filter)
+			if err != nil {
+				return nil, false, "", "discover " + strings.Join(c.Filter, " ") + ": " + err.Error()
+			}
+			if len(left) > 0 {
+				*skipped = left
+				if len(call) == 0 {
+					return nil, false, "", fmt.Sprintf("every host matching %s is silent in this run: %s", strings.Join(c.Filter, " "), strings.Join(left, ", "))
+				}
+				c.Filter, c.Hosts = nil, call
+			}
+		}
 	} else {
 		c.Hosts = []string{host}
 	}
@@ -720,11 +763,20 @@ func DefaultCheck(step Step, host string, vars map[string]string, results []Resu
 		return fmt.Errorf("expect: %w", err)
 	}
 	if step.Target == TargetBroadcast {
-		if len(results) == 0 {
+		answered := 0
+		for _, res := range results {
+			if !res.NoResponse {
+				answered++
+			}
+		}
+		if len(results) == 0 || step.Partial && answered == 0 {
 			f, _ := expandList(step.Filter, vars)
 			return fmt.Errorf("no response within %s from any host matching %s", timeout, strings.Join(append([]string{"agent=" + step.Agent}, f...), " "))
 		}
 		for _, res := range results {
+			if step.Partial && res.NoResponse {
+				continue // named in the recap as unreached
+			}
 			if err := judge(step, res, expect, timeout); err != nil {
 				return fmt.Errorf("%s: %w", res.Host, err)
 			}

@@ -186,6 +186,9 @@ type Recap struct {
 	// Limits is the capacity policy the run kept to, with the failures
 	// counted and the most hosts it had out of rotation at once.
 	Limits *Limits `json:"limits,omitempty"`
+	// Unreached lists the hosts whose last drain or enable (a partial
+	// broadcast) did not reach every load balancer, and which ones missed it.
+	Unreached []HostUnreached `json:"unreached,omitempty"`
 }
 
 // HostRecap counts one host's steps. OK counts every step that succeeded,
@@ -234,6 +237,12 @@ func (r *Recap) WriteText(w io.Writer) {
 		fmt.Fprintln(w, "left out of rotation:")
 		for _, m := range r.OutOfRotation {
 			fmt.Fprintf(w, "  %s\n", m)
+		}
+	}
+	if len(r.Unreached) > 0 {
+		fmt.Fprintln(w, "last change not reached on every load balancer (did not answer; reconcile them):")
+		for _, u := range r.Unreached {
+			fmt.Fprintf(w, "  %s\n", u)
 		}
 	}
 }

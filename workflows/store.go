@@ -65,6 +65,10 @@ type HostState struct {
 	// Marks are the rotation marks the host holds ("drained",
 	// "maintenance"); any mark means out of rotation.
 	Marks []string `json:"marks,omitempty"`
+	// Unreached lists the hosts that did not get this host's last partial
+	// broadcast (its drain or enable on a dead load balancer): their state
+	// for it may be stale.
+	Unreached []string `json:"unreached,omitempty"`
 	// Vars are captured host variables, such as previous.
 	Vars map[string]string `json:"vars,omitempty"`
 }

@@ -52,6 +52,13 @@ type Step struct {
 	// behalf of the host being worked on (every HAProxy that routes to it).
 	// A broadcast step fails when nobody answers or any answer fails.
 	Target string `yaml:"target,omitempty" json:"target,omitempty"`
+	// Partial, on a broadcast step, lets it succeed when some matching
+	// hosts do not answer, as long as one answered and every answer is
+	// good: a dead load balancer does not fail the healthy host being
+	// enabled. The hosts that did not answer are named in the recap
+	// (their state for this host may be stale) and are not waited for
+	// again in the run.
+	Partial bool `yaml:"partial,omitempty" json:"partial,omitempty"`
 	// Filter selects the hosts of a broadcast step (bus filter expressions,
 	// templated); "agent=AGENT" is always added. Only with target broadcast.
 	Filter []string `yaml:"filter,omitempty" json:"filter,omitempty"`
@@ -234,8 +241,8 @@ func ValidateSteps(steps []Step) error {
 		}
 		switch s.Target {
 		case "", TargetEach:
-			if len(s.Filter) > 0 {
-				return fmt.Errorf("step %s: filter is only for target broadcast", s.Name)
+			if len(s.Filter) > 0 || s.Partial {
+				return fmt.Errorf("step %s: filter and partial are only for target broadcast", s.Name)
 			}
 		case TargetBroadcast:
 			if len(s.Filter) == 0 {

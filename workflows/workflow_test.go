@@ -57,7 +57,7 @@ func TestParseWorkflowRejects(t *testing.T) {
 		{"bad action", base + "steps:\n  - {name: s, agent: service, action: ''}\n", "action: want an action name"},
 		{"bad target", base + "steps:\n  - {name: s, agent: service, action: stop, target: all}\n", `target: want "each" or "broadcast"`},
 		{"broadcast without filter", base + "steps:\n  - {name: s, agent: haproxy, action: drain, target: broadcast}\n", "needs a filter"},
-		{"filter on each", base + "steps:\n  - {name: s, agent: service, action: stop, filter: [a=b]}\n", "filter is only for target broadcast"},
+		{"filter on each", base + "steps:\n  - {name: s, agent: service, action: stop, filter: [a=b]}\n", "filter and partial are only for target broadcast"},
 		{"shell in filter", base + "steps:\n  - {name: s, agent: haproxy, action: drain, target: broadcast, filter: ['lb=x;reboot']}\n", "shell metacharacters"},
 		{"dash filter", base + "steps:\n  - {name: s, agent: haproxy, action: drain, target: broadcast, filter: ['-F']}\n", "leading '-'"},
 		{"bad mark", base + "steps:\n  - {name: s, agent: service, action: stop, sets: 'Out Of'}\n", "mark"},

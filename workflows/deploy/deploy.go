@@ -221,8 +221,9 @@ func execute(ctx context.Context, soft <-chan struct{}, a *App, st *workflows.Ru
 	if a.OnFailure == workflows.OnFailureRollback {
 		w.Rollback = a.RollbackSteps()
 	}
-	o := &observer{app: a, caller: opts.Caller, version: st.Version}
-	job := &workflows.Job{Workflow: w, State: st, Summary: summary, Prepare: o.prepare}
+	silent := &workflows.Silent{}
+	o := &observer{app: a, caller: opts.Caller, version: st.Version, silent: silent}
+	job := &workflows.Job{Workflow: w, State: st, Summary: summary, Prepare: o.prepare, Silent: silent}
 	return workflows.Execute(ctx, soft, workflows.Exec{Job: job, Kind: "deploy", LockName: a.Name + "/" + st.Env,
 		Output: opts.Output, Format: opts.Format, LogFile: opts.LogFile, Caller: opts.Caller, Store: opts.Store, User: opts.User, Log: opts.Log})
 }
@@ -240,7 +241,7 @@ func (a *App) Steps() []workflows.Step {
 	return []workflows.Step{
 		{Name: StepMaintenanceStart, Agent: "maintenance", Action: "start", Sets: MarkMaintenance,
 			Params: map[string]any{"duration": dur(a.Maintenance), "comment": "deploy {{app}} {{version}}"}},
-		{Name: StepDrain, Agent: "haproxy", Action: "drain", Target: workflows.TargetBroadcast, Filter: a.lbFilter(), Sets: MarkDrained,
+		{Name: StepDrain, Agent: "haproxy", Action: "drain", Target: workflows.TargetBroadcast, Filter: a.lbFilter(), Sets: MarkDrained, Partial: true,
 			Params: drainParams, Timeout: a.HAProxy.DrainTimeout + 30*time.Second, Check: checkHAProxy("drain", a.lbFilter())},
 		{Name: StepStop, Agent: "service", Action: "stop", Params: svc, Timeout: a.StopTimeout + 10*time.Second},
 		{Name: StepUpdate, Agent: "package", Action: "update", Params: pkg, Timeout: 10 * time.Minute, Capture: map[string]string{"previous": "previous"}},
@@ -249,7 +250,7 @@ func (a *App) Steps() []workflows.Step {
 		{Name: StepHealth, Agent: "health", Action: "http", Timeout: healthTimeout, Params: map[string]any{
 			"url": a.Health.URL, "status": int64(a.Health.Status), "contains": a.Health.Contains,
 			"retries": int64(a.Health.Retries), "interval": dur(a.Health.Interval), "timeout": dur(a.Health.Timeout)}},
-		{Name: StepEnable, Agent: "haproxy", Action: "enable", Target: workflows.TargetBroadcast, Filter: a.lbFilter(), Clears: MarkDrained,
+		{Name: StepEnable, Agent: "haproxy", Action: "enable", Target: workflows.TargetBroadcast, Filter: a.lbFilter(), Clears: MarkDrained, Partial: true,
 			Params: drainParams, Timeout: a.HAProxy.DrainTimeout + 30*time.Second, Check: checkHAProxy("enable", a.lbFilter())},
 		{Name: StepMaintenanceEnd, Agent: "maintenance", Action: "end", Clears: MarkMaintenance, Params: map[string]any{}},
 	}
@@ -286,10 +287,13 @@ func checkVersion(vars map[string]string, results []workflows.Result) error {
 }
 
 // checkHAProxy requires every answering HAProxy to succeed and at least
-// one of them to have the server: draining nothing is not a drain.
+// one of them to have the server: draining nothing is not a drain. An
+// HAProxy host that does not answer does not fail the step (the engine
+// names it in the recap): a dead load balancer must not cost a healthy
+// host.
 func checkHAProxy(action string, filter []string) func(map[string]string, []workflows.Result) error {
 	return func(vars map[string]string, results []workflows.Result) error {
-		step := workflows.Step{Agent: "haproxy", Target: workflows.TargetBroadcast, Filter: filter}
+		step := workflows.Step{Agent: "haproxy", Target: workflows.TargetBroadcast, Filter: filter, Partial: true}
 		if err := workflows.DefaultCheck(step, vars["identity"], vars, results); err != nil {
 			return err
 		}
