@@ -85,7 +85,8 @@ type Job struct {
 	Summary string
 	// Prepare is called before a host's steps, with the host's recorded
 	// state. It may observe the host, update hs (marks, vars) and returns
-	// the steps to skip with the reason. When nil, steps recorded as done
+	// the steps to skip with the reason (it may also clear hs.Unreached once
+	// every load balancer agrees). When nil, steps recorded as done
 	// are skipped and hosts recorded as done are not touched.
 	Prepare func(ctx context.Context, host string, hs *HostState) (skip map[string]string, err error)
 	// Silent collects the hosts found not answering, which partial
@@ -487,10 +488,11 @@ func (r *run) host(ctx context.Context, batch int, host string) {
 		cp := *hs
 		cp.Marks = slices.Clone(hs.Marks)
 		cp.Vars = cloneVars(hs.Vars)
+		cp.Unreached = slices.Clone(hs.Unreached)
 		r.mu.Unlock()
 		s, err := r.job.Prepare(ctx, host, &cp)
 		r.mu.Lock()
-		hs.Marks, hs.Vars = cp.Marks, cp.Vars
+		hs.Marks, hs.Vars, hs.Unreached = cp.Marks, cp.Vars, cp.Unreached
 		r.mu.Unlock()
 		if err != nil {
 			if ctx.Err() != nil {

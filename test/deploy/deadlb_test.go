@@ -20,7 +20,8 @@ import (
 // against it in the recap; the hosts of batch 3 are observed, drained and
 // enabled without asking the dead host at all (no wait), and are recorded
 // as not reached by it. Every host but the dead one ends at 1.1 in
-// rotation. After the host comes back, a resume finishes it.
+// rotation. After the host comes back, a resume finishes it and, every
+// HAProxy host answering again, clears the record of missed changes.
 func TestDeadLoadBalancer(t *testing.T) {
 	s := startStage(t)
 	op := operator(t, s)
@@ -95,6 +96,9 @@ func TestDeadLoadBalancer(t *testing.T) {
 	recap2, err := deploy.Resume(testCtx(t), nil, recap.Run, o)
 	if err != nil || recap2.Status != workflows.StatusDone {
 		t.Fatalf("resume after the host came back: %v", err)
+	}
+	if len(recap2.Unreached) != 0 {
+		t.Errorf("resume recap unreached %v, want none: every HAProxy host answered again", recap2.Unreached)
 	}
 	wantDeployed(t, s, "1.1")
 }

@@ -30,6 +30,9 @@ type Observed struct {
 	Previous    string
 	Drained     bool
 	Maintenance bool
+	// AllLBs is set when every HAProxy host asked answered: what was
+	// observed is what every load balancer holds.
+	AllLBs bool
 }
 
 // observe asks the package, HAProxy (broadcast) and maintenance plugins.
@@ -104,6 +107,7 @@ func (o *observer) observe(ctx context.Context, host string) (Observed, error) {
 	if answered == 0 {
 		return ob, fmt.Errorf("haproxy status: no response within %s from any host matching %s", observeTimeout, strings.Join(filter, " "))
 	}
+	ob.AllLBs = answered == len(res) && len(call.Hosts) == 0
 	for _, r := range res {
 		if r.NoResponse {
 			continue
@@ -153,6 +157,12 @@ func (o *observer) prepare(ctx context.Context, host string, hs *workflows.HostS
 	}
 	hs.ClearMark(MarkDrained)
 	hs.ClearMark(MarkMaintenance)
+	if ob.AllLBs && len(hs.Unreached) > 0 {
+		// Every load balancer answered again: a drained server found on
+		// one is enabled below like any other, so the host is reconciled
+		// by the steps it still needs.
+		hs.Unreached = nil
+	}
 	if ob.Drained {
 		hs.SetMark(MarkDrained)
 	}
