@@ -173,7 +173,8 @@ func (e *Engine) Run(ctx context.Context, soft <-chan struct{}, job *Job) (*Reca
 	r.mu.Unlock()
 
 	status := StatusDone
-	for bi, batch := range r.st.Batches {
+	for pos, bi := range r.batchOrder() {
+		batch := r.st.Batches[bi]
 		if ctx.Err() != nil {
 			status = StatusInterrupted
 			break
@@ -187,7 +188,7 @@ func (e *Engine) Run(ctx context.Context, soft <-chan struct{}, job *Job) (*Reca
 			status = StatusStopped
 			break
 		}
-		if bi > 0 && job.Workflow.Pause > 0 {
+		if pos > 0 && job.Workflow.Pause > 0 {
 			if !r.pause(ctx, job.Workflow.Pause, stopped) {
 				continue // the checks at the top of the loop decide
 			}

@@ -107,6 +107,25 @@ func (s *slots) release(host string, out bool) {
 	s.cond.Broadcast()
 }
 
+// outFirst orders hosts already counted out (left out by an earlier
+// attempt) before the others: each holds a place that only its own run
+// can free.
+func (s *slots) outFirst(hosts []string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := slices.Clone(hosts)
+	slices.SortStableFunc(out, func(a, b string) int {
+		switch {
+		case s.out[a] && !s.out[b]:
+			return -1
+		case !s.out[a] && s.out[b]:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
 // wake lets a waiting acquire look at its stop condition again.
 func (s *slots) wake() {
 	s.mu.Lock()
@@ -124,6 +143,7 @@ func (s *slots) peak() int {
 // dispatch starts the hosts of one batch, each when it fits under the
 // caps, and waits for them. Hosts it could not start stay pending.
 func (r *run) dispatch(ctx context.Context, batch int, todo []string) {
+	todo = r.slots.outFirst(todo)
 	var wg sync.WaitGroup
 	stop := func() bool { return ctx.Err() != nil || r.noDispatch.Load() || r.stopped.Load() }
 	for _, h := range todo {
@@ -168,6 +188,22 @@ func (r *run) initialOut() {
 			}
 		}
 	}
+}
+
+// batchOrder is the order the batches run in: first those holding a host
+// an earlier attempt left out of rotation (it already takes a place under
+// the caps, and bringing it back frees it), then the others, each group in
+// plan order.
+func (r *run) batchOrder() []int {
+	var first, rest []int
+	for i, b := range r.st.Batches {
+		if slices.ContainsFunc(b, func(h string) bool { return r.slots.out[h] }) {
+			first = append(first, i)
+		} else {
+			rest = append(rest, i)
+		}
+	}
+	return append(first, rest...)
 }
 
 // failErr is the error of a run that ended failed.

@@ -238,3 +238,39 @@ func TestPlanShowsPolicy(t *testing.T) {
 		t.Errorf("bad max_failures: %v", err)
 	}
 }
+
+// TestResumeBringsBackLeftOutFirst: a host an earlier attempt left out of
+// rotation holds a place under the cap, so a resume runs its batch first
+// (it frees the place) instead of finding the cap full.
+func TestResumeBringsBackLeftOutFirst(t *testing.T) {
+	f := fleet9()
+	f.Fail["web5 package.update"] = "apt: broken package"
+	store := workflows.NewMemStore()
+	o := opts(t, f, store, &bytes.Buffer{})
+	o.Policy = Policy{MaxUnavailable: "1"}
+	recap, err := Run(context.Background(), nil, o)
+	var se *workflows.StepError
+	if !errors.As(err, &se) || se.Host != "web5" {
+		t.Fatalf("error = %v, want web5's failure", err)
+	}
+	f.Update(func(f *fleettest.Fleet) { delete(f.Fail, "web5 package.update") })
+	var out bytes.Buffer
+	o.Output = &out
+	recap2, err := Resume(context.Background(), nil, recap.Run, o)
+	if err != nil || recap2.Status != workflows.StatusDone {
+		t.Fatalf("resume: %v, want done", err)
+	}
+	var first []string
+	for _, e := range events(t, &out) {
+		if e.Type == workflows.EventBatchStart {
+			first = e.Hosts
+			break
+		}
+	}
+	if !slices.Contains(first, "web5") {
+		t.Errorf("resume's first batch %v, want web5's", first)
+	}
+	if recap2.Limits.PeakUnavailable > 1 {
+		t.Errorf("resume had %d hosts out at once, cap 1", recap2.Limits.PeakUnavailable)
+	}
+}
