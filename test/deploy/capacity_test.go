@@ -182,3 +182,71 @@ func TestMaxUnavailable(t *testing.T) {
 	wantUntouched(t, s, a, marks, batches[2][1], "1.0")
 	wantAuditMatchesEvents(t, s, a, marks, rec.Events())
 }
+
+// TestMaxUnavailablePerZone: batches of four with allow_same_zone, so that
+// a batch holds two hosts of one zone, and max_unavailable_per_zone 1: the
+// two never are out of rotation together in any show stat sample. The
+// package is broken on a host whose zone-mate comes in the next batch:
+// that zone-mate is never started (its zone's place is held), while the
+// hosts of the other zones finish.
+func TestMaxUnavailablePerZone(t *testing.T) {
+	s := startStage(t)
+	op := operator(t, s)
+	appFile := appVariant(t, s, map[string]string{`batch_size: "2"`: "batch_size: \"4\"\nallow_same_zone: true",
+		"on_failure: hold\n": "on_failure: hold\nmax_unavailable_per_zone: \"1\"\nmax_failures: \"1\"\n"})
+	a, err := deploy.LoadApp(appFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batches := planFile(t, s, op, appFile, "1.1")
+	if len(batches) != 2 || len(batches[0]) != 4 {
+		t.Fatalf("plan %v: want a batch of four, then two", batches)
+	}
+	var victim, mate string
+	for _, h := range batches[0] {
+		for _, m := range batches[1] {
+			if s.Host(h).Zone == s.Host(m).Zone {
+				victim, mate = h, m
+			}
+		}
+	}
+	if victim == "" {
+		t.Fatalf("plan %v: no host of batch 1 has its zone-mate in batch 2", batches)
+	}
+	if err := s.BreakPackage(victim, "1.1"); err != nil {
+		t.Fatal(err)
+	}
+	marks := auditMarks(t, s)
+	rec := &recorder{}
+	o := deployOpts(s, op, "1.1", rec)
+	o.AppFile = appFile
+	w := watchRotation(s, 25*time.Millisecond)
+	recap, err := deploy.Run(testCtx(t), nil, o)
+	samples, errs := w.Stop()
+	var ce *workflows.CapacityError
+	if !errors.As(err, &ce) || ce.Host != mate || !slices.Equal(ce.Out, []string{victim}) {
+		t.Fatalf("deploy: %v; want %s not started, zone %s's place held by %s", err, mate, s.Host(mate).Zone, victim)
+	}
+	t.Logf("deploy error: %v", err)
+	rec.done(t)
+	wantCapKept(t, samples, errs, 3) // one per zone
+	for i, out := range samples {
+		zones := map[string]string{}
+		for _, h := range out {
+			if other, ok := zones[s.Host(h).Zone]; ok {
+				t.Errorf("show stat sample %d: %s and %s of zone %s out at once", i, other, h, s.Host(h).Zone)
+			}
+			zones[s.Host(h).Zone] = h
+		}
+	}
+	for _, b := range batches {
+		for _, h := range b {
+			if h != victim && h != mate {
+				wantInService(t, s, recap, h, "1.1")
+			}
+		}
+	}
+	wantHeld(t, s, victim, "1.0")
+	wantUntouched(t, s, a, marks, mate, "1.0")
+	wantAuditMatchesEvents(t, s, a, marks, rec.Events())
+}
