@@ -108,6 +108,11 @@ func RunWorkflow(ctx context.Context, soft <-chan struct{}, o Options) (*Recap, 
 		if err != nil {
 			return nil, err
 		}
+		lim, err := ResolveLimits(w.Batching, w.OnFailure, batches, HostZones(hosts, w.ZoneFact))
+		if err != nil {
+			return nil, fmt.Errorf("workflow %s: %w", w.Name, err)
+		}
+		pv.Limits = &lim
 		return nil, pv.Write(o.Output, o.Format)
 	}
 	if !o.Yes {
@@ -115,6 +120,7 @@ func RunWorkflow(ctx context.Context, soft <-chan struct{}, o Options) (*Recap, 
 	}
 	st := NewRunState(w.Name, batches, vars)
 	st.Env, st.Version, st.User = o.Env, o.Version, o.User
+	st.Zones = HostZones(hosts, w.ZoneFact)
 	return Execute(ctx, soft, Exec{Job: &Job{Workflow: w, State: st, Summary: summary}, Kind: "workflow " + w.Name, LockName: o.lockName(w),
 		Output: o.Output, Format: o.Format, LogFile: o.LogFile, Caller: o.Caller, Store: o.Store, User: o.User, Log: o.Log})
 }

@@ -14,8 +14,19 @@
 // [Plan] groups the discovered hosts into batches that never take two hosts
 // of one zone out of rotation at once. The [Engine] runs the batches in
 // order; the hosts of a batch run concurrently, the steps of a host in
-// order. The first failure stops the run: no new host is touched, hosts
-// already running finish their current step and stop.
+// order.
+//
+// # Capacity and failures
+//
+// A host starts only when it fits under the run's caps ([Capacity]:
+// max_unavailable, default the batch size, and max_unavailable_per_zone),
+// counting the hosts in progress and those that failed and were left out.
+// A failure within max_failures (default 0) is recorded and the run goes
+// on; past it, no new host is touched. Hosts already running finish their
+// own steps and go back into rotation, unless on_failure is stop_now
+// (they stop after their current step). A partial broadcast step (the
+// deploy's drain and enable) succeeds on the hosts that answer and records
+// the silent ones ([Silent], [HostUnreached]).
 //
 // # State, resume and locks
 //

@@ -85,24 +85,38 @@ type Job struct {
 	Summary string
 	// Prepare is called before a host's steps, with the host's recorded
 	// state. It may observe the host, update hs (marks, vars) and returns
-	// the steps to skip with the reason. When nil, steps recorded as done
+	// the steps to skip with the reason (it may also clear hs.Unreached once
+	// every load balancer agrees). When nil, steps recorded as done
 	// are skipped and hosts recorded as done are not touched.
 	Prepare func(ctx context.Context, host string, hs *HostState) (skip map[string]string, err error)
+	// Silent collects the hosts found not answering, which partial
+	// broadcasts stop waiting for; nil makes one per run. The deploy shares
+	// it with its observation of the load balancers.
+	Silent *Silent
 }
 
 type run struct {
-	e       *Engine
-	job     *Job
-	st      *RunState
-	mu      sync.Mutex
-	recap   *Recap
-	failed  atomic.Bool
-	firstMu sync.Mutex
-	first   *StepError
-	lockErr error
-	saveErr error
-	sinkErr error
-	stopped atomic.Bool
+	e     *Engine
+	job   *Job
+	st    *RunState
+	mu    sync.Mutex
+	recap *Recap
+	// failed: the run ends failed. noDispatch: start no more hosts.
+	// halt: hosts in progress stop before their next step (a lost lock,
+	// or a spent failure budget under on_failure stop_now).
+	failed     atomic.Bool
+	noDispatch atomic.Bool
+	halt       atomic.Bool
+	lim        Limits
+	slots      *slots
+	silent     *Silent
+	firstMu    sync.Mutex
+	failures   []*StepError
+	capErr     *CapacityError
+	lockErr    error
+	saveErr    error
+	sinkErr    error
+	stopped    atomic.Bool
 	// recorded is the status of the last state the store accepted.
 	recorded string
 }
@@ -120,7 +134,14 @@ func (e *Engine) Run(ctx context.Context, soft <-chan struct{}, job *Job) (*Reca
 	if err := job.State.Validate(); err != nil {
 		return nil, err
 	}
-	r := &run{e: e, job: job, st: job.State, recap: &Recap{Run: job.State.ID}}
+	lim, lerr := ResolveLimits(job.Workflow.Batching, job.Workflow.OnFailure, job.State.Batches, job.State.Zones)
+	if lerr != nil {
+		return nil, fmt.Errorf("workflows: %w", lerr)
+	}
+	r := &run{e: e, job: job, st: job.State, recap: &Recap{Run: job.State.ID}, lim: lim, slots: newSlots(lim, job.State.Zones), silent: job.Silent}
+	if r.silent == nil {
+		r.silent = &Silent{}
+	}
 	for _, b := range r.st.Batches {
 		for _, h := range b {
 			if r.st.Hosts[h] == nil {
@@ -137,11 +158,13 @@ func (e *Engine) Run(ctx context.Context, soft <-chan struct{}, job *Job) (*Reca
 			select {
 			case <-soft:
 				stopped.Store(true)
+				r.slots.wake()
 			case <-watchDone:
 			}
 		}()
 	}
 
+	r.initialOut()
 	start := time.Now()
 	r.mu.Lock()
 	r.st.Status, r.st.Error = StatusRunning, ""
@@ -150,7 +173,8 @@ func (e *Engine) Run(ctx context.Context, soft <-chan struct{}, job *Job) (*Reca
 	r.mu.Unlock()
 
 	status := StatusDone
-	for bi, batch := range r.st.Batches {
+	for pos, bi := range r.batchOrder() {
+		batch := r.st.Batches[bi]
 		if ctx.Err() != nil {
 			status = StatusInterrupted
 			break
@@ -164,7 +188,7 @@ func (e *Engine) Run(ctx context.Context, soft <-chan struct{}, job *Job) (*Reca
 			status = StatusStopped
 			break
 		}
-		if bi > 0 && job.Workflow.Pause > 0 {
+		if pos > 0 && job.Workflow.Pause > 0 {
 			if !r.pause(ctx, job.Workflow.Pause, stopped) {
 				continue // the checks at the top of the loop decide
 			}
@@ -183,19 +207,11 @@ func (e *Engine) Run(ctx context.Context, soft <-chan struct{}, job *Job) (*Reca
 		r.mu.Lock()
 		r.emit(Event{Type: EventBatchStart, Batch: bi + 1, Batches: len(r.st.Batches), Hosts: todo})
 		r.mu.Unlock()
-		var wg sync.WaitGroup
-		for _, h := range todo {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				r.host(ctx, bi+1, h)
-			}()
-		}
-		wg.Wait()
+		r.dispatch(ctx, bi+1, todo)
 		r.mu.Lock()
 		r.emit(Event{Type: EventBatchDone, Batch: bi + 1, Batches: len(r.st.Batches), ElapsedMS: time.Since(bstart).Milliseconds()})
 		r.mu.Unlock()
-		if r.failed.Load() {
+		if r.noDispatch.Load() {
 			status = StatusFailed
 			break
 		}
@@ -210,6 +226,9 @@ func (e *Engine) Run(ctx context.Context, soft <-chan struct{}, job *Job) (*Reca
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.recap.Status = status
+	rl := r.lim
+	rl.Failures, rl.PeakUnavailable = len(r.failures), r.slots.peak()
+	r.recap.Limits = &rl
 	for _, b := range r.st.Batches {
 		for _, h := range b {
 			hs := r.st.Hosts[h]
@@ -219,13 +238,11 @@ func (e *Engine) Run(ctx context.Context, soft <-chan struct{}, job *Job) (*Reca
 			}
 		}
 	}
+	r.recap.Unreached = r.unreached()
 	var err error
 	switch status {
 	case StatusFailed:
-		err = r.first
-		if r.lockErr != nil {
-			err = r.lockErr
-		}
+		err = r.failErr()
 	case StatusInterrupted:
 		err = &InterruptedError{Err: context.Cause(ctx), OutOfRotation: r.recap.OutOfRotation}
 	case StatusStopped:
@@ -411,16 +428,25 @@ func (r *run) renew(ctx context.Context) error {
 	}
 	r.firstMu.Unlock()
 	r.failed.Store(true)
+	r.noDispatch.Store(true)
+	r.halt.Store(true)
 	return err
 }
 
+// fail records a host's failure. Within the failure budget the run goes
+// on; past it, no new host starts, and under on_failure stop_now the hosts
+// in progress stop after their current step.
 func (r *run) fail(se *StepError) {
 	r.firstMu.Lock()
 	defer r.firstMu.Unlock()
-	if r.first == nil {
-		r.first = se
-	}
+	r.failures = append(r.failures, se)
 	r.failed.Store(true)
+	if len(r.failures) > r.lim.MaxFailures {
+		r.noDispatch.Store(true)
+		if r.lim.OnFailure == OnFailureStopNow {
+			r.halt.Store(true)
+		}
+	}
 }
 
 func (r *run) hostVars(host string, hs *HostState) map[string]string {
@@ -463,10 +489,11 @@ func (r *run) host(ctx context.Context, batch int, host string) {
 		cp := *hs
 		cp.Marks = slices.Clone(hs.Marks)
 		cp.Vars = cloneVars(hs.Vars)
+		cp.Unreached = slices.Clone(hs.Unreached)
 		r.mu.Unlock()
 		s, err := r.job.Prepare(ctx, host, &cp)
 		r.mu.Lock()
-		hs.Marks, hs.Vars = cp.Marks, cp.Vars
+		hs.Marks, hs.Vars, hs.Unreached = cp.Marks, cp.Vars, cp.Unreached
 		r.mu.Unlock()
 		if err != nil {
 			if ctx.Err() != nil {
@@ -490,7 +517,7 @@ func (r *run) host(ctx context.Context, batch int, host string) {
 			finish(HostInterrupted, "")
 			return
 		}
-		if r.failed.Load() {
+		if r.halt.Load() {
 			finish(HostStopped, "")
 			return
 		}
@@ -599,7 +626,14 @@ func (r *run) step(ctx context.Context, batch int, host string, hs *HostState, s
 	r.mu.Unlock()
 
 	start := time.Now()
-	results, changed, summary, detail := r.e.do(ctx, host, step, vars)
+	results, skipped, changed, summary, detail := r.e.do(ctx, host, step, vars, r.silent)
+	if step.Partial {
+		r.silent.seenIn(strings.Join(partialFilter(step, vars), " "), results)
+	}
+	if quiet := noResponse(results); len(quiet) > 0 && (step.Partial || step.Target != TargetBroadcast) {
+		// Not waited for again by a partial broadcast in this run.
+		r.silent.Add(quiet...)
+	}
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -611,6 +645,13 @@ func (r *run) step(ctx context.Context, batch int, host string, hs *HostState, s
 		ev.Status = StepChanged
 	default:
 		ev.Status = StepOK
+	}
+	if detail == "" && step.Target == TargetBroadcast {
+		hs.Unreached = append(noResponse(results), skipped...)
+		slices.Sort(hs.Unreached)
+		if len(hs.Unreached) == 0 {
+			hs.Unreached = nil
+		}
 	}
 	if detail == "" {
 		hs.ClearMark(step.Clears)
@@ -634,7 +675,14 @@ func (r *run) step(ctx context.Context, batch int, host string, hs *HostState, s
 }
 
 // do performs the call of a step and judges it.
-func (e *Engine) do(ctx context.Context, host string, step Step, vars map[string]string) (results []Result, changed bool, summary, detail string) {
+func (e *Engine) do(ctx context.Context, host string, step Step, vars map[string]string, silent *Silent) (results []Result, skipped []string, changed bool, summary, detail string) {
+	results, changed, summary, detail = e.call(ctx, host, step, vars, silent, &skipped)
+	return results, skipped, changed, summary, detail
+}
+
+// call performs the call of a step and judges it; a partial broadcast
+// that leaves out silent hosts lists them in *skipped.
+func (e *Engine) call(ctx context.Context, host string, step Step, vars map[string]string, silent *Silent, skipped *[]string) (results []Result, changed bool, summary, detail string) {
 	params, err := expandMap(step.Params, vars)
 	if err != nil {
 		return nil, false, "", "params: " + err.Error()
@@ -650,6 +698,19 @@ func (e *Engine) do(ctx context.Context, host string, step Step, vars map[string
 			return nil, false, "", "filter: " + err.Error()
 		}
 		c.Filter = append([]string{"agent=" + step.Agent}, f...)
+		if step.Partial {
+			call, left, err := e.broadcastTargets(ctx, silent, c.Filter)
+			if err != nil {
+				return nil, false, "", "discover " + strings.Join(c.Filter, " ") + ": " + err.Error()
+			}
+			if len(left) > 0 {
+				*skipped = left
+				if len(call) == 0 {
+					return nil, false, "", fmt.Sprintf("every host matching %s is silent in this run: %s", strings.Join(c.Filter, " "), strings.Join(left, ", "))
+				}
+				c.Filter, c.Hosts = nil, call
+			}
+		}
 	} else {
 		c.Hosts = []string{host}
 	}
@@ -705,11 +766,20 @@ func DefaultCheck(step Step, host string, vars map[string]string, results []Resu
 		return fmt.Errorf("expect: %w", err)
 	}
 	if step.Target == TargetBroadcast {
-		if len(results) == 0 {
+		answered := 0
+		for _, res := range results {
+			if !res.NoResponse {
+				answered++
+			}
+		}
+		if len(results) == 0 || step.Partial && answered == 0 {
 			f, _ := expandList(step.Filter, vars)
 			return fmt.Errorf("no response within %s from any host matching %s", timeout, strings.Join(append([]string{"agent=" + step.Agent}, f...), " "))
 		}
 		for _, res := range results {
+			if step.Partial && res.NoResponse {
+				continue // named in the recap as unreached
+			}
 			if err := judge(step, res, expect, timeout); err != nil {
 				return fmt.Errorf("%s: %w", res.Host, err)
 			}

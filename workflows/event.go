@@ -183,6 +183,12 @@ type Recap struct {
 	Hosts  []HostRecap `json:"hosts"`
 	// OutOfRotation lists the hosts left drained or in maintenance.
 	OutOfRotation []HostMarks `json:"out_of_rotation,omitempty"`
+	// Limits is the capacity policy the run kept to, with the failures
+	// counted and the most hosts it had out of rotation at once.
+	Limits *Limits `json:"limits,omitempty"`
+	// Unreached lists the hosts whose last drain or enable (a partial
+	// broadcast) did not reach every load balancer, and which ones missed it.
+	Unreached []HostUnreached `json:"unreached,omitempty"`
 }
 
 // HostRecap counts one host's steps. OK counts every step that succeeded,
@@ -224,10 +230,19 @@ func (r *Recap) WriteText(w io.Writer) {
 	for _, h := range r.Hosts {
 		fmt.Fprintf(w, "%-*s  ok=%-3d changed=%-3d failed=%-3d skipped=%-3d %s\n", width, h.Host, h.OK, h.Changed, h.Failed, h.Skipped, h.Status)
 	}
+	if l := r.Limits; l != nil {
+		fmt.Fprintf(w, "policy: %s; %d failed, at most %d out of rotation at once\n", l, l.Failures, l.PeakUnavailable)
+	}
 	if len(r.OutOfRotation) > 0 {
 		fmt.Fprintln(w, "left out of rotation:")
 		for _, m := range r.OutOfRotation {
 			fmt.Fprintf(w, "  %s\n", m)
+		}
+	}
+	if len(r.Unreached) > 0 {
+		fmt.Fprintln(w, "last change not reached on every load balancer (did not answer; reconcile them):")
+		for _, u := range r.Unreached {
+			fmt.Fprintf(w, "  %s\n", u)
 		}
 	}
 }

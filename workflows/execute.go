@@ -110,6 +110,8 @@ type PlanHost struct {
 type PlanView struct {
 	Summary string       `json:"summary"`
 	Batches [][]PlanHost `json:"batches"`
+	// Limits is the capacity and failure policy the run would keep to.
+	Limits *Limits `json:"limits,omitempty"`
 }
 
 // BuildPlan expands the steps for every host of the batches.
@@ -163,6 +165,9 @@ func (p *PlanView) Write(w io.Writer, format string) error {
 		n += len(b)
 	}
 	fmt.Fprintf(w, "plan: %s: %d hosts in %d batches (nothing is run)\n", p.Summary, n, len(p.Batches))
+	if p.Limits != nil {
+		fmt.Fprintf(w, "policy: %s\n", p.Limits)
+	}
 	for i, b := range p.Batches {
 		var names []string
 		for _, h := range b {
@@ -185,7 +190,7 @@ func (p *PlanView) Write(w io.Writer, format string) error {
 
 // redacted is a copy of the plan with every step's parameters redacted.
 func (p *PlanView) redacted() *PlanView {
-	out := &PlanView{Summary: p.Summary}
+	out := &PlanView{Summary: p.Summary, Limits: p.Limits}
 	for _, b := range p.Batches {
 		nb := make([]PlanHost, len(b))
 		for i, h := range b {

@@ -181,6 +181,11 @@ func (st *RunState) Validate() error {
 		sort.Strings(extra)
 		return bad("hosts %v are recorded but in no batch", extra)
 	}
+	for h, z := range st.Zones {
+		if !seen[h] || len(z) > 128 {
+			return bad("zones: host %s is in no batch or its zone is longer than 128 bytes", h)
+		}
+	}
 	switch st.Status {
 	case StatusRunning, StatusDone, StatusFailed, StatusStopped, StatusInterrupted:
 	default:

@@ -45,10 +45,13 @@ type RunState struct {
 	Vars    map[string]string     `json:"vars,omitempty"`
 	Batches [][]string            `json:"batches"`
 	Hosts   map[string]*HostState `json:"hosts"`
-	Status  string                `json:"status"`
-	Error   string                `json:"error,omitempty"`
-	Started time.Time             `json:"started"`
-	Updated time.Time             `json:"updated"`
+	// Zones maps hosts to their failure zone, for max_unavailable_per_zone;
+	// a host not listed is in zone "".
+	Zones   map[string]string `json:"zones,omitempty"`
+	Status  string            `json:"status"`
+	Error   string            `json:"error,omitempty"`
+	Started time.Time         `json:"started"`
+	Updated time.Time         `json:"updated"`
 }
 
 // HostState is one host's recorded progress.
@@ -62,6 +65,10 @@ type HostState struct {
 	// Marks are the rotation marks the host holds ("drained",
 	// "maintenance"); any mark means out of rotation.
 	Marks []string `json:"marks,omitempty"`
+	// Unreached lists the hosts that did not get this host's last partial
+	// broadcast (its drain or enable on a dead load balancer): their state
+	// for it may be stale.
+	Unreached []string `json:"unreached,omitempty"`
 	// Vars are captured host variables, such as previous.
 	Vars map[string]string `json:"vars,omitempty"`
 }

@@ -52,6 +52,13 @@ type Step struct {
 	// behalf of the host being worked on (every HAProxy that routes to it).
 	// A broadcast step fails when nobody answers or any answer fails.
 	Target string `yaml:"target,omitempty" json:"target,omitempty"`
+	// Partial, on a broadcast step, lets it succeed when some matching
+	// hosts do not answer, as long as one answered and every answer is
+	// good: a dead load balancer does not fail the healthy host being
+	// enabled. The hosts that did not answer are named in the recap
+	// (their state for this host may be stale) and are not waited for
+	// again in the run.
+	Partial bool `yaml:"partial,omitempty" json:"partial,omitempty"`
 	// Filter selects the hosts of a broadcast step (bus filter expressions,
 	// templated); "agent=AGENT" is always added. Only with target broadcast.
 	Filter []string `yaml:"filter,omitempty" json:"filter,omitempty"`
@@ -90,6 +97,9 @@ type Batching struct {
 	AllowSameZone bool `yaml:"allow_same_zone,omitempty" json:"allow_same_zone,omitempty"`
 	// Pause waits between batches ("30s"); a soft stop ends the wait.
 	Pause time.Duration `yaml:"pause,omitempty" json:"pause,omitempty"`
+	// Capacity: max_unavailable, max_unavailable_per_zone and
+	// max_failures, inline.
+	Capacity `yaml:",inline"`
 }
 
 // Workflow is a custom workflow file: steps run batch by batch on the hosts
@@ -112,7 +122,9 @@ type Workflow struct {
 	Vars map[string]string `yaml:"vars,omitempty"`
 	// Steps run in order on each host. At least one.
 	Steps []Step `yaml:"steps"`
-	// OnFailure is "hold" (default) or "rollback".
+	// OnFailure is "hold" (default), "rollback" or "stop_now". With hold
+	// and rollback the hosts in progress finish their own steps when a host
+	// fails; stop_now stops them after their current step.
 	OnFailure string `yaml:"on_failure,omitempty"`
 	// Rollback steps run on the failed host when OnFailure is "rollback".
 	// During them {{version}} is the host's {{previous}} when a step
@@ -188,7 +200,7 @@ func (w *Workflow) Validate() error {
 		return fmt.Errorf("workflow %s: %w", w.Name, err)
 	}
 	switch w.OnFailure {
-	case "", OnFailureHold:
+	case "", OnFailureHold, OnFailureStopNow:
 		if len(w.Rollback) > 0 {
 			return fmt.Errorf("workflow %s: rollback steps are set but on_failure is not \"rollback\"", w.Name)
 		}
@@ -200,7 +212,7 @@ func (w *Workflow) Validate() error {
 			return fmt.Errorf("workflow %s: rollback: %w", w.Name, err)
 		}
 	default:
-		return fmt.Errorf("workflow %s: on_failure: want \"hold\" or \"rollback\", found %q", w.Name, w.OnFailure)
+		return fmt.Errorf("workflow %s: on_failure: want \"hold\", \"rollback\" or \"stop_now\", found %q", w.Name, w.OnFailure)
 	}
 	return nil
 }
@@ -229,8 +241,8 @@ func ValidateSteps(steps []Step) error {
 		}
 		switch s.Target {
 		case "", TargetEach:
-			if len(s.Filter) > 0 {
-				return fmt.Errorf("step %s: filter is only for target broadcast", s.Name)
+			if len(s.Filter) > 0 || s.Partial {
+				return fmt.Errorf("step %s: filter and partial are only for target broadcast", s.Name)
 			}
 		case TargetBroadcast:
 			if len(s.Filter) == 0 {
@@ -272,7 +284,7 @@ func (b Batching) Validate() error {
 	if b.Pause < 0 {
 		return fmt.Errorf("pause: want a positive duration, found %s", b.Pause)
 	}
-	return nil
+	return b.Capacity.Validate()
 }
 
 // ParseBatchSize turns "3" or "25%" into a number of hosts out of n (at

@@ -177,7 +177,7 @@ func demoRun(ctx context.Context, g *globalOptions, o *demoOptions) (err error) 
 		}
 		hint := "the deploy stopped at the first failure; the failed host stays out of rotation for a person to look at"
 		if o.brk != "" {
-			hint = fmt.Sprintf("--break %s broke it on purpose: the rollout halted there; hosts of its batch stopped after their current step, later batches were not touched", o.brk)
+			hint = fmt.Sprintf("--break %s broke it on purpose: the rollout halted there; the other hosts of its batch finished and are back in rotation, later batches were not touched", o.brk)
 		}
 		return withHint(fmt.Errorf("demo: deploy failed: %w", derr), hint)
 	case !verified:

@@ -205,6 +205,25 @@ func (g *globalOptions) workflowExit(err error) error {
 
 type deployOptions struct {
 	runFlags
+	policy policyFlags
+}
+
+// policyFlags override the app file's capacity and failure policy
+// (docs/workflows.md, "Capacity and failure policy").
+type policyFlags struct {
+	maxUnavailable, maxUnavailablePerZone, maxFailures, onFailure string
+}
+
+func (p *policyFlags) register(c *cobra.Command) {
+	f := c.Flags()
+	f.StringVar(&p.maxUnavailable, "max-unavailable", "", "most hosts out of rotation at once, failed hosts included: N or N% (default: the app file's, else the batch size)")
+	f.StringVar(&p.maxUnavailablePerZone, "max-unavailable-per-zone", "", "most hosts out of rotation at once per zone: N or N%")
+	f.StringVar(&p.maxFailures, "max-failures", "", "hosts that may fail before the run stops starting hosts: N or N% (default 0)")
+	f.StringVar(&p.onFailure, "on-failure", "", "hold, rollback or stop_now (stop the hosts in progress too)")
+}
+
+func (p *policyFlags) policy() deploy.Policy {
+	return deploy.Policy{MaxUnavailable: p.maxUnavailable, MaxUnavailablePerZone: p.maxUnavailablePerZone, MaxFailures: p.maxFailures, OnFailure: p.onFailure}
 }
 
 func newDeployCmd(g *globalOptions) *cobra.Command {
@@ -229,6 +248,7 @@ maintenance off. The first failure stops the run. See docs/workflows.md.`,
 		},
 	}
 	o.register(c)
+	o.policy.register(c)
 	return c
 }
 
@@ -247,6 +267,7 @@ func deployRun(ctx context.Context, g *globalOptions, o *deployOptions, args []s
 	defer ws.Close()
 	opts := deploy.Options{Env: g.env, Yes: o.yes, Plan: o.plan, Output: g.io.Out, Format: o.output,
 		Caller: ws.caller, Store: ws.store, User: ws.cfg.User, Log: g.logger()}
+	opts.Policy = o.policy.policy()
 	if opts.Env == "" {
 		opts.Env = g.io.Getenv("SIGNET_ENV")
 	}

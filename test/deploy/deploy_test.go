@@ -258,7 +258,8 @@ func TestBrokenHealth(t *testing.T) {
 // stage gives every host the haproxy agent, and a drain or enable is
 // broadcast to every registered haproxy host, so with batches of two the
 // partner's enable would also wait out its 40s timeout for the dead host
-// (still in the registry) and fail naming it.
+// (still in the registry); it then succeeds on the others
+// (TestDeadLoadBalancer).
 func TestKilledResponder(t *testing.T) {
 	s := startStage(t)
 	op := operator(t, s)
@@ -286,7 +287,7 @@ func TestKilledResponder(t *testing.T) {
 	}}
 	recap, err := deploy.Run(testCtx(t), nil, opts(rec))
 	var se *workflows.StepError
-	if !errors.As(err, &se) || se.Host != victim || se.Step != deploy.StepStart || !strings.Contains(se.Detail, "no response") {
+	if !errors.As(err, &se) || se.Host != victim || se.Step != deploy.StepStart || !strings.Contains(se.Detail, "no respon") { // "no response" or "no responders", as the kill races the publish
 		t.Fatalf("deploy: got %v, want %s: start: no response", err, victim)
 	}
 	t.Logf("deploy error: %v", err)

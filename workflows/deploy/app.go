@@ -51,8 +51,9 @@ type App struct {
 	// Health is the check that must pass before the host is enabled.
 	Health Health `yaml:"health"`
 	// Batching: batch_size ("2" or "25%", default 1), zone_fact (default
-	// "zone"), allow_same_zone (default false) and pause between batches,
-	// inline.
+	// "zone"), allow_same_zone (default false), pause between batches, and
+	// the capacity policy max_unavailable (default the batch size),
+	// max_unavailable_per_zone and max_failures (default 0), inline.
 	workflows.Batching `yaml:",inline"`
 	// Maintenance is how long monitoring is muted per host; default 30m. It
 	// is ended as soon as the host is back.
@@ -60,8 +61,11 @@ type App struct {
 	// StopTimeout bounds service stop and start; default 60s.
 	StopTimeout time.Duration `yaml:"stop_timeout,omitempty"`
 	// OnFailure is "hold" (default: leave the failed host drained and in
-	// maintenance for a human) or "rollback" (reinstall the previous
-	// version, start, check health, enable, end maintenance).
+	// maintenance for a human), "rollback" (reinstall the previous
+	// version, start, check health, enable, end maintenance) or "stop_now"
+	// (hold, and stop the hosts in progress after their current step).
+	// With hold and rollback the hosts in progress finish their own steps
+	// and go back into rotation.
 	OnFailure string `yaml:"on_failure,omitempty"`
 	// Envs override settings per environment: `envs: {dev: {...}}`.
 	Envs map[string]Override `yaml:"envs,omitempty"`
@@ -109,8 +113,13 @@ type Override struct {
 	Pause         *time.Duration `yaml:"pause,omitempty"`
 	Maintenance   *time.Duration `yaml:"maintenance,omitempty"`
 	OnFailure     *string        `yaml:"on_failure,omitempty"`
-	LBFilter      []string       `yaml:"lb_filter,omitempty"`
-	HealthURL     *string        `yaml:"health_url,omitempty"`
+	// MaxUnavailable, MaxUnavailablePerZone and MaxFailures override the
+	// capacity policy.
+	MaxUnavailable        *string  `yaml:"max_unavailable,omitempty"`
+	MaxUnavailablePerZone *string  `yaml:"max_unavailable_per_zone,omitempty"`
+	MaxFailures           *string  `yaml:"max_failures,omitempty"`
+	LBFilter              []string `yaml:"lb_filter,omitempty"`
+	HealthURL             *string  `yaml:"health_url,omitempty"`
 }
 
 // LoadApp reads and validates an app file.
@@ -198,9 +207,9 @@ func (a *App) Validate() error {
 		return fail("%w", err)
 	}
 	switch a.OnFailure {
-	case "", workflows.OnFailureHold, workflows.OnFailureRollback:
+	case "", workflows.OnFailureHold, workflows.OnFailureRollback, workflows.OnFailureStopNow:
 	default:
-		return fail("on_failure: want \"hold\" or \"rollback\", found %q", a.OnFailure)
+		return fail("on_failure: want \"hold\", \"rollback\" or \"stop_now\", found %q", a.OnFailure)
 	}
 	for env, o := range a.Envs {
 		if !workflows.ValidName(env) {
@@ -276,6 +285,15 @@ func (a *App) apply(o Override) {
 	}
 	if o.LBFilter != nil {
 		a.HAProxy.LBFilter = o.LBFilter
+	}
+	if o.MaxUnavailable != nil {
+		a.MaxUnavailable = *o.MaxUnavailable
+	}
+	if o.MaxUnavailablePerZone != nil {
+		a.MaxUnavailablePerZone = *o.MaxUnavailablePerZone
+	}
+	if o.MaxFailures != nil {
+		a.MaxFailures = *o.MaxFailures
 	}
 	if o.HealthURL != nil {
 		a.Health.URL = *o.HealthURL

@@ -66,6 +66,31 @@ type Options struct {
 	// User is the operator ("alice@bastion"); it names the lock holder.
 	User string
 	Log  *slog.Logger
+	// Policy overrides the app file's capacity and failure policy: the
+	// command-line flags.
+	Policy Policy
+}
+
+// Policy is a command-line override of the capacity and failure policy;
+// an empty field keeps the app file's value.
+type Policy struct {
+	MaxUnavailable        string
+	MaxUnavailablePerZone string
+	MaxFailures           string
+	OnFailure             string
+}
+
+// apply sets the overrides on a (ForEnv applied) and validates the result.
+func (p Policy) apply(a *App) error {
+	for _, f := range []struct {
+		v   string
+		dst *string
+	}{{p.MaxUnavailable, &a.MaxUnavailable}, {p.MaxUnavailablePerZone, &a.MaxUnavailablePerZone}, {p.MaxFailures, &a.MaxFailures}, {p.OnFailure, &a.OnFailure}} {
+		if f.v != "" {
+			*f.dst = f.v
+		}
+	}
+	return a.Validate()
 }
 
 func (o *Options) app() (*App, error) {
@@ -81,7 +106,11 @@ func (o *Options) app() (*App, error) {
 	} else if err := a.Validate(); err != nil {
 		return nil, err
 	}
-	return a.ForEnv(o.Env)
+	a, err := a.ForEnv(o.Env)
+	if err != nil {
+		return nil, err
+	}
+	return a, o.Policy.apply(a)
 }
 
 // Run deploys opts.Version of the app to opts.Env: discover, plan, lock,
@@ -110,11 +139,17 @@ func Run(ctx context.Context, soft <-chan struct{}, opts Options) (*workflows.Re
 	}
 	summary := fmt.Sprintf("deploy %s %s to %s", a.Name, opts.Version, opts.Env)
 	vars := map[string]string{"version": opts.Version, "env": opts.Env, "app": a.Name}
+	zones := workflows.HostZones(hosts, a.ZoneFact)
 	if opts.Plan {
 		pv, err := workflows.BuildPlan(summary, batches, hosts, a.ZoneFact, a.Steps(), vars)
 		if err != nil {
 			return nil, err
 		}
+		lim, err := workflows.ResolveLimits(a.Batching, a.OnFailure, batches, zones)
+		if err != nil {
+			return nil, fmt.Errorf("deploy %s: %w", a.Name, err)
+		}
+		pv.Limits = &lim
 		return nil, pv.Write(opts.Output, opts.Format)
 	}
 	if !opts.Yes {
@@ -122,6 +157,7 @@ func Run(ctx context.Context, soft <-chan struct{}, opts Options) (*workflows.Re
 	}
 	st := workflows.NewRunState("deploy", batches, vars)
 	st.App, st.Env, st.Version, st.User = a.Name, opts.Env, opts.Version, opts.User
+	st.Zones = zones
 	return execute(ctx, soft, a, st, summary, opts)
 }
 
@@ -170,6 +206,11 @@ func Resume(ctx context.Context, soft <-chan struct{}, runID string, opts Option
 		if err != nil {
 			return nil, err
 		}
+		lim, err := workflows.ResolveLimits(a.Batching, a.OnFailure, st.Batches, st.Zones)
+		if err != nil {
+			return nil, fmt.Errorf("deploy %s: %w", a.Name, err)
+		}
+		pv.Limits = &lim
 		return nil, pv.Write(opts.Output, opts.Format)
 	}
 	return execute(ctx, soft, a, st, summary, opts)
@@ -180,8 +221,9 @@ func execute(ctx context.Context, soft <-chan struct{}, a *App, st *workflows.Ru
 	if a.OnFailure == workflows.OnFailureRollback {
 		w.Rollback = a.RollbackSteps()
 	}
-	o := &observer{app: a, caller: opts.Caller, version: st.Version}
-	job := &workflows.Job{Workflow: w, State: st, Summary: summary, Prepare: o.prepare}
+	silent := &workflows.Silent{}
+	o := &observer{app: a, caller: opts.Caller, version: st.Version, silent: silent}
+	job := &workflows.Job{Workflow: w, State: st, Summary: summary, Prepare: o.prepare, Silent: silent}
 	return workflows.Execute(ctx, soft, workflows.Exec{Job: job, Kind: "deploy", LockName: a.Name + "/" + st.Env,
 		Output: opts.Output, Format: opts.Format, LogFile: opts.LogFile, Caller: opts.Caller, Store: opts.Store, User: opts.User, Log: opts.Log})
 }
@@ -199,7 +241,7 @@ func (a *App) Steps() []workflows.Step {
 	return []workflows.Step{
 		{Name: StepMaintenanceStart, Agent: "maintenance", Action: "start", Sets: MarkMaintenance,
 			Params: map[string]any{"duration": dur(a.Maintenance), "comment": "deploy {{app}} {{version}}"}},
-		{Name: StepDrain, Agent: "haproxy", Action: "drain", Target: workflows.TargetBroadcast, Filter: a.lbFilter(), Sets: MarkDrained,
+		{Name: StepDrain, Agent: "haproxy", Action: "drain", Target: workflows.TargetBroadcast, Filter: a.lbFilter(), Sets: MarkDrained, Partial: true,
 			Params: drainParams, Timeout: a.HAProxy.DrainTimeout + 30*time.Second, Check: checkHAProxy("drain", a.lbFilter())},
 		{Name: StepStop, Agent: "service", Action: "stop", Params: svc, Timeout: a.StopTimeout + 10*time.Second},
 		{Name: StepUpdate, Agent: "package", Action: "update", Params: pkg, Timeout: 10 * time.Minute, Capture: map[string]string{"previous": "previous"}},
@@ -208,7 +250,7 @@ func (a *App) Steps() []workflows.Step {
 		{Name: StepHealth, Agent: "health", Action: "http", Timeout: healthTimeout, Params: map[string]any{
 			"url": a.Health.URL, "status": int64(a.Health.Status), "contains": a.Health.Contains,
 			"retries": int64(a.Health.Retries), "interval": dur(a.Health.Interval), "timeout": dur(a.Health.Timeout)}},
-		{Name: StepEnable, Agent: "haproxy", Action: "enable", Target: workflows.TargetBroadcast, Filter: a.lbFilter(), Clears: MarkDrained,
+		{Name: StepEnable, Agent: "haproxy", Action: "enable", Target: workflows.TargetBroadcast, Filter: a.lbFilter(), Clears: MarkDrained, Partial: true,
 			Params: drainParams, Timeout: a.HAProxy.DrainTimeout + 30*time.Second, Check: checkHAProxy("enable", a.lbFilter())},
 		{Name: StepMaintenanceEnd, Agent: "maintenance", Action: "end", Clears: MarkMaintenance, Params: map[string]any{}},
 	}
@@ -245,10 +287,13 @@ func checkVersion(vars map[string]string, results []workflows.Result) error {
 }
 
 // checkHAProxy requires every answering HAProxy to succeed and at least
-// one of them to have the server: draining nothing is not a drain.
+// one of them to have the server: draining nothing is not a drain. An
+// HAProxy host that does not answer does not fail the step (the engine
+// names it in the recap): a dead load balancer must not cost a healthy
+// host.
 func checkHAProxy(action string, filter []string) func(map[string]string, []workflows.Result) error {
 	return func(vars map[string]string, results []workflows.Result) error {
-		step := workflows.Step{Agent: "haproxy", Target: workflows.TargetBroadcast, Filter: filter}
+		step := workflows.Step{Agent: "haproxy", Target: workflows.TargetBroadcast, Filter: filter, Partial: true}
 		if err := workflows.DefaultCheck(step, vars["identity"], vars, results); err != nil {
 			return err
 		}

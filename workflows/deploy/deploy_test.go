@@ -222,8 +222,9 @@ func TestDeployFirstFailureStops(t *testing.T) {
 	}
 }
 
-// TestDeployFailureStopsBatchMates: a failure stops the other hosts of the
-// batch after their current step.
+// TestDeployFailureStopsBatchMates: under on_failure stop_now a failure
+// stops the other hosts of the batch after their current step (the
+// default lets them finish: TestDeployFailureBatchMateFinishes).
 func TestDeployFailureStopsBatchMates(t *testing.T) {
 	f := fleet9()
 	f.Fail["web1 maintenance.start"] = "maintenance web1: alertmanager unreachable"
@@ -242,6 +243,7 @@ func TestDeployFailureStopsBatchMates(t *testing.T) {
 	out := &signalWriter{match: `"type":"host_done","batch":1,"host":"web1"`, ch: web1done}
 	o := opts(t, f, workflows.NewMemStore(), nil)
 	o.Output = out
+	o.Policy.OnFailure = workflows.OnFailureStopNow
 	recap, err := Run(context.Background(), nil, o)
 	if err == nil || err.Error() != "web1: maintenance_start: alertmanager unreachable" {
 		t.Fatalf("error = %v", err)

@@ -16,6 +16,9 @@ type observer struct {
 	app     *App
 	caller  workflows.Caller
 	version string
+	// silent are the hosts the run found not answering: their HAProxy is
+	// not asked (or waited for) again.
+	silent *workflows.Silent
 }
 
 const observeTimeout = 30 * time.Second
@@ -27,6 +30,9 @@ type Observed struct {
 	Previous    string
 	Drained     bool
 	Maintenance bool
+	// AllLBs is set when every HAProxy host asked answered: what was
+	// observed is what every load balancer holds.
+	AllLBs bool
 }
 
 // observe asks the package, HAProxy (broadcast) and maintenance plugins.
@@ -70,15 +76,42 @@ func (o *observer) observe(ctx context.Context, host string) (Observed, error) {
 		return ob, err
 	}
 	filter := append([]string{"agent=haproxy"}, o.app.HAProxy.LBFilter...)
-	res, err := o.caller.Call(ctx, workflows.Call{Agent: "haproxy", Action: "status", Filter: filter,
-		Params: map[string]any{"backend": o.app.HAProxy.Backend, "server": server}, Timeout: observeTimeout})
+	call := workflows.Call{Agent: "haproxy", Action: "status", Filter: filter,
+		Params: map[string]any{"backend": o.app.HAProxy.Backend, "server": server}, Timeout: observeTimeout}
+	if o.silent != nil && o.silent.Len() > 0 {
+		// Ask the load balancers that answer, not the ones found dead.
+		lbs, err := o.caller.Discover(ctx, filter)
+		if err != nil {
+			return ob, fmt.Errorf("haproxy status: discover %s: %w", strings.Join(filter, " "), err)
+		}
+		ids := make([]string, 0, len(lbs))
+		for _, h := range lbs {
+			ids = append(ids, h.Identity)
+		}
+		if ids, _ = o.silent.Split(ids); len(ids) > 0 {
+			call.Filter, call.Hosts = nil, ids
+		}
+	}
+	res, err := o.caller.Call(ctx, call)
 	if err != nil {
 		return ob, fmt.Errorf("haproxy status: %w", err)
 	}
-	if len(res) == 0 {
+	answered := 0
+	for _, r := range res {
+		if r.NoResponse {
+			o.silent.Add(r.Host)
+		} else {
+			answered++
+		}
+	}
+	if answered == 0 {
 		return ob, fmt.Errorf("haproxy status: no response within %s from any host matching %s", observeTimeout, strings.Join(filter, " "))
 	}
+	ob.AllLBs = answered == len(res) && len(call.Hosts) == 0
 	for _, r := range res {
+		if r.NoResponse {
+			continue
+		}
 		if !r.OK {
 			return ob, fmt.Errorf("haproxy status: %s: %s", r.Host, workflows.FailureDetail("haproxy", r))
 		}
@@ -124,6 +157,12 @@ func (o *observer) prepare(ctx context.Context, host string, hs *workflows.HostS
 	}
 	hs.ClearMark(MarkDrained)
 	hs.ClearMark(MarkMaintenance)
+	if ob.AllLBs && len(hs.Unreached) > 0 {
+		// Every load balancer answered again: a drained server found on
+		// one is enabled below like any other, so the host is reconciled
+		// by the steps it still needs.
+		hs.Unreached = nil
+	}
 	if ob.Drained {
 		hs.SetMark(MarkDrained)
 	}
