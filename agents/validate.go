@@ -46,6 +46,8 @@ var (
 	floodWindowRange     = durationRange{time.Second, time.Hour}
 	floodRecordsRange    = intRange{1, 100_000}
 	floodRepliesRange    = intRange{1, 100_000}
+	checkpointRecords    = intRange{1, 1_000_000}
+	checkpointInterval   = durationRange{time.Second, 24 * time.Hour}
 )
 
 // replayKeyShareMin is the smallest share of the replay cache one key may
@@ -126,6 +128,8 @@ func (c *Config) Validate() error {
 	add(floodWindowRange.check("flood_window", c.FloodWindow))
 	add(floodRecordsRange.check("flood_records", c.FloodRecords))
 	add(floodRepliesRange.check("flood_replies", c.FloodReplies))
+	add(checkpointRecords.check("audit.checkpoint_records", c.Audit.CheckpointRecords))
+	add(checkpointInterval.check("audit.checkpoint_interval", c.Audit.CheckpointInterval))
 	for k := range c.Facts {
 		if err := facts.Check(k); err != nil {
 			add(&ConfigError{Key: "facts", Msg: err.Error()})
