@@ -125,7 +125,7 @@ func (l *Log) Reopen() error {
 		seq, head, err := readTail(f, st.Size())
 		if err != nil {
 			f.Close()
-			return fmt.Errorf("audit log: %s: %w", l.path, err)
+			return fmt.Errorf("%s: %w", l.path, err)
 		}
 		l.seq, l.head, l.opened = seq, head, true
 	}

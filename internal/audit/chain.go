@@ -27,7 +27,12 @@ const DecisionCheckpoint = "checkpoint"
 
 // ErrCorruptTail is returned by Open for a log whose last line is
 // incomplete or not a record: the chain cannot continue from it.
-var ErrCorruptTail = errors.New("the last line is incomplete or not an audit record, so the hash chain cannot continue; run `signet audit verify --file` on it, keep it as evidence and move it aside (signetd then starts a new chain at seq 1)")
+var ErrCorruptTail = errors.New("audit: the last line of the log is incomplete or not an audit record")
+
+// corruptTail explains an ErrCorruptTail and what to do.
+func corruptTail(detail string) error {
+	return fmt.Errorf("%w (%s), so the hash chain cannot continue from it: run `signet audit verify --file` on the log, keep it as evidence and move it aside; signetd then starts a new chain at seq 1", ErrCorruptTail, detail)
+}
 
 // Entry is one line of the log as read back: the chain fields, the record
 // and, on a checkpoint line, the checkpoint.
@@ -147,18 +152,18 @@ func readTail(f *os.File, size int64) (uint64, string, error) {
 		}
 		buf = append(part, buf...)
 		if len(buf) > 0 && buf[len(buf)-1] != '\n' {
-			return 0, "", fmt.Errorf("%w (it ends in an incomplete line at byte %d)", ErrCorruptTail, size)
+			return 0, "", corruptTail(fmt.Sprintf("it ends in an incomplete line at byte %d", size))
 		}
 		if i := bytes.LastIndexByte(buf[:len(buf)-1], '\n'); i >= 0 || start == 0 {
 			line := buf[i+1 : len(buf)-1]
 			e, err := ParseLine(line)
 			if err != nil {
-				return 0, "", fmt.Errorf("%w (%v)", ErrCorruptTail, err)
+				return 0, "", corruptTail(err.Error())
 			}
 			return e.Seq, LineHash(line), nil
 		}
 		if size-start > 16<<20 {
-			return 0, "", fmt.Errorf("%w (the last line is longer than 16 MiB)", ErrCorruptTail)
+			return 0, "", corruptTail("the last line is longer than 16 MiB")
 		}
 		end = start
 	}

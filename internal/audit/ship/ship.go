@@ -4,7 +4,7 @@
 // The shipper reads the log file itself, line by line in seq order, and
 // publishes each line's exact bytes to SUBJECT = COLLECTIVE.audit.IDENTITY
 // in the stream Stream(COLLECTIVE), with the JetStream message id
-// IDENTITY:SEQ:PREV (duplicates inside the stream's window are dropped). It
+// IDENTITY:SEQ:HASH (duplicates inside the stream's window are dropped). It
 // moves on only after the broker acknowledged the line, and remembers the
 // last acknowledged seq in a state file beside the log, so a broker outage
 // or a restart of signetd never leaves a gap: shipping resumes at the next
@@ -313,7 +313,10 @@ func (s *Shipper) drain(ctx context.Context, f *file) error {
 // publish sends one line until the broker acknowledges it or ctx ends.
 func (s *Shipper) publish(ctx context.Context, e *audit.Entry, line []byte) error {
 	subj := Subject(s.cfg.Collective, s.cfg.Identity)
-	id := fmt.Sprintf("%s:%d:%.16s", s.cfg.Identity, e.Seq, e.Prev)
+	// The id names the line's own hash: a broker user who cannot predict
+	// the host's next line cannot claim its id first and get it dropped as
+	// a duplicate.
+	id := fmt.Sprintf("%s:%d:%.32s", s.cfg.Identity, e.Seq, audit.LineHash(line))
 	for {
 		pctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 		_, err := s.js.Publish(pctx, subj, line, jetstream.WithMsgID(id), jetstream.WithExpectStream(Stream(s.cfg.Collective)))
