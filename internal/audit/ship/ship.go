@@ -311,6 +311,9 @@ func (s *Shipper) drain(ctx context.Context, f *file) error {
 }
 
 // publish sends one line until the broker acknowledges it or ctx ends.
+// One line is in flight at a time, on purpose: with several, a line lost
+// in a broker restart would be sent again after the next one was stored,
+// and the stream would hold them out of order (verify reports that).
 func (s *Shipper) publish(ctx context.Context, e *audit.Entry, line []byte) error {
 	subj := Subject(s.cfg.Collective, s.cfg.Identity)
 	// The id names the line's own hash: a broker user who cannot predict

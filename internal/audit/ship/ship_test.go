@@ -326,3 +326,19 @@ func TestVerifyFindsTamperingInTheStream(t *testing.T) {
 type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(b []byte) (int, error) { w.t.Log(string(b)); return len(b), nil }
+
+// BenchmarkShip is the shipping rate of one host to a local broker, in
+// lines per second (one line in flight at a time).
+func BenchmarkShip(b *testing.B) {
+	s := brokertest.Start(b)
+	nc := connect(b, s.ClientURL())
+	h := newHost(b, "web1", b.TempDir())
+	h.log.CheckpointEvery = 1000
+	h.start(nc, "signet")
+	h.write(1)
+	h.waitShipped()
+	b.ResetTimer()
+	h.write(b.N)
+	h.waitShipped()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "lines/s")
+}
