@@ -13,16 +13,20 @@ import (
 	"github.com/signetbus/signet/internal/audit/ship"
 )
 
-// startAuditChain makes the audit log sign checkpoints with the host key
+// StartAuditChain makes the audit log sign checkpoints with the host key
 // (every cfg.Audit.CheckpointRecords records and every
-// cfg.Audit.CheckpointInterval) and ships it to the broker. The returned
-// stop waits for both and writes a last checkpoint, so a clean stop ends
-// the log on a signed line.
-func startAuditChain(ctx context.Context, cfg *Config, aud *audit.Log, hostKey ssh.Signer, nc *nats.Conn, log *slog.Logger) (stop func()) {
+// cfg.Audit.CheckpointInterval; zero turns either off) and ships it to the
+// broker when cfg.Audit.ShipOn. The returned stop waits for both and writes
+// a last checkpoint, so a clean stop ends the log on a signed line. Run
+// calls it; the lab may too.
+func StartAuditChain(ctx context.Context, cfg *Config, aud *audit.Log, hostKey ssh.Signer, nc *nats.Conn, log *slog.Logger) (stop func()) {
 	aud.Identity, aud.Signer, aud.CheckpointEvery = cfg.Identity, hostKey, cfg.Audit.CheckpointRecords
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() {
+		if cfg.Audit.CheckpointInterval <= 0 {
+			return
+		}
 		t := time.NewTicker(cfg.Audit.CheckpointInterval.D())
 		defer t.Stop()
 		for {
