@@ -168,3 +168,14 @@ func readTail(f *os.File, size int64) (uint64, string, error) {
 		end = start
 	}
 }
+
+// LastSeq returns the seq of the last line of the log open in f (0 for an
+// empty log or one written before the chain existed).
+func LastSeq(f *os.File) (uint64, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	seq, _, err := readTail(f, st.Size())
+	return seq, err
+}

@@ -15,6 +15,7 @@ package ship
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -160,7 +161,6 @@ type file struct {
 	ino     uint64
 	off     int64
 	pending []byte
-	seen    bool
 }
 
 func openFile(path string) (*file, error) {
@@ -184,10 +184,11 @@ func inode(st os.FileInfo) uint64 {
 }
 
 // lines returns the complete lines added since the last call.
+// It returns after about 1 MiB, so a large log is shipped in pieces.
 func (f *file) lines() ([][]byte, error) {
 	buf := make([]byte, 64<<10)
 	var out [][]byte
-	for {
+	for read := 0; read < 1<<20 || len(out) == 0; read += len(buf) {
 		n, err := f.f.ReadAt(buf, f.off)
 		f.off += int64(n)
 		f.pending = append(f.pending, buf[:n]...)
@@ -206,6 +207,7 @@ func (f *file) lines() ([][]byte, error) {
 			return out, err
 		}
 	}
+	return out, nil
 }
 
 // Run ships until ctx ends. It returns only ctx's error or a failure to
@@ -217,6 +219,20 @@ func (s *Shipper) Run(ctx context.Context) error {
 			cur.f.Close()
 		}
 	}()
+	ectx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	_, _ = EnsureStream(ectx, s.js, s.cfg.Collective) // publish retries if the broker is down
+	cancel()
+	// The log ends below the seq already shipped: it was moved aside or
+	// replaced, and a new chain started. Ship the new chain; verify
+	// reports the restart (two records with the same seq).
+	if f, err := os.OpenFile(s.cfg.Path, os.O_RDONLY|syscall.O_NOFOLLOW, 0); err == nil {
+		last, err := audit.LastSeq(f)
+		f.Close()
+		if err == nil && last < s.acked.Load() {
+			s.log.Error("audit log ends below the seq already shipped: it was replaced; shipping the new chain", "shipped", s.acked.Load(), "log_ends", last)
+			s.acked.Store(0)
+		}
+	}
 	// After a restart the next seq may be in the rotated file still
 	// (logrotate's delaycompress keeps it as PATH.1).
 	if old, err := openFile(s.cfg.Path + ".1"); err == nil {
@@ -226,9 +242,6 @@ func (s *Shipper) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	ectx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-	_, _ = EnsureStream(ectx, s.js, s.cfg.Collective) // publish retries if the broker is down
-	cancel()
 	tick := time.NewTicker(s.cfg.Poll)
 	defer tick.Stop()
 	for {
@@ -268,25 +281,27 @@ func (s *Shipper) Run(ctx context.Context) error {
 
 // drain ships every complete line of f not acknowledged yet.
 func (s *Shipper) drain(ctx context.Context, f *file) error {
-	lines, err := f.lines()
-	if err != nil {
-		return fmt.Errorf("ship: read %s: %w", s.cfg.Path, err)
-	}
-	last := s.acked.Load()
-	shipped := false
-	if !f.seen && f.f.Name() == s.cfg.Path && len(lines) > 0 {
-		// The file's last line is below what was shipped: the log was
-		// moved aside or replaced, and a new chain started. Ship it;
-		// verify reports the restart (two records with the same seq).
-		if e, err := audit.ParseLine(lines[len(lines)-1]); err == nil && e.Seq < last {
-			s.log.Error("audit log ends below the seq already shipped: it was replaced; shipping the new chain", "shipped", last, "log_ends", e.Seq)
-			last = 0
+	for {
+		lines, err := f.lines()
+		if err != nil {
+			return fmt.Errorf("ship: read %s: %w", s.cfg.Path, err)
+		}
+		if len(lines) == 0 {
+			return nil
+		}
+		if err := s.ship(ctx, lines); err != nil {
+			return err
 		}
 	}
-	f.seen = f.seen || len(lines) > 0
+}
+
+// ship publishes the lines above the acknowledged seq, in order.
+func (s *Shipper) ship(ctx context.Context, lines [][]byte) error {
+	last := s.acked.Load()
+	shipped := false
 	for _, line := range lines {
-		e, err := audit.ParseLine(line)
-		if err != nil || e.Seq == 0 {
+		var e chainFields
+		if err := json.Unmarshal(line, &e); err != nil || e.Seq == 0 {
 			continue // not chained: verify reports it from the host file
 		}
 		if e.Seq <= last {
@@ -295,7 +310,7 @@ func (s *Shipper) drain(ctx context.Context, f *file) error {
 		if last > 0 && e.Seq != last+1 {
 			s.log.Error("audit log has a gap: shipping what is there, verify will report it", "after", last, "next", e.Seq)
 		}
-		if err := s.publish(ctx, e, line); err != nil {
+		if err := s.publish(ctx, e.Seq, line); err != nil {
 			return err
 		}
 		last = e.Seq
@@ -310,23 +325,28 @@ func (s *Shipper) drain(ctx context.Context, f *file) error {
 	return nil
 }
 
+// chainFields are the only fields the shipper decodes.
+type chainFields struct {
+	Seq uint64 `json:"seq"`
+}
+
 // publish sends one line until the broker acknowledges it or ctx ends.
 // One line is in flight at a time, on purpose: with several, a line lost
 // in a broker restart would be sent again after the next one was stored,
 // and the stream would hold them out of order (verify reports that).
-func (s *Shipper) publish(ctx context.Context, e *audit.Entry, line []byte) error {
+func (s *Shipper) publish(ctx context.Context, seq uint64, line []byte) error {
 	subj := Subject(s.cfg.Collective, s.cfg.Identity)
 	// The id names the line's own hash: a broker user who cannot predict
 	// the host's next line cannot claim its id first and get it dropped as
 	// a duplicate.
-	id := fmt.Sprintf("%s:%d:%.32s", s.cfg.Identity, e.Seq, audit.LineHash(line))
+	id := fmt.Sprintf("%s:%d:%.32s", s.cfg.Identity, seq, audit.LineHash(line))
 	for {
 		pctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 		_, err := s.js.Publish(pctx, subj, line, jetstream.WithMsgID(id), jetstream.WithExpectStream(Stream(s.cfg.Collective)))
 		cancel()
 		if err == nil {
 			if s.down {
-				s.log.Info("audit shipping caught up with the broker", "seq", e.Seq)
+				s.log.Info("audit shipping caught up with the broker", "seq", seq)
 				s.down = false
 			}
 			return nil
@@ -335,7 +355,7 @@ func (s *Shipper) publish(ctx context.Context, e *audit.Entry, line []byte) erro
 			return ctx.Err()
 		}
 		if !s.down {
-			s.log.Warn("audit shipping paused: the broker does not acknowledge; the log keeps every line and shipping resumes from it", "seq", e.Seq, "err", err)
+			s.log.Warn("audit shipping paused: the broker does not acknowledge; the log keeps every line and shipping resumes from it", "seq", seq, "err", err)
 			s.down = true
 		}
 		// The stream may be missing (a new broker, or deleted): make it.

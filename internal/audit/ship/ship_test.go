@@ -342,3 +342,36 @@ func BenchmarkShip(b *testing.B) {
 	h.waitShipped()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "lines/s")
 }
+
+// A log moved aside while signetd was down starts a new chain: it is
+// shipped (not skipped as already sent), and verify reports the restart.
+// The first read after a restart ships a log larger than one read (1 MiB)
+// in pieces.
+func TestShippingAReplacedAndALargeLog(t *testing.T) {
+	s := brokertest.Start(t)
+	nc := connect(t, s.ClientURL())
+	dir := t.TempDir()
+	h := newHost(t, "web1", dir)
+	h.log.CheckpointEvery = 1000
+	h.write(3000) // about 1.2 MB, 3003 lines with the checkpoints
+	h.start(nc, "signet")
+	h.waitShipped()
+	h.stop()
+	h.log.Close()
+	if err := os.Rename(h.path, h.path+".old"); err != nil {
+		t.Fatal(err)
+	}
+	l, err := audit.Open(h.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Identity, l.Signer = h.id, h.key
+	h.log = l
+	h.write(2)
+	h.start(nc, "signet")
+	h.waitShipped()
+	rep := audit.Verify(readStream(t, nc, "signet"), audit.VerifyOptions{HostKey: h.keys, FromStart: true})
+	if len(rep.Findings) != 2 || rep.Findings[0].Kind != audit.FindingEdited || rep.Findings[0].Seq != 1 || rep.Hosts[0].Last != 3003 {
+		t.Fatalf("findings %v, summary %+v", rep.Findings, rep.Hosts)
+	}
+}
