@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/signetbus/signet/bus"
+	"github.com/signetbus/signet/internal/audit"
 	"github.com/signetbus/signet/internal/facts"
 	"github.com/signetbus/signet/internal/keys"
 )
@@ -195,6 +196,20 @@ func prepare(cfg *Config, version string, log *slog.Logger) (*Host, error) {
 	return host, nil
 }
 
+// checkAuditTail refuses, as start-up does, a log whose last line cannot
+// continue the hash chain.
+func checkAuditTail(path string) error {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return fmt.Errorf("audit_log: %w", err)
+	}
+	defer f.Close()
+	if _, err := audit.LastSeq(f); err != nil {
+		return fmt.Errorf("audit_log: %s: %w", path, err)
+	}
+	return nil
+}
+
 // checkAuditLog checks, without creating anything, that start-up can
 // open the audit log: an existing one must be a writable file, else the
 // nearest existing directory above it must be writable.
@@ -207,7 +222,7 @@ func checkAuditLog(path string) error {
 		if err := unix.Access(path, unix.W_OK); err != nil {
 			return fmt.Errorf("audit_log: %s is not writable: %w", path, err)
 		}
-		return nil
+		return checkAuditTail(path)
 	case !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR):
 		return fmt.Errorf("audit_log: %w", err)
 	}
