@@ -188,6 +188,7 @@ func auditVerifyRun(ctx context.Context, g *globalOptions, o *auditOptions) erro
 		return withHint(err, "checkpoints are checked against the host keys in known_hosts; `signetd --print-host-key` prints a host's line")
 	}
 	var lines []audit.Line
+	var stateFinding *audit.Finding
 	opts := audit.VerifyOptions{HostKey: known.Lookup, MaxAge: o.maxAge, Now: time.Now(), FromStart: o.fromStart}
 	if len(o.files) > 0 {
 		for _, path := range o.files {
@@ -207,8 +208,18 @@ func auditVerifyRun(ctx context.Context, g *globalOptions, o *auditOptions) erro
 		if lines, err = ship.Read(ctx, js, cfg.Collective, ship.Query{Hosts: o.hosts}); err != nil {
 			return err
 		}
+		if len(o.hosts) == 0 {
+			if lost, err := ship.Lost(ctx, js, cfg.Collective); err != nil {
+				return err
+			} else if lost != nil {
+				stateFinding = lost
+			}
+		}
 	}
 	rep := audit.Verify(lines, opts)
+	if stateFinding != nil {
+		rep.Findings = append(rep.Findings, *stateFinding)
+	}
 	if len(o.hosts) > 0 && len(o.files) > 0 {
 		rep = keepHosts(rep, o.hosts)
 	}

@@ -118,8 +118,24 @@ func TestAuditQueryAndVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, out, errs = runSignet(t, "--config", cfg, "audit", "verify")
-	if code != ExitFailed || !strings.Contains(out, "db1\t2\tdeleted\tseqs 2 to 2 are missing") || !strings.Contains(errs, "1 findings") {
+	if code != ExitFailed || !strings.Contains(out, "db1\t2\tdeleted\tseqs 2 to 2 are missing") || !strings.Contains(errs, "2 findings") ||
+		!strings.Contains(out, "(stream signet_audit_signet)\t0\tdeleted\tthe broker removed messages: 1 deleted") {
 		t.Fatalf("verify after a deletion: exit %d\n%s%s", code, out, errs)
+	}
+	code, out, errs = runSignet(t, "--config", cfg, "audit", "verify", "--host", "web1")
+	if code != 0 {
+		t.Fatalf("verify --host web1 (untouched): exit %d\n%s%s", code, out, errs)
+	}
+
+	// A cut tail that no later line reveals yet: the stream's own state
+	// still shows it.
+	info, _ := st.Info(context.Background())
+	if err := st.DeleteMsg(context.Background(), info.State.LastSeq); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ = runSignet(t, "--config", cfg, "audit", "verify")
+	if code != ExitFailed || !strings.Contains(out, "the broker removed messages: 2 deleted") {
+		t.Fatalf("verify after the tail was cut: exit %d\n%s", code, out)
 	}
 
 	// Someone with root on web1 edits its log file.

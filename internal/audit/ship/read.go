@@ -85,3 +85,27 @@ func Read(ctx context.Context, js jetstream.JetStream, collective string, q Quer
 	}
 	return out, nil
 }
+
+// Lost reports what the stream's own state says was removed: messages
+// deleted from the middle or the end (JetStream counts them) or from the
+// start (a purge, or a retention limit). Nil when nothing was. It catches
+// a cut tail that no later line reveals yet.
+func Lost(ctx context.Context, js jetstream.JetStream, collective string) (*audit.Finding, error) {
+	st, err := js.Stream(ctx, Stream(collective))
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, ErrNoStream
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ship: audit stream: %w", err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("ship: audit stream: %w", err)
+	}
+	s := info.State
+	if s.NumDeleted == 0 && s.FirstSeq <= 1 {
+		return nil, nil
+	}
+	return &audit.Finding{Host: "(stream " + Stream(collective) + ")", Kind: audit.FindingDeleted, Where: "stream state",
+		Detail: fmt.Sprintf("the broker removed messages: %d deleted between stream messages %d and %d, and %d before message %d", s.NumDeleted, s.FirstSeq, s.LastSeq, s.FirstSeq-1, s.FirstSeq)}, nil
+}
