@@ -14,7 +14,7 @@ import (
 
 // ErrNoStream means the collective has no audit stream: no host has
 // shipped yet.
-var ErrNoStream = errors.New("ship: no audit stream on this broker: no signetd has shipped its audit log yet (signetd ships when audit_ship is on)")
+var ErrNoStream = errors.New("ship: no audit stream on this broker: no signetd has shipped its audit log yet (signetd ships unless its config sets audit.ship: false; the lab does not ship)")
 
 // Query selects stored lines.
 type Query struct {
