@@ -19,7 +19,7 @@ const (
 	FindingReordered = "reordered" // a line comes after a line with a higher seq
 	FindingTruncated = "truncated" // the tail is cut: an incomplete last line, or no checkpoint for longer than allowed
 	FindingForged    = "forged"    // a checkpoint signature does not verify against the host's key
-	FindingUnknown   = "unknown"   // a checkpoint from a host not in known_hosts: it cannot be checked
+	FindingUnknown   = "unknown"   // lines from a host not in known_hosts: they cannot be authenticated
 )
 
 // Finding is one problem, by host and seq.
@@ -151,6 +151,10 @@ func Verify(lines []Line, o VerifyOptions) *Report {
 		}
 		slices.Sort(seqs)
 		sum := HostSummary{Host: host, Records: len(seqs), First: seqs[0], Last: seqs[len(seqs)-1]}
+		if _, ok := hostKey(o, host); !ok {
+			// Anyone on the broker can publish lines under a made-up host.
+			add(host, seqs[0], FindingUnknown, m[seqs[0]].where, "host %s is not in known_hosts: its lines cannot be authenticated", host)
+		}
 		if first := m[seqs[0]]; first.e.Seq == 1 && first.e.Prev != "" {
 			add(host, 1, FindingEdited, first.where, "seq 1 has a prev hash but starts the chain")
 		} else if o.FromStart && first.e.Seq > 1 {
@@ -181,6 +185,13 @@ func Verify(lines []Line, o VerifyOptions) *Report {
 	return rep
 }
 
+func hostKey(o VerifyOptions, host string) (ssh.PublicKey, bool) {
+	if o.HostKey == nil {
+		return nil, false
+	}
+	return o.HostKey(host)
+}
+
 // checkCheckpoint verifies one checkpoint line and reports what is wrong.
 func checkCheckpoint(host string, cur seen, m map[uint64]seen, o VerifyOptions, add func(string, uint64, string, string, string, ...any)) bool {
 	cp := cur.e.Checkpoint
@@ -192,14 +203,9 @@ func checkCheckpoint(host string, cur seen, m map[uint64]seen, o VerifyOptions, 
 		add(host, cur.e.Seq, FindingEdited, cur.where, "the signed checkpoint (seq %d) does not match the line's own chain fields", cp.Seq)
 		return false
 	}
-	var pub ssh.PublicKey
-	ok := false
-	if o.HostKey != nil {
-		pub, ok = o.HostKey(host)
-	}
+	pub, ok := hostKey(o, host)
 	if !ok {
-		add(host, cur.e.Seq, FindingUnknown, cur.where, "host %s is not in known_hosts: its checkpoint cannot be checked", host)
-		return false
+		return false // reported once for the host
 	}
 	blob, err := base64.StdEncoding.DecodeString(cp.Sig)
 	var sig *sshsig.Signature

@@ -375,3 +375,27 @@ func TestShippingAReplacedAndALargeLog(t *testing.T) {
 		t.Fatalf("findings %v, summary %+v", rep.Findings, rep.Hosts)
 	}
 }
+
+// A broker user can publish a whole chain under a host name of their
+// choosing; without that host in known_hosts it is reported, never
+// trusted.
+func TestVerifyFlagsAMadeUpHost(t *testing.T) {
+	s := brokertest.Start(t)
+	nc := connect(t, s.ClientURL())
+	h := newHost(t, "web1", t.TempDir())
+	h.start(nc, "signet")
+	h.write(2)
+	h.waitShipped()
+	var buf bytes.Buffer
+	l := audit.New(&buf)
+	l.Identity = "web99"
+	l.Audit(&bus.AuditRecord{Identity: "web99", Principal: "alice", Agent: "package", Action: "update", Decision: bus.DecisionAccepted})
+	js, _ := jetstream.New(nc)
+	if _, err := js.Publish(context.Background(), Subject("signet", "web99"), bytes.TrimSuffix(buf.Bytes(), []byte("\n"))); err != nil {
+		t.Fatal(err)
+	}
+	rep := audit.Verify(readStream(t, nc, "signet"), audit.VerifyOptions{HostKey: h.keys, FromStart: true})
+	if len(rep.Findings) != 1 || rep.Findings[0].Host != "web99" || rep.Findings[0].Kind != audit.FindingUnknown {
+		t.Fatalf("findings %v", rep.Findings)
+	}
+}
