@@ -108,7 +108,7 @@ func TestChainSurvivesRestartAndRotation(t *testing.T) {
 		t.Fatalf("seqs %s", got)
 	}
 	rep := verifyClean(t, key, true, append(append([]byte{}, old...), cur...))
-	if rep.Hosts[0].Checkpoints != 2 || rep.Hosts[0].Last != 8 {
+	if rep.Hosts[0].Checkpoints != 2 || rep.Hosts[0].Last != 8 || rep.Hosts[0].Unsigned != 1 {
 		t.Fatalf("summary %+v", rep.Hosts[0])
 	}
 	verifyClean(t, key, false, cur)

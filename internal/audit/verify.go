@@ -54,12 +54,15 @@ type Line struct {
 
 // HostSummary is what Verify saw of one host.
 type HostSummary struct {
-	Host        string    `json:"host"`
-	Records     int       `json:"records"`
-	First       uint64    `json:"first_seq"`
-	Last        uint64    `json:"last_seq"`
-	Checkpoints int       `json:"checkpoints_verified"`
-	LastTime    time.Time `json:"last_time"`
+	Host        string `json:"host"`
+	Records     int    `json:"records"`
+	First       uint64 `json:"first_seq"`
+	Last        uint64 `json:"last_seq"`
+	Checkpoints int    `json:"checkpoints_verified"`
+	// Unsigned counts the lines after the last verified checkpoint: the
+	// chain covers them, no host signature does yet.
+	Unsigned int       `json:"unsigned"`
+	LastTime time.Time `json:"last_time"`
 }
 
 // Report is the result of Verify.
@@ -162,6 +165,7 @@ func Verify(lines []Line, o VerifyOptions) *Report {
 		}
 		for i, s := range seqs {
 			cur := m[s]
+			sum.Unsigned++
 			sum.LastTime = cur.e.Time
 			if i > 0 {
 				p := seqs[i-1]
@@ -174,6 +178,7 @@ func Verify(lines []Line, o VerifyOptions) *Report {
 			if cp := cur.e.Checkpoint; cp != nil || cur.e.Decision == DecisionCheckpoint {
 				if checkCheckpoint(host, cur, m, o, add) {
 					sum.Checkpoints++
+					sum.Unsigned = 0 // the checkpoint line itself is signed
 				}
 			}
 		}

@@ -242,7 +242,7 @@ func auditVerifyRun(ctx context.Context, g *globalOptions, o *auditOptions) erro
 		p.table([]string{"HOST", "SEQ", "FINDING", "DETAIL", "WHERE"}, rows)
 	}
 	for _, h := range rep.Hosts {
-		fmt.Fprintf(g.io.Err, "%s: seq %d to %d, %d lines, %d checkpoints verified\n", h.Host, h.First, h.Last, h.Records, h.Checkpoints)
+		fmt.Fprintf(g.io.Err, "%s: seq %d to %d, %d lines, %d checkpoints verified, %d lines after the last one\n", h.Host, h.First, h.Last, h.Records, h.Checkpoints, h.Unsigned)
 	}
 	if len(rep.Findings) > 0 {
 		fmt.Fprintf(g.io.Err, "%d findings: the audit trail was changed or is incomplete\n", len(rep.Findings))
