@@ -38,3 +38,8 @@ func benchAudit(b *testing.B, l *Log) {
 		}
 	}
 }
+
+// benchChain signs a checkpoint every 1000 records, signetd's default.
+func benchChain(b *testing.B, l *Log) {
+	l.Identity, l.Signer, l.CheckpointEvery = "web1", newHostKey(b), 1000
+}
