@@ -41,6 +41,8 @@ type Config struct {
 	Policy string `yaml:"policy"`
 	// AuditLog is the JSON-lines audit log; default /var/log/signet/audit.jsonl.
 	AuditLog string `yaml:"audit_log"`
+	// Audit configures the audit log's checkpoints and shipping.
+	Audit AuditConfig `yaml:"audit"`
 	// Facts are static facts, such as zone and env. They win over built-in
 	// and file facts.
 	Facts map[string]string `yaml:"facts"`
@@ -97,6 +99,26 @@ type Config struct {
 // NATSConfig says how to reach the broker. The client's config shares it,
 // so it lives below both sides, in internal/config.
 type NATSConfig = config.NATS
+
+// AuditConfig configures the hash-chained audit log's signed checkpoints
+// and its copy on the broker (see docs/operations.md, "Audit shipping and
+// verification").
+type AuditConfig struct {
+	// Ship copies every audit line to the broker's JetStream stream
+	// signet_audit_COLLECTIVE; default true. The state file AUDIT_LOG.shipped
+	// remembers what the broker acknowledged.
+	Ship *bool `yaml:"ship"`
+	// CheckpointRecords writes a signed checkpoint after this many records;
+	// default 1000.
+	CheckpointRecords int `yaml:"checkpoint_records"`
+	// CheckpointInterval writes a signed checkpoint at this interval, even
+	// when idle: the beat lets a verifier notice a copy whose tail was cut;
+	// default 5m.
+	CheckpointInterval Duration `yaml:"checkpoint_interval"`
+}
+
+// ShipOn reports whether the audit log is shipped (Ship, default true).
+func (a AuditConfig) ShipOn() bool { return a.Ship == nil || *a.Ship }
 
 // LogConfig configures operational logging.
 type LogConfig struct {
@@ -218,6 +240,10 @@ func (c *Config) setDefaults() {
 		c.ReplayKeyShare = 0.25
 	}
 	dur(&c.FloodWindow, 10*time.Second)
+	dur(&c.Audit.CheckpointInterval, 5*time.Minute)
+	if c.Audit.CheckpointRecords == 0 {
+		c.Audit.CheckpointRecords = 1000
+	}
 	if c.FloodRecords == 0 {
 		c.FloodRecords = 20
 	}

@@ -109,6 +109,7 @@ func Run(ctx context.Context, cfg *Config, o RunOptions) error {
 		return err
 	}
 	defer nc.Close()
+	defer StartAuditChain(ctx, cfg, aud, hostKey, nc, log)()
 	reload := o.Reload
 	go func() {
 		for {

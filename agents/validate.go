@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/signetbus/signet/bus"
+	"github.com/signetbus/signet/internal/audit"
 	"github.com/signetbus/signet/internal/facts"
 	"github.com/signetbus/signet/internal/keys"
 )
@@ -46,6 +47,8 @@ var (
 	floodWindowRange     = durationRange{time.Second, time.Hour}
 	floodRecordsRange    = intRange{1, 100_000}
 	floodRepliesRange    = intRange{1, 100_000}
+	checkpointRecords    = intRange{1, 1_000_000}
+	checkpointInterval   = durationRange{time.Second, 24 * time.Hour}
 )
 
 // replayKeyShareMin is the smallest share of the replay cache one key may
@@ -126,6 +129,8 @@ func (c *Config) Validate() error {
 	add(floodWindowRange.check("flood_window", c.FloodWindow))
 	add(floodRecordsRange.check("flood_records", c.FloodRecords))
 	add(floodRepliesRange.check("flood_replies", c.FloodReplies))
+	add(checkpointRecords.check("audit.checkpoint_records", c.Audit.CheckpointRecords))
+	add(checkpointInterval.check("audit.checkpoint_interval", c.Audit.CheckpointInterval))
 	for k := range c.Facts {
 		if err := facts.Check(k); err != nil {
 			add(&ConfigError{Key: "facts", Msg: err.Error()})
@@ -191,6 +196,20 @@ func prepare(cfg *Config, version string, log *slog.Logger) (*Host, error) {
 	return host, nil
 }
 
+// checkAuditTail refuses, as start-up does, a log whose last line cannot
+// continue the hash chain.
+func checkAuditTail(path string) error {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return fmt.Errorf("audit_log: %w", err)
+	}
+	defer f.Close()
+	if _, err := audit.LastSeq(f); err != nil {
+		return fmt.Errorf("audit_log: %s: %w", path, err)
+	}
+	return nil
+}
+
 // checkAuditLog checks, without creating anything, that start-up can
 // open the audit log: an existing one must be a writable file, else the
 // nearest existing directory above it must be writable.
@@ -203,7 +222,7 @@ func checkAuditLog(path string) error {
 		if err := unix.Access(path, unix.W_OK); err != nil {
 			return fmt.Errorf("audit_log: %s is not writable: %w", path, err)
 		}
-		return nil
+		return checkAuditTail(path)
 	case !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR):
 		return fmt.Errorf("audit_log: %w", err)
 	}

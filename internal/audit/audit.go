@@ -1,6 +1,22 @@
 // Package audit writes signetd's audit log: one JSON line per request,
 // accepted or refused, saying who asked for what, with which parameters,
 // what was decided, the result and how long it took.
+//
+// # Hash chain
+//
+// Every line carries "seq" (1, 2, 3... per host, never reset by a restart
+// or a rotation) and "prev", the lowercase hex SHA-256 of the exact bytes
+// of the previous line without its newline ("" for seq 1). The line is
+//
+//	{"seq":N,"prev":"HEX",<the record's JSON fields>}\n
+//
+// and those bytes, as written, are what the next line hashes: a verifier
+// never re-encodes a record. At intervals the host writes a checkpoint
+// line (decision "checkpoint") whose "checkpoint" field holds the seq and
+// hash of the line before it, signed with the host key under the SSHSIG
+// namespace CheckpointNamespace; see CheckpointMessage. Verify checks a
+// sequence of lines and reports edited, deleted, reordered and truncated
+// records by host and seq.
 package audit
 
 import (
@@ -11,6 +27,8 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/internal/redact"
@@ -25,6 +43,21 @@ type Log struct {
 	path string
 	w    io.Writer
 	f    *os.File
+	// The chain: the seq of the last line written and its hash; opened
+	// tells Reopen that the tail was already read.
+	seq    uint64
+	head   string
+	opened bool
+	// since counts the records since the last checkpoint.
+	since  int
+	notify chan struct{}
+	// Identity names the host in checkpoint lines.
+	Identity string
+	// Signer signs checkpoints (the host key). Nil: no checkpoints.
+	Signer ssh.Signer
+	// CheckpointEvery writes a checkpoint after this many records; 0: only
+	// when Checkpoint is called.
+	CheckpointEvery int
 	// Sensitive names the parameters of an action that its plugin declares
 	// sensitive; their values are never written. signetd sets it to
 	// agents.Host.SensitiveParams. Nil: only names that look secret are
@@ -37,17 +70,23 @@ type Log struct {
 // 0600. It refuses a log that is a symbolic link or not a regular file, and
 // a directory that others may write to (they could swap the log).
 func Open(path string) (*Log, error) {
-	l := &Log{path: path}
+	l := &Log{path: path, notify: make(chan struct{}, 1)}
 	if err := l.Reopen(); err != nil {
 		return nil, err
 	}
 	return l, nil
 }
 
-// New writes records to w (tests, or stdout in the lab).
-func New(w io.Writer) *Log { return &Log{w: w} }
+// New writes records to w (tests, or stdout in the lab). The chain starts
+// at seq 1.
+func New(w io.Writer) *Log { return &Log{w: w, opened: true, notify: make(chan struct{}, 1)} }
 
 // Reopen reopens the file, for log rotation (signetd does it on SIGHUP).
+// The first open reads the last line to continue the chain; a log whose
+// last line is incomplete or not a record is an error (ErrCorruptTail),
+// never a silent new chain. A reopen that finds a new, empty file keeps the
+// chain: the next line continues the seq, and with a Signer the new file
+// begins with a checkpoint, so each file is checkable on its own.
 func (l *Log) Reopen() error {
 	if l.path == "" {
 		return nil
@@ -61,7 +100,7 @@ func (l *Log) Reopen() error {
 	} else if st.Mode().Perm()&0o002 != 0 {
 		return fmt.Errorf("audit log: directory %s is writable by anyone (mode %v): anyone could replace the log; use a directory only signetd's user can write, such as /var/log/signet", dir, st.Mode().Perm())
 	}
-	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	f, err := os.OpenFile(l.path, os.O_RDWR|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return fmt.Errorf("audit log: %w", err)
 	}
@@ -81,11 +120,24 @@ func (l *Log) Reopen() error {
 		}
 	}
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.opened {
+		seq, head, err := readTail(f, st.Size())
+		if err != nil {
+			f.Close()
+			return fmt.Errorf("%s: %w", l.path, err)
+		}
+		l.seq, l.head, l.opened = seq, head, true
+	}
 	old := l.f
 	l.f, l.w = f, f
-	l.mu.Unlock()
 	if old != nil {
 		old.Close()
+		if st.Size() == 0 && l.seq > 0 && l.Signer != nil {
+			if err := l.checkpointLocked(); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
@@ -94,13 +146,25 @@ func (l *Log) Reopen() error {
 // written whole (a full disk, an I/O error) is an error.
 func (l *Log) Audit(rec *bus.AuditRecord) error {
 	r := l.Redact(rec)
-	b, err := json.Marshal(&r)
+	body, err := json.Marshal(&r)
 	if err != nil {
 		return fmt.Errorf("audit log: encode record: %w", err)
 	}
-	b = append(b, '\n')
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if err := l.appendLocked(body); err != nil {
+		return err
+	}
+	l.since++
+	if l.Signer != nil && l.CheckpointEvery > 0 && l.since >= l.CheckpointEvery {
+		return l.checkpointLocked()
+	}
+	return nil
+}
+
+// appendLocked writes body (a JSON object) as the next line of the chain.
+func (l *Log) appendLocked(body []byte) error {
+	b := chainLine(l.seq+1, l.head, body)
 	var size int64 = -1
 	if l.f != nil {
 		if st, err := l.f.Stat(); err == nil {
@@ -114,6 +178,12 @@ func (l *Log) Audit(rec *bus.AuditRecord) error {
 			_ = l.f.Truncate(size)
 		}
 		return fmt.Errorf("audit log: write: %w", err)
+	}
+	l.seq++
+	l.head = LineHash(b[:len(b)-1])
+	select {
+	case l.notify <- struct{}{}:
+	default:
 	}
 	return nil
 }

@@ -95,6 +95,7 @@ to signetd on every host, which verifies, authorizes, runs, signs its reply and 
 		newWorkflowCmd(g),
 		newReleaseCmd(g),
 		newDemoCmd(g),
+		newAuditCmd(g),
 	)
 	markUsage(root)
 	return root

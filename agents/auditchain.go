@@ -1,0 +1,62 @@
+package agents
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/signetbus/signet/internal/audit"
+	"github.com/signetbus/signet/internal/audit/ship"
+)
+
+// StartAuditChain makes the audit log sign checkpoints with the host key
+// (every cfg.Audit.CheckpointRecords records and every
+// cfg.Audit.CheckpointInterval; zero turns either off) and ships it to the
+// broker when cfg.Audit.ShipOn. The returned stop waits for both and writes
+// a last checkpoint, so a clean stop ends the log on a signed line. Run
+// calls it; the lab may too.
+func StartAuditChain(ctx context.Context, cfg *Config, aud *audit.Log, hostKey ssh.Signer, nc *nats.Conn, log *slog.Logger) (stop func()) {
+	aud.Identity, aud.Signer, aud.CheckpointEvery = cfg.Identity, hostKey, cfg.Audit.CheckpointRecords
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if cfg.Audit.CheckpointInterval <= 0 {
+			return
+		}
+		t := time.NewTicker(cfg.Audit.CheckpointInterval.D())
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := aud.Checkpoint(); err != nil {
+					log.Error("audit checkpoint failed", "err", err)
+				}
+			}
+		}
+	})
+	if cfg.Audit.ShipOn() {
+		sh, err := ship.New(ship.Config{Conn: nc, Collective: cfg.Collective, Identity: cfg.Identity, Path: cfg.AuditLog, Wake: aud.Written(), Logger: log})
+		if err != nil {
+			log.Error("audit shipping off: cannot start it", "err", err)
+		} else {
+			wg.Go(func() {
+				if err := sh.Run(ctx); err != nil && ctx.Err() == nil {
+					log.Error("audit shipping stopped", "err", err)
+				}
+			})
+		}
+	}
+	return func() {
+		cancel()
+		wg.Wait()
+		if err := aud.Checkpoint(); err != nil {
+			log.Error("audit checkpoint at stop failed", "err", err)
+		}
+	}
+}
