@@ -179,8 +179,11 @@ func newRPCCmd(g *globalOptions) *cobra.Command {
 		Short: "Run any allowed agent action on matching hosts",
 		Example: `  signet rpc rpcutil inventory -I web2
   signet rpc package update package=middleware version=1.4.2 -F zone=a --batch 2`,
-		Args: cobra.MinimumNArgs(2),
+		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkRPCArgs(args); err != nil {
+				return err
+			}
 			params, err := parseParams(args[2:])
 			if err != nil {
 				return err

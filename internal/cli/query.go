@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,7 +34,7 @@ type queryFlags struct {
 
 func (q *queryFlags) register(c *cobra.Command) {
 	f := c.Flags()
-	f.StringArrayVarP(&q.identity, "identity", "I", nil, "match a host identity, exact or /regex/ (repeatable; any may match)")
+	f.StringArrayVarP(&q.identity, "identity", "I", nil, "match a host identity: a name, a glob ('web*') or /regex/ (repeatable; any may match)")
 	f.StringArrayVarP(&q.fact, "with-fact", "F", nil, "match a fact: key=value, key!=value, key>=n, key<n, key=~regex (repeatable; all must match)")
 	f.StringArrayVarP(&q.class, "with-class", "C", nil, "match a class, exact or /regex/ (repeatable)")
 	f.StringArrayVarP(&q.agent, "with-agent", "A", nil, "match hosts that have an agent (repeatable)")
@@ -99,15 +100,21 @@ func (q *queryFlags) query(cfg *ClientConfig, agent, action string, params map[s
 		query.DiscoveryTimeout = q.discovery
 	}
 	allExact := len(q.identity) > 0
+	ids := make([]string, 0, len(q.identity))
 	for _, id := range q.identity {
 		if !isExactIdentity(id) {
 			allExact = false
 		}
+		m, err := identityFilter(id)
+		if err != nil {
+			return query, err
+		}
+		ids = append(ids, m)
 	}
 	if allExact && f.IsZero() {
 		query.Targets = q.identity
-	} else {
-		f.Identity = q.identity
+	} else if len(ids) > 0 {
+		f.Identity = ids
 	}
 	query.Filter = f
 	if _, err := f.Compile(); err != nil {
@@ -127,5 +134,9 @@ func (g *globalOptions) run(ctx context.Context, q *queryFlags, agent, action st
 	if err != nil {
 		return nil, err
 	}
-	return s.client.Do(ctx, query)
+	o, err := s.client.Do(ctx, query)
+	if errors.Is(err, bus.ErrNoMatch) {
+		return o, explainNoMatch(ctx, s, query)
+	}
+	return o, err
 }
