@@ -87,6 +87,9 @@ type Query struct {
 	TTL time.Duration
 	// Limit caps the number of hosts the request goes to.
 	Limit int
+	// LimitPercent, 1 to 100, caps it to this share of the matching
+	// hosts, rounded up (mco's --limit 50%).
+	LimitPercent int
 	// Batch sends to this many hosts at a time, sleeping BatchSleep between.
 	Batch      int
 	BatchSleep time.Duration
@@ -224,6 +227,12 @@ func (c *Client) Do(ctx context.Context, q Query) (*Outcome, error) {
 			if len(targets) == 0 {
 				return nil, ErrNoMatch
 			}
+		}
+	}
+	if q.LimitPercent > 0 && q.LimitPercent < 100 {
+		n := (len(targets)*q.LimitPercent + 99) / 100
+		if q.Limit <= 0 || n < q.Limit {
+			q.Limit = n
 		}
 	}
 	if q.Limit > 0 && len(targets) > q.Limit {

@@ -73,7 +73,7 @@ to signetd on every host, which verifies, authorizes, runs, signs its reply and 
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.config, "config", "", "client config file (default $SIGNET_CONFIG or ~/.config/signet/client.yaml)")
 	pf.StringVar(&g.env, "env", "", "environment profile from the config (dev, dr, prod...); default $SIGNET_ENV")
-	pf.BoolVar(&g.json, "json", false, "print machine-readable JSON")
+	pf.BoolVarP(&g.json, "json", "j", false, "print machine-readable JSON")
 	root.AddCommand(
 		newKeygenCmd(g),
 		newBrokerCmd(g),

@@ -51,9 +51,10 @@ func newPingCmd(g *globalOptions) *cobra.Command {
 func newDiscoverCmd(g *globalOptions) *cobra.Command {
 	q := &queryFlags{}
 	c := &cobra.Command{
-		Use:   "discover",
-		Short: "List the hosts that match a filter and answer a signed ping",
-		Args:  cobra.NoArgs,
+		Use:     "discover",
+		Aliases: []string{"find"},
+		Short:   "List the hosts that match a filter and answer a signed ping (mco find)",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o, err := g.run(cmd.Context(), q, "rpcutil", "ping", nil)
 			if !keepPartial(o, err) {
