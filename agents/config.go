@@ -13,6 +13,7 @@ import (
 
 	"github.com/signetbus/signet/internal/config"
 	"github.com/signetbus/signet/internal/trustfile"
+	"github.com/signetbus/signet/internal/yamlerr"
 )
 
 // Config is signetd's configuration file (YAML). Every field can be left
@@ -118,7 +119,7 @@ func LoadConfig(path string) (*Config, error) {
 		dec := yaml.NewDecoder(bytes.NewReader(b))
 		dec.KnownFields(true)
 		if err := dec.Decode(cfg); err != nil && err.Error() != "EOF" {
-			return nil, fmt.Errorf("config %s: %w", path, err)
+			return nil, fmt.Errorf("config: %w", yamlerr.Explain(path, b, err))
 		}
 	}
 	if err := cfg.applyEnv(os.Getenv); err != nil {

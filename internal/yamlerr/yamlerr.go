@@ -23,7 +23,8 @@ var (
 )
 
 // Explain rewrites err, returned by decoding data, as one line per
-// problem: "FILE:LINE: KEY: what is wrong". Errors that are not yaml's
+// problem: "FILE:LINE: KEY: what is wrong" ("line LINE: ..." when file is
+// ""). Errors that are not yaml's
 // are returned unchanged.
 func Explain(file string, data []byte, err error) error {
 	if err == nil {
@@ -40,7 +41,9 @@ func Explain(file string, data []byte, err error) error {
 		return errors.New(strings.Join(msgs, "\n"))
 	}
 	if m := syntaxRe.FindStringSubmatch(err.Error()); m != nil {
-		return fmt.Errorf("%s:%s: not valid YAML: %s", file, m[1], m[2])
+		n, _ := strconv.Atoi(m[1])
+		f, _ := at(file, n)
+		return fmt.Errorf("%s%d: not valid YAML: %s", f, n, m[2])
 	}
 	return err
 }
@@ -52,15 +55,25 @@ func explainOne(file string, root *yaml.Node, e string) string {
 	}
 	line, _ := strconv.Atoi(m[1])
 	what := m[2]
+	file, line = at(file, line)
 	if u := unknownRe.FindStringSubmatch(what); u != nil {
 		path := KeyAt(root, line, u[1])
-		return fmt.Sprintf("%s:%d: %s: unknown key (check its spelling and indentation)", file, line, path)
+		return fmt.Sprintf("%s%d: %s: unknown key (check its spelling and indentation)", file, line, path)
 	}
 	if t := typeRe.FindStringSubmatch(what); t != nil {
 		path := KeyAt(root, line, "")
-		return fmt.Sprintf("%s:%d: %s: %s, want %s", file, line, path, describe(t[1], t[2]), want(t[3]))
+		return fmt.Sprintf("%s%d: %s: %s, want %s", file, line, path, describe(t[1], t[2]), want(t[3]))
 	}
-	return fmt.Sprintf("%s:%d: %s", file, line, what)
+	return fmt.Sprintf("%s%d: %s", file, line, what)
+}
+
+// at returns the prefix before a line number: "FILE:" or, without a
+// file name, "line ".
+func at(file string, line int) (string, int) {
+	if file == "" {
+		return "line ", line
+	}
+	return file + ":", line
 }
 
 // describe says what the author wrote: `"ci" is a string`.
@@ -70,7 +83,8 @@ func describe(tag, value string) string {
 	if kind == "" {
 		kind = "a " + tag
 	}
-	if value == "" || tag == "seq" || tag == "map" {
+	// yaml.v3 shortens long values to their first bytes and "...".
+	if value == "" || strings.HasSuffix(value, "...") || tag == "seq" || tag == "map" {
 		return "found " + kind
 	}
 	return fmt.Sprintf("%q is %s", value, kind)
@@ -148,4 +162,94 @@ func find(n *yaml.Node, line int, key, path string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+var (
+	jsonUnknownRe = regexp.MustCompile(`json: unknown field "([^"]+)"`)
+	jsonTypeRe    = regexp.MustCompile(`json: cannot unmarshal (\w+) into Go (?:struct field \S*?\.?([\w.]+)|value) of type (\S+)`)
+	pluginPrefix  = regexp.MustCompile(`^plugin \S+: config: `)
+)
+
+// Section explains an error from decoding a YAML section that was
+// converted to JSON (a plugin's config): the JSON decoder knows neither
+// the line nor the YAML key path, so both are found again in section.
+// prefix is the section's path ("plugins.service"). Errors that are not
+// the JSON decoder's are returned unchanged.
+func Section(section *yaml.Node, prefix string, err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := pluginPrefix.ReplaceAllString(err.Error(), "")
+	if m := jsonUnknownRe.FindStringSubmatch(msg); m != nil {
+		line, path := findKey(section, m[1], prefix)
+		return fmt.Errorf("line %d: %s: unknown key (check its spelling and indentation)", line, path)
+	}
+	if m := jsonTypeRe.FindStringSubmatch(msg); m != nil {
+		field := m[2]
+		if field == "" {
+			return fmt.Errorf("line %d: %s: found %s, want %s", section.Line, prefix, jsonKind(m[1]), want(m[3]))
+		}
+		parts := strings.Split(field, ".")
+		line, path := findKey(section, parts[len(parts)-1], prefix)
+		return fmt.Errorf("line %d: %s: found %s, want %s", line, path, jsonKind(m[1]), want(m[3]))
+	}
+	return err
+}
+
+func jsonKind(k string) string {
+	switch k {
+	case "string":
+		return "a string"
+	case "number":
+		return "a number"
+	case "bool":
+		return "true or false"
+	case "array":
+		return "a list"
+	case "object":
+		return "a mapping"
+	}
+	return k
+}
+
+// findKey returns the line and path of the first key named key under n
+// (depth first), or n's own line and prefix.
+func findKey(n *yaml.Node, key, prefix string) (int, string) {
+	if n == nil {
+		return 0, prefix
+	}
+	var walk func(n *yaml.Node, path string) (int, string, bool)
+	walk = func(n *yaml.Node, path string) (int, string, bool) {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				if l, p, ok := walk(c, path); ok {
+					return l, p, true
+				}
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k := n.Content[i]
+				if k.Value == key {
+					return k.Line, path + "." + k.Value, true
+				}
+			}
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if l, p, ok := walk(n.Content[i+1], path+"."+n.Content[i].Value); ok {
+					return l, p, true
+				}
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				if l, p, ok := walk(c, fmt.Sprintf("%s[%d]", path, i+1)); ok {
+					return l, p, true
+				}
+			}
+		}
+		return 0, "", false
+	}
+	if l, p, ok := walk(n, prefix); ok {
+		return l, p
+	}
+	return n.Line, prefix
 }
