@@ -39,6 +39,9 @@ func (g *globalOptions) loadKeyFile(path string) (ssh.Signer, error) {
 	switch {
 	case err == nil:
 		return s, nil
+	case errors.Is(err, keys.ErrPassphraseNeeded):
+		return nil, withHint(fmt.Errorf("%w: %s", keys.ErrPassphraseNeeded, path),
+			fmt.Sprintf("ssh-add %s and set key: agent, or set SIGNET_PASSPHRASE_FILE, or run from a terminal to be asked", path))
 	case errors.Is(err, fs.ErrNotExist):
 		return nil, withHint(err, "make a key with `signet keygen`, or set key: agent to sign with ssh-agent")
 	}

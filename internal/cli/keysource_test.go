@@ -36,6 +36,10 @@ func TestKeyErrorsSayWhatWentWrong(t *testing.T) {
 	if code == 0 || !strings.Contains(stderr, "wrong passphrase for "+key) || strings.Contains(stderr, "keygen") || strings.Contains(stderr, "x509") {
 		t.Errorf("wrong passphrase: exit %d, stderr:\n%s", code, stderr)
 	}
+	code, stderr = run(nil, "--config", cfg(key), "ping")
+	if code == 0 || !strings.Contains(stderr, "encrypted") || !strings.Contains(stderr, "hint: ssh-add "+key) || strings.Count(stderr, "hint:") != 1 {
+		t.Errorf("encrypted key, no terminal: exit %d, stderr:\n%s", code, stderr)
+	}
 	code, stderr = run(nil, "--config", cfg(key+".pub"), "ping")
 	if code == 0 || !strings.Contains(stderr, key+".pub is a public key; the private key is "+key) || strings.Contains(stderr, "keygen") || strings.Contains(stderr, "chmod") {
 		t.Errorf(".pub as key: exit %d, stderr:\n%s", code, stderr)
