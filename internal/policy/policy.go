@@ -137,7 +137,10 @@ func parse(file string, data []byte) (*Policy, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("%s: empty policy file: want a rules: list", name)
 		}
-		return nil, yamlerr.Explain(name, data, err)
+		if file == "" {
+			return nil, fmt.Errorf("policy: %w", yamlerr.Explain("", data, err))
+		}
+		return nil, yamlerr.Explain(file, data, err)
 	}
 	var extra any
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
