@@ -176,7 +176,7 @@ func printInventory(g *globalOptions, o *bus.Outcome) {
 func newRPCCmd(g *globalOptions) *cobra.Command {
 	q := &queryFlags{}
 	c := &cobra.Command{
-		Use:   "rpc AGENT ACTION [key=value...]",
+		Use:   "rpc AGENT ACTION [input=value...]",
 		Short: "Run any allowed agent action on matching hosts",
 		Example: `  signet rpc rpcutil inventory -I web2
   signet rpc package update package=middleware version=1.4.2 -F zone=a --batch 2`,
