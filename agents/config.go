@@ -86,6 +86,8 @@ type Config struct {
 	ExternalDir string `yaml:"external_dir"`
 	// Log configures operational logs (not the audit log).
 	Log LogConfig `yaml:"log"`
+
+	file string // the file it was loaded from, for errors
 }
 
 // NATSConfig says how to reach the broker. The client's config shares it,
@@ -121,6 +123,7 @@ func LoadConfig(path string) (*Config, error) {
 		if err := dec.Decode(cfg); err != nil && err.Error() != "EOF" {
 			return nil, fmt.Errorf("config: %w", yamlerr.Explain(path, b, err))
 		}
+		cfg.file = path
 	}
 	if err := cfg.applyEnv(os.Getenv); err != nil {
 		return nil, err

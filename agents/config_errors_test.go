@@ -39,7 +39,7 @@ func TestConfigErrorsNameFileLineKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = LoadPlugins(cfg)
-	if err == nil || !strings.Contains(err.Error(), "line 5: plugins.service.sevices: unknown key") || strings.Contains(err.Error(), "json:") {
+	if err == nil || !strings.Contains(err.Error(), p+":5: plugins.service.sevices: unknown key") || strings.Contains(err.Error(), "json:") {
 		t.Errorf("plugin section typo: %v", err)
 	}
 	p = write("identity: web1\nplugins:\n  service:\n    backend: systemd\n    services: nginx\n")
@@ -48,7 +48,7 @@ func TestConfigErrorsNameFileLineKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = LoadPlugins(cfg)
-	if err == nil || !strings.Contains(err.Error(), "line 5: plugins.service.services: found a string, want a list") || strings.Contains(err.Error(), "Go struct") {
+	if err == nil || !strings.Contains(err.Error(), p+":5: plugins.service.services: found a string, want a list") || strings.Contains(err.Error(), "Go struct") {
 		t.Errorf("plugin section type: %v", err)
 	}
 }

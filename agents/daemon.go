@@ -40,7 +40,7 @@ func LoadPlugins(cfg *Config) (map[string]plugins.Plugin, error) {
 		p, err := info.New(raw)
 		if err != nil {
 			section := cfg.Plugins[name]
-			return nil, fmt.Errorf("plugin %s: %w", name, yamlerr.Section(&section, "plugins."+name, err))
+			return nil, fmt.Errorf("plugin %s: %w", name, yamlerr.Section(cfg.file, &section, "plugins."+name, err))
 		}
 		out[name] = p
 	}

@@ -173,25 +173,28 @@ var (
 // Section explains an error from decoding a YAML section that was
 // converted to JSON (a plugin's config): the JSON decoder knows neither
 // the line nor the YAML key path, so both are found again in section.
-// prefix is the section's path ("plugins.service"). Errors that are not
-// the JSON decoder's are returned unchanged.
-func Section(section *yaml.Node, prefix string, err error) error {
+// prefix is the section's path ("plugins.service"), file the file it is
+// in ("" when unknown). Errors that are not the JSON decoder's are
+// returned unchanged.
+func Section(file string, section *yaml.Node, prefix string, err error) error {
 	if err == nil {
 		return nil
 	}
 	msg := pluginPrefix.ReplaceAllString(err.Error(), "")
 	if m := jsonUnknownRe.FindStringSubmatch(msg); m != nil {
 		line, path := findKey(section, m[1], prefix)
-		return fmt.Errorf("line %d: %s: unknown key (check its spelling and indentation)", line, path)
+		f, line := at(file, line)
+		return fmt.Errorf("%s%d: %s: unknown key (check its spelling and indentation)", f, line, path)
 	}
 	if m := jsonTypeRe.FindStringSubmatch(msg); m != nil {
 		field := m[2]
-		if field == "" {
-			return fmt.Errorf("line %d: %s: found %s, want %s", section.Line, prefix, jsonKind(m[1]), want(m[3]))
+		line, path := section.Line, prefix
+		if field != "" {
+			parts := strings.Split(field, ".")
+			line, path = findKey(section, parts[len(parts)-1], prefix)
 		}
-		parts := strings.Split(field, ".")
-		line, path := findKey(section, parts[len(parts)-1], prefix)
-		return fmt.Errorf("line %d: %s: found %s, want %s", line, path, jsonKind(m[1]), want(m[3]))
+		f, line := at(file, line)
+		return fmt.Errorf("%s%d: %s: found %s, want %s", f, line, path, jsonKind(m[1]), want(m[3]))
 	}
 	return err
 }

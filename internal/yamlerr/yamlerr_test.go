@@ -2,6 +2,7 @@ package yamlerr
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 	"testing"
 
@@ -43,5 +44,24 @@ func TestExplain(t *testing.T) {
 		if strings.Contains(err.Error(), "natsConfig") || strings.Contains(err.Error(), "yamlerr.") || strings.Contains(err.Error(), "!!") {
 			t.Errorf("%q: Go or YAML type names leak: %v", tc.doc, err)
 		}
+	}
+}
+
+// A section converted to JSON gets its line and key path back.
+func TestSection(t *testing.T) {
+	doc := "plugins:\n  maintenance:\n    backends:\n      - alertmanager:\n          urll: http://x\n"
+	var root yaml.Node
+	if err := yaml.Unmarshal([]byte(doc), &root); err != nil {
+		t.Fatal(err)
+	}
+	section := root.Content[0].Content[1].Content[1]
+	err := Section("signetd.yaml", section, "plugins.maintenance", errors.New(`plugin maintenance: config: json: unknown field "urll"`))
+	want := "signetd.yaml:5: plugins.maintenance.backends[1].alertmanager.urll: unknown key"
+	if err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("got  %v\nwant %s", err, want)
+	}
+	other := errors.New("plugin maintenance: backends: want at least one")
+	if got := Section("signetd.yaml", section, "plugins.maintenance", other); got != other {
+		t.Errorf("a plugin's own error changed: %v", got)
 	}
 }
