@@ -47,6 +47,7 @@ func TestMcoFlags(t *testing.T) {
 		{[]string{"ping", "--limit", "10%"}, 1}, // rounds up: never zero hosts
 		{[]string{"ping", "--limit", "3"}, 3},
 		{[]string{"ping", "--one"}, 1},
+		{[]string{"ping", "-1"}, 1},
 		{[]string{"ping", "--dt", "1", "-t", "5"}, 4}, // seconds, as mco takes them
 		{[]string{"ping", "--np"}, 4},
 		{[]string{"ping", "--batch", "2", "--batch-sleep", "0.01"}, 4},

@@ -47,7 +47,7 @@ func (q *queryFlags) register(c *cobra.Command) {
 	f.IntVar(&q.batch, "batch", 0, "send to this many hosts at a time")
 	f.Var(seconds{&q.batchSleep}, "batch-sleep", "pause between batches, in seconds or as 5s, 1m")
 	f.StringVar(&q.limitSpec, "limit", "", "send to at most this many of the matching hosts, or this percentage of them (50%)")
-	f.BoolVar(&q.one, "one", false, "send to one of the matching hosts (--limit 1)")
+	f.BoolVarP(&q.one, "one", "1", false, "send to one of the matching hosts (--limit 1)")
 	f.StringVar(&q.nodes, "nodes", "", "send to the host identities listed in this file, one a line")
 	f.BoolVar(&q.noProgress, "np", false, "no progress line while replies arrive")
 	f.BoolVar(&q.noProgress, "no-progress", false, "same as --np")
