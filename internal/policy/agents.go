@@ -74,3 +74,25 @@ func distance(a, b string) int {
 	}
 	return prev[len(b)]
 }
+
+// CheckRoles returns a warning for each role the rules grant that no key
+// in authorized_keys holds (held): such a rule allows nobody, which is
+// usually a typo ("opps" for "ops") or a key not yet added.
+func (p *Policy) CheckRoles(held []string) []string {
+	var warnings []string
+	seen := map[string]bool{}
+	for i, r := range p.rules {
+		for _, role := range r.roles {
+			if slices.Contains(held, role) || seen[role] {
+				continue
+			}
+			seen[role] = true
+			w := fmt.Sprintf("%s: rules[%d].roles: no key in authorized_keys has role %q, so this rule allows nobody", p.at(r.line), i+1, role)
+			if near := Nearest(role, held); near != "" {
+				w += fmt.Sprintf("; did you mean %q?", near)
+			}
+			warnings = append(warnings, w)
+		}
+	}
+	return warnings
+}

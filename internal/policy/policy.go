@@ -73,6 +73,7 @@ type rule struct {
 	roles []string
 	allow []pattern
 	where []condition
+	line  int // of the rule's roles, or the rule
 }
 
 type pattern struct {
@@ -273,6 +274,7 @@ func compile(spec ruleSpec, ln specLines) (rule, error) {
 		}
 		r.where = append(r.where, c)
 	}
+	r.line = max(ln.roles, ln.rule)
 	r.name = spec.Name
 	if r.name == "" {
 		r.name = strings.Join(spec.Roles, ",") + ":" + strings.Join(spec.Allow, ",")

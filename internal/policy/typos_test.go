@@ -77,3 +77,16 @@ func TestCheckAgents(t *testing.T) {
 		t.Errorf("warnings %q, want one about corp_backup", warns)
 	}
 }
+
+// A role no key holds makes a rule that allows nobody: a warning, with a
+// suggestion when it is a near miss.
+func TestCheckRoles(t *testing.T) {
+	p, err := Parse([]byte("rules:\n  - roles: [ops]\n    allow: [\"*\"]\n  - roles: [opps, ci]\n    allow: [\"package.*\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := p.CheckRoles([]string{"ops", "ci"})
+	if len(w) != 1 || !strings.Contains(w[0], `line 4: rules[2].roles: no key in authorized_keys has role "opps", so this rule allows nobody; did you mean "ops"?`) {
+		t.Errorf("warnings %q", w)
+	}
+}
