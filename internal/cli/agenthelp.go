@@ -63,35 +63,45 @@ func (e *noMatchError) Unwrap() error { return bus.ErrNoMatch }
 // It asks the registry; without one it can only compare with the agents
 // built into this signet.
 func explainNoMatch(ctx context.Context, s *session, q bus.Query) error {
+	// The agents a host must offer: the one called and any -A.
+	needed := []string{q.Agent}
+	for _, a := range q.Filter.Agent {
+		if !slices.Contains(needed, a) {
+			needed = append(needed, a)
+		}
+	}
 	known := append(plugins.Names(), "rpcutil")
-	offering := -1 // unknown without a registry
+	var offering map[string]int // nil without a registry
 	if s.reg != nil {
 		if regs, err := s.reg.List(ctx); err == nil && len(regs) > 0 {
-			offering = 0
+			offering = map[string]int{}
 			for _, r := range regs {
 				for _, a := range r.Agents {
+					offering[a]++
 					if !slices.Contains(known, a) {
 						known = append(known, a)
 					}
 				}
-				if slices.Contains(r.Agents, q.Agent) {
-					offering++
-				}
 			}
 		}
 	}
-	switch {
-	case offering == 0 || offering < 0 && !slices.Contains(known, q.Agent):
-		msg := fmt.Sprintf("no host offers agent %q", q.Agent)
-		if offering < 0 {
-			msg = fmt.Sprintf("no host matched, and this signet knows no agent %q", q.Agent)
+	for _, agent := range needed {
+		var msg string
+		switch {
+		case offering != nil && offering[agent] == 0:
+			msg = fmt.Sprintf("no host offers agent %q", agent)
+		case offering == nil && !slices.Contains(known, agent):
+			msg = fmt.Sprintf("no host matched, and this signet knows no agent %q", agent)
+		default:
+			continue
 		}
-		if near := policy.Nearest(q.Agent, known); near != "" {
+		if near := policy.Nearest(agent, known); near != "" {
 			msg += fmt.Sprintf("; did you mean %q?", near)
 		}
 		return withHint(&noMatchError{msg}, "`signet plugins` lists the agents your fleet offers")
-	case offering > 0:
-		return withHint(&noMatchError{fmt.Sprintf("no host matched: %d hosts offer agent %q but none matches the filter", offering, q.Agent)},
+	}
+	if offering != nil {
+		return withHint(&noMatchError{fmt.Sprintf("no host matched: %d hosts offer agent %q but none matches the filter", offering[q.Agent], q.Agent)},
 			"`signet inventory` shows each host's facts and classes; `signet discover` with fewer filters shows what matches")
 	}
 	return withHint(&noMatchError{"no host matched the filter"}, "`signet discover` with fewer filters shows what matches")

@@ -45,6 +45,10 @@ func TestRPCUnknownAgentAndIdentityGlob(t *testing.T) {
 	if code != ExitNoMatch || !strings.Contains(stderr, `no host offers agent "pakage"`) || !strings.Contains(stderr, `did you mean "package"?`) {
 		t.Errorf("rpc pakage status: exit %d, stderr:\n%s", code, stderr)
 	}
+	code, stderr = runMain(t, env, "describe", "servce")
+	if code != ExitNoMatch || !strings.Contains(stderr, `no host offers agent "servce"; did you mean "service"?`) {
+		t.Errorf("describe servce: exit %d, stderr:\n%s", code, stderr)
+	}
 	code, stderr = runMain(t, env, "rpc", "rpcutil", "ping", "-F", "zone=nowhere")
 	if code != ExitNoMatch || !strings.Contains(stderr, "2 hosts offer agent \"rpcutil\" but none matches the filter") {
 		t.Errorf("filter matching nothing: exit %d, stderr:\n%s", code, stderr)
