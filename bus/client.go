@@ -97,6 +97,10 @@ type Query struct {
 	// whose result changes (a second, different signed reply makes it
 	// failed: conflicting signed replies) is reported again.
 	OnResult func(Result)
+	// OnTargets, if set, is called once with the number of hosts the
+	// request goes to, after discovery and Limit (a progress display's
+	// total).
+	OnTargets func(n int)
 	// OnSigned, if set, is called with each signed request frame before it
 	// is sent (signet rpc --record keeps them for later verification).
 	OnSigned func(frame []byte) error
@@ -239,6 +243,9 @@ func (c *Client) Do(ctx context.Context, q Query) (*Outcome, error) {
 		targets = targets[:q.Limit]
 	}
 	out.Expected = len(targets)
+	if q.OnTargets != nil {
+		q.OnTargets(len(targets))
+	}
 	batch := q.Batch
 	if batch <= 0 || batch > len(targets) {
 		batch = len(targets)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -67,6 +68,29 @@ func TestMcoFlags(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &js); code != ExitOK || err != nil || len(js.Results) != 2 || js.Results[0].Identity != "web2" {
 		t.Errorf("ping -j: exit %d, %v, %s", code, err, stdout)
 	}
+	// On a terminal's stderr the reply count shows while replies arrive,
+	// and not with --np.
+	for _, np := range []bool{false, true} {
+		master, slave := openPTY(t)
+		var tty bytes.Buffer
+		copied := make(chan struct{})
+		go func() { io.Copy(&tty, master); close(copied) }()
+		args := []string{"ping"}
+		if np {
+			args = append(args, "--np")
+		}
+		var out bytes.Buffer
+		code := Main(context.Background(), args, IO{In: strings.NewReader(""), Out: &out, Err: slave, Getenv: envMap(env)})
+		slave.Close()
+		<-copied
+		shown := strings.Contains(tty.String(), "rpcutil ping: 4 of 4 replies")
+		if code != ExitOK || shown == np {
+			t.Errorf("ping --np=%v on a terminal: exit %d, progress shown %v; stderr %q", np, code, shown, tty.String())
+		}
+		if strings.Contains(out.String(), "replies") {
+			t.Errorf("progress went to stdout: %q", out.String())
+		}
+	}
 	for _, bad := range [][]string{{"ping", "--limit", "0%"}, {"ping", "--limit", "150%"}, {"ping", "--limit", "half"},
 		{"ping", "--nodes", filepath.Join(t.TempDir(), "none")}, {"ping", "--dt", "soon"}} {
 		if code, _, stderr := run(bad...); code != ExitUsage {
@@ -82,10 +106,11 @@ func TestProgress(t *testing.T) {
 	var buf bytes.Buffer
 	p := newProgress(&buf, true, "ping")
 	p.result(bus.Result{Identity: "web1", Status: bus.ResultOK})
+	p.targets(3)
 	p.result(bus.Result{Identity: "web2", Status: bus.ResultFailed})
 	p.done()
 	got := buf.String()
-	if !strings.Contains(got, "\rping: 1 replies") || !strings.Contains(got, "\rping: 2 replies (1 failed)") || !strings.HasSuffix(got, "\r\x1b[K") {
+	if !strings.Contains(got, "\rping: 1 replies") || !strings.Contains(got, "\rping: 2 of 3 replies (1 failed)") || !strings.HasSuffix(got, "\r\x1b[K") {
 		t.Errorf("progress output %q", got)
 	}
 	buf.Reset()

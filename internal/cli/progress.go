@@ -18,7 +18,15 @@ type progress struct {
 	on      bool
 	what    string
 	n, fail int
+	total   int // 0 until known
 	shown   bool
+}
+
+// targets records how many hosts the request goes to (bus.Query.OnTargets).
+func (p *progress) targets(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.total = n
 }
 
 func newProgress(w io.Writer, on bool, what string) *progress {
@@ -44,6 +52,9 @@ func (p *progress) result(r bus.Result) {
 		p.fail++
 	}
 	line := fmt.Sprintf("\r%s: %d replies", p.what, p.n)
+	if p.total > 0 {
+		line = fmt.Sprintf("\r%s: %d of %d replies", p.what, p.n, p.total)
+	}
 	if p.fail > 0 {
 		line += fmt.Sprintf(" (%d failed)", p.fail)
 	}

@@ -156,6 +156,7 @@ func (g *globalOptions) run(ctx context.Context, q *queryFlags, agent, action st
 	}
 	prog := newProgress(g.io.Err, progressOn(*g.io, q.noProgress), agent+" "+action)
 	query.OnResult = prog.result
+	query.OnTargets = prog.targets
 	o, err := s.client.Do(ctx, query)
 	prog.done()
 	if errors.Is(err, bus.ErrNoMatch) {
