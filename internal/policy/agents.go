@@ -10,8 +10,8 @@ import (
 // (rpcutil included), offered those this host serves (its enabled
 // built-ins and its external plugins).
 //
-// A pattern whose agent is neither, and is within two letters of a
-// built-in or offered agent ("pakage" for "package"), is a typo and an error: it can never
+// A pattern whose agent is neither, and is a likely typo of a built-in or
+// offered agent (see Nearest: "pakage" for "package"), is a typo and an error: it can never
 // match what its author meant. Any other unknown agent may be an external
 // plugin installed on other hosts that share this policy, so it is only a
 // warning, returned for the caller to log. A built-in this host does not
@@ -39,10 +39,20 @@ func (p *Policy) at(line int) string {
 	return fmt.Sprintf("%s:%d", p.file, line)
 }
 
-// Nearest returns the name in names closest to s when it is at most two
-// edits away (and s is not one of them), else "".
+// Nearest returns the name in names closest to s when it is a likely
+// typo of it: one edit away (a letter added, dropped, changed, or two
+// swapped) for a name of four letters, two for longer names; "" otherwise,
+// for names of three letters or fewer (every short name is a letter or two
+// from another), and when s is one of names.
 func Nearest(s string, names []string) string {
-	best, bestD := "", 3
+	limit := 1
+	switch {
+	case len(s) <= 3:
+		return ""
+	case len(s) > 4:
+		limit = 2
+	}
+	best, bestD := "", limit+1
 	for _, n := range names {
 		if n == s {
 			return ""
@@ -54,25 +64,30 @@ func Nearest(s string, names []string) string {
 	return best
 }
 
-// distance is the Levenshtein distance between a and b.
+// distance is the optimal string alignment distance between a and b:
+// Levenshtein's, with a swap of two neighbouring letters counted as one.
 func distance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
+	d := make([][]int, len(a)+1)
+	for i := range d {
+		d[i] = make([]int, len(b)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
 	}
 	for i := 1; i <= len(a); i++ {
-		cur[0] = i
 		for j := 1; j <= len(b); j++ {
 			cost := 1
 			if a[i-1] == b[j-1] {
 				cost = 0
 			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
 		}
-		prev, cur = cur, prev
 	}
-	return prev[len(b)]
+	return d[len(a)][len(b)]
 }
 
 // CheckRoles returns a warning for each role the rules grant that no key

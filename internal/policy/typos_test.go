@@ -90,3 +90,15 @@ func TestCheckRoles(t *testing.T) {
 		t.Errorf("warnings %q", w)
 	}
 }
+
+func TestNearest(t *testing.T) {
+	names := []string{"package", "service", "rpcutil", "slow", "db"}
+	for _, tc := range []struct{ in, want string }{
+		{"pakage", "package"}, {"pacakge", "package"}, {"servce", "service"}, {"slwo", "slow"},
+		{"dr", ""}, {"dns", ""}, {"package", ""}, {"corp_backup", ""}, {"pkg", ""},
+	} {
+		if got := Nearest(tc.in, names); got != tc.want {
+			t.Errorf("Nearest(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
