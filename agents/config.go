@@ -16,6 +16,7 @@ import (
 
 	"github.com/signetbus/signet/internal/config"
 	"github.com/signetbus/signet/internal/trustfile"
+	"github.com/signetbus/signet/internal/yamlerr"
 )
 
 // Config is signetd's configuration file (YAML). Every field can be left
@@ -94,6 +95,8 @@ type Config struct {
 	ExternalDir string `yaml:"external_dir"`
 	// Log configures operational logs (not the audit log).
 	Log LogConfig `yaml:"log"`
+
+	file string // the file it was loaded from, for errors
 }
 
 // NATSConfig says how to reach the broker. The client's config shares it,
@@ -147,8 +150,9 @@ func LoadConfig(path string) (*Config, error) {
 		dec := yaml.NewDecoder(bytes.NewReader(b))
 		dec.KnownFields(true)
 		if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) { // an empty file is the defaults
-			return nil, fmt.Errorf("config %s: %w", path, err)
+			return nil, fmt.Errorf("config: %w", yamlerr.Explain(path, b, err))
 		}
+		cfg.file = path
 		base, err := filepath.Abs(filepath.Dir(path))
 		if err != nil {
 			return nil, fmt.Errorf("config %s: %w", path, err)

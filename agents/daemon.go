@@ -19,6 +19,7 @@ import (
 	"github.com/signetbus/signet/internal/facts"
 	"github.com/signetbus/signet/internal/keys"
 	"github.com/signetbus/signet/internal/redact"
+	"github.com/signetbus/signet/internal/yamlerr"
 	"github.com/signetbus/signet/plugins"
 	"github.com/signetbus/signet/plugins/external"
 )
@@ -38,7 +39,8 @@ func LoadPlugins(cfg *Config) (map[string]plugins.Plugin, error) {
 		}
 		p, err := info.New(raw)
 		if err != nil {
-			return nil, fmt.Errorf("plugin %s: %w", name, err)
+			section := cfg.Plugins[name]
+			return nil, fmt.Errorf("plugin %s: %w", name, yamlerr.Section(cfg.file, &section, "plugins."+name, err))
 		}
 		out[name] = p
 	}

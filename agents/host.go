@@ -112,6 +112,20 @@ func (h *Host) Reload() error {
 	if err != nil {
 		return fmt.Errorf("policy: %w", err)
 	}
+	warnings, err := pol.CheckAgents(append(plugins.Names(), "rpcutil"), slices.Collect(maps.Keys(h.plugins)))
+	if err != nil {
+		return fmt.Errorf("policy: %w", err)
+	}
+	for _, w := range warnings {
+		h.log.Warn("policy names an agent this host does not offer", "where", w)
+	}
+	var held []string
+	for _, a := range auth {
+		held = append(held, a.Roles...)
+	}
+	for _, w := range pol.CheckRoles(held) {
+		h.log.Warn("policy grants a role no key holds", "where", w)
+	}
 	ts := &trustStore{byKey: make(map[string]*bus.Principal, len(auth))}
 	for _, a := range auth {
 		ts.byKey[a.KeyBlob] = &bus.Principal{Name: a.Name, Roles: a.Roles, Fingerprint: a.Fingerprint, Key: a.Key}

@@ -87,6 +87,9 @@ type Query struct {
 	TTL time.Duration
 	// Limit caps the number of hosts the request goes to.
 	Limit int
+	// LimitPercent, 1 to 100, caps it to this share of the matching
+	// hosts, rounded up (mco's --limit 50%).
+	LimitPercent int
 	// Batch sends to this many hosts at a time, sleeping BatchSleep between.
 	Batch      int
 	BatchSleep time.Duration
@@ -94,6 +97,10 @@ type Query struct {
 	// whose result changes (a second, different signed reply makes it
 	// failed: conflicting signed replies) is reported again.
 	OnResult func(Result)
+	// OnTargets, if set, is called once with the number of hosts the
+	// request goes to, after discovery and Limit (a progress display's
+	// total).
+	OnTargets func(n int)
 	// OnSigned, if set, is called with each signed request frame before it
 	// is sent (signet rpc --record keeps them for later verification).
 	OnSigned func(frame []byte) error
@@ -232,10 +239,19 @@ func (c *Client) Do(ctx context.Context, q Query) (*Outcome, error) {
 			}
 		}
 	}
+	if q.LimitPercent > 0 && q.LimitPercent < 100 {
+		n := (len(targets)*q.LimitPercent + 99) / 100
+		if q.Limit <= 0 || n < q.Limit {
+			q.Limit = n
+		}
+	}
 	if q.Limit > 0 && len(targets) > q.Limit {
 		targets = targets[:q.Limit]
 	}
 	out.Expected = len(targets)
+	if q.OnTargets != nil {
+		q.OnTargets(len(targets))
+	}
 	// A host whose key is not in known_hosts could answer, but its reply
 	// could never be trusted: it is reported once, as unknown host, and
 	// not sent the request (nor waited for).

@@ -13,6 +13,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/signetbus/signet/internal/grammar"
+	"github.com/signetbus/signet/internal/yamlerr"
 )
 
 // Step targets.
@@ -165,7 +166,7 @@ func DecodeYAML(r io.Reader, v any) error {
 		if errors.Is(err, io.EOF) {
 			return errors.New("empty file")
 		}
-		return err
+		return yamlerr.Explain("", data, err)
 	}
 	var extra any
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {

@@ -44,8 +44,8 @@ func TestParseWorkflowRejects(t *testing.T) {
 	base := "version: 1\nname: wf\nhosts: [role=db]\n"
 	step := "steps:\n  - {name: s, agent: service, action: stop}\n"
 	tests := []struct{ name, yaml, want string }{
-		{"unknown key", base + step + "colour: red\n", "field colour not found"},
-		{"unknown step key", base + "steps:\n  - {name: s, agent: service, action: stop, shell: x}\n", "field shell not found"},
+		{"unknown key", base + step + "colour: red\n", "colour: unknown key"},
+		{"unknown step key", base + "steps:\n  - {name: s, agent: service, action: stop, shell: x}\n", "steps[1].shell: unknown key"},
 		{"two documents", base + step + "---\nversion: 1\n", "more than one YAML document"},
 		{"empty", "", "empty file"},
 		{"version", "version: 2\nname: wf\nhosts: [x=y]\n" + step, "version: want 1, found 2"},

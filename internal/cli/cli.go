@@ -17,7 +17,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 	"golang.org/x/crypto/ssh"
-	"golang.org/x/term"
 
 	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/internal/keys"
@@ -79,7 +78,7 @@ to signetd on every host, which verifies, authorizes, runs, signs its reply and 
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.config, "config", "", "client config file (default $SIGNET_CONFIG or ~/.config/signet/client.yaml)")
 	pf.StringVar(&g.env, "env", "", "environment profile from the config (dev, dr, prod...); default $SIGNET_ENV")
-	pf.BoolVar(&g.json, "json", false, "print machine-readable JSON")
+	pf.BoolVarP(&g.json, "json", "j", false, "print machine-readable JSON")
 	root.AddCommand(
 		newKeygenCmd(g),
 		newBrokerCmd(g),
@@ -200,27 +199,5 @@ func (g *globalOptions) signer(cfg *ClientConfig) (ssh.Signer, error) {
 	if cfg.keyNote != "" {
 		fmt.Fprintf(g.io.Err, "signet: %s\n", cfg.keyNote)
 	}
-	s, err := keys.LoadSigner(cfg.Key, func() ([]byte, error) { return g.passphrase(cfg.Key) })
-	if err != nil {
-		return nil, withHint(err, "make a key with `signet keygen` (it writes ~/"+DefaultKeyPath+", where signet looks by default), set key: PATH in the client config, or key: agent to sign with ssh-agent")
-	}
-	return s, nil
-}
-
-func (g *globalOptions) passphrase(path string) ([]byte, error) {
-	if v := g.io.Getenv("SIGNET_PASSPHRASE_FILE"); v != "" {
-		b, err := os.ReadFile(v)
-		if err != nil {
-			return nil, err
-		}
-		return []byte(strings.TrimRight(string(b), "\r\n")), nil
-	}
-	f, ok := g.io.In.(*os.File)
-	if !ok || !term.IsTerminal(int(f.Fd())) {
-		return nil, errors.New("the key is encrypted and there is no terminal to ask for its passphrase (use ssh-agent, or SIGNET_PASSPHRASE_FILE)")
-	}
-	fmt.Fprintf(g.io.Err, "Enter passphrase for %s: ", path)
-	pw, err := term.ReadPassword(int(f.Fd()))
-	fmt.Fprintln(g.io.Err)
-	return pw, err
+	return g.loadKeyFile(cfg.Key)
 }

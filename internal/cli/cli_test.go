@@ -61,7 +61,7 @@ environments:
 		t.Fatalf("--env without profiles should only name the deploy env: %+v %v", cfg, err)
 	}
 	os.WriteFile(path, []byte("colective: typo\n"), 0o600)
-	if _, err := loadClientConfig(path, "", envMap(nil)); err == nil || !strings.Contains(err.Error(), "field colective not found") {
+	if _, err := loadClientConfig(path, "", envMap(nil)); err == nil || !strings.Contains(err.Error(), path+":1: colective: unknown key") {
 		t.Fatalf("unknown key: %v", err)
 	}
 	if _, err := loadClientConfig(filepath.Join(dir, "missing.yaml"), "", envMap(nil)); err == nil {

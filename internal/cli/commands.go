@@ -51,9 +51,10 @@ func newPingCmd(g *globalOptions) *cobra.Command {
 func newDiscoverCmd(g *globalOptions) *cobra.Command {
 	q := &queryFlags{}
 	c := &cobra.Command{
-		Use:   "discover",
-		Short: "List the hosts that match a filter and answer a signed ping",
-		Args:  cobra.NoArgs,
+		Use:     "discover",
+		Aliases: []string{"find"},
+		Short:   "List the hosts that match a filter and answer a signed ping (mco find)",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o, err := g.run(cmd.Context(), q, "rpcutil", "ping", nil)
 			if !keepPartial(o, err) {
@@ -175,12 +176,15 @@ func printInventory(g *globalOptions, o *bus.Outcome) {
 func newRPCCmd(g *globalOptions) *cobra.Command {
 	q := &queryFlags{}
 	c := &cobra.Command{
-		Use:   "rpc AGENT ACTION [key=value...]",
+		Use:   "rpc AGENT ACTION [input=value...]",
 		Short: "Run any allowed agent action on matching hosts",
 		Example: `  signet rpc rpcutil inventory -I web2
   signet rpc package update package=middleware version=1.4.2 -F zone=a --batch 2`,
-		Args: cobra.MinimumNArgs(2),
+		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkRPCArgs(args); err != nil {
+				return err
+			}
 			params, err := parseParams(args[2:])
 			if err != nil {
 				return err

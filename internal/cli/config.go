@@ -18,6 +18,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/signetbus/signet/internal/config"
+	"github.com/signetbus/signet/internal/yamlerr"
 	"github.com/signetbus/signet/workflows/release"
 )
 
@@ -93,7 +94,7 @@ func loadClientConfig(path, env string, getenv func(string) string) (*ClientConf
 			dec := yaml.NewDecoder(bytes.NewReader(b))
 			dec.KnownFields(true)
 			if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
-				return nil, usageErrorf("config %s: %v", path, err)
+				return nil, usageErrorf("config: %v", yamlerr.Explain(path, b, err))
 			}
 			base := filepath.Dir(path)
 			cfg.resolve(base)

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,7 +26,11 @@ type queryFlags struct {
 	compound   string
 	batch      int
 	batchSleep time.Duration
-	limit      int
+	limit      int    // set by commands (describe: 1); --limit overrides
+	limitSpec  string // --limit: N or N%
+	one        bool
+	nodes      string
+	noProgress bool
 	timeout    time.Duration
 	discovery  time.Duration
 	record     string
@@ -33,17 +38,22 @@ type queryFlags struct {
 
 func (q *queryFlags) register(c *cobra.Command) {
 	f := c.Flags()
-	f.StringArrayVarP(&q.identity, "identity", "I", nil, "match a host identity, exact or /regex/ (repeatable; any may match)")
+	f.StringArrayVarP(&q.identity, "identity", "I", nil, "match a host identity: a name, a glob ('web*') or /regex/ (repeatable; any may match)")
 	f.StringArrayVarP(&q.fact, "with-fact", "F", nil, "match a fact: key=value, key!=value, key>=n, key<n, key=~regex (repeatable; all must match)")
 	f.StringArrayVarP(&q.class, "with-class", "C", nil, "match a class, exact or /regex/ (repeatable)")
 	f.StringArrayVarP(&q.agent, "with-agent", "A", nil, "match hosts that have an agent (repeatable)")
 	f.StringArrayVarP(&q.with, "with", "W", nil, "combined class and fact filter: \"web zone=a\"")
 	f.StringVarP(&q.compound, "select", "S", "", "compound filter: \"zone=a and (env=dev or env=lab) and not db\"")
 	f.IntVar(&q.batch, "batch", 0, "send to this many hosts at a time")
-	f.DurationVar(&q.batchSleep, "batch-sleep", 0, "pause between batches")
-	f.IntVar(&q.limit, "limit", 0, "send to at most this many of the matching hosts")
-	f.DurationVarP(&q.timeout, "timeout", "t", 0, "how long to wait for replies (default from config, 10s)")
-	f.DurationVar(&q.discovery, "discovery-timeout", 0, "how long broadcast discovery waits without a registry (default 2s)")
+	f.Var(seconds{&q.batchSleep}, "batch-sleep", "pause between batches, in seconds or as 5s, 1m")
+	f.StringVar(&q.limitSpec, "limit", "", "send to at most this many of the matching hosts, or this percentage of them (50%)")
+	f.BoolVarP(&q.one, "one", "1", false, "send to one of the matching hosts (--limit 1)")
+	f.StringVar(&q.nodes, "nodes", "", "send to the host identities listed in this file, one a line")
+	f.BoolVar(&q.noProgress, "np", false, "no progress line while replies arrive")
+	f.BoolVar(&q.noProgress, "no-progress", false, "same as --np")
+	f.VarP(seconds{&q.timeout}, "timeout", "t", "how long to wait for replies, in seconds or as 10s, 1m (default from config, 10s)")
+	f.Var(seconds{&q.discovery}, "discovery-timeout", "how long broadcast discovery waits without a registry, in seconds or as 2s (default 2s)")
+	f.Var(seconds{&q.discovery}, "dt", "same as --discovery-timeout (mco's name)")
 	f.StringVar(&q.record, "record", "", "keep each signed request in this directory as ID.json and ID.json.sig (checkable with ssh-keygen -Y verify -n signet-request@v1)")
 }
 
@@ -90,24 +100,41 @@ func (q *queryFlags) query(cfg *ClientConfig, agent, action string, params map[s
 			}
 		}
 	}
-	query := bus.Query{Agent: agent, Action: action, Params: params, Batch: q.batch, BatchSleep: q.batchSleep, Limit: q.limit,
+	query := bus.Query{Agent: agent, Action: action, Params: params, Batch: q.batch, BatchSleep: q.batchSleep,
 		Timeout: cfg.Timeout.D(), DiscoveryTimeout: cfg.DiscoveryTimeout.D(), TTL: cfg.TTL.D(), OnSigned: q.recorder()}
+	if err := q.applyLimit(&query); err != nil {
+		return query, err
+	}
+	identities := q.identity
+	if q.nodes != "" {
+		ids, err := nodesFromFile(q.nodes)
+		if err != nil {
+			return query, err
+		}
+		identities = append(append([]string(nil), identities...), ids...)
+	}
 	if q.timeout > 0 {
 		query.Timeout = q.timeout
 	}
 	if q.discovery > 0 {
 		query.DiscoveryTimeout = q.discovery
 	}
-	allExact := len(q.identity) > 0
-	for _, id := range q.identity {
+	allExact := len(identities) > 0
+	ids := make([]string, 0, len(identities))
+	for _, id := range identities {
 		if !isExactIdentity(id) {
 			allExact = false
 		}
+		m, err := identityFilter(id)
+		if err != nil {
+			return query, err
+		}
+		ids = append(ids, m)
 	}
 	if allExact && f.IsZero() {
-		query.Targets = q.identity
-	} else {
-		f.Identity = q.identity
+		query.Targets = identities
+	} else if len(ids) > 0 {
+		f.Identity = ids
 	}
 	query.Filter = f
 	if _, err := f.Compile(); err != nil {
@@ -127,5 +154,13 @@ func (g *globalOptions) run(ctx context.Context, q *queryFlags, agent, action st
 	if err != nil {
 		return nil, err
 	}
-	return s.client.Do(ctx, query)
+	prog := newProgress(g.io.Err, progressOn(*g.io, q.noProgress), agent+" "+action)
+	query.OnResult = prog.result
+	query.OnTargets = prog.targets
+	o, err := s.client.Do(ctx, query)
+	prog.done()
+	if errors.Is(err, bus.ErrNoMatch) {
+		return o, explainNoMatch(ctx, s, query)
+	}
+	return o, err
 }

@@ -11,6 +11,7 @@ package keys
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -31,6 +32,16 @@ var ErrKeyType = errors.New("keys: only ed25519 keys are accepted")
 // ErrPassphraseNeeded is returned by LoadSigner for an encrypted key when no
 // passphrase callback was given.
 var ErrPassphraseNeeded = errors.New("keys: private key is encrypted and no passphrase was supplied")
+
+// ErrWrongPassphrase is returned when the passphrase does not decrypt the key.
+var ErrWrongPassphrase = errors.New("keys: wrong passphrase")
+
+// ErrPublicKey is returned when the file given as a private key holds a
+// public key (an id_ed25519.pub given for id_ed25519).
+var ErrPublicKey = errors.New("keys: a public key was given as the private key")
+
+// MaxPassphraseTries is how often LoadSignerAsking asks, as ssh does.
+const MaxPassphraseTries = 3
 
 // Fingerprint returns "SHA256:..." as ssh-keygen -l prints it.
 func Fingerprint(pub ssh.PublicKey) string { return ssh.FingerprintSHA256(pub) }
@@ -130,6 +141,25 @@ func LoadSigner(path string, passphrase func() ([]byte, error)) (ssh.Signer, err
 	return parseSigner(path, data, passphrase)
 }
 
+// LoadSignerAsking is LoadSigner for a person at a terminal: ask is called
+// again after a wrong passphrase, up to MaxPassphraseTries times, and
+// retry (may be nil) is told why before each new try.
+func LoadSignerAsking(path string, ask func() ([]byte, error), retry func(msg string)) (ssh.Signer, error) {
+	data, err := readPrivate(path)
+	if err != nil {
+		return nil, err
+	}
+	for try := 1; ; try++ {
+		s, err := parseSigner(path, data, ask)
+		if !errors.Is(err, ErrWrongPassphrase) || try == MaxPassphraseTries {
+			return s, err
+		}
+		if retry != nil {
+			retry(fmt.Sprintf("wrong passphrase for %s, try again", path))
+		}
+	}
+}
+
 // parseSigner parses the private key file data read from path.
 func parseSigner(path string, data []byte, passphrase func() ([]byte, error)) (ssh.Signer, error) {
 	signer, err := ssh.ParsePrivateKey(data)
@@ -145,10 +175,16 @@ func parseSigner(path string, data []byte, passphrase func() ([]byte, error)) (s
 		}
 		signer, err = ssh.ParsePrivateKeyWithPassphrase(data, pass)
 		clear(pass)
+		if errors.Is(err, x509.IncorrectPasswordError) {
+			return nil, fmt.Errorf("%w for %s", ErrWrongPassphrase, path)
+		}
 		if err != nil {
-			return nil, fmt.Errorf("keys: decrypt %s (wrong passphrase?): %w", path, err)
+			return nil, fmt.Errorf("keys: decrypt %s: %w", path, err)
 		}
 	case err != nil:
+		if perr := publicKeyError(path, data); perr != nil {
+			return nil, perr
+		}
 		return nil, fmt.Errorf("keys: parse private key %s: %w", path, err)
 	}
 	if err := checkType(signer.PublicKey()); err != nil {
@@ -176,6 +212,12 @@ func readPrivate(path string) ([]byte, error) {
 		return nil, fmt.Errorf("keys: private key %s is not a regular file (%s)", path, fi.Mode())
 	}
 	if fi.Mode().Perm()&0o077 != 0 {
+		// A public key is meant to be readable: say what it is rather
+		// than ask to chmod it.
+		head, _ := io.ReadAll(io.LimitReader(f, maxKeyFile))
+		if err := publicKeyError(path, head); err != nil {
+			return nil, err
+		}
 		return nil, fmt.Errorf("keys: private key %s has mode %04o: group and others must not have access\nhint: chmod 600 %s", path, fi.Mode().Perm(), path)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
@@ -186,6 +228,18 @@ func readPrivate(path string) ([]byte, error) {
 		return nil, fmt.Errorf("keys: private key %s is larger than %d bytes, more than any key file", path, maxKeyFile)
 	}
 	return data, nil
+}
+
+// publicKeyError says so when data is a public key (an authorized_keys
+// or .pub line), naming the private key beside it; nil otherwise.
+func publicKeyError(path string, data []byte) error {
+	if _, _, _, _, err := ssh.ParseAuthorizedKey(data); err != nil {
+		return nil
+	}
+	if priv, ok := strings.CutSuffix(path, ".pub"); ok {
+		return fmt.Errorf("%w: %s is a public key; the private key is %s", ErrPublicKey, path, priv)
+	}
+	return fmt.Errorf("%w: %s is a public key; give the private key file (the one without .pub)", ErrPublicKey, path)
 }
 
 // LoadHostKey loads or, when missing, creates the responder's host key

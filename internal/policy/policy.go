@@ -40,15 +40,17 @@ import (
 
 	"github.com/signetbus/signet/internal/grammar"
 	"github.com/signetbus/signet/internal/trustfile"
+	"github.com/signetbus/signet/internal/yamlerr"
 )
 
 // Policy is a parsed policy file.
 type Policy struct {
 	rules []rule
+	file  string // "" when parsed from bytes
 }
 
-// file is the YAML document.
-type file struct {
+// document is the YAML document.
+type document struct {
 	// Rules are checked in order; the first that allows wins.
 	Rules []ruleSpec `yaml:"rules"`
 }
@@ -71,17 +73,21 @@ type rule struct {
 	roles []string
 	allow []pattern
 	where []condition
+	line  int // of the rule's roles, or the rule
 }
 
 type pattern struct {
 	agent, action string // "*" matches anything
 	text          string
+	line          int    // in the policy file
+	key           string // "allow[2]"
 }
 
 type condition struct {
 	key, op, value string
 	re             *regexp.Regexp
 	text           string
+	line           int
 }
 
 // Decision is the outcome of Authorize.
@@ -99,44 +105,65 @@ var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:,*-]{0,127}$`)
 // Load reads and parses a policy file. Whoever can write the policy can
 // allow themselves anything, so it is refused when group or others can
 // write it or a directory above it, or when it is owned by a user other
-// than root and signetd's own (see trustfile).
+// than root and signetd's own (see trustfile). Errors name the file, the
+// line and the key: "policy.yaml:4: rules[1].where[1] ...".
 func Load(path string) (*Policy, error) {
 	data, err := trustfile.ReadFile(path, trustfile.Options{What: "policy"})
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
-	p, err := Parse(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return p, nil
+	return parse(path, data)
 }
 
 // Parse parses a policy document strictly: unknown keys, a second YAML
-// document, and any invalid role, pattern or condition are errors.
-func Parse(data []byte) (*Policy, error) {
+// document, any invalid role, pattern or condition, and conditions that
+// can never hold are errors. Errors start "line N: KEY".
+func Parse(data []byte) (*Policy, error) { return parse("", data) }
+
+func parse(file string, data []byte) (*Policy, error) {
+	at := func(line int) string {
+		if file == "" {
+			return fmt.Sprintf("policy: line %d", line)
+		}
+		return fmt.Sprintf("%s:%d", file, line)
+	}
+	name := file
+	if name == "" {
+		name = "policy"
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
-	var f file
+	var f document
 	if err := dec.Decode(&f); err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil, errors.New("policy: empty policy file: want a rules: list")
+			return nil, fmt.Errorf("%s: empty policy file: want a rules: list", name)
 		}
-		return nil, fmt.Errorf("policy: %w", err)
+		if file == "" {
+			return nil, fmt.Errorf("policy: %w", yamlerr.Explain("", data, err))
+		}
+		return nil, yamlerr.Explain(file, data, err)
 	}
 	var extra any
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return nil, errors.New("policy: more than one YAML document")
+		return nil, fmt.Errorf("%s: more than one YAML document", name)
 	}
-	p := &Policy{}
+	var root yaml.Node
+	_ = yaml.Unmarshal(data, &root)
+	lines := ruleLines(&root)
+	p := &Policy{file: file}
 	names := map[string]int{}
 	for i, spec := range f.Rules {
-		r, err := compile(spec)
+		ln := ruleLinesAt(lines, i)
+		r, err := compile(spec, ln)
 		if err != nil {
-			return nil, fmt.Errorf("policy: rule %d: %w", i+1, err)
+			var le *lineError
+			if errors.As(err, &le) {
+				return nil, fmt.Errorf("%s: rules[%d].%s", at(le.line), i+1, le.msg)
+			}
+			return nil, fmt.Errorf("%s: rules[%d]: %w", at(ln.rule), i+1, err)
 		}
 		if prev, dup := names[r.name]; dup {
-			return nil, fmt.Errorf("policy: rule %d: name %q is already used by rule %d", i+1, r.name, prev)
+			return nil, fmt.Errorf("%s: rules[%d]: name %q is already used by rule %d", at(ln.rule), i+1, r.name, prev)
 		}
 		names[r.name] = i + 1
 		p.rules = append(p.rules, r)
@@ -144,44 +171,137 @@ func Parse(data []byte) (*Policy, error) {
 	return p, nil
 }
 
-func compile(spec ruleSpec) (rule, error) {
+// lineError is a problem in a rule at a known line; msg starts with the
+// key inside the rule ("where[2] ...").
+type lineError struct {
+	line int
+	msg  string
+}
+
+func (e *lineError) Error() string { return e.msg }
+
+// specLines are the lines of one rule and of each item of its lists.
+type specLines struct {
+	rule, roles     int
+	allow, where    []int
+	rolesAt, nameAt int
+}
+
+func ruleLines(root *yaml.Node) []specLines {
+	if root.Kind != yaml.DocumentNode || len(root.Content) == 0 || root.Content[0].Kind != yaml.MappingNode {
+		return nil
+	}
+	m := root.Content[0]
+	var out []specLines
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value != "rules" || m.Content[i+1].Kind != yaml.SequenceNode {
+			continue
+		}
+		for _, item := range m.Content[i+1].Content {
+			sl := specLines{rule: item.Line}
+			if item.Kind == yaml.MappingNode {
+				for j := 0; j+1 < len(item.Content); j += 2 {
+					k, v := item.Content[j], item.Content[j+1]
+					var items []int
+					for _, c := range v.Content {
+						items = append(items, c.Line)
+					}
+					switch k.Value {
+					case "roles":
+						sl.roles = k.Line
+					case "allow":
+						sl.allow = items
+					case "where":
+						sl.where = items
+					}
+				}
+			}
+			out = append(out, sl)
+		}
+	}
+	return out
+}
+
+func ruleLinesAt(all []specLines, i int) specLines {
+	if i < len(all) {
+		return all[i]
+	}
+	return specLines{}
+}
+
+func lineOf(lines []int, i, fallback int) int {
+	if i < len(lines) && lines[i] > 0 {
+		return lines[i]
+	}
+	return fallback
+}
+
+func compile(spec ruleSpec, ln specLines) (rule, error) {
 	var r rule
 	if len(spec.Roles) == 0 {
-		return r, errors.New("roles: want at least one role")
+		return r, &lineError{ln.rule, "roles: want at least one role"}
 	}
 	for _, role := range spec.Roles {
 		if err := grammar.CheckRole(role); err != nil {
-			return r, err
+			return r, &lineError{max(ln.roles, ln.rule), "roles: " + err.Error()}
 		}
 		if slices.Contains(r.roles, role) {
-			return r, fmt.Errorf("role %q listed twice", role)
+			return r, &lineError{max(ln.roles, ln.rule), fmt.Sprintf("roles: role %q listed twice", role)}
 		}
 		r.roles = append(r.roles, role)
 	}
 	if len(spec.Allow) == 0 {
-		return r, errors.New(`allow: want at least one AGENT.ACTION pattern such as "package.*"`)
+		return r, &lineError{ln.rule, `allow: want at least one AGENT.ACTION pattern such as "package.*"`}
 	}
-	for _, text := range spec.Allow {
+	for i, text := range spec.Allow {
+		line := lineOf(ln.allow, i, ln.rule)
 		pat, err := parsePattern(text)
 		if err != nil {
-			return r, err
+			return r, &lineError{line, fmt.Sprintf("allow[%d] %s", i+1, strings.TrimPrefix(err.Error(), "allow "))}
 		}
+		pat.line, pat.key = line, fmt.Sprintf("allow[%d]", i+1)
 		r.allow = append(r.allow, pat)
 	}
-	for _, text := range spec.Where {
+	for i, text := range spec.Where {
+		line := lineOf(ln.where, i, ln.rule)
 		c, err := parseCondition(text)
 		if err != nil {
-			return r, err
+			return r, &lineError{line, fmt.Sprintf("where[%d] %s", i+1, strings.TrimPrefix(err.Error(), "where "))}
+		}
+		c.line = line
+		if msg := contradicts(c, r.where); msg != "" {
+			return r, &lineError{line, fmt.Sprintf("where[%d] %q: %s", i+1, text, msg)}
 		}
 		r.where = append(r.where, c)
 	}
+	r.line = max(ln.roles, ln.rule)
 	r.name = spec.Name
 	if r.name == "" {
 		r.name = strings.Join(spec.Roles, ",") + ":" + strings.Join(spec.Allow, ",")
 	} else if !nameRe.MatchString(r.name) {
-		return r, fmt.Errorf("name %q: want letters, digits and _.:,*- (at most 128)", r.name)
+		return r, &lineError{ln.rule, fmt.Sprintf("name %q: want letters, digits and _.:,*- (at most 128)", r.name)}
 	}
 	return r, nil
+}
+
+// contradicts says why c can never hold together with the conditions
+// before it in the same rule, or "".
+func contradicts(c condition, before []condition) string {
+	for _, b := range before {
+		if b.key != c.key {
+			continue
+		}
+		switch {
+		case b.op == "=" && c.op == "=" && b.value != c.value:
+			return fmt.Sprintf("%s cannot equal both %q (line %d) and %q, so the rule never matches; use %s=~%s|%s",
+				c.key, b.value, b.line, c.value, c.key, regexp.QuoteMeta(b.value), regexp.QuoteMeta(c.value))
+		case b.op == "=" && c.op == "!=" && b.value == c.value, b.op == "!=" && c.op == "=" && b.value == c.value:
+			return fmt.Sprintf("contradicts %s (line %d), so the rule never matches", b.text, b.line)
+		case b.op == "=" && c.op == "=~" && !c.re.MatchString(b.value), b.op == "=~" && c.op == "=" && !b.re.MatchString(c.value):
+			return fmt.Sprintf("contradicts %s (line %d), so the rule never matches", b.text, b.line)
+		}
+	}
+	return ""
 }
 
 func parsePattern(text string) (pattern, error) {
@@ -221,6 +341,12 @@ func parseCondition(text string) (condition, error) {
 		return c, fmt.Errorf("where %q: want key=value, key!=value or key=~regex", text)
 	}
 	c.key, c.value = text[:i], text[i+len(c.op):]
+	if k, v := strings.TrimSpace(c.key), strings.TrimSpace(c.value); (k != c.key || v != c.value) && grammar.CheckFactKey(k) == nil {
+		return c, fmt.Errorf("where %q: remove the spaces around the operator (%s%s%s)", text, k, c.op, v)
+	}
+	if c.op != "=~" && strings.HasPrefix(c.value, "=") {
+		return c, fmt.Errorf("where %q: the value starts with %q, so it never matches; write %s%s%s", text, "=", c.key, c.op, strings.TrimLeft(c.value, "="))
+	}
 	if err := grammar.CheckFactKey(c.key); err != nil {
 		return c, fmt.Errorf("where %q: %w", text, err)
 	}

@@ -145,27 +145,27 @@ func TestParseRejects(t *testing.T) {
 		name, doc, wantErr string
 	}{
 		{"empty document", "", "empty policy file"},
-		{"unknown top-level key", "rules: []\ndefault: allow\n", "field default not found"},
-		{"unknown rule key", "rules:\n  - roles: [ci]\n    allow: [\"*\"]\n    deny: [\"x.y\"]\n", "field deny not found"},
-		{"misspelt key", "rules:\n  - role: [ci]\n    allow: [\"*\"]\n", "field role not found"},
+		{"unknown top-level key", "rules: []\ndefault: allow\n", "default: unknown key"},
+		{"unknown rule key", "rules:\n  - roles: [ci]\n    allow: [\"*\"]\n    deny: [\"x.y\"]\n", "rules[1].deny: unknown key"},
+		{"misspelt key", "rules:\n  - role: [ci]\n    allow: [\"*\"]\n", "rules[1].role: unknown key"},
 		{"two documents", "rules: []\n---\nrules: []\n", "more than one YAML document"},
-		{"no roles", "rules:\n  - allow: [\"*\"]\n", "rule 1: roles: want at least one role"},
+		{"no roles", "rules:\n  - allow: [\"*\"]\n", "line 2: rules[1].roles: want at least one role"},
 		{"bad role", "rules:\n  - roles: [\"Ops Team\"]\n    allow: [\"*\"]\n", `role "Ops Team"`},
 		{"duplicate role", "rules:\n  - roles: [ci, ci]\n    allow: [\"*\"]\n", "listed twice"},
 		{"no allow", "rules:\n  - roles: [ci]\n", "allow: want at least one"},
-		{"pattern without dot", "rules:\n  - roles: [ci]\n    allow: [package]\n", `allow "package": want AGENT.ACTION`},
+		{"pattern without dot", "rules:\n  - roles: [ci]\n    allow: [package]\n", `allow[1] "package": want AGENT.ACTION`},
 		{"partial wildcard", "rules:\n  - roles: [ci]\n    allow: [\"pack*.update\"]\n", `"pack*" is neither`},
 		{"three parts", "rules:\n  - roles: [ci]\n    allow: [\"a.b.c\"]\n", `"b.c" is neither`},
 		{"shell chars in pattern", "rules:\n  - roles: [ci]\n    allow: [\"package.$(id)\"]\n", "is neither"},
 		{"empty action", "rules:\n  - roles: [ci]\n    allow: [\"package.\"]\n", `"" is neither`},
-		{"condition without operator", "rules:\n  - roles: [ci]\n    allow: [\"*\"]\n    where: [env]\n", `where "env": want key=value`},
+		{"condition without operator", "rules:\n  - roles: [ci]\n    allow: [\"*\"]\n    where: [env]\n", `where[1] "env": want key=value`},
 		{"bang without equals", "rules:\n  - roles: [ci]\n    allow: [\"*\"]\n    where: [\"env!dev\"]\n", "want key=value"},
 		{"empty fact name", "rules:\n  - roles: [ci]\n    allow: [\"*\"]\n    where: [\"=dev\"]\n", `fact name ""`},
 		{"bad regex", "rules:\n  - roles: [ci]\n    allow: [\"*\"]\n    where: [\"host=~web[\"]\n", "missing closing ]"},
 		{"bad name", "rules:\n  - name: \"my rule\"\n    roles: [ci]\n    allow: [\"*\"]\n", `name "my rule"`},
-		{"duplicate name", "rules:\n  - name: r\n    roles: [ci]\n    allow: [\"*\"]\n  - name: r\n    roles: [ops]\n    allow: [\"*\"]\n", `rule 2: name "r" is already used by rule 1`},
+		{"duplicate name", "rules:\n  - name: r\n    roles: [ci]\n    allow: [\"*\"]\n  - name: r\n    roles: [ops]\n    allow: [\"*\"]\n", `rules[2]: name "r" is already used by rule 1`},
 		{"duplicate default name", "rules:\n  - roles: [ci]\n    allow: [\"*\"]\n  - roles: [ci]\n    allow: [\"*\"]\n", "already used"},
-		{"roles not a list", "rules:\n  - roles: ci\n    allow: [\"*\"]\n", "cannot unmarshal"},
+		{"roles not a list", "rules:\n  - roles: ci\n    allow: [\"*\"]\n", `rules[1].roles: "ci" is a string, want a list`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -223,7 +223,7 @@ func TestLoad(t *testing.T) {
 	}
 	bad := filepath.Join(dir, "bad.yaml")
 	os.WriteFile(bad, []byte("rules:\n  - roles: [ci]\n"), 0o644)
-	if _, err := Load(bad); err == nil || !strings.HasPrefix(err.Error(), bad+": ") {
+	if _, err := Load(bad); err == nil || !strings.HasPrefix(err.Error(), bad+":2: ") {
 		t.Fatalf("got %v, want an error naming %s", err, bad)
 	}
 	if _, err := Load(filepath.Join(dir, "absent.yaml")); !os.IsNotExist(unwrapAll(err)) {

@@ -1,14 +1,11 @@
 package maintenance
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -16,8 +13,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/signetbus/signet/internal/httpjson"
 	"github.com/signetbus/signet/internal/redact"
 )
+
+// retryBackoff is the first wait before retrying a transient failure;
+// tests shorten it.
+var retryBackoff = 500 * time.Millisecond
 
 // defaultHTTPTimeout bounds one request to a backend when its config sets
 // no timeout.
@@ -26,25 +28,9 @@ const defaultHTTPTimeout = 10 * time.Second
 // maxResponse bounds what is read of a backend's response.
 const maxResponse = 8 << 20
 
-// APIError is a backend's answer with an unexpected HTTP status.
-type APIError struct {
-	// Backend is "alertmanager" or "icinga2".
-	Backend string
-	// Op is what signet was doing: "create silence", say.
-	Op string
-	// Status is the HTTP status code.
-	Status int
-	// Body is the start of the response body.
-	Body string
-}
-
-func (e *APIError) Error() string {
-	msg := fmt.Sprintf("%s: %s: want a 2xx status, got %d", e.Backend, e.Op, e.Status)
-	if e.Body != "" {
-		msg += ": " + e.Body
-	}
-	return msg
-}
+// APIError is a backend's answer with an unexpected HTTP status: the one
+// error type of internal/httpjson (Service is "alertmanager" or "icinga2").
+type APIError = httpjson.Error
 
 // httpAPI talks JSON to one backend.
 type httpAPI struct {
@@ -54,6 +40,8 @@ type httpAPI struct {
 	// setAuth adds credentials to a request; nil means none. It reads
 	// secret files on each call, so that rotated secrets are picked up.
 	setAuth func(*http.Request) error
+	// backoff is the first wait before a retry; 0 means httpjson's.
+	backoff time.Duration
 }
 
 // newHTTPAPI checks a backend's URL, CA file and timeout and builds its
@@ -99,6 +87,7 @@ func newHTTPAPI(backend, rawURL, caFile, timeout string) (*httpAPI, error) {
 		tr.TLSClientConfig.RootCAs = pool
 	}
 	return &httpAPI{
+		backoff: retryBackoff,
 		backend: backend,
 		base:    u,
 		client: &http.Client{
@@ -146,58 +135,18 @@ func readSecret(key, path string) (string, error) {
 }
 
 // do sends one request and decodes a 2xx JSON answer into out (when not
-// nil). Any other status is an *APIError.
+// nil). Any other status is an *APIError. Transient failures are retried
+// as internal/httpjson's rules allow: a query or a DELETE after a 502, a
+// POST that creates a silence or a downtime only when it provably never
+// reached the backend, so no second silence or downtime is left behind.
 func (a *httpAPI) do(ctx context.Context, op, method, path string, query url.Values, header http.Header, body, out any) error {
 	u := *a.base
 	u.Path += path
 	u.RawQuery = query.Encode()
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return fmt.Errorf("%s: %s: encode request: %w", a.backend, op, err)
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
-	if err != nil {
-		return fmt.Errorf("%s: %s: %w", a.backend, op, err)
-	}
-	req.Header.Set("Accept", "application/json")
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for k, v := range header {
-		req.Header[k] = v
-	}
-	if a.setAuth != nil {
-		if err := a.setAuth(req); err != nil {
-			return fmt.Errorf("%s: %s: credentials: %w", a.backend, op, err)
-		}
-	}
-	resp, err := a.client.Do(req)
-	if err != nil {
-		var uerr *url.Error
-		if errors.As(err, &uerr) {
-			err = uerr.Err
-		}
-		return fmt.Errorf("%s at %s: %s: %w", a.backend, a.base.Redacted(), op, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
-	if err != nil {
-		return fmt.Errorf("%s at %s: %s: read response: %w", a.backend, a.base.Redacted(), op, err)
-	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return &APIError{Backend: a.backend, Op: op, Status: resp.StatusCode, Body: safeExcerpt(data, req)}
-	}
-	if out == nil {
-		return nil
-	}
-	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("%s: %s: decode response: %w (body %s)", a.backend, op, err, safeExcerpt(data, req))
-	}
-	return nil
+	c := &httpjson.Client{HTTP: a.client, Service: a.backend, Where: a.backend + " at " + a.base.Redacted(),
+		MaxResponse: maxResponse, Backoff: a.backoff, Message: safeExcerpt, Auth: a.setAuth}
+	return c.Do(ctx, httpjson.Call{Op: op, Method: method, URL: u.String(), Header: header, In: body, Out: out,
+		Kind: httpjson.KindOf(method, header)})
 }
 
 // safeExcerpt is excerpt with the request's credentials (the basic auth

@@ -26,7 +26,7 @@ func TestAppForEnv(t *testing.T) {
 
 func TestParseAppRejects(t *testing.T) {
 	tests := []struct{ name, from, to, want string }{
-		{"unknown key", "on_failure: hold", "on_failure: hold\ncolour: red", "field colour not found"},
+		{"unknown key", "on_failure: hold", "on_failure: hold\ncolour: red", "colour: unknown key"},
 		{"version", "version: 1", "version: 3", "version: want 1, found 3"},
 		{"name", "name: middleware", "name: Middle Ware", "name: want lowercase"},
 		{"package", "package: app", "package: -app", "package: want a package name"},

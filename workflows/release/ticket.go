@@ -1,9 +1,7 @@
 package release
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/signetbus/signet/internal/httpjson"
 )
 
 // Ticket is where a release manifest comes from and where its outcome goes.
@@ -118,114 +118,32 @@ func OpenTicket(ref string, cfg TicketConfig) (Ticket, error) {
 	return &fileTicket{path: path, log: log}, nil
 }
 
-// APIError is a ticket or chat service answering with an unexpected status.
-type APIError struct {
-	Service string // "jira", "github", "chat", "url"
-	Op      string // what was attempted: "fetch OPS-1", "comment", ...
-	Status  int
-	Message string // the service's message, shortened
-}
-
-func (e *APIError) Error() string {
-	if e.Message == "" {
-		return fmt.Sprintf("%s: %s: unexpected status %d", e.Service, e.Op, e.Status)
-	}
-	return fmt.Sprintf("%s: %s: unexpected status %d: %s", e.Service, e.Op, e.Status, e.Message)
-}
+// APIError is a ticket or chat service answering with an unexpected
+// status: the one error type of internal/httpjson.
+type APIError = httpjson.Error
 
 // call sends one API request with a JSON body (when in is not nil), checks
 // the status is one of want and decodes the JSON answer into out (when not
 // nil). Errors name the service and operation, never the credentials, and
-// never the URL (a webhook URL is a secret).
+// never the URL (a webhook URL is a secret). A transient failure is
+// retried as internal/httpjson's rules allow: a GET or PATCH after a 502,
+// a POST (a message, a comment, a transition) only when it provably never
+// reached the service, so nothing is posted twice.
 func call(ctx context.Context, hc *http.Client, service, op, method, u string, header http.Header, in, out any, want ...int) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return fmt.Errorf("%s: %s: %w", service, op, err)
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u, body)
-	if err != nil {
-		return fmt.Errorf("%s: %s: %w", service, op, stripURL(err))
-	}
-	for k, v := range header {
-		req.Header[k] = v
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s: %s: %w", service, op, stripURL(err))
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
-	if err != nil {
-		return fmt.Errorf("%s: %s: read answer: %w", service, op, stripURL(err))
-	}
-	if int64(len(b)) > maxResponse {
-		return fmt.Errorf("%s: %s: answer larger than %d bytes", service, op, maxResponse)
-	}
-	ok := false
-	for _, w := range want {
-		ok = ok || resp.StatusCode == w
-	}
-	if !ok {
-		return &APIError{Service: service, Op: op, Status: resp.StatusCode, Message: apiMessage(b)}
-	}
-	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			return fmt.Errorf("%s: %s: decode answer: %w", service, op, err)
-		}
-	}
-	return nil
+	c := &httpjson.Client{HTTP: hc, Service: service, MaxResponse: maxResponse, Backoff: retryBackoff}
+	return c.Do(ctx, httpjson.Call{Op: op, Method: method, URL: u, Header: header, In: in, Out: out, Want: want,
+		Kind: httpjson.KindOf(method, header)})
 }
+
+// retryBackoff is the first wait before a retry; tests shorten it.
+var retryBackoff = 500 * time.Millisecond
 
 // stripURL drops the URL a *url.Error carries: a chat webhook URL holds a
 // token and must not reach the log.
-func stripURL(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err
-	}
-	return err
-}
+func stripURL(err error) error { return httpjson.StripURL(err) }
 
-// apiMessage extracts the error text from Jira ({"errorMessages":[...],
-// "errors":{...}}) and GitHub ({"message":...}) answers, or a plain body.
-func apiMessage(b []byte) string {
-	var e struct {
-		Message       string            `json:"message"`
-		ErrorMessages []string          `json:"errorMessages"`
-		Errors        map[string]string `json:"errors"`
-	}
-	var parts []string
-	if json.Unmarshal(b, &e) == nil {
-		if e.Message != "" {
-			parts = append(parts, e.Message)
-		}
-		parts = append(parts, e.ErrorMessages...)
-		for k, v := range e.Errors {
-			parts = append(parts, k+": "+v)
-		}
-	}
-	msg := strings.Join(parts, "; ")
-	if msg == "" {
-		msg = strings.TrimSpace(string(b))
-	}
-	msg = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, msg)
-	if len(msg) > 200 {
-		msg = msg[:200] + "..."
-	}
-	return msg
-}
+// apiMessage extracts the error text from a service's answer.
+func apiMessage(b []byte) string { return httpjson.Message(b) }
 
 // truncateMiddle keeps the head and the tail of s within max bytes: the
 // header and the error at the end of a log both survive.

@@ -26,6 +26,8 @@ type Chat struct {
 	mu     sync.Mutex
 	texts  []string
 	status int
+	failN  int // answer this many more valid posts with failS
+	failS  int
 }
 
 // NewChat starts a chat webhook receiver.
@@ -54,12 +56,25 @@ func (s *Chat) serve(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "channel_is_archived", s.status)
 		return
 	}
+	if s.failN > 0 {
+		s.failN--
+		http.Error(w, "rate_limited", s.failS)
+		return
+	}
 	s.texts = append(s.texts, *in.Text)
 	io.WriteString(w, "ok")
 }
 
 // URL returns the webhook URL, secret path included.
 func (s *Chat) URL() string { return s.Server.URL + chatPath }
+
+// FailNext answers the next n valid posts with status (429 rate_limited,
+// say) without recording them.
+func (s *Chat) FailNext(n, status int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failN, s.failS = n, status
+}
 
 // SetStatus makes later valid posts fail with status and Slack's
 // channel_is_archived error, recording nothing; 0 restores 200 "ok".

@@ -49,6 +49,9 @@ type Jira struct {
 	mu       sync.Mutex
 	comments []string
 	posted   []string
+	failGets int // answer this many more GETs with failWith
+	failWith int
+	gets     int
 }
 
 // NewJira starts a Jira server for opts.
@@ -62,9 +65,32 @@ func NewJira(t testing.TB, opts JiraOptions) *Jira {
 	return s
 }
 
+// FailGets answers the next n GET requests with status, as a proxy in
+// front of Jira does during a restart (502, 503).
+func (s *Jira) FailGets(n, status int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failGets, s.failWith = n, status
+}
+
+// Gets returns how many GET requests reached the server.
+func (s *Jira) Gets() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gets
+}
+
 func (s *Jira) serve(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if r.Method == http.MethodGet {
+		s.gets++
+		if s.failGets > 0 {
+			s.failGets--
+			http.Error(w, "<html>Bad Gateway</html>", s.failWith)
+			return
+		}
+	}
 	if r.Header.Get("Authorization") != s.opts.Auth {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusUnauthorized)
