@@ -77,6 +77,16 @@ type Config struct {
 	RegistryTTL Duration `yaml:"registry_ttl"`
 	// ShutdownTimeout bounds the wait for in-flight actions on stop; default 5m.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	// RevokedKeys is a file of revoked public keys, one per line, in the
+	// plain format OpenSSH's RevokedKeys accepts (# comments); requests
+	// signed by them are refused. Empty: none. A named file that cannot be
+	// read stops start-up and reload: the list is never silently dropped.
+	RevokedKeys string `yaml:"revoked_keys"`
+	// RevocationMaxAge is how old the revocation list an admin distributes
+	// over the broker (signet revoke) may be before this host refuses
+	// callers whose roles the policy lists in fresh_revocation_roles; the
+	// age counts from the list's signing time; default 24h.
+	RevocationMaxAge Duration `yaml:"revocation_max_age"`
 	// Plugins enables plugins by name, each with its own settings (see
 	// docs/plugins). A plugin not listed is not enabled. rpcutil is always on.
 	Plugins map[string]yaml.Node `yaml:"plugins"`
@@ -180,6 +190,7 @@ func (c *Config) setDefaults() {
 	dur(&c.ActionTimeout, 5*time.Minute)
 	dur(&c.RegistryTTL, 90*time.Second)
 	dur(&c.ShutdownTimeout, 5*time.Minute)
+	dur(&c.RevocationMaxAge, 24*time.Hour)
 	if c.MaxRequestBytes == 0 {
 		c.MaxRequestBytes = 64 << 10
 	}

@@ -29,6 +29,8 @@ type Host struct {
 	actionTimeout time.Duration
 	authPath      string
 	policyPath    string
+	// ctl holds revocations and locks (control.go).
+	ctl controlState
 
 	node    atomic.Pointer[bus.Node]
 	trust   atomic.Pointer[trustStore]
@@ -51,6 +53,11 @@ type HostOptions struct {
 	Policy         string
 	ActionTimeout  time.Duration
 	Logger         *slog.Logger
+	// RevokedKeys, RevocationMaxAge and ClockSkew configure revocations
+	// and locks (see Config and control.go).
+	RevokedKeys      string
+	RevocationMaxAge time.Duration
+	ClockSkew        time.Duration
 }
 
 type trustStore struct {
@@ -72,6 +79,7 @@ func NewHost(o HostOptions) (*Host, error) {
 		plugins: map[string]plugins.Plugin{},
 		ddls:    map[string]plugins.DDL{},
 	}
+	h.ctl.init(o)
 	for name, p := range o.Plugins {
 		if name == "rpcutil" {
 			return nil, errors.New("plugin name rpcutil is reserved for the built-in agent")
@@ -112,12 +120,17 @@ func (h *Host) Reload() error {
 	if err != nil {
 		return fmt.Errorf("policy: %w", err)
 	}
+	revoked, err := loadRevokedKeys(h.ctl.revokedPath)
+	if err != nil {
+		return err
+	}
 	ts := &trustStore{byKey: make(map[string]*bus.Principal, len(auth))}
 	for _, a := range auth {
 		ts.byKey[a.KeyBlob] = &bus.Principal{Name: a.Name, Roles: a.Roles, Fingerprint: a.Fingerprint, Key: a.Key}
 	}
 	h.trust.Store(ts)
 	h.policy.Store(pol)
+	h.ctl.fileRevoked.Store(revoked)
 	h.log.Info("loaded trust and policy", "keys", len(auth), "authorized_keys", h.authPath, "policy", h.policyPath)
 	return nil
 }
@@ -164,6 +177,9 @@ func (h *Host) Authorize(_ context.Context, call *bus.Call) *bus.Reply {
 	// a refused frame are only counted), so nothing is logged here.
 	refuse := func(code, msg string) *bus.Reply {
 		return &bus.Reply{Status: bus.StatusRefused, Code: code, Error: msg}
+	}
+	if rep := h.checkControl(call); rep != nil { // revocations and locks
+		return rep
 	}
 	p, ok := h.plugins[req.Agent]
 	if !ok {
