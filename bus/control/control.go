@@ -346,4 +346,3 @@ func (d *Document) LockIDs() []string {
 	slices.Sort(ids)
 	return ids
 }
-
