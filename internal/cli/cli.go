@@ -86,6 +86,7 @@ to signetd on every host, which verifies, authorizes, runs, signs its reply and 
 		newPluginsCmd(g),
 		newDescribeCmd(g),
 		newLabCmd(g),
+		newRevokeCmd(g), newLockCmd(g), newUnlockCmd(g),
 	)
 	for _, c := range extraCommands {
 		root.AddCommand(c(g))
