@@ -392,4 +392,3 @@ func unlockRun(ctx context.Context, g *globalOptions, o *unlockOptions, args []s
 	fmt.Fprintf(g.io.Out, "unlocked (seq %d, %d locks active)\n", d.Seq, len(d.Locks))
 	return nil
 }
-
