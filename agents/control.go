@@ -288,8 +288,8 @@ func diff(prev, next *control.Document) []change {
 
 // watchControl follows the collective's control bucket until ctx ends:
 // every document put there is applied at once (a JetStream watch, not a
-// poll). While the bucket does not exist yet, it is looked for every few
-// seconds.
+// poll). A missing bucket is created; when that fails (a broker where
+// only admins may), it is looked for again every second.
 func (h *Host) watchControl(ctx context.Context, nc *nats.Conn, aud bus.Auditor, log *slog.Logger) {
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -303,13 +303,18 @@ func (h *Host) watchControl(ctx context.Context, nc *nats.Conn, aud bus.Auditor,
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(2 * time.Second):
+		case <-time.After(time.Second):
 		}
 	}
 }
 
 func (h *Host) watchOnce(ctx context.Context, js jetstream.JetStream, bucket string, aud bus.Auditor) error {
 	kv, err := js.KeyValue(ctx, bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		// Create it, so the watch is in place before the first document;
+		// where only admins may create it, wait for them.
+		kv, err = js.CreateKeyValue(ctx, control.BucketConfig(h.collective))
+	}
 	if err != nil {
 		return err
 	}

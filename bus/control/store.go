@@ -21,6 +21,17 @@ type Store struct {
 	Now func() time.Time
 }
 
+// BucketConfig is the control bucket's configuration. Hosts create the
+// bucket with it when it is missing, so that their watch is in place
+// before the first document is published.
+func BucketConfig(collective string) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      Bucket(collective),
+		Description: "signet revocation list and locks of collective " + collective,
+		History:     8,
+	}
+}
+
 // OpenStore opens the collective's control bucket, creating it when
 // missing. The bucket keeps a few old documents for inspection; hosts only
 // ever apply a newer one.
@@ -29,11 +40,7 @@ func OpenStore(ctx context.Context, nc *nats.Conn, collective string) (*Store, e
 	if err != nil {
 		return nil, fmt.Errorf("control: %w", err)
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      Bucket(collective),
-		Description: "signet revocation list and locks of collective " + collective,
-		History:     8,
-	})
+	kv, err := js.CreateOrUpdateKeyValue(ctx, BucketConfig(collective))
 	if err != nil {
 		return nil, fmt.Errorf("control: open bucket %s: %w", Bucket(collective), err)
 	}
