@@ -87,6 +87,11 @@ type Config struct {
 	// callers whose roles the policy lists in fresh_revocation_roles; the
 	// age counts from the list's signing time; default 24h.
 	RevocationMaxAge Duration `yaml:"revocation_max_age"`
+	// ControlState is where this host keeps the last revocation list and
+	// lock set it accepted, so that after a restart it still refuses an
+	// older one a broker user puts back; default
+	// /var/lib/signet/control.json. "none" keeps them in memory only.
+	ControlState string `yaml:"control_state"`
 	// Plugins enables plugins by name, each with its own settings (see
 	// docs/plugins). A plugin not listed is not enabled. rpcutil is always on.
 	Plugins map[string]yaml.Node `yaml:"plugins"`
@@ -180,6 +185,7 @@ func (c *Config) setDefaults() {
 	def(&c.AuthorizedKeys, "/etc/signet/authorized_keys")
 	def(&c.Policy, "/etc/signet/policy.yaml")
 	def(&c.AuditLog, "/var/log/signet/audit.jsonl")
+	def(&c.ControlState, "/var/lib/signet/control.json")
 	dur := func(d *Duration, v time.Duration) {
 		if *d == 0 {
 			*d = Duration(v)

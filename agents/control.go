@@ -4,9 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,6 +41,10 @@ const (
 // broker) and locks (from the broker).
 type controlState struct {
 	revokedPath string
+	statePath   string
+	// loading is set while the saved state is applied at start-up, which
+	// must not write (signetd --check has no side effects).
+	loading bool
 	maxAge      time.Duration
 	skew        time.Duration
 	now         func() time.Time
@@ -57,7 +64,7 @@ type acceptedDoc struct {
 }
 
 func (c *controlState) init(o HostOptions) {
-	c.revokedPath, c.maxAge, c.skew, c.now = o.RevokedKeys, o.RevocationMaxAge, o.ClockSkew, time.Now
+	c.revokedPath, c.statePath, c.maxAge, c.skew, c.now = o.RevokedKeys, o.ControlState, o.RevocationMaxAge, o.ClockSkew, time.Now
 	if c.maxAge <= 0 {
 		c.maxAge = 24 * time.Hour
 	}
@@ -233,6 +240,9 @@ func (h *Host) applyControl(key string, frame []byte, now time.Time, rec *bus.Au
 		return err
 	}
 	slot.Store(&acceptedDoc{doc: d, frame: append([]byte(nil), frame...), signer: p.Name})
+	if err := h.saveControlState(); err != nil {
+		h.log.Error("control state not saved: after a restart this host could accept an older document", "path", h.ctl.statePath, "err", err)
+	}
 	h.log.Info("control document applied", "kind", d.Kind, "seq", d.Seq, "signer", p.Name, "revoked", len(d.Revoked), "locks", len(d.Locks))
 	for _, c := range diff(prevDoc, d) {
 		r := *rec
@@ -336,4 +346,91 @@ func (h *Host) watchOnce(ctx context.Context, js jetstream.JetStream, bucket str
 			}
 		}
 	}
+}
+
+// controlStatePath maps the config's "none" to no file.
+func controlStatePath(p string) string {
+	if p == "none" {
+		return ""
+	}
+	return p
+}
+
+// savedControl is the control state file: the accepted frames.
+type savedControl struct {
+	Revocations []byte `json:"revocations,omitempty"`
+	Locks       []byte `json:"locks,omitempty"`
+}
+
+// saveControlState writes the accepted documents (called with ctl.mu
+// held), to a new file renamed into place.
+func (h *Host) saveControlState() error {
+	if h.ctl.statePath == "" || h.ctl.loading {
+		return nil
+	}
+	var s savedControl
+	if a := h.ctl.revoked.Load(); a != nil {
+		s.Revocations = a.frame
+	}
+	if a := h.ctl.locks.Load(); a != nil {
+		s.Locks = a.frame
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(h.ctl.statePath), 0o750); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(h.ctl.statePath), ".control-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), h.ctl.statePath)
+}
+
+// loadControlState applies the documents saved before a restart, with
+// the same checks as from the broker (a document whose signer is no longer
+// an admin is dropped and logged). A missing file is a first start.
+func (h *Host) loadControlState() error {
+	if h.ctl.statePath == "" {
+		return nil
+	}
+	b, err := os.ReadFile(h.ctl.statePath)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("control state: %w", err)
+	}
+	h.ctl.loading = true
+	defer func() { h.ctl.loading = false }()
+	var s savedControl
+	if err := json.Unmarshal(b, &s); err != nil {
+		h.log.Error("control state unreadable; starting without it", "path", h.ctl.statePath, "err", err)
+		return nil
+	}
+	for kind, frame := range map[string][]byte{control.KindRevocations: s.Revocations, control.KindLocks: s.Locks} {
+		if len(frame) == 0 {
+			continue
+		}
+		now := h.ctl.now()
+		rec := &bus.AuditRecord{}
+		if err := h.applyControl(kind, frame, now, rec, nil); err != nil {
+			h.log.Error("saved control document dropped", "kind", kind, "path", h.ctl.statePath, "err", err)
+		}
+	}
+	return nil
 }

@@ -369,3 +369,39 @@ func TestLockLetsInFlightActionFinish(t *testing.T) {
 		t.Fatalf("in-flight action: %+v", out)
 	}
 }
+
+func TestControlStateSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	admin := signer(t)
+	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(admin.PublicKey())))
+	must(t, os.WriteFile(filepath.Join(dir, "authorized_keys"), []byte("roles=\"admin\",name=\"bob\" "+line+"\n"), 0o600))
+	must(t, os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte("rules:\n  - roles: [admin]\n    allow: [\"*\"]\nadmin_roles: [admin]\n"), 0o600))
+	state := filepath.Join(dir, "state", "control.json")
+	newHost := func() *Host {
+		h, err := NewHost(HostOptions{Identity: "web1", Collective: "t", AuthorizedKeys: filepath.Join(dir, "authorized_keys"),
+			Policy: filepath.Join(dir, "policy.yaml"), ControlState: state})
+		must(t, err)
+		return h
+	}
+	frames := map[uint64][]byte{}
+	for seq := uint64(1); seq <= 3; seq++ {
+		d := &control.Document{Kind: control.KindLocks, Collective: "t", Seq: seq, Issued: time.Now().UnixMilli()}
+		if seq != 2 { // seq 2 is the unlock
+			d.Locks = []control.Lock{{ID: fmt.Sprintf("L%d", seq), Scope: control.Scope{All: true}, Reason: "r"}}
+		}
+		var err error
+		frames[seq], err = control.Sign(rand.Reader, admin, d)
+		must(t, err)
+	}
+	h := newHost()
+	for seq := uint64(1); seq <= 3; seq++ {
+		must(t, h.ApplyControl(control.KindLocks, frames[seq], &memAudit{}))
+	}
+	h = newHost() // a restart
+	if a := h.ctl.locks.Load(); a == nil || a.doc.Seq != 3 {
+		t.Fatal("the saved lock set was not restored")
+	}
+	if err := h.ApplyControl(control.KindLocks, frames[2], &memAudit{}); !errors.Is(err, control.ErrRollback) {
+		t.Fatalf("the old unlock after a restart: %v", err)
+	}
+}

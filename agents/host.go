@@ -58,6 +58,9 @@ type HostOptions struct {
 	RevokedKeys      string
 	RevocationMaxAge time.Duration
 	ClockSkew        time.Duration
+	// ControlState, when set, is the file that keeps accepted control
+	// documents across restarts.
+	ControlState string
 }
 
 type trustStore struct {
@@ -104,6 +107,9 @@ func NewHost(o HostOptions) (*Host, error) {
 	}
 	h.node.Store(&bus.Node{Identity: o.Identity, Facts: facts, Agents: agents, Classes: append([]string(nil), o.Classes...)})
 	if err := h.Reload(); err != nil {
+		return nil, err
+	}
+	if err := h.loadControlState(); err != nil {
 		return nil, err
 	}
 	return h, nil

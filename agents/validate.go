@@ -189,6 +189,7 @@ func prepare(cfg *Config, version string, log *slog.Logger) (*Host, error) {
 		Identity: cfg.Identity, Collective: cfg.Collective, Version: version, Facts: f, Classes: cfg.Classes,
 		Plugins: pl, AuthorizedKeys: cfg.AuthorizedKeys, Policy: cfg.Policy, ActionTimeout: cfg.ActionTimeout.D(), Logger: log,
 		RevokedKeys: cfg.RevokedKeys, RevocationMaxAge: cfg.RevocationMaxAge.D(), ClockSkew: cfg.ClockSkew.D(),
+		ControlState: controlStatePath(cfg.ControlState),
 	})
 	if err != nil {
 		return nil, err
