@@ -45,9 +45,9 @@ type controlState struct {
 	// loading is set while the saved state is applied at start-up, which
 	// must not write (signetd --check has no side effects).
 	loading bool
-	maxAge      time.Duration
-	skew        time.Duration
-	now         func() time.Time
+	maxAge  time.Duration
+	skew    time.Duration
+	now     func() time.Time
 
 	// fileRevoked maps fingerprints of revoked_keys to their line.
 	fileRevoked atomic.Pointer[map[string]int]
