@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -89,8 +90,8 @@ type Config struct {
 	RevocationMaxAge Duration `yaml:"revocation_max_age"`
 	// ControlState is where this host keeps the last revocation list and
 	// lock set it accepted, so that after a restart it still refuses an
-	// older one a broker user puts back; default
-	// /var/lib/signet/control.json. "none" keeps them in memory only.
+	// older one a broker user puts back; default control.json beside the
+	// host key (/etc/signet/control.json). "none" keeps them in memory only.
 	ControlState string `yaml:"control_state"`
 	// Plugins enables plugins by name, each with its own settings (see
 	// docs/plugins). A plugin not listed is not enabled. rpcutil is always on.
@@ -185,7 +186,7 @@ func (c *Config) setDefaults() {
 	def(&c.AuthorizedKeys, "/etc/signet/authorized_keys")
 	def(&c.Policy, "/etc/signet/policy.yaml")
 	def(&c.AuditLog, "/var/log/signet/audit.jsonl")
-	def(&c.ControlState, "/var/lib/signet/control.json")
+	def(&c.ControlState, filepath.Join(filepath.Dir(c.HostKey), "control.json"))
 	dur := func(d *Duration, v time.Duration) {
 		if *d == 0 {
 			*d = Duration(v)
