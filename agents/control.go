@@ -53,6 +53,10 @@ type controlState struct {
 	fileRevoked atomic.Pointer[map[string]int]
 
 	mu sync.Mutex // serializes applying documents
+	// refusedWindow and refusedCount bound the audit records of refused
+	// documents: anyone who can write the bucket can write many.
+	refusedWindow time.Time
+	refusedCount  int
 	// revoked and locks are the last accepted documents with their frames.
 	revoked, locks atomic.Pointer[acceptedDoc]
 }
@@ -175,10 +179,35 @@ func (h *Host) ApplyControl(key string, frame []byte, aud bus.Auditor) error {
 	err := h.applyControl(key, frame, now, rec, aud)
 	if err != nil {
 		rec.Decision, rec.Status, rec.Code, rec.Reason = bus.DecisionRefused, bus.StatusRefused, CodeControlRefused, err.Error()
-		h.audit(aud, rec)
-		h.log.Warn("control document refused", "key", key, "err", err)
+		if h.noteRefusal(now, aud) {
+			h.audit(aud, rec)
+			h.log.Warn("control document refused", "key", key, "err", err)
+		}
 	}
 	return err
+}
+
+// controlRefusalRecords is how many refused control documents a minute are
+// audited one by one; the rest are counted in one record per minute.
+const controlRefusalRecords = 20
+
+// noteRefusal counts a refused document and reports whether it gets its
+// own audit record; when a minute ends with some left out, their count is
+// audited.
+func (h *Host) noteRefusal(now time.Time, aud bus.Auditor) bool {
+	h.ctl.mu.Lock()
+	defer h.ctl.mu.Unlock()
+	if now.Sub(h.ctl.refusedWindow) >= time.Minute {
+		if n := h.ctl.refusedCount - controlRefusalRecords; n > 0 {
+			h.audit(aud, &bus.AuditRecord{Time: now, Identity: h.identity, Subject: "control", Decision: bus.DecisionSuppressed,
+				Code: CodeControlRefused, Reason: fmt.Sprintf("%d more control documents refused without individual records", n),
+				DurationMS: now.Sub(h.ctl.refusedWindow).Milliseconds(), Suppressed: map[string]int{CodeControlRefused: n}})
+			h.log.Warn("control documents refused without individual records", "count", n)
+		}
+		h.ctl.refusedWindow, h.ctl.refusedCount = now, 0
+	}
+	h.ctl.refusedCount++
+	return h.ctl.refusedCount <= controlRefusalRecords
 }
 
 func (h *Host) audit(aud bus.Auditor, rec *bus.AuditRecord) {

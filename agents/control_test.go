@@ -405,3 +405,26 @@ func TestControlStateSurvivesRestart(t *testing.T) {
 		t.Fatalf("the old unlock after a restart: %v", err)
 	}
 }
+
+// TestRefusedControlFloodIsBounded: anyone who can write the bucket can
+// write many documents; each host audits only the first ones of a minute
+// one by one and counts the rest.
+func TestRefusedControlFloodIsBounded(t *testing.T) {
+	f := newFixture(t, "admin", "rules:\n  - roles: [admin]\n    allow: [\"*\"]\nadmin_roles: [admin]\n")
+	aud := &memAudit{}
+	now := time.Now()
+	f.host.ctl.now = func() time.Time { return now }
+	for i := 0; i < 1000; i++ {
+		if err := f.host.ApplyControl(control.KindLocks, []byte("garbage"), aud); err == nil {
+			t.Fatal("garbage accepted")
+		}
+	}
+	if len(aud.recs) != controlRefusalRecords {
+		t.Fatalf("%d records for 1000 refused documents", len(aud.recs))
+	}
+	now = now.Add(time.Minute)
+	_ = f.host.ApplyControl(control.KindLocks, []byte("garbage"), aud)
+	if !aud.has(func(r *bus.AuditRecord) bool { return r.Decision == bus.DecisionSuppressed && r.Suppressed[CodeControlRefused] == 980 }) {
+		t.Fatal("the documents left out were not counted")
+	}
+}
