@@ -424,7 +424,9 @@ func TestRefusedControlFloodIsBounded(t *testing.T) {
 	}
 	now = now.Add(time.Minute)
 	_ = f.host.ApplyControl(control.KindLocks, []byte("garbage"), aud)
-	if !aud.has(func(r *bus.AuditRecord) bool { return r.Decision == bus.DecisionSuppressed && r.Suppressed[CodeControlRefused] == 980 }) {
+	if !aud.has(func(r *bus.AuditRecord) bool {
+		return r.Decision == bus.DecisionSuppressed && r.Suppressed[CodeControlRefused] == 980
+	}) {
 		t.Fatal("the documents left out were not counted")
 	}
 }
