@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -428,5 +429,58 @@ func TestRefusedControlFloodIsBounded(t *testing.T) {
 		return r.Decision == bus.DecisionSuppressed && r.Suppressed[CodeControlRefused] == 980
 	}) {
 		t.Fatal("the documents left out were not counted")
+	}
+}
+
+func TestRevocationConfig(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "signetd.yaml")
+	must(t, os.WriteFile(path, []byte("identity: web1\nrevoked_keys: /etc/signet/revoked_keys\nrevocation_max_age: 10s\n"), 0o600))
+	cfg, err := LoadConfig(path)
+	must(t, err)
+	if cfg.RevokedKeys != "/etc/signet/revoked_keys" || cfg.ControlState != "/etc/signet/control.json" {
+		t.Fatalf("revoked_keys %q control_state %q", cfg.RevokedKeys, cfg.ControlState)
+	}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "revocation_max_age: must be between 1m") {
+		t.Fatalf("revocation_max_age 10s: %v", err)
+	}
+	cfg.RevocationMaxAge = 0
+	cfg.setDefaults()
+	if cfg.RevocationMaxAge.D() != 24*time.Hour {
+		t.Fatalf("default revocation_max_age %s", cfg.RevocationMaxAge.D())
+	}
+}
+
+// TestRevokedKeysFileFromSSHKeygen reads a list of keys ssh-keygen made,
+// as OpenSSH's RevokedKeys would, and refuses a binary KRL with a clear
+// message rather than misreading it.
+func TestRevokedKeysFileFromSSHKeygen(t *testing.T) {
+	kg, err := exec.LookPath("ssh-keygen")
+	if err != nil {
+		t.Skip("ssh-keygen not installed:", err)
+	}
+	dir := t.TempDir()
+	key := filepath.Join(dir, "stolen")
+	if out, err := exec.Command(kg, "-q", "-t", "ed25519", "-N", "", "-C", "stolen@laptop", "-f", key).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v %s", err, out)
+	}
+	pubText, err := os.ReadFile(key + ".pub")
+	must(t, err)
+	list := filepath.Join(dir, "revoked_keys")
+	must(t, os.WriteFile(list, append([]byte("# revoked 2026-11-29\n\n"), pubText...), 0o600))
+	m, err := loadRevokedKeys(list)
+	must(t, err)
+	pub, _, _, _, err := ssh.ParseAuthorizedKey(pubText)
+	must(t, err)
+	if (*m)[ssh.FingerprintSHA256(pub)] != 3 {
+		t.Fatalf("revoked: %v", *m)
+	}
+	krl := filepath.Join(dir, "krl")
+	if out, err := exec.Command(kg, "-k", "-f", krl, key+".pub").CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen -k: %v %s", err, out)
+	}
+	must(t, os.Chmod(krl, 0o600))
+	if _, err := loadRevokedKeys(krl); err == nil || !strings.Contains(err.Error(), "binary KRL") {
+		t.Fatalf("KRL: %v", err)
 	}
 }
