@@ -68,11 +68,13 @@ func controlReach(nc *nats.Conn, c *bus.Client, op ssh.Signer, collective string
 		}
 		return last.Sub(start), nil
 	}
+	var published []time.Duration
 	reach := func(code, decision string, publish func() error) (total, applied time.Duration, err error) {
 		start := time.Now()
 		if err := publish(); err != nil {
 			return 0, 0, err
 		}
+		published = append(published, time.Since(start))
 		for {
 			k, err := refusing(code)
 			if err != nil {
@@ -117,7 +119,7 @@ func controlReach(nc *nats.Conn, c *bus.Client, op ssh.Signer, collective string
 			}
 		}
 	}
-	fmt.Printf("lock reaching %d real signetd processes: until all refuse %s, until the last host applied %s\n", n, summarize(totals), summarize(applieds))
+	fmt.Printf("lock reaching %d real signetd processes: publish %s, until all refuse %s, until the last host applied %s\n", n, summarize(published), summarize(totals), summarize(applieds))
 	total, applied, err := reach(control.CodeRevoked, agents.DecisionRevoke, func() error {
 		_, err := store.Update(ctx, control.UpdateOptions{Kind: control.KindRevocations, Signer: op, By: "bench", TrustBase: trust,
 			Edit: func(d *control.Document) error {
