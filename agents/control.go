@@ -53,6 +53,13 @@ type controlState struct {
 	fileRevoked atomic.Pointer[map[string]int]
 
 	mu sync.Mutex // serializes applying documents
+	// saveMu serializes writes of the state file; saveCh wakes the saver
+	// goroutine while a watch runs (saving then never delays the next
+	// document: an fsync on a busy disk can take long), and saving is
+	// set while it runs.
+	saveMu sync.Mutex
+	saveCh chan struct{}
+	saving atomic.Bool
 	// refusedWindow and refusedCount bound the audit records of refused
 	// documents: anyone who can write the bucket can write many.
 	refusedWindow time.Time
@@ -68,6 +75,7 @@ type acceptedDoc struct {
 }
 
 func (c *controlState) init(o HostOptions) {
+	c.saveCh = make(chan struct{}, 1)
 	c.revokedPath, c.statePath, c.maxAge, c.skew, c.now = o.RevokedKeys, o.ControlState, o.RevocationMaxAge, o.ClockSkew, time.Now
 	if c.maxAge <= 0 {
 		c.maxAge = 24 * time.Hour
@@ -269,9 +277,7 @@ func (h *Host) applyControl(key string, frame []byte, now time.Time, rec *bus.Au
 		return err
 	}
 	slot.Store(&acceptedDoc{doc: d, frame: append([]byte(nil), frame...), signer: p.Name})
-	if err := h.saveControlState(); err != nil {
-		h.log.Error("control state not saved: after a restart this host could accept an older document", "path", h.ctl.statePath, "err", err)
-	}
+	h.requestSave()
 	h.log.Info("control document applied", "kind", d.Kind, "seq", d.Seq, "signer", p.Name, "revoked", len(d.Revoked), "locks", len(d.Locks))
 	for _, c := range diff(prevDoc, d) {
 		r := *rec
@@ -335,6 +341,9 @@ func (h *Host) watchControl(ctx context.Context, nc *nats.Conn, aud bus.Auditor,
 		log.Error("control: no JetStream; revocations and locks from the broker are not applied", "err", err)
 		return
 	}
+	if h.ctl.statePath != "" && h.ctl.saving.CompareAndSwap(false, true) {
+		go h.saver(ctx)
+	}
 	bucket := control.Bucket(h.collective)
 	for ctx.Err() == nil {
 		if err := h.watchOnce(ctx, js, bucket, aud); err != nil && ctx.Err() == nil {
@@ -391,12 +400,52 @@ type savedControl struct {
 	Locks       []byte `json:"locks,omitempty"`
 }
 
-// saveControlState writes the accepted documents (called with ctl.mu
-// held), to a new file renamed into place.
-func (h *Host) saveControlState() error {
+// requestSave saves the state file: through the saver goroutine while a
+// watch runs, at once otherwise.
+func (h *Host) requestSave() {
 	if h.ctl.statePath == "" || h.ctl.loading {
-		return nil
+		return
 	}
+	if h.ctl.saving.Load() {
+		select {
+		case h.ctl.saveCh <- struct{}{}:
+		default: // a save is already due; it will write the newest state
+		}
+		return
+	}
+	h.save()
+}
+
+func (h *Host) save() {
+	if err := h.saveControlState(); err != nil {
+		h.log.Error("control state not saved: after a restart this host could accept an older document", "path", h.ctl.statePath, "err", err)
+	}
+}
+
+// saver writes the state file whenever asked, until ctx ends; then it
+// writes once more if a save was due.
+func (h *Host) saver(ctx context.Context) {
+	for {
+		select {
+		case <-h.ctl.saveCh:
+			h.save()
+		case <-ctx.Done():
+			h.ctl.saving.Store(false)
+			select {
+			case <-h.ctl.saveCh:
+				h.save()
+			default:
+			}
+			return
+		}
+	}
+}
+
+// saveControlState writes the newest accepted documents to a new file
+// renamed into place.
+func (h *Host) saveControlState() error {
+	h.ctl.saveMu.Lock()
+	defer h.ctl.saveMu.Unlock()
 	var s savedControl
 	if a := h.ctl.revoked.Load(); a != nil {
 		s.Revocations = a.frame
