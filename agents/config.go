@@ -87,6 +87,21 @@ type Config struct {
 	RegistryTTL Duration `yaml:"registry_ttl"`
 	// ShutdownTimeout bounds the wait for in-flight actions on stop; default 5m.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	// RevokedKeys is a file of revoked public keys, one per line, in the
+	// plain format OpenSSH's RevokedKeys accepts (# comments); requests
+	// signed by them are refused. Empty: none. A named file that cannot be
+	// read stops start-up and reload: the list is never silently dropped.
+	RevokedKeys string `yaml:"revoked_keys"`
+	// RevocationMaxAge is how old the revocation list an admin distributes
+	// over the broker (signet revoke) may be before this host refuses
+	// callers whose roles the policy lists in fresh_revocation_roles; the
+	// age counts from the list's signing time; default 24h.
+	RevocationMaxAge Duration `yaml:"revocation_max_age"`
+	// ControlState is where this host keeps the last revocation list and
+	// lock set it accepted, so that after a restart it still refuses an
+	// older one a broker user puts back; default control.json beside the
+	// host key (/etc/signet/control.json). "none" keeps them in memory only.
+	ControlState string `yaml:"control_state"`
 	// Plugins enables plugins by name, each with its own settings (see
 	// docs/plugins). A plugin not listed is not enabled. rpcutil is always on.
 	Plugins map[string]yaml.Node `yaml:"plugins"`
@@ -221,6 +236,7 @@ func (c *Config) setDefaults() {
 	def(&c.AuthorizedKeys, "/etc/signet/authorized_keys")
 	def(&c.Policy, "/etc/signet/policy.yaml")
 	def(&c.AuditLog, "/var/log/signet/audit.jsonl")
+	def(&c.ControlState, filepath.Join(filepath.Dir(c.HostKey), "control.json"))
 	dur := func(d *Duration, v time.Duration) {
 		if *d == 0 {
 			*d = Duration(v)
@@ -231,6 +247,7 @@ func (c *Config) setDefaults() {
 	dur(&c.ActionTimeout, 5*time.Minute)
 	dur(&c.RegistryTTL, 90*time.Second)
 	dur(&c.ShutdownTimeout, 5*time.Minute)
+	dur(&c.RevocationMaxAge, 24*time.Hour)
 	if c.MaxRequestBytes == 0 {
 		c.MaxRequestBytes = 64 << 10
 	}

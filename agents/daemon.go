@@ -171,6 +171,7 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	if err := r.Start(); err != nil {
 		return err
 	}
+	go o.Host.watchControl(ctx, o.Conn, o.Audit, log) // revocations and locks
 	if o.Ready != nil {
 		o.Ready()
 	}

@@ -29,6 +29,8 @@ type Host struct {
 	actionTimeout time.Duration
 	authPath      string
 	policyPath    string
+	// ctl holds revocations and locks (control.go).
+	ctl controlState
 
 	node    atomic.Pointer[bus.Node]
 	trust   atomic.Pointer[trustStore]
@@ -51,6 +53,14 @@ type HostOptions struct {
 	Policy         string
 	ActionTimeout  time.Duration
 	Logger         *slog.Logger
+	// RevokedKeys, RevocationMaxAge and ClockSkew configure revocations
+	// and locks (see Config and control.go).
+	RevokedKeys      string
+	RevocationMaxAge time.Duration
+	ClockSkew        time.Duration
+	// ControlState, when set, is the file that keeps accepted control
+	// documents across restarts.
+	ControlState string
 }
 
 type trustStore struct {
@@ -72,6 +82,7 @@ func NewHost(o HostOptions) (*Host, error) {
 		plugins: map[string]plugins.Plugin{},
 		ddls:    map[string]plugins.DDL{},
 	}
+	h.ctl.init(o)
 	for name, p := range o.Plugins {
 		if name == "rpcutil" {
 			return nil, errors.New("plugin name rpcutil is reserved for the built-in agent")
@@ -96,6 +107,9 @@ func NewHost(o HostOptions) (*Host, error) {
 	}
 	h.node.Store(&bus.Node{Identity: o.Identity, Facts: facts, Agents: agents, Classes: append([]string(nil), o.Classes...)})
 	if err := h.Reload(); err != nil {
+		return nil, err
+	}
+	if err := h.loadControlState(); err != nil {
 		return nil, err
 	}
 	return h, nil
@@ -126,12 +140,17 @@ func (h *Host) Reload() error {
 	for _, w := range pol.CheckRoles(held) {
 		h.log.Warn("policy grants a role no key holds", "where", w)
 	}
+	revoked, err := loadRevokedKeys(h.ctl.revokedPath)
+	if err != nil {
+		return err
+	}
 	ts := &trustStore{byKey: make(map[string]*bus.Principal, len(auth))}
 	for _, a := range auth {
 		ts.byKey[a.KeyBlob] = &bus.Principal{Name: a.Name, Roles: a.Roles, Fingerprint: a.Fingerprint, Key: a.Key}
 	}
 	h.trust.Store(ts)
 	h.policy.Store(pol)
+	h.ctl.fileRevoked.Store(revoked)
 	h.log.Info("loaded trust and policy", "keys", len(auth), "authorized_keys", h.authPath, "policy", h.policyPath)
 	return nil
 }
@@ -178,6 +197,9 @@ func (h *Host) Authorize(_ context.Context, call *bus.Call) *bus.Reply {
 	// a refused frame are only counted), so nothing is logged here.
 	refuse := func(code, msg string) *bus.Reply {
 		return &bus.Reply{Status: bus.StatusRefused, Code: code, Error: msg}
+	}
+	if rep := h.checkControl(call); rep != nil { // revocations and locks
+		return rep
 	}
 	p, ok := h.plugins[req.Agent]
 	if !ok {

@@ -49,6 +49,9 @@ var (
 	floodRepliesRange    = intRange{1, 100_000}
 	checkpointRecords    = intRange{1, 1_000_000}
 	checkpointInterval   = durationRange{time.Second, 24 * time.Hour}
+	// revocationMaxAgeRange: below a minute a list could not be re-signed
+	// in time; above 90 days a revocation list would not be a check.
+	revocationMaxAgeRange = durationRange{time.Minute, 90 * 24 * time.Hour}
 )
 
 // replayKeyShareMin is the smallest share of the replay cache one key may
@@ -127,6 +130,7 @@ func (c *Config) Validate() error {
 		add(&ConfigError{Key: "replay_key_share", Msg: fmt.Sprintf("must be between %g and 1, got %g", replayKeyShareMin, c.ReplayKeyShare)})
 	}
 	add(floodWindowRange.check("flood_window", c.FloodWindow))
+	add(revocationMaxAgeRange.check("revocation_max_age", c.RevocationMaxAge))
 	add(floodRecordsRange.check("flood_records", c.FloodRecords))
 	add(floodRepliesRange.check("flood_replies", c.FloodReplies))
 	add(checkpointRecords.check("audit.checkpoint_records", c.Audit.CheckpointRecords))
@@ -189,6 +193,8 @@ func prepare(cfg *Config, version string, log *slog.Logger) (*Host, error) {
 	host, err := NewHost(HostOptions{
 		Identity: cfg.Identity, Collective: cfg.Collective, Version: version, Facts: f, Classes: cfg.Classes,
 		Plugins: pl, AuthorizedKeys: cfg.AuthorizedKeys, Policy: cfg.Policy, ActionTimeout: cfg.ActionTimeout.D(), Logger: log,
+		RevokedKeys: cfg.RevokedKeys, RevocationMaxAge: cfg.RevocationMaxAge.D(), ClockSkew: cfg.ClockSkew.D(),
+		ControlState: controlStatePath(cfg.ControlState),
 	})
 	if err != nil {
 		return nil, err

@@ -95,6 +95,9 @@ to signetd on every host, which verifies, authorizes, runs, signs its reply and 
 		newReleaseCmd(g),
 		newDemoCmd(g),
 		newAuditCmd(g),
+		newRevokeCmd(g),
+		newLockCmd(g),
+		newUnlockCmd(g),
 	)
 	markUsage(root)
 	return root

@@ -82,10 +82,12 @@ type Lab struct {
 }
 
 const defaultPolicy = `# lab policy: the operator key has role admin, which may run anything
+# and sign revocations and locks
 rules:
   - name: admin-all
     roles: [admin]
     allow: ["*"]
+admin_roles: [admin]
 `
 
 // Start brings the lab up and returns when every responder is listening

@@ -25,6 +25,11 @@
 //
 // A condition on a fact the host does not have never holds, whatever its
 // operator, so a missing fact can only deny.
+//
+// Two optional lists mark roles for revocation and locks (see bus/control):
+//
+//	admin_roles: [admin]               # may sign revocation lists and locks
+//	fresh_revocation_roles: [deploy]   # served only with a fresh revocation list
 package policy
 
 import (
@@ -47,12 +52,21 @@ import (
 type Policy struct {
 	rules []rule
 	file  string // "" when parsed from bytes
+	// admins and fresh are the admin_roles and fresh_revocation_roles.
+	admins, fresh []string
 }
 
 // document is the YAML document.
 type document struct {
 	// Rules are checked in order; the first that allows wins.
 	Rules []ruleSpec `yaml:"rules"`
+	// AdminRoles are the roles whose keys may sign revocation lists and
+	// locks (signet revoke, lock, unlock). None by default: no key may.
+	AdminRoles []string `yaml:"admin_roles"`
+	// FreshRevocationRoles are the roles a host serves only while its
+	// broker-distributed revocation list is younger than the configured
+	// revocation_max_age. None by default.
+	FreshRevocationRoles []string `yaml:"fresh_revocation_roles"`
 }
 
 // ruleSpec is one rule as written in the file.
@@ -151,6 +165,18 @@ func parse(file string, data []byte) (*Policy, error) {
 	_ = yaml.Unmarshal(data, &root)
 	lines := ruleLines(&root)
 	p := &Policy{file: file}
+	for _, set := range []struct {
+		key   string
+		roles []string
+		dst   *[]string
+	}{{"admin_roles", f.AdminRoles, &p.admins}, {"fresh_revocation_roles", f.FreshRevocationRoles, &p.fresh}} {
+		for _, role := range set.roles {
+			if err := grammar.CheckRole(role); err != nil {
+				return nil, fmt.Errorf("%s: %s: %w", name, set.key, err)
+			}
+			*set.dst = append(*set.dst, role)
+		}
+	}
 	names := map[string]int{}
 	for i, spec := range f.Rules {
 		ln := ruleLinesAt(lines, i)
@@ -426,6 +452,30 @@ func (p *Policy) Authorize(roles []string, agent, action string, facts map[strin
 		reason = fmt.Sprintf("no rule allows %s to run %s: add a rule with roles %s allowing %q", who, target, list(roles), target)
 	}
 	return Decision{Reason: reason}
+}
+
+// IsAdmin reports whether roles include one of the policy's admin_roles.
+func (p *Policy) IsAdmin(roles []string) bool { return p != nil && anyOf(roles, p.admins) }
+
+// NeedsFreshRevocations reports whether roles include one of the policy's
+// fresh_revocation_roles.
+func (p *Policy) NeedsFreshRevocations(roles []string) bool { return p != nil && anyOf(roles, p.fresh) }
+
+// AdminRoles returns the policy's admin_roles.
+func (p *Policy) AdminRoles() []string {
+	if p == nil {
+		return nil
+	}
+	return slices.Clone(p.admins)
+}
+
+func anyOf(have, want []string) bool {
+	for _, r := range have {
+		if slices.Contains(want, r) {
+			return true
+		}
+	}
+	return false
 }
 
 func (r rule) matchAction(agent, action string) (pattern, bool) {

@@ -240,3 +240,23 @@ func unwrapAll(err error) error {
 		err = u.Unwrap()
 	}
 }
+
+func TestAdminAndFreshRoles(t *testing.T) {
+	p, err := Parse([]byte("rules:\n  - roles: [ops]\n    allow: [\"*\"]\nadmin_roles: [admin]\nfresh_revocation_roles: [deploy, ops]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.IsAdmin([]string{"x", "admin"}) || p.IsAdmin([]string{"ops"}) {
+		t.Error("admin_roles not applied")
+	}
+	if !p.NeedsFreshRevocations([]string{"deploy"}) || p.NeedsFreshRevocations([]string{"admin"}) {
+		t.Error("fresh_revocation_roles not applied")
+	}
+	if _, err := Parse([]byte("rules: []\nadmin_roles: [\"bad role\"]\n")); err == nil || !strings.Contains(err.Error(), "admin_roles") {
+		t.Errorf("bad admin role: %v", err)
+	}
+	var none *Policy
+	if none.IsAdmin([]string{"admin"}) {
+		t.Error("nil policy has admins")
+	}
+}

@@ -20,7 +20,7 @@ import (
 // bus.Client with the registry (list the registry, sign one request,
 // collect every verified reply). It returns the median and p90 of rounds
 // pings.
-func fleetPing(s *server.Server, dir string, op ssh.Signer, n, rounds int) (stats, error) {
+func fleetPing(s *server.Server, dir string, op ssh.Signer, n, rounds, controlRounds int) (stats, error) {
 	bin := filepath.Join(dir, "signetd")
 	if _, err := os.Stat(bin); err != nil {
 		build := exec.Command("go", "build", "-o", bin, "./cmd/signetd")
@@ -52,7 +52,8 @@ host_key: %s
 authorized_keys: %s
 policy: %s
 audit_log: %s
-`, id, s.ClientURL(), filepath.Join(fdir, id+".key"), authFile, policyFile, filepath.Join(fdir, id+".audit"))), 0o600); err != nil {
+control_state: %s
+`, id, s.ClientURL(), filepath.Join(fdir, id+".key"), authFile, policyFile, filepath.Join(fdir, id+".audit"), filepath.Join(fdir, id+".control.json"))), 0o600); err != nil {
 			return stats{}, err
 		}
 		cmd := exec.Command(bin, "-c", cfg, "--log-format", "json")
@@ -108,6 +109,12 @@ audit_log: %s
 		}
 		if r >= 0 {
 			times = append(times, time.Since(start))
+		}
+	}
+	if controlRounds > 0 {
+		auditOf := func(i int) string { return filepath.Join(fdir, fmt.Sprintf("fleet%03d.audit", i)) }
+		if err := controlReach(nc, c, op, "fleet", auditOf, n, controlRounds); err != nil {
+			return stats{}, err
 		}
 	}
 	return summarize(times), nil

@@ -54,6 +54,7 @@ func main() {
 	rss := flag.Bool("rss", true, "measure an idle signetd's RSS (builds ./cmd/signetd)")
 	deployHosts := flag.Int("deploy-hosts", 6, "hosts of the rolling deploy overhead run (0 skips)")
 	fleet := flag.String("fleet", "", "sizes of real signetd fleets to ping, e.g. 10,50,200 (empty skips)")
+	fleetControl := flag.Int("fleet-control", 0, "with -fleet: rounds of lock and unlock timed on each fleet, then one revocation (0 skips)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the signed fan-out runs to this file")
 	flag.Parse()
 	profile = *cpuprofile
@@ -88,7 +89,7 @@ func main() {
 		for _, f := range strings.Split(*fleet, ",") {
 			n, err := strconv.Atoi(strings.TrimSpace(f))
 			check(err)
-			st, err := fleetPing(s, dir, op, n, *rounds)
+			st, err := fleetPing(s, dir, op, n, *rounds, *fleetControl)
 			check(err)
 			fmt.Printf("signet ping to %d real signetd processes: %s\n", n, st)
 		}
@@ -420,7 +421,7 @@ func writeTrust(dir string, op ssh.Signer) (string, string) {
 	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(op.PublicKey())))
 	check(os.WriteFile(auth, []byte(`roles="admin",name="bench" `+line+"\n"), 0o600))
 	pol := filepath.Join(dir, "policy.yaml")
-	check(os.WriteFile(pol, []byte("rules:\n  - roles: [admin]\n    allow: [\"*\"]\n"), 0o600))
+	check(os.WriteFile(pol, []byte("rules:\n  - roles: [admin]\n    allow: [\"*\"]\nadmin_roles: [admin]\n"), 0o600))
 	return auth, pol
 }
 
