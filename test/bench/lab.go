@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -44,6 +45,17 @@ func labScale(n, rounds int) error {
 	defer l.Stop()
 	up := time.Since(start)
 	heap1, rss1 := memNow()
+	if profile != "" {
+		f, err := os.Create(fmt.Sprintf("%s.lab%d.heap", profile, n))
+		if err != nil {
+			return err
+		}
+		err = pprof.WriteHeapProfile(f)
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
 	nc, err := nats.Connect(l.Broker.ClientURL())
 	if err != nil {
 		return err

@@ -57,7 +57,7 @@ func main() {
 	deployHosts := flag.Int("deploy-hosts", 6, "hosts of the rolling deploy overhead run (0 skips)")
 	fleet := flag.String("fleet", "", "sizes of real signetd fleets to ping, e.g. 10,50,200 (empty skips)")
 	labSizes := flag.String("lab", "", "sizes of in-process lab fleets: memory per responder, registry discovery, ping (e.g. 1000,5000; empty skips)")
-	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the signed fan-out runs to this file")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the signed fan-out runs to this file (and, with -lab, heap profiles to FILE.labN.heap)")
 	flag.Parse()
 	profile = *cpuprofile
 

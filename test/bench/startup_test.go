@@ -23,7 +23,7 @@ const (
 	maxOwnInitBytes = 16 << 10
 	// maxTotalInitBytes bounds all inits together, dependencies included
 	// (the embedded nats-server's own init is about 180 kB).
-	maxTotalInitBytes = 768 << 10
+	maxTotalInitBytes = 512 << 10
 )
 
 func TestStartupInitIsLight(t *testing.T) {
