@@ -6,8 +6,9 @@ import (
 )
 
 // MaxHosts is the largest lab. Each in-process responder costs about
-// 0.1 MB of memory (docs/performance.md) but three file descriptors: its
-// broker connection, the broker's side of it, and its audit log.
+// 150-200 kB of memory, broker side included (docs/performance.md), and
+// three file descriptors: its broker connection, the broker's side of it,
+// and its audit log. The descriptors are usually the limit.
 const MaxHosts = 10000
 
 // fdsPerHost and fdsSpare size the descriptor check in CheckHosts.

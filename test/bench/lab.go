@@ -100,7 +100,13 @@ func labScale(n, rounds int) error {
 			return err
 		}
 		if ok, _, _ := out.Counts(); ok != n {
-			return fmt.Errorf("lab ping: %d of %d ok", ok, n)
+			var bad []string
+			for _, r := range out.Results {
+				if r.Status != bus.ResultOK && len(bad) < 5 {
+					bad = append(bad, fmt.Sprintf("%s: %s %s", r.Identity, r.Status, r.Error))
+				}
+			}
+			return fmt.Errorf("lab ping: %d of %d ok (%s)", ok, n, strings.Join(bad, "; "))
 		}
 		if r >= 0 {
 			pings = append(pings, time.Since(t))
