@@ -88,16 +88,20 @@ func (g *floodGate) rollLocked(now time.Time, force bool) *floodWindow {
 	return w
 }
 
-// digestRing remembers the last n frame digests it was asked about.
+// digestRing remembers the last n frame digests it was asked about. It
+// grows as digests arrive: a responder that is never sent a refused frame
+// holds none, which matters when thousands share one process (signet lab)
+// and every idle host would otherwise carry a ring of n.
 type digestRing struct {
 	mu   sync.Mutex
 	set  map[string]struct{}
 	ring []string
+	max  int
 	next int
 }
 
 func newDigestRing(n int) *digestRing {
-	return &digestRing{set: make(map[string]struct{}, n), ring: make([]string, n)}
+	return &digestRing{set: map[string]struct{}{}, max: n}
 }
 
 // repeat reports whether digest was seen among the last n; if not, it
@@ -108,11 +112,13 @@ func (d *digestRing) repeat(digest string) bool {
 	if _, ok := d.set[digest]; ok {
 		return true
 	}
-	if old := d.ring[d.next]; old != "" {
-		delete(d.set, old)
-	}
-	d.ring[d.next] = digest
 	d.set[digest] = struct{}{}
+	if len(d.ring) < d.max {
+		d.ring = append(d.ring, digest)
+		return false
+	}
+	delete(d.set, d.ring[d.next])
+	d.ring[d.next] = digest
 	d.next = (d.next + 1) % len(d.ring)
 	return false
 }

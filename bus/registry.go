@@ -136,32 +136,66 @@ func attempts(ctx context.Context, fn func(context.Context) error) error {
 // listAttempt bounds one attempt of a registry request (see attempts).
 var listAttempt = 5 * time.Second
 
+// list reads every entry through a watcher. The watcher's "initial
+// values done" marker is not enough on its own: when an entry not yet
+// delivered is rewritten during the listing (every host rewrites its own
+// every third of the TTL), its old message is gone and its new one is
+// appended after others, and the marker (which counts messages, or trusts
+// the server's pending count) can come before it: the host would be
+// missing from the list. So after the marker, list asks the stream for its
+// last sequence and reads on until it has seen a message at least that
+// recent; later values of a key replace earlier ones. A host that rewrote
+// its entry twice during one listing could still be missed; hosts rewrite
+// theirs every RegistryTTL/3 (10 s by default).
 func (r *Registry) list(ctx context.Context) ([]*Registration, error) {
 	w, err := r.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, err
 	}
 	defer w.Stop()
-	var out []*Registration
+	byKey := map[string]*Registration{}
+	var maxRev, until uint64
+	initial := true
 	for {
 		select {
 		case e, ok := <-w.Updates():
 			if !ok {
 				return nil, errors.New("registry: list: watcher closed")
 			}
-			if e == nil { // all current values delivered
-				sort.Slice(out, func(i, j int) bool { return out[i].Identity < out[j].Identity })
-				return out, nil
+			if e == nil { // the watcher's marker
+				initial = false
+				st, err := r.kv.Status(ctx)
+				if err != nil {
+					return nil, err
+				}
+				bs, ok := st.(*jetstream.KeyValueBucketStatus)
+				if !ok || maxRev >= bs.StreamInfo().State.LastSeq {
+					return sortedRegs(byKey), nil
+				}
+				until = bs.StreamInfo().State.LastSeq
+				continue
 			}
+			maxRev = max(maxRev, e.Revision())
 			var reg Registration
-			if err := json.Unmarshal(e.Value(), &reg); err != nil || reg.Identity != e.Key() {
-				continue // a malformed entry is skipped, not fatal
+			if err := json.Unmarshal(e.Value(), &reg); err == nil && reg.Identity == e.Key() {
+				byKey[e.Key()] = &reg
+			} // a malformed entry is skipped, not fatal
+			if !initial && maxRev >= until {
+				return sortedRegs(byKey), nil
 			}
-			out = append(out, &reg)
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
 	}
+}
+
+func sortedRegs(byKey map[string]*Registration) []*Registration {
+	out := make([]*Registration, 0, len(byKey))
+	for _, reg := range byKey {
+		out = append(out, reg)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Identity < out[j].Identity })
+	return out
 }
 
 // RegistryLostError says the registry cannot be taken for the fleet: the

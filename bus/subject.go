@@ -3,15 +3,39 @@ package bus
 import (
 	"errors"
 	"fmt"
-	"regexp"
 
 	"github.com/signetbus/signet/internal/grammar"
 )
 
-var (
-	collectiveRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-	idRe         = regexp.MustCompile(`^[0-9a-f]{32}$`)
-)
+// isID reports whether id is exactly 32 lowercase hex digits
+// (^[0-9a-f]{32}$). A loop, not a regexp: it runs on every request and
+// reply, and compiling the regexp at init cost every command.
+func isID(id string) bool {
+	if len(id) != 32 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// isCollective reports whether c is 1-64 of A-Z a-z 0-9 _ -
+// (^[A-Za-z0-9_-]{1,64}$).
+func isCollective(c string) bool {
+	if len(c) < 1 || len(c) > 64 {
+		return false
+	}
+	for i := 0; i < len(c); i++ {
+		b := c[i]
+		if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '_' || b == '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // ErrBadID is wrapped by CheckID's error.
 var ErrBadID = errors.New("bus: malformed request id")
@@ -21,7 +45,7 @@ var ErrBadID = errors.New("bus: malformed request id")
 // replies, whose id is anything else: an empty id would let one signed
 // reply stand for any request.
 func CheckID(id string) error {
-	if !idRe.MatchString(id) {
+	if !isID(id) {
 		if len(id) > 64 {
 			return fmt.Errorf("%w (%d bytes): want 32 lowercase hex digits", ErrBadID, len(id))
 		}
@@ -33,7 +57,7 @@ func CheckID(id string) error {
 // CheckCollective validates a collective name: it becomes a subject prefix
 // and part of the registry bucket name.
 func CheckCollective(c string) error {
-	if !collectiveRe.MatchString(c) {
+	if !isCollective(c) {
 		return fmt.Errorf("invalid collective %q: want 1-64 of A-Z a-z 0-9 _ -", c)
 	}
 	return nil

@@ -6,12 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"sort"
 
 	"golang.org/x/crypto/ssh"
 
 	"github.com/signetbus/signet/bus"
+	"github.com/signetbus/signet/internal/lazyre"
 	"github.com/signetbus/signet/internal/sshsig"
 )
 
@@ -97,7 +97,7 @@ func OpenRunState(b []byte, trusted []ssh.PublicKey) (*RunState, ssh.PublicKey, 
 }
 
 var (
-	versionRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.+~:_-]{0,127}$`)
+	versionRE = lazyre.New(`^[A-Za-z0-9][A-Za-z0-9.+~:_-]{0,127}$`)
 )
 
 // ValidVersion reports whether v is an acceptable package version. It is

@@ -2,11 +2,12 @@ package workflows
 
 import (
 	"fmt"
-	"regexp"
 	"sort"
+
+	"github.com/signetbus/signet/internal/lazyre"
 )
 
-var varRef = regexp.MustCompile(`\{\{\s*([A-Za-z0-9_.-]*)\s*\}\}`)
+var varRef = lazyre.New(`\{\{\s*([A-Za-z0-9_.-]*)\s*\}\}`)
 
 // Expand replaces every {{name}} in s with vars[name]. A reference to a
 // variable that is not set is an error: a typo must not turn into an empty

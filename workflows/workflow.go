@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/signetbus/signet/internal/grammar"
+	"github.com/signetbus/signet/internal/lazyre"
 	"github.com/signetbus/signet/internal/yamlerr"
 )
 
@@ -133,7 +133,7 @@ type Workflow struct {
 	Rollback []Step `yaml:"rollback,omitempty"`
 }
 
-var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+var nameRE = lazyre.New(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 
 // ValidName reports whether s is a valid app, env, workflow or step name.
 func ValidName(s string) bool { return nameRE.MatchString(s) }
@@ -219,8 +219,8 @@ func (w *Workflow) Validate() error {
 }
 
 var (
-	varNameRE   = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
-	filterBadRE = regexp.MustCompile("[;&|`$\\n\\r\\x00]")
+	varNameRE   = lazyre.New(`^[a-z][a-z0-9_]{0,62}$`)
+	filterBadRE = lazyre.New("[;&|`$\\n\\r\\x00]")
 )
 
 // ValidateSteps checks a step list: names, agents, targets, marks.

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/signetbus/signet/internal/lazyre"
 	"github.com/signetbus/signet/internal/stage"
 	"github.com/signetbus/signet/workflows"
 )
@@ -88,7 +88,7 @@ func newDemoAppCmd() *cobra.Command {
 	}
 }
 
-var demoHostRE = regexp.MustCompile(`^web([1-9][0-9]*)$`)
+var demoHostRE = lazyre.New(`^web([1-9][0-9]*)$`)
 
 func (o *demoOptions) check() error {
 	if o.hosts < 1 || o.hosts > 50 {

@@ -110,8 +110,8 @@ func buildPlugins(cfgs map[string]json.RawMessage) (map[string]plugins.Plugin, e
 }
 
 func labRun(ctx context.Context, g *globalOptions, o *labOptions) error {
-	if o.hosts < 1 || o.hosts > 500 {
-		return usageErrorf("--hosts must be between 1 and 500")
+	if err := lab.CheckHosts(o.hosts); err != nil {
+		return usageErrorf("--hosts: %v", err)
 	}
 	cfgs, err := o.labPlugins()
 	if err != nil {

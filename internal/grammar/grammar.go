@@ -8,17 +8,75 @@
 // standard library.
 package grammar
 
-import (
-	"fmt"
-	"regexp"
+import "fmt"
+
+// The grammars are plain byte loops rather than regexps: every signet
+// binary links this package, checks identities on every request and reply,
+// and a counted repeat such as {0,252} compiles into a program of
+// thousands of instructions. grammar_test.go checks each loop against the
+// regexp it stands for:
+//
+//	name      ^[a-z][a-z0-9_]{0,63}$
+//	identity  ^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$
+//	fact key  ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$
+//	role      ^[a-z0-9][a-z0-9_-]{0,31}$
+var (
+	nameRe     = rule{max: 64, first: lower, rest: lower | digit | under}
+	identityRe = rule{max: 253, first: alnum, rest: alnum | dot | under | dash}
+	factKeyRe  = rule{max: 64, first: alnum | under, rest: alnum | under | dot | dash}
+	roleRe     = rule{max: 32, first: lower | digit, rest: lower | digit | under | dash}
 )
 
-var (
-	nameRe     = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
-	identityRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$`)
-	factKeyRe  = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$`)
-	roleRe     = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)
+// class is a set of byte classes.
+type class uint8
+
+const (
+	lower class = 1 << iota
+	upper
+	digit
+	under
+	dot
+	dash
+	alnum = lower | upper | digit
 )
+
+func (c class) has(b byte) bool {
+	switch {
+	case b >= 'a' && b <= 'z':
+		return c&lower != 0
+	case b >= 'A' && b <= 'Z':
+		return c&upper != 0
+	case b >= '0' && b <= '9':
+		return c&digit != 0
+	case b == '_':
+		return c&under != 0
+	case b == '.':
+		return c&dot != 0
+	case b == '-':
+		return c&dash != 0
+	}
+	return false
+}
+
+// rule is one name grammar: a first byte of one class, then bytes of
+// another, at most max bytes in all.
+type rule struct {
+	max         int
+	first, rest class
+}
+
+// MatchString reports whether s follows the rule.
+func (r rule) MatchString(s string) bool {
+	if len(s) == 0 || len(s) > r.max || !r.first.has(s[0]) {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if !r.rest.has(s[i]) {
+			return false
+		}
+	}
+	return true
+}
 
 // NameRule describes the name grammar for error messages.
 const NameRule = "a lowercase letter, then lowercase letters, digits and _ (at most 64)"

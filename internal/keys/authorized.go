@@ -5,12 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
 	"strings"
 
 	"golang.org/x/crypto/ssh"
 
 	"github.com/signetbus/signet/internal/grammar"
+	"github.com/signetbus/signet/internal/lazyre"
 	"github.com/signetbus/signet/internal/trustfile"
 )
 
@@ -46,7 +46,7 @@ type Authorized struct {
 	Line int
 }
 
-var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$`)
+var nameRe = lazyre.New(`^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$`)
 
 // maxLine bounds one line of a key file; the longest ed25519 line with
 // options is far shorter.

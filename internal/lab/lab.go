@@ -96,6 +96,9 @@ func Start(ctx context.Context, o Options) (*Lab, error) {
 	if o.Hosts <= 0 {
 		o.Hosts = 3
 	}
+	if err := CheckHosts(o.Hosts); err != nil {
+		return nil, err
+	}
 	if o.Collective == "" {
 		o.Collective = "lab"
 	}
@@ -361,7 +364,10 @@ func (l *Lab) waitRegistered(ctx context.Context) error {
 		return err
 	}
 	defer nc.Close()
-	deadline := time.Now().Add(30 * time.Second)
+	// Registration takes about a millisecond per host on a loaded
+	// two-core machine; allow 30s plus 10ms per host.
+	wait := 30*time.Second + time.Duration(len(l.Hosts))*10*time.Millisecond
+	deadline := time.Now().Add(wait)
 	for time.Now().Before(deadline) {
 		if n, _ := l.registered(ctx, nc); n >= len(l.Hosts) {
 			return nil
@@ -372,7 +378,7 @@ func (l *Lab) waitRegistered(ctx context.Context) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	return errors.New("lab: responders did not register within 30s")
+	return fmt.Errorf("lab: responders did not register within %s", wait)
 }
 
 // Stop stops every responder and the broker.

@@ -44,6 +44,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/signetbus/signet/internal/grammar"
+	"github.com/signetbus/signet/internal/lazyre"
 	"github.com/signetbus/signet/internal/trustfile"
 	"github.com/signetbus/signet/internal/yamlerr"
 )
@@ -114,7 +115,7 @@ type Decision struct {
 }
 
 // nameRe is the grammar of a rule's own name (not an agent name).
-var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:,*-]{0,127}$`)
+var nameRe = lazyre.New(`^[A-Za-z0-9][A-Za-z0-9_.:,*-]{0,127}$`)
 
 // Load reads and parses a policy file. Whoever can write the policy can
 // allow themselves anything, so it is refused when group or others can

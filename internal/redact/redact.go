@@ -27,9 +27,10 @@ package redact
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 	"unicode"
+
+	"github.com/signetbus/signet/internal/lazyre"
 )
 
 // Mask replaces every removed value.
@@ -38,10 +39,10 @@ const Mask = "[redacted]"
 // userinfo matches user information up to an '@' (user:password@ or
 // token@) after "scheme://", or after "scheme:" for well-known URL schemes
 // (the malformed "http:user:pass@host" still carries a password).
-var userinfo = regexp.MustCompile(`(?i)\b((?:[a-z][a-z0-9+.-]*://)|(?:https?|nats|tls|wss?|smtps?|ftps?|ldaps?|redis|postgres(?:ql)?|mysql|amqps?):)[^\s/@"'<>]+@`)
+var userinfo = lazyre.New(`(?i)\b((?:[a-z][a-z0-9+.-]*://)|(?:https?|nats|tls|wss?|smtps?|ftps?|ldaps?|redis|postgres(?:ql)?|mysql|amqps?):)[^\s/@"'<>]+@`)
 
 // authScheme matches the credentials of an HTTP Authorization header.
-var authScheme = regexp.MustCompile(`(?i)\b(bearer|basic)(\s+)[A-Za-z0-9._~+/=-]{6,}`)
+var authScheme = lazyre.New(`(?i)\b(bearer|basic)(\s+)[A-Za-z0-9._~+/=-]{6,}`)
 
 // Pairs: the value after a key and '=' or ':' is removed when the key
 // looks secret. With ':' the key or the value must be quoted

@@ -38,7 +38,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,6 +47,7 @@ import (
 
 	"github.com/signetbus/signet/internal/command"
 	"github.com/signetbus/signet/internal/lab"
+	"github.com/signetbus/signet/internal/lazyre"
 	"github.com/signetbus/signet/plugins"
 	"github.com/signetbus/signet/plugins/haproxy"
 	"github.com/signetbus/signet/plugins/health"
@@ -146,8 +146,8 @@ type Stage struct {
 }
 
 var (
-	appNameRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,39}$`)
-	versionRE = regexp.MustCompile(`^[0-9][A-Za-z0-9.+~]{0,31}$`)
+	appNameRE = lazyre.New(`^[a-z][a-z0-9-]{0,39}$`)
+	versionRE = lazyre.New(`^[0-9][A-Za-z0-9.+~]{0,31}$`)
 )
 
 // alertmanagerBins are where Debian and upstream put Alertmanager.

@@ -8,18 +8,19 @@ package yamlerr
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/signetbus/signet/internal/lazyre"
 )
 
 var (
-	lineRe    = regexp.MustCompile(`^line (\d+): (.*)$`)
-	unknownRe = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
-	typeRe    = regexp.MustCompile("^cannot unmarshal !!(\\w+) (?:`(.*)` )?into (\\S+)$")
-	syntaxRe  = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+	lineRe    = lazyre.New(`^line (\d+): (.*)$`)
+	unknownRe = lazyre.New(`^field (\S+) not found in type \S+$`)
+	typeRe    = lazyre.New("^cannot unmarshal !!(\\w+) (?:`(.*)` )?into (\\S+)$")
+	syntaxRe  = lazyre.New(`^yaml: line (\d+): (.*)$`)
 )
 
 // Explain rewrites err, returned by decoding data, as one line per
@@ -165,9 +166,9 @@ func find(n *yaml.Node, line int, key, path string) (string, bool) {
 }
 
 var (
-	jsonUnknownRe = regexp.MustCompile(`json: unknown field "([^"]+)"`)
-	jsonTypeRe    = regexp.MustCompile(`json: cannot unmarshal (\w+) into Go (?:struct field \S*?\.?([\w.]+)|value) of type (\S+)`)
-	pluginPrefix  = regexp.MustCompile(`^plugin \S+: config: `)
+	jsonUnknownRe = lazyre.New(`json: unknown field "([^"]+)"`)
+	jsonTypeRe    = lazyre.New(`json: cannot unmarshal (\w+) into Go (?:struct field \S*?\.?([\w.]+)|value) of type (\S+)`)
+	pluginPrefix  = lazyre.New(`^plugin \S+: config: `)
 )
 
 // Section explains an error from decoding a YAML section that was

@@ -32,11 +32,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/signetbus/signet/internal/lazyre"
 	"github.com/signetbus/signet/plugins"
 )
 
@@ -138,7 +138,7 @@ var (
 	_ plugins.Validator = (*Haproxy)(nil)
 )
 
-var instanceNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+var instanceNameRE = lazyre.New(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
 // New builds the plugin from its config (see Config). It does not connect:
 // HAProxy may start after signetd.
@@ -190,7 +190,7 @@ func New(config json.RawMessage) (plugins.Plugin, error) {
 // chain a runtime API command.
 const namePattern = `[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}`
 
-var nameRE = regexp.MustCompile(`^` + namePattern + `$`)
+var nameRE = lazyre.New(`^` + namePattern + `$`)
 
 // Describe returns the plugin's DDL.
 func (h *Haproxy) Describe() plugins.DDL {

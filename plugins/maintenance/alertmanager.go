@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/signetbus/signet/internal/lazyre"
 )
 
 // AlertmanagerConfig configures the alertmanager backend, which mutes the
@@ -72,10 +74,10 @@ type BasicAuthConfig struct {
 const identityToken = "{{identity}}"
 
 var (
-	labelNameRE = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
+	labelNameRE = lazyre.New(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
 	// silenceIDRE is what an Alertmanager silence id looks like (a UUID)
 	// before it goes into a URL path.
-	silenceIDRE = regexp.MustCompile(`^[0-9a-fA-F-]{1,64}$`)
+	silenceIDRE = lazyre.New(`^[0-9a-fA-F-]{1,64}$`)
 )
 
 // defaultMatchers is used when the config sets none.

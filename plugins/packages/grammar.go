@@ -2,9 +2,10 @@ package packages
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 	"unicode"
+
+	"github.com/signetbus/signet/internal/lazyre"
 )
 
 const (
@@ -15,19 +16,19 @@ const (
 var (
 	// Debian policy 5.6.1: lowercase letters, digits, '+', '-' and '.', at
 	// least two characters, starting with an alphanumeric.
-	debNameRe = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
+	debNameRe = lazyre.New(`^[a-z0-9][a-z0-9+.-]+$`)
 	// Debian policy 5.6.12: [epoch:]upstream_version[-debian_revision];
 	// epoch digits, upstream starting with a digit, made of alphanumerics
 	// and . + ~ - (a '-' only when a revision follows), revision made of
 	// alphanumerics and . + ~.
-	debVersionRe = regexp.MustCompile(`^(?:[0-9]{1,9}:)?[0-9][A-Za-z0-9.+~]*(?:-[A-Za-z0-9.+~-]*[A-Za-z0-9.+~])?$`)
+	debVersionRe = lazyre.New(`^(?:[0-9]{1,9}:)?[0-9][A-Za-z0-9.+~]*(?:-[A-Za-z0-9.+~-]*[A-Za-z0-9.+~])?$`)
 	// RPM names: alphanumerics and . _ + -, starting with an alphanumeric
 	// or '_' (Fedora naming guidelines; rpm itself refuses whitespace and
 	// most punctuation).
-	rpmNameRe = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._+-]*$`)
+	rpmNameRe = lazyre.New(`^[A-Za-z0-9_][A-Za-z0-9._+-]*$`)
 	// RPM [epoch:]version[-release]: version and release are alphanumerics
 	// and . _ + ~ ^ (no '-' inside either), each starting with an alphanumeric.
-	rpmVersionRe = regexp.MustCompile(`^(?:[0-9]{1,9}:)?[A-Za-z0-9][A-Za-z0-9._+~^]*(?:-[A-Za-z0-9][A-Za-z0-9._+~^]*)?$`)
+	rpmVersionRe = lazyre.New(`^(?:[0-9]{1,9}:)?[A-Za-z0-9][A-Za-z0-9._+~^]*(?:-[A-Za-z0-9][A-Za-z0-9._+~^]*)?$`)
 )
 
 // basicRule applies the rules every name and version shares, and returns

@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/signetbus/signet/internal/command"
+	"github.com/signetbus/signet/internal/lazyre"
 )
 
 // DefaultServiceDir is the runit service directory (SVDIR) used when the
@@ -90,7 +90,7 @@ func (b runit) status(ctx context.Context, service string) (Status, error) {
 
 // svTail matches what follows "run: name: " or "down: name: ":
 // an optional "(pid 123) ", the seconds in that state, and flags.
-var svTail = regexp.MustCompile(`^(?:\(pid (\d+)\) )?(\d+)s(?:, (.*))?$`)
+var svTail = lazyre.New(`^(?:\(pid (\d+)\) )?(\d+)s(?:, (.*))?$`)
 
 // parseSvStatus parses the first line of sv status for one service, such as
 //

@@ -25,11 +25,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
 	"github.com/signetbus/signet/internal/command"
+	"github.com/signetbus/signet/internal/lazyre"
 	"github.com/signetbus/signet/plugins"
 )
 
@@ -71,7 +71,7 @@ type Config struct {
 // runit names free of '/' and of a leading '.' or '-'.
 const serviceNamePattern = `[A-Za-z0-9][A-Za-z0-9:_.@-]{0,254}`
 
-var serviceName = regexp.MustCompile(`\A` + serviceNamePattern + `\z`)
+var serviceName = lazyre.New(`\A` + serviceNamePattern + `\z`)
 
 // Service is the "service" plugin.
 type Service struct {

@@ -10,7 +10,9 @@
 //     bare NATS request/reply, with a fixed number of requests in flight;
 //   - idle RSS of a real signetd process;
 //   - with -fleet, `signet ping` (registry, signed broadcast, verified
-//     replies) to fleets of real signetd processes on one broker.
+//     replies) to fleets of real signetd processes on one broker;
+//   - with -lab, in-process lab fleets (as `signet lab --hosts N` runs
+//     them): memory per responder, registry discovery and ping.
 //
 // Run it with `go run ./test/bench` (see docs/performance.md).
 package main
@@ -55,7 +57,8 @@ func main() {
 	deployHosts := flag.Int("deploy-hosts", 6, "hosts of the rolling deploy overhead run (0 skips)")
 	fleet := flag.String("fleet", "", "sizes of real signetd fleets to ping, e.g. 10,50,200 (empty skips)")
 	fleetControl := flag.Int("fleet-control", 0, "with -fleet: rounds of lock and unlock timed on each fleet, then one revocation (0 skips)")
-	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the signed fan-out runs to this file")
+	labSizes := flag.String("lab", "", "sizes of in-process lab fleets: memory per responder, registry discovery, ping (e.g. 1000,5000; empty skips)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the signed fan-out runs to this file (and, with -lab, heap profiles to FILE.labN.heap)")
 	flag.Parse()
 	profile = *cpuprofile
 
@@ -92,6 +95,14 @@ func main() {
 			st, err := fleetPing(s, dir, op, n, *rounds, *fleetControl)
 			check(err)
 			fmt.Printf("signet ping to %d real signetd processes: %s\n", n, st)
+		}
+	}
+	if *labSizes != "" {
+		fmt.Println()
+		for _, f := range strings.Split(*labSizes, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			check(err)
+			check(labScale(n, *rounds))
 		}
 	}
 	if *tput > 0 {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/signetbus/signet/internal/lazyre"
 	"github.com/signetbus/signet/workflows"
 )
 
@@ -149,8 +150,8 @@ func ParseApp(r io.Reader) (*App, error) {
 }
 
 var (
-	pkgNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9+._@-]{0,127}$`)
-	filterRE  = regexp.MustCompile(`^[A-Za-z0-9_.]+(=|!=|>=|<=|=~)[A-Za-z0-9_.:/*+^()|\[\]-]+$`)
+	pkgNameRE = lazyre.New(`^[A-Za-z0-9][A-Za-z0-9+._@-]{0,127}$`)
+	filterRE  = lazyre.New(`^[A-Za-z0-9_.]+(=|!=|>=|<=|=~)[A-Za-z0-9_.:/*+^()|\[\]-]+$`)
 )
 
 // ValidVersion reports whether v is an acceptable package version.

@@ -3,8 +3,9 @@ package release
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
+
+	"github.com/signetbus/signet/internal/lazyre"
 )
 
 // Manifest is what a release ticket asks for: apps to deploy, in order.
@@ -26,11 +27,11 @@ const MaxItems = 200
 var (
 	// appRe accepts Debian and RPM package names and deploy-template names:
 	// no shell metacharacters, no leading '-'.
-	appRe = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}$`)
+	appRe = lazyre.New(`^[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}$`)
 	// versionRe accepts Debian and RPM versions (with an epoch): no shell
 	// metacharacters, no leading '-'. The deploy checks the exact grammar of
 	// its package manager.
-	versionRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.+~:_^-]{0,127}$`)
+	versionRe = lazyre.New(`^[A-Za-z0-9][A-Za-z0-9.+~:_^-]{0,127}$`)
 )
 
 // ErrEmptyManifest is returned for a ticket that lists no app.

@@ -9,12 +9,12 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/signetbus/signet/internal/httpjson"
+	"github.com/signetbus/signet/internal/lazyre"
 )
 
 // Ticket is where a release manifest comes from and where its outcome goes.
@@ -55,10 +55,10 @@ type TicketConfig struct {
 }
 
 var (
-	jiraKeyRe   = regexp.MustCompile(`^[A-Z][A-Z0-9_]{0,63}-[1-9][0-9]{0,9}$`)
-	ghOwnerRe   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9-]{0,38}$`)
-	ghRepoRe    = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,100}$`)
-	ghNumberRe  = regexp.MustCompile(`^[1-9][0-9]{0,9}$`)
+	jiraKeyRe   = lazyre.New(`^[A-Z][A-Z0-9_]{0,63}-[1-9][0-9]{0,9}$`)
+	ghOwnerRe   = lazyre.New(`^[A-Za-z0-9][A-Za-z0-9-]{0,38}$`)
+	ghRepoRe    = lazyre.New(`^[A-Za-z0-9_.-]{1,100}$`)
+	ghNumberRe  = lazyre.New(`^[1-9][0-9]{0,9}$`)
 	maxResponse = int64(1 << 20)
 )
 
