@@ -43,9 +43,37 @@ func TestScripts(t *testing.T) {
 			"exitcode": cmdExitCode,
 			"freeport": cmdFreePort,
 			"stage":    cmdStage,
+			"backends": cmdBackends,
 		},
+		Condition:           condition,
 		RequireExplicitExec: true,
 	})
+}
+
+// condition knows [stage]: every backend the `stage` command starts is
+// real on this machine (dpkg and apt as root, runit, haproxy,
+// prometheus-alertmanager; CI installs them). `backends` logs why not.
+func condition(cond string) (bool, error) {
+	if cond != "stage" {
+		return false, fmt.Errorf("unknown condition %q", cond)
+	}
+	for _, v := range stage.Detect(false) {
+		if !strings.HasPrefix(v, "real") {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// backends logs, per plugin, whether the `stage` command's backend is real
+// here and, when not, why.
+func cmdBackends(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 0 {
+		ts.Fatalf("usage: backends")
+	}
+	for _, k := range []string{stage.BackendPackage, stage.BackendService, stage.BackendHAProxy, stage.BackendMaintenance} {
+		ts.Logf("%s: %s", k, stage.Detect(false)[k])
+	}
 }
 
 // setup starts a broker for the script and points signet at the files
