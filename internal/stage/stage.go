@@ -80,6 +80,8 @@ type Options struct {
 	// with "demo app"; tests use stagetest.AppCommand. Empty sandboxes the
 	// service backend: nothing could run the app.
 	AppCommand []string
+
+	noLab bool // StartBackends: no lab, no app file
 }
 
 // Backend names, the keys of Stage.Backends.
@@ -140,6 +142,7 @@ type Stage struct {
 	daemons   []*daemon // haproxy, alertmanager
 	sockDir   string    // short directory for the HAProxy socket, removed by Stop
 	sandbox   *sandboxState
+	pkgCfgs   map[string]json.RawMessage // real package plugin config per host
 	client    *http.Client
 	stopOnce  sync.Once
 	stopErr   error
@@ -248,6 +251,10 @@ func Start(ctx context.Context, o Options) (_ *Stage, err error) {
 	}
 	if err := s.waitServing(ctx, o.Versions[0]); err != nil {
 		return nil, err
+	}
+	s.pkgCfgs = pkgCfg
+	if o.noLab {
+		return s, nil
 	}
 
 	s.Lab, err = lab.Start(ctx, lab.Options{Dir: dir, Hosts: o.Hosts, Version: "stage", Logger: o.Logger,

@@ -22,6 +22,8 @@ import (
 	"github.com/signetbus/signet/internal/broker"
 	"github.com/signetbus/signet/internal/cli"
 	"github.com/signetbus/signet/internal/keys"
+	"github.com/signetbus/signet/internal/stage"
+	"github.com/signetbus/signet/internal/stage/stagetest"
 )
 
 func TestMain(m *testing.M) {
@@ -40,9 +42,38 @@ func TestScripts(t *testing.T) {
 			"waitfor":  cmdWaitFor,
 			"exitcode": cmdExitCode,
 			"freeport": cmdFreePort,
+			"stage":    cmdStage,
+			"backends": cmdBackends,
 		},
+		Condition:           condition,
 		RequireExplicitExec: true,
 	})
+}
+
+// condition knows [stage]: every backend the `stage` command starts is
+// real on this machine (dpkg and apt as root, runit, haproxy,
+// prometheus-alertmanager; CI installs them). `backends` logs why not.
+func condition(cond string) (bool, error) {
+	if cond != "stage" {
+		return false, fmt.Errorf("unknown condition %q", cond)
+	}
+	for _, v := range stage.Detect(false) {
+		if !strings.HasPrefix(v, "real") {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// backends logs, per plugin, whether the `stage` command's backend is real
+// here and, when not, why.
+func cmdBackends(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 0 {
+		ts.Fatalf("usage: backends")
+	}
+	for _, k := range []string{stage.BackendPackage, stage.BackendService, stage.BackendHAProxy, stage.BackendMaintenance} {
+		ts.Logf("%s: %s", k, stage.Detect(false)[k])
+	}
 }
 
 // setup starts a broker for the script and points signet at the files
@@ -199,4 +230,71 @@ func cmdFreePort(ts *testscript.TestScript, neg bool, args []string) {
 	port := l.Addr().(*net.TCPAddr).Port
 	ts.Check(l.Close())
 	ts.Setenv(args[0], strconv.Itoa(port))
+}
+
+// stage APP VERSIONS HOSTCONFIG... APPFILE brings up, for the hosts of the
+// given signetd.yaml files (web1, web2... in order), the real backends that
+// `signet demo` uses (internal/stage): a dpkg repository offering APP at
+// VERSIONS (comma-separated; the first is installed), an isolated apt root
+// and a runit per host running the app, one HAProxy over the apps and an
+// Alertmanager. It replaces the plugins section of each HOSTCONFIG with the
+// plugin sections for these backends, and the health url of APPFILE with
+// the stage's (http://127.0.0.1:PORT/{{identity}}/version). They are
+// stopped when the script ends.
+func cmdStage(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 4 {
+		ts.Fatalf("usage: stage APP VERSIONS HOSTCONFIG... APPFILE")
+	}
+	app, versions, hostFiles, appFile := args[0], strings.Split(args[1], ","), args[2:len(args)-1], args[len(args)-1]
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st, err := stage.StartBackends(ctx, stage.Options{Dir: ts.MkAbs("stage"), Hosts: len(hostFiles), App: app,
+		Versions: versions, AppCommand: stagetest.AppCommand()})
+	ts.Check(err)
+	ts.Defer(func() {
+		if err := st.Stop(); err != nil {
+			ts.Logf("stage stop: %v", err)
+		}
+	})
+	for i, f := range hostFiles {
+		id := fmt.Sprintf("web%d", i+1)
+		b, err := os.ReadFile(ts.MkAbs(f))
+		ts.Check(err)
+		if !strings.Contains(string(b), "\nidentity: "+id+"\n") && !strings.HasPrefix(string(b), "identity: "+id+"\n") {
+			ts.Fatalf("stage: %s: want identity %s (the stage names its hosts web1, web2... in order)", f, id)
+		}
+		cfgs, err := st.PluginConfigs(id)
+		ts.Check(err)
+		var out []string
+		skip := false
+		for _, line := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+			if line == "plugins:" {
+				skip = true
+				continue
+			}
+			if skip && (strings.HasPrefix(line, " ") || line == "") {
+				continue
+			}
+			skip = false
+			out = append(out, line)
+		}
+		out = append(out, "# plugins: the e2e suite's isolated backends (test/e2e stage)", "plugins:")
+		for _, name := range []string{stage.BackendPackage, stage.BackendService, stage.BackendHAProxy, stage.BackendMaintenance, stage.BackendHealth} {
+			out = append(out, fmt.Sprintf("  %s: %s", name, cfgs[name]))
+		}
+		ts.Check(os.WriteFile(ts.MkAbs(f), []byte(strings.Join(out, "\n")+"\n"), 0o600))
+	}
+	b, err := os.ReadFile(ts.MkAbs(appFile))
+	ts.Check(err)
+	lines := strings.Split(string(b), "\n")
+	found := false
+	for i, line := range lines {
+		if strings.HasPrefix(line, "  url: ") {
+			lines[i], found = fmt.Sprintf("  url: %q", st.HealthURL), true
+		}
+	}
+	if !found {
+		ts.Fatalf("stage: %s: no health url line (\"  url: ...\") to replace", appFile)
+	}
+	ts.Check(os.WriteFile(ts.MkAbs(appFile), []byte(strings.Join(lines, "\n")), 0o644))
 }
