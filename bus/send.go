@@ -362,7 +362,7 @@ wait:
 					}
 					st.reconnects++
 					st.followups = maxReconnectFollowups
-					fired(st) // schedules the first follow-up
+					fired(st)                  // schedules the first follow-up
 					if st.sent.subject != "" { // a broadcast goes out once for all its hosts
 						if again[st.sent] {
 							continue
@@ -478,6 +478,13 @@ func (c *Client) verifySigned(frame []byte) (Result, *Reply) {
 		return Result{Identity: id, Status: ResultForged, Error: "reply signature malformed: " + err.Error()}, nil
 	}
 	pub, ok := c.cfg.HostKeys.Lookup(rep.Identity)
+	if (!ok || string(opened.Sig.PublicKey) != string(pub.Marshal())) && rep.HostCert != "" {
+		// Not the pinned key: the host certificate must vouch for it.
+		if pub, err = verifyHostCert(c.cfg.HostKeys, rep.Identity, rep.HostCert, opened.Sig.PublicKey, c.cfg.Now(), hostCertSkew); err != nil {
+			return Result{Identity: id, Status: ResultForged, Error: err.Error()}, nil
+		}
+		ok = true
+	}
 	if !ok {
 		return Result{Identity: id, Status: ResultUnknownHost, Error: "host key of " + id + " is not in known_hosts; reply not trusted"}, nil
 	}

@@ -18,6 +18,7 @@ var (
 	identityRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$`)
 	factKeyRe  = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$`)
 	roleRe     = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)
+	operatorRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$`)
 )
 
 // NameRule describes the name grammar for error messages.
@@ -55,6 +56,15 @@ func CheckFactKey(k string) error {
 func CheckRole(r string) error {
 	if !roleRe.MatchString(r) {
 		return fmt.Errorf("invalid role %q: want lowercase letters, digits, _ and - (at most 32)", r)
+	}
+	return nil
+}
+
+// CheckOperator validates an operator's name: the name= of a trusted key,
+// or the key ID of a user certificate.
+func CheckOperator(n string) error {
+	if !operatorRe.MatchString(n) {
+		return fmt.Errorf("invalid operator name %q: want letters, digits and ._@+- (at most 64)", n)
 	}
 	return nil
 }
