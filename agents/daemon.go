@@ -99,6 +99,11 @@ func Run(ctx context.Context, cfg *Config, o RunOptions) error {
 	if err != nil {
 		return fmt.Errorf("host key: %w", err)
 	}
+	if cfg.HostCertificate != "" {
+		if hostKey, err = keys.LoadHostCertificate(cfg.HostCertificate, hostKey, cfg.Identity); err != nil {
+			return fmt.Errorf("host certificate: %w", err)
+		}
+	}
 	aud, err := audit.Open(cfg.AuditLog)
 	if err != nil {
 		return err

@@ -192,13 +192,20 @@ func (g *globalOptions) signer(cfg *ClientConfig) (ssh.Signer, error) {
 		if err != nil {
 			return nil, fmt.Errorf("ssh-agent: %w", err)
 		}
-		return keys.AgentSigner(conn, cfg.AgentKey)
+		s, err := keys.AgentSigner(conn, cfg.AgentKey)
+		if err != nil {
+			return nil, err
+		}
+		return checkCertificate(s, time.Now())
 	}
 	s, err := keys.LoadSigner(cfg.Key, func() ([]byte, error) { return g.passphrase(cfg.Key) })
 	if err != nil {
 		return nil, withHint(err, "make a key with `signet keygen`, or set key: agent to sign with ssh-agent")
 	}
-	return s, nil
+	if s, err = keys.WithCertificate(s, cfg.Key); err != nil {
+		return nil, err
+	}
+	return checkCertificate(s, time.Now())
 }
 
 func (g *globalOptions) passphrase(path string) ([]byte, error) {

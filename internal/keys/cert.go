@@ -79,10 +79,26 @@ func WithCertificate(signer ssh.Signer, keyPath string) (ssh.Signer, error) {
 }
 
 // LoadHostCertificate returns hostKey presenting the host certificate in
-// path. It must be a host certificate of hostKey that names identity among
-// its principals, so signetd does not start with one that every client
-// would refuse.
+// path, after CheckHostCertificate, when it certifies hostKey.
 func LoadHostCertificate(path string, hostKey ssh.Signer, identity string) (ssh.Signer, error) {
+	cert, err := checkHostCertificate(path, identity)
+	if err != nil {
+		return nil, err
+	}
+	return certify(hostKey, cert, path)
+}
+
+// CheckHostCertificate checks the host certificate in path: a host
+// certificate naming identity among its principals, so signetd does not
+// start with one that every client would refuse. Its window is not
+// checked: a renewed file is read on restart, and clients report an
+// expired one.
+func CheckHostCertificate(path, identity string) error {
+	_, err := checkHostCertificate(path, identity)
+	return err
+}
+
+func checkHostCertificate(path, identity string) (*ssh.Certificate, error) {
 	cert, err := LoadCertificate(path)
 	if err != nil {
 		return nil, err
@@ -93,5 +109,5 @@ func LoadHostCertificate(path string, hostKey ssh.Signer, identity string) (ssh.
 	if !slices.Contains(cert.ValidPrincipals, identity) {
 		return nil, fmt.Errorf("keys: host certificate %s names %v, not this host's identity %s", path, cert.ValidPrincipals, identity)
 	}
-	return certify(hostKey, cert, path)
+	return cert, nil
 }
