@@ -48,6 +48,11 @@ const CodeCertificate = "bad_certificate"
 // ErrCertificate is wrapped by every certificate check's error.
 var ErrCertificate = errors.New("bus: certificate not acceptable")
 
+// ErrHostCA is wrapped when a reply's host certificate is signed by an
+// authority known_hosts does not trust for the host: an unknown host, as
+// for an unpinned key.
+var ErrHostCA = errors.New("bus: host certificate authority not trusted")
+
 // certSigner returns the certificate a signer presents, if any. A signer
 // made with ssh.NewCertSigner presents *ssh.Certificate; an ssh-agent key
 // presents its certificate as an agent key of a -cert- type.
@@ -209,7 +214,7 @@ func verifyHostCert(keys HostKeys, identity, cert string, sigKey []byte, now tim
 	ha, ok := keys.(HostAuthorities)
 	if !ok || !ha.HostCA(identity, c.SignatureKey) {
 		return nil, fmt.Errorf("%w: host certificate of %s is signed by %s, which known_hosts does not trust for %s",
-			ErrCertificate, identity, ssh.FingerprintSHA256(c.SignatureKey), identity)
+			ErrHostCA, identity, ssh.FingerprintSHA256(c.SignatureKey), identity)
 	}
 	if !slices.Contains(c.ValidPrincipals, identity) {
 		return nil, fmt.Errorf("%w: reply from %s is signed by a host certified as %s (serial %d), not as %s",

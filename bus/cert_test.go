@@ -223,3 +223,57 @@ func TestExpiredCertificateRefusedBeforeSending(t *testing.T) {
 		t.Fatalf("something was published: %s %q", m.Subject, m.Data)
 	}
 }
+
+// TestHostCertificates: responders present host certificates issued by the
+// real ssh-keygen; the client trusts the CA for web* (known_hosts
+// @cert-authority) and pins no host key. A host certified as another
+// identity, an expired or user certificate, another CA and an excluded
+// pattern are each refused and reported.
+func TestHostCertificates(t *testing.T) {
+	ca := newSSHCA(t)
+	other := newSSHCA(t)
+	presents := map[string]func() ssh.Signer{
+		"web1": func() ssh.Signer { return ca.issue("h1", "web1", "-h", "-n", "web1") },
+		"web2": func() ssh.Signer { return ca.issue("h2", "web1", "-h", "-n", "web1") },
+		"web3": func() ssh.Signer { return ca.issue("h3", "web3", "-h", "-n", "web3", "-V", "-2h:-1h") },
+		"web4": func() ssh.Signer { return other.issue("h4", "web4", "-h", "-n", "web4") },
+		"web5": func() ssh.Signer { return ca.issue("h5", "web5", "-n", "web5") },
+		"web6": func() ssh.Signer { return ca.issue("h6", "web6", "-h", "-n", "web6") },
+	}
+	f := startFleet(t, 6, func(c *ResponderConfig) { c.HostKey = presents[c.Node().Identity]() })
+	known, err := keys.ParseKnownHosts(strings.NewReader("@cert-authority web*,!web6 " + string(ssh.MarshalAuthorizedKey(ca.pub))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewClient(ClientConfig{Conn: f.nc, Collective: "test", Signer: f.operator, User: "alice", HostKeys: known})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := c.Do(context.Background(), Query{Agent: "test", Action: "echo", Targets: []string{"web1", "web2", "web3", "web4", "web5", "web6"}, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]struct {
+		status ResultStatus
+		reason string
+	}{
+		"web1": {ResultOK, ""},
+		"web2": {ResultForged, "reply from web2 is signed by a host certified as web1 (serial 7), not as web2"},
+		"web3": {ResultForged, "expired at"},
+		"web4": {ResultUnknownHost, "which known_hosts does not trust for web4"},
+		"web5": {ResultForged, "is a user certificate, want a host certificate"},
+		"web6": {ResultUnknownHost, "which known_hosts does not trust for web6"},
+	}
+	got := map[string]Result{}
+	for _, r := range out.Results {
+		if r.Status != ResultNoResponse {
+			got[r.Identity] = r
+		}
+	}
+	for id, w := range want {
+		r := got[id]
+		if r.Status != w.status || !strings.Contains(r.Error, w.reason) {
+			t.Errorf("%s: %s %q, want %s %q", id, r.Status, r.Error, w.status, w.reason)
+		}
+	}
+}
