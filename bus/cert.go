@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -118,7 +119,7 @@ func CertValid(c *ssh.Certificate, now time.Time, skew time.Duration) error {
 // type, the window (with skew), critical options (none is understood, so
 // any is refused) and the authority's signature over it, with x/crypto's
 // CertChecker. principal must be one of the certificate's principals.
-func checkCert(c *ssh.Certificate, typ uint32, principal string, now time.Time, skew time.Duration) error {
+func checkCert(c *ssh.Certificate, typ uint32, principal string, now time.Time, skew time.Duration, sigVerified bool) error {
 	if c.CertType != typ {
 		kinds := map[uint32]string{ssh.UserCert: "user", ssh.HostCert: "host"}
 		return fmt.Errorf("%w: certificate %s (serial %d) is a %s certificate, want a %s certificate",
@@ -133,6 +134,9 @@ func checkCert(c *ssh.Certificate, typ uint32, principal string, now time.Time, 
 	for opt := range c.CriticalOptions {
 		return fmt.Errorf("%w: certificate %s (serial %d) carries critical option %q, which signet does not understand",
 			ErrCertificate, c.KeyId, c.Serial, opt)
+	}
+	if sigVerified {
+		return nil
 	}
 	// The window is checked above with skew; CertChecker's own check
 	// (without skew) sees a time inside it.
@@ -155,6 +159,36 @@ func checkCert(c *ssh.Certificate, typ uint32, principal string, now time.Time, 
 	return nil
 }
 
+// certCache remembers user certificates whose authority signature
+// verified, parsed, by their wire form (which includes the authority's key
+// and signature), so an operator's many requests cost one signature check
+// each, like a plain key's, and not two. Everything else (trust in the
+// authority, type, window, principals, critical options) is checked on
+// every request. The zero value is ready.
+type certCache struct {
+	mu sync.Mutex
+	ok map[string]*ssh.Certificate
+}
+
+// certCacheSize bounds the cache; when full it starts again empty.
+const certCacheSize = 4096
+
+func (cc *certCache) get(wire string) (*ssh.Certificate, bool) {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	c, ok := cc.ok[wire]
+	return c, ok
+}
+
+func (cc *certCache) add(wire string, c *ssh.Certificate) {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if cc.ok == nil || len(cc.ok) >= certCacheSize {
+		cc.ok = make(map[string]*ssh.Certificate)
+	}
+	cc.ok[wire] = c
+}
+
 // authenticateCert checks a request that carries a user certificate: the
 // certificate is signed by an authority this host trusts, valid now, a
 // user certificate for the key that signed the request, with at least one
@@ -165,9 +199,12 @@ func (r *Responder) authenticateCert(req *Request, o *Opened) (*Principal, *refu
 	if !ok {
 		return nil, &refusal{CodeUntrusted, "this host trusts no certificate authority; the request carries a certificate"}
 	}
-	c, err := DecodeCert(req.Sender.Cert)
-	if err != nil {
-		return nil, &refusal{CodeCertificate, err.Error()}
+	c, cached := r.certs.get(req.Sender.Cert)
+	if !cached {
+		var err error
+		if c, err = DecodeCert(req.Sender.Cert); err != nil {
+			return nil, &refusal{CodeCertificate, err.Error()}
+		}
 	}
 	ca, ok := ct.LookupCA(c.SignatureKey.Marshal())
 	if !ok {
@@ -188,11 +225,14 @@ func (r *Responder) authenticateCert(req *Request, o *Opened) (*Principal, *refu
 		return nil, &refusal{CodeCertificate, fmt.Sprintf("certificate %s (serial %d) names principals %s, none of them a role that authority %s may grant here (%s)",
 			c.KeyId, c.Serial, strings.Join(c.ValidPrincipals, ","), ca.Name, strings.Join(ca.Roles, ","))}
 	}
-	if err := checkCert(c, ssh.UserCert, roles[0], r.cfg.Now(), r.cfg.ClockSkew); err != nil {
+	if err := checkCert(c, ssh.UserCert, roles[0], r.cfg.Now(), r.cfg.ClockSkew, cached); err != nil {
 		return nil, &refusal{CodeCertificate, err.Error()}
 	}
 	if err := grammar.CheckOperator(c.KeyId); err != nil {
 		return nil, &refusal{CodeCertificate, fmt.Sprintf("certificate serial %d: key ID names the operator: %v", c.Serial, err)}
+	}
+	if !cached {
+		r.certs.add(req.Sender.Cert, c)
 	}
 	fp := ssh.FingerprintSHA256(c.Key)
 	return &Principal{Name: c.KeyId, Roles: roles, Fingerprint: fp, Key: c.Key, Cert: c}, nil
@@ -220,7 +260,7 @@ func verifyHostCert(keys HostKeys, identity, cert string, sigKey []byte, now tim
 		return nil, fmt.Errorf("%w: reply from %s is signed by a host certified as %s (serial %d), not as %s",
 			ErrCertificate, identity, strings.Join(c.ValidPrincipals, ","), c.Serial, identity)
 	}
-	if err := checkCert(c, ssh.HostCert, identity, now, skew); err != nil {
+	if err := checkCert(c, ssh.HostCert, identity, now, skew, false); err != nil {
 		return nil, err
 	}
 	if string(c.Key.Marshal()) != string(sigKey) {

@@ -172,6 +172,7 @@ type Responder struct {
 	// refusedFrames remembers recently refused signed frames, so copies
 	// of one are counted rather than each audited and signed for.
 	refusedFrames *digestRing
+	certs         certCache // user certificates whose CA signature verified
 	sem           chan struct{}
 	started       time.Time
 
