@@ -65,6 +65,14 @@ func certSigner(s ssh.Signer) (*ssh.Certificate, ssh.Signer) {
 	return cert, keySigner{Signer: s, pub: cert.Key}
 }
 
+// KeySigner returns the signer of the key itself when s presents a
+// certificate, and s otherwise: what signs other things than requests
+// (run state, which is trusted by key) with an operator's certified key.
+func KeySigner(s ssh.Signer) ssh.Signer {
+	_, k := certSigner(s)
+	return k
+}
+
 // keySigner signs with a certificate signer but presents the certified
 // key: SSHSIG signatures carry the plain key, and the certificate travels
 // in the signed payload.
