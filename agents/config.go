@@ -35,6 +35,11 @@ type Config struct {
 	// HostKey is the responder's ed25519 key, created when missing;
 	// default /etc/signet/host_key.
 	HostKey string `yaml:"host_key"`
+	// HostCertificate, when set, is a host certificate of HostKey
+	// (ssh-keygen -s CA -h -I ID -n IDENTITY host_key.pub) that signetd
+	// presents with every reply, so clients that trust the CA for this
+	// identity (a known_hosts @cert-authority line) need no pinned key.
+	HostCertificate string `yaml:"host_certificate"`
 	// AuthorizedKeys lists trusted operator keys with their roles;
 	// default /etc/signet/authorized_keys.
 	AuthorizedKeys string `yaml:"authorized_keys"`

@@ -124,9 +124,15 @@ func loadRevokedKeys(path string) (*map[string]int, error) {
 }
 
 // subjectOf is what the revocation list is matched against for a caller.
-// Certificate support fills in the certificate fields here.
+// A certificate adds its key ID, serial and CA, so a certificate can be
+// revoked before it expires by any of them.
 func subjectOf(p *bus.Principal) control.Subject {
-	return control.Subject{Key: p.Fingerprint}
+	s := control.Subject{Key: p.Fingerprint}
+	if c := p.Cert; c != nil {
+		s.Cert, s.KeyID, s.Serial = true, c.KeyId, c.Serial
+		s.CA = ssh.FingerprintSHA256(c.SignatureKey)
+	}
+	return s
 }
 
 // revocation reports why s is revoked, or "".

@@ -101,6 +101,12 @@ func Run(ctx context.Context, cfg *Config, o RunOptions) error {
 	if err != nil {
 		return fmt.Errorf("host key: %w", err)
 	}
+	plainKey := hostKey // audit checkpoints are signed by the key itself
+	if cfg.HostCertificate != "" {
+		if hostKey, err = keys.LoadHostCertificate(cfg.HostCertificate, hostKey, cfg.Identity); err != nil {
+			return fmt.Errorf("host certificate: %w", err)
+		}
+	}
 	aud, err := audit.Open(cfg.AuditLog)
 	if err != nil {
 		return err
@@ -111,7 +117,7 @@ func Run(ctx context.Context, cfg *Config, o RunOptions) error {
 		return err
 	}
 	defer nc.Close()
-	defer StartAuditChain(ctx, cfg, aud, hostKey, nc, log)()
+	defer StartAuditChain(ctx, cfg, aud, plainKey, nc, log)()
 	reload := o.Reload
 	go func() {
 		for {

@@ -65,6 +65,7 @@ type HostOptions struct {
 
 type trustStore struct {
 	byKey map[string]*bus.Principal
+	byCA  map[string]*bus.CertAuthority
 }
 
 // NewHost loads the trust file and the policy and assembles the host.
@@ -144,14 +145,18 @@ func (h *Host) Reload() error {
 	if err != nil {
 		return err
 	}
-	ts := &trustStore{byKey: make(map[string]*bus.Principal, len(auth))}
+	ts := &trustStore{byKey: make(map[string]*bus.Principal, len(auth)), byCA: map[string]*bus.CertAuthority{}}
 	for _, a := range auth {
+		if a.CA {
+			ts.byCA[a.KeyBlob] = &bus.CertAuthority{Name: a.Name, Roles: a.Roles, Fingerprint: a.Fingerprint, Key: a.Key}
+			continue
+		}
 		ts.byKey[a.KeyBlob] = &bus.Principal{Name: a.Name, Roles: a.Roles, Fingerprint: a.Fingerprint, Key: a.Key}
 	}
 	h.trust.Store(ts)
 	h.policy.Store(pol)
 	h.ctl.fileRevoked.Store(revoked)
-	h.log.Info("loaded trust and policy", "keys", len(auth), "authorized_keys", h.authPath, "policy", h.policyPath)
+	h.log.Info("loaded trust and policy", "keys", len(ts.byKey), "cert_authorities", len(ts.byCA), "authorized_keys", h.authPath, "policy", h.policyPath)
 	return nil
 }
 
@@ -162,6 +167,13 @@ func (h *Host) Node() *bus.Node { return h.node.Load() }
 func (h *Host) LookupKey(blob []byte) (*bus.Principal, bool) {
 	p, ok := h.trust.Load().byKey[string(blob)]
 	return p, ok
+}
+
+// LookupCA implements bus.CertTrust: the cert-authority lines of the
+// trust file.
+func (h *Host) LookupCA(blob []byte) (*bus.CertAuthority, bool) {
+	ca, ok := h.trust.Load().byCA[string(blob)]
+	return ca, ok
 }
 
 // Plugins returns the enabled agents, rpcutil included.

@@ -184,6 +184,11 @@ func prepare(cfg *Config, version string, log *slog.Logger) (*Host, error) {
 	if err := keys.CheckHostKey(cfg.HostKey); err != nil {
 		return nil, fmt.Errorf("host key: %w", err)
 	}
+	if cfg.HostCertificate != "" {
+		if err := keys.CheckHostCertificate(cfg.HostCertificate, cfg.Identity); err != nil {
+			return nil, fmt.Errorf("host certificate: %w", err)
+		}
+	}
 	if err := checkAuditLog(cfg.AuditLog); err != nil {
 		return nil, err
 	}

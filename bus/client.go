@@ -18,6 +18,17 @@ type HostKeys interface {
 	Lookup(identity string) (ssh.PublicKey, bool)
 }
 
+// coversHost reports whether a reply from identity could be verified: its
+// key is pinned, or (when HostKeys has a Covers method, as known_hosts
+// does) a host certificate authority is trusted for that name.
+func (c *Client) coversHost(identity string) bool {
+	if _, ok := c.cfg.HostKeys.Lookup(identity); ok {
+		return true
+	}
+	cv, ok := c.cfg.HostKeys.(interface{ Covers(string) bool })
+	return ok && cv.Covers(identity)
+}
+
 // ClientConfig configures a Client.
 type ClientConfig struct {
 	Conn       *nats.Conn
@@ -257,7 +268,7 @@ func (c *Client) Do(ctx context.Context, q Query) (*Outcome, error) {
 	// not sent the request (nor waited for).
 	known := targets[:0:0]
 	for _, t := range targets {
-		if _, ok := c.cfg.HostKeys.Lookup(t); ok {
+		if c.coversHost(t) {
 			known = append(known, t)
 			continue
 		}

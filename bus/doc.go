@@ -21,6 +21,23 @@
 // and TTL (seconds). Unknown fields are refused: a host never ignores part
 // of a signed command it does not understand.
 //
+// # Certificates
+//
+// A sender with an OpenSSH user certificate puts it in sender.cert
+// (standard base64 of its SSH encoding, as in a -cert.pub file) and signs
+// with the certified key; sender.key is that key's fingerprint. Instead of
+// looking the key up, the host looks up the certificate's CA among its
+// cert-authority lines (CertTrust), and checks that the certificate is a
+// user certificate of the signing key, valid now within the clock skew,
+// with no critical option, with at least one principal that the CA may
+// grant as a role, and signed by the CA (x/crypto's CertChecker, once per
+// certificate per host). The principal's name is the key ID, its roles the
+// principals the CA may grant. A reply signed by a host that presents a
+// host certificate carries it in host_cert; a client without a pinned key
+// for the identity accepts it when known_hosts trusts its CA for that
+// identity (HostAuthorities) and the certificate is a valid host
+// certificate of the signing key naming the identity.
+//
 // # Reply binding
 //
 // Every signed reply, accepted or refused, carries the request's id, agent
@@ -52,7 +69,7 @@
 // a broadcast that does not name this host, or whose filter does not match
 // it, is dropped silently BEFORE any signature verify (changing those
 // fields breaks the signature, so only a forged copy can be dropped this
-// way); the id is 32 lowercase hex digits; signature namespace; key trusted (authorized_keys); signature
+// way); the id is 32 lowercase hex digits; signature namespace; key trusted (authorized_keys), or its certificate's CA (see Certificates); signature
 // valid; claimed fingerprint matches the key; protocol version; collective;
 // TTL within the host's maximum; not dated in the future beyond the clock
 // skew; not expired; not signed before the responder started (the replay

@@ -31,8 +31,13 @@ type Sender struct {
 	// User is the name the operator claims (their login); the host records
 	// it beside the name its trust file gives the key.
 	User string `json:"user"`
-	// Key is the signing key's fingerprint, "SHA256:...".
+	// Key is the signing key's fingerprint, "SHA256:...". For a
+	// certificate it is the certified key's, which signs the request.
 	Key string `json:"key"`
+	// Cert is the operator's user certificate (EncodeCert), when they sign
+	// with one: the host trusts its authority rather than the key, and the
+	// certificate's principals are the operator's roles.
+	Cert string `json:"cert,omitempty"`
 }
 
 // Request is the signed payload of a request. Every field is covered by the
@@ -115,6 +120,10 @@ type Reply struct {
 	// copy with another signature, or to another request, cannot stand
 	// in for the answer.
 	RequestDigest string `json:"request_digest,omitempty"`
+	// HostCert is the host's certificate (EncodeCert), when it presents
+	// one: a client trusts its authority for the identity rather than a
+	// pinned host key.
+	HostCert string `json:"host_cert,omitempty"`
 }
 
 // FrameDigest is the lowercase hex SHA-256 of a request frame, as carried
@@ -146,14 +155,34 @@ func seal(kind wire.Kind, namespace string, signer ssh.Signer, payload any) ([]b
 	return (&wire.Envelope{Kind: kind, Payload: body, Sig: sig.Marshal()}).Marshal(), nil
 }
 
-// SignRequest signs a request and returns the frame to publish.
+// SignRequest signs a request and returns the frame to publish. When the
+// signer presents a user certificate (ssh.NewCertSigner, or an ssh-agent
+// key with its certificate), SignRequest sets Sender.Cert and Sender.Key
+// from it, signs with the certified key, and refuses a certificate that is
+// not valid at req.Created: nothing is sent that every host would refuse.
 func SignRequest(signer ssh.Signer, req *Request) ([]byte, error) {
-	return seal(wire.KindRequest, RequestNamespace, signer, req)
+	cert, s := certSigner(signer)
+	if cert != nil {
+		if cert.CertType != ssh.UserCert {
+			return nil, fmt.Errorf("%w: certificate %s (serial %d) is a host certificate; sign requests with a user certificate", ErrCertificate, cert.KeyId, cert.Serial)
+		}
+		if err := CertValid(cert, req.CreatedTime(), 0); err != nil {
+			return nil, err
+		}
+		req.Sender.Cert, req.Sender.Key = EncodeCert(cert), ssh.FingerprintSHA256(cert.Key)
+	}
+	return seal(wire.KindRequest, RequestNamespace, s, req)
 }
 
-// SignReply signs a reply with a host key.
+// SignReply signs a reply with a host key. When the signer presents a host
+// certificate, the reply carries it (HostCert) and is signed by the
+// certified key.
 func SignReply(signer ssh.Signer, rep *Reply) ([]byte, error) {
-	return seal(wire.KindReply, ReplyNamespace, signer, rep)
+	cert, s := certSigner(signer)
+	if cert != nil {
+		rep.HostCert = EncodeCert(cert)
+	}
+	return seal(wire.KindReply, ReplyNamespace, s, rep)
 }
 
 // Opened is a frame whose payload has been decoded but whose signature has

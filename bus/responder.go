@@ -26,6 +26,9 @@ type Principal struct {
 	Roles       []string
 	Fingerprint string
 	Key         ssh.PublicKey
+	// Cert is the user certificate that made Key a principal, nil for a
+	// key the trust file lists.
+	Cert *ssh.Certificate
 }
 
 // Trust finds the principal behind a signing key, given the key's wire form.
@@ -169,6 +172,7 @@ type Responder struct {
 	// refusedFrames remembers recently refused signed frames, so copies
 	// of one are counted rather than each audited and signed for.
 	refusedFrames *digestRing
+	certs         certCache // user certificates whose CA signature verified
 	sem           chan struct{}
 	started       time.Time
 
@@ -615,7 +619,17 @@ func (r *Responder) authenticate(req *Request, o *Opened) (*Principal, *refusal)
 	if o.Sig.Namespace != RequestNamespace {
 		return nil, &refusal{CodeBadSignature, fmt.Sprintf("signature namespace is %q, want %q", o.Sig.Namespace, RequestNamespace)}
 	}
-	p, ok := r.cfg.Trust.LookupKey(o.Sig.PublicKey)
+	var p *Principal
+	ok := false
+	if req.Sender.Cert != "" {
+		var f *refusal
+		if p, f = r.authenticateCert(req, o); f != nil {
+			return nil, f
+		}
+		ok = true
+	} else {
+		p, ok = r.cfg.Trust.LookupKey(o.Sig.PublicKey)
+	}
 	if !ok {
 		fp := "unparseable key"
 		if pub, err := ssh.ParsePublicKey(o.Sig.PublicKey); err == nil {

@@ -478,6 +478,16 @@ func (c *Client) verifySigned(frame []byte) (Result, *Reply) {
 		return Result{Identity: id, Status: ResultForged, Error: "reply signature malformed: " + err.Error()}, nil
 	}
 	pub, ok := c.cfg.HostKeys.Lookup(rep.Identity)
+	if (!ok || string(opened.Sig.PublicKey) != string(pub.Marshal())) && rep.HostCert != "" {
+		// Not the pinned key: the host certificate must vouch for it.
+		if pub, err = verifyHostCert(c.cfg.HostKeys, rep.Identity, rep.HostCert, opened.Sig.PublicKey, c.cfg.Now(), hostCertSkew); err != nil {
+			if errors.Is(err, ErrHostCA) {
+				return Result{Identity: id, Status: ResultUnknownHost, Error: err.Error()}, nil
+			}
+			return Result{Identity: id, Status: ResultForged, Error: err.Error()}, nil
+		}
+		ok = true
+	}
 	if !ok {
 		return Result{Identity: id, Status: ResultUnknownHost, Error: unknownHostError(id) + "; reply not trusted"}, nil
 	}

@@ -197,10 +197,21 @@ func (g *globalOptions) signer(cfg *ClientConfig) (ssh.Signer, error) {
 		if err != nil {
 			return nil, fmt.Errorf("ssh-agent: %w", err)
 		}
-		return keys.AgentSigner(conn, cfg.AgentKey)
+		s, err := keys.AgentSigner(conn, cfg.AgentKey)
+		if err != nil {
+			return nil, err
+		}
+		return checkCertificate(s, time.Now())
 	}
 	if cfg.keyNote != "" {
 		fmt.Fprintf(g.io.Err, "signet: %s\n", cfg.keyNote)
 	}
-	return g.loadKeyFile(cfg.Key)
+	s, err := g.loadKeyFile(cfg.Key)
+	if err != nil {
+		return nil, err
+	}
+	if s, err = keys.WithCertificate(s, cfg.Key); err != nil {
+		return nil, err
+	}
+	return checkCertificate(s, time.Now())
 }

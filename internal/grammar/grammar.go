@@ -20,11 +20,13 @@ import "fmt"
 //	identity  ^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$
 //	fact key  ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$
 //	role      ^[a-z0-9][a-z0-9_-]{0,31}$
+//	operator  ^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$
 var (
 	nameRe     = rule{max: 64, first: lower, rest: lower | digit | under}
 	identityRe = rule{max: 253, first: alnum, rest: alnum | dot | under | dash}
 	factKeyRe  = rule{max: 64, first: alnum | under, rest: alnum | under | dot | dash}
 	roleRe     = rule{max: 32, first: lower | digit, rest: lower | digit | under | dash}
+	operatorRe = rule{max: 64, first: alnum, rest: alnum | dot | under | at | plus | dash}
 )
 
 // class is a set of byte classes.
@@ -37,6 +39,8 @@ const (
 	under
 	dot
 	dash
+	at
+	plus
 	alnum = lower | upper | digit
 )
 
@@ -54,6 +58,10 @@ func (c class) has(b byte) bool {
 		return c&dot != 0
 	case b == '-':
 		return c&dash != 0
+	case b == '@':
+		return c&at != 0
+	case b == '+':
+		return c&plus != 0
 	}
 	return false
 }
@@ -113,6 +121,15 @@ func CheckFactKey(k string) error {
 func CheckRole(r string) error {
 	if !roleRe.MatchString(r) {
 		return fmt.Errorf("invalid role %q: want lowercase letters, digits, _ and - (at most 32)", r)
+	}
+	return nil
+}
+
+// CheckOperator validates an operator's name: the name= of a trusted key,
+// or the key ID of a user certificate.
+func CheckOperator(n string) error {
+	if !operatorRe.MatchString(n) {
+		return fmt.Errorf("invalid operator name %q: want letters, digits and ._@+- (at most 64)", n)
 	}
 	return nil
 }

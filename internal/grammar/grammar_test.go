@@ -51,8 +51,9 @@ func TestRulesMatchTheirRegexps(t *testing.T) {
 		{identityRe, regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$`)},
 		{factKeyRe, regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$`)},
 		{roleRe, regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)},
+		{operatorRe, regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$`)},
 	}
-	alphabet := []string{"a", "Z", "0", "_", ".", "-", " ", "\n", "é", "*", ">", "\x00"}
+	alphabet := []string{"a", "Z", "0", "_", ".", "-", "@", "+", " ", "\n", "é", "*", ">", "\x00"}
 	var inputs []string
 	var gen func(prefix string, n int)
 	gen = func(prefix string, n int) {

@@ -26,7 +26,12 @@ func AgentSigner(conn io.ReadWriter, want string) (ssh.Signer, error) {
 	}
 	var usable []ssh.Signer
 	var other []string
+	var certs []*ssh.Certificate
 	for _, s := range signers {
+		if c := agentCert(s.PublicKey()); c != nil {
+			certs = append(certs, c)
+			continue
+		}
 		if acceptedType(s.PublicKey().Type()) {
 			usable = append(usable, s)
 		} else {
@@ -43,7 +48,7 @@ func AgentSigner(conn io.ReadWriter, want string) (ssh.Signer, error) {
 	want = strings.TrimSpace(want)
 	if want == "" {
 		if len(usable) == 1 {
-			return usable[0], nil
+			return withAgentCert(usable[0], certs)
 		}
 		return nil, fmt.Errorf("keys: the agent holds %d ed25519 keys, choose one by fingerprint: %s", len(usable), candidates(usable))
 	}
@@ -54,10 +59,42 @@ func AgentSigner(conn io.ReadWriter, want string) (ssh.Signer, error) {
 	}
 	for _, s := range usable {
 		if match(s.PublicKey()) {
-			return s, nil
+			return withAgentCert(s, certs)
 		}
 	}
 	return nil, fmt.Errorf("%w: the agent does not hold %s; it holds %s", ErrNoAgentKey, wantName(want), candidates(usable))
+}
+
+// agentCert returns the certificate an agent key is, or nil.
+func agentCert(pub ssh.PublicKey) *ssh.Certificate {
+	k, ok := pub.(*agent.Key)
+	if !ok || (k.Format != ssh.CertAlgoED25519v01 && k.Format != ssh.CertAlgoSKED25519v01) {
+		return nil
+	}
+	parsed, err := ssh.ParsePublicKey(k.Blob)
+	if err != nil {
+		return nil
+	}
+	c, _ := parsed.(*ssh.Certificate)
+	return c
+}
+
+// withAgentCert returns s presenting the user certificate the agent holds
+// for its key (ssh-add loads KEY-cert.pub beside KEY), the one valid the
+// longest when there are several, or s itself when there is none. The
+// agent signs with the key; the certificate travels in the request.
+func withAgentCert(s ssh.Signer, certs []*ssh.Certificate) (ssh.Signer, error) {
+	var best *ssh.Certificate
+	blob := s.PublicKey().Marshal()
+	for _, c := range certs {
+		if c.CertType == ssh.UserCert && bytes.Equal(c.Key.Marshal(), blob) && (best == nil || c.ValidBefore > best.ValidBefore) {
+			best = c
+		}
+	}
+	if best == nil {
+		return s, nil
+	}
+	return certify(s, best, "in ssh-agent")
 }
 
 // matcher turns want (a fingerprint or a public key line) into a predicate.

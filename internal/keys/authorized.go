@@ -10,7 +10,6 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/signetbus/signet/internal/grammar"
-	"github.com/signetbus/signet/internal/lazyre"
 	"github.com/signetbus/signet/internal/trustfile"
 )
 
@@ -44,9 +43,11 @@ type Authorized struct {
 	Fingerprint string
 	// Line is where the key sits in the file.
 	Line int
+	// CA is true for a cert-authority line: Key is a certificate
+	// authority, Roles are the roles its user certificates may grant (as
+	// principals), and Name names the authority.
+	CA bool
 }
-
-var nameRe = lazyre.New(`^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$`)
 
 // maxLine bounds one line of a key file; the longest ed25519 line with
 // options is far shorter.
@@ -75,8 +76,11 @@ func LoadAuthorizedKeys(path string) ([]Authorized, error) {
 // options:
 //
 //	roles="admin,deploy",name="alice" ssh-ed25519 AAAAC3Nza... alice@laptop
+//	cert-authority,roles="deploy,approver",name="corp-ca" ssh-ed25519 AAAAC3Nza... ca@corp
 //
-// roles= is required and non-empty; name= is optional and defaults to the
+// A cert-authority line trusts the user certificates that key signs; its
+// roles= are the principals (roles) such a certificate may grant, so
+// OpenSSH's principals= option has no use here and is refused. roles= is required and non-empty; name= is optional and defaults to the
 // key comment. Any other option is an error naming the line. Only ed25519
 // and sk-ed25519 keys are accepted. Blank lines and # comments are allowed.
 // A key listed twice is an error; one name may hold several keys.
@@ -106,6 +110,13 @@ func ParseAuthorizedKeys(r io.Reader) ([]Authorized, error) {
 		seen[a.KeyBlob] = n
 		haveRoles, haveName := false, false
 		for _, opt := range options {
+			if opt == "cert-authority" {
+				if a.CA {
+					return errors.New("cert-authority given twice")
+				}
+				a.CA = true
+				continue
+			}
 			key, val, err := splitOption(opt)
 			if err != nil {
 				return err
@@ -125,12 +136,14 @@ func ParseAuthorizedKeys(r io.Reader) ([]Authorized, error) {
 					return errors.New("name= given twice")
 				}
 				haveName = true
-				if !nameRe.MatchString(val) {
+				if grammar.CheckOperator(val) != nil {
 					return fmt.Errorf("name=%q: want letters, digits and ._@+- (at most 64)", val)
 				}
 				a.Name = val
+			case "principals":
+				return errors.New(`principals= is not used: on a cert-authority line roles="..." lists the principals (roles) its certificates may grant`)
 			default:
-				return fmt.Errorf("unknown option %q: signet accepts only roles=\"...\" and name=\"...\"", key)
+				return fmt.Errorf("unknown option %q: signet accepts only cert-authority, roles=\"...\" and name=\"...\"", key)
 			}
 		}
 		if !haveRoles {
@@ -140,7 +153,7 @@ func ParseAuthorizedKeys(r io.Reader) ([]Authorized, error) {
 			if comment == "" {
 				return fmt.Errorf("key %s has neither name=\"...\" nor a comment to name it by", a.Fingerprint)
 			}
-			if !nameRe.MatchString(comment) {
+			if grammar.CheckOperator(comment) != nil {
 				return fmt.Errorf("key comment %q is not usable as a name: add name=\"...\"", comment)
 			}
 			a.Name = comment
@@ -158,7 +171,7 @@ func ParseAuthorizedKeys(r io.Reader) ([]Authorized, error) {
 func splitOption(opt string) (key, val string, err error) {
 	key, val, ok := strings.Cut(opt, "=")
 	if !ok {
-		return "", "", fmt.Errorf("unknown option %q: signet accepts only roles=\"...\" and name=\"...\"", opt)
+		return "", "", fmt.Errorf("unknown option %q: signet accepts only cert-authority, roles=\"...\" and name=\"...\"", opt)
 	}
 	if len(val) < 2 || val[0] != '"' || val[len(val)-1] != '"' {
 		return "", "", fmt.Errorf("option %s: want a quoted value such as %s=\"...\", got %s", key, key, val)
