@@ -28,16 +28,9 @@ type Query struct {
 // Read returns the stream's lines in stored order, each with its host
 // (from the subject) and its place ("stream message N").
 func Read(ctx context.Context, js jetstream.JetStream, collective string, q Query) ([]audit.Line, error) {
-	st, err := js.Stream(ctx, Stream(collective))
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil, ErrNoStream
-	}
+	st, info, err := streamInfo(ctx, js, collective)
 	if err != nil {
-		return nil, fmt.Errorf("ship: audit stream: %w", err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("ship: audit stream: %w", err)
+		return nil, err
 	}
 	if info.State.Msgs == 0 {
 		return nil, nil
@@ -86,21 +79,30 @@ func Read(ctx context.Context, js jetstream.JetStream, collective string, q Quer
 	return out, nil
 }
 
+// streamInfo opens the collective's audit stream and reads its state.
+func streamInfo(ctx context.Context, js jetstream.JetStream, collective string) (jetstream.Stream, *jetstream.StreamInfo, error) {
+	st, err := js.Stream(ctx, Stream(collective))
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, nil, ErrNoStream
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("ship: audit stream: %w", err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ship: audit stream: %w", err)
+	}
+	return st, info, nil
+}
+
 // Lost reports what the stream's own state says was removed: messages
 // deleted from the middle or the end (JetStream counts them) or from the
 // start (a purge, or a retention limit). Nil when nothing was. It catches
 // a cut tail that no later line reveals yet.
 func Lost(ctx context.Context, js jetstream.JetStream, collective string) (*audit.Finding, error) {
-	st, err := js.Stream(ctx, Stream(collective))
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil, ErrNoStream
-	}
+	_, info, err := streamInfo(ctx, js, collective)
 	if err != nil {
-		return nil, fmt.Errorf("ship: audit stream: %w", err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("ship: audit stream: %w", err)
+		return nil, err
 	}
 	s := info.State
 	if s.NumDeleted == 0 && s.FirstSeq <= 1 {
