@@ -3,7 +3,6 @@ package bus
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
@@ -16,22 +15,12 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/signetbus/signet/internal/broker/brokertest"
+	"github.com/signetbus/signet/internal/keys/keytest"
 	"github.com/signetbus/signet/internal/sshsig"
 	"github.com/signetbus/signet/internal/wire"
 )
 
-func newSigner(t testing.TB) ssh.Signer {
-	t.Helper()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
+var newSigner = keytest.Signer
 
 type trustMap map[string]*Principal
 

@@ -3,8 +3,6 @@ package workflows
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,20 +21,10 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/signetbus/signet/internal/broker"
+	"github.com/signetbus/signet/internal/keys/keytest"
 )
 
-func testSigner(t testing.TB) ssh.Signer {
-	t.Helper()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
+var testSigner = keytest.Signer
 
 // hookCaller answers every call OK and runs hook (if set) before
 // answering; it counts the calls.

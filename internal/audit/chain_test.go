@@ -2,8 +2,6 @@ package audit
 
 import (
 	"bytes"
-	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
@@ -15,20 +13,10 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/signetbus/signet/bus"
+	"github.com/signetbus/signet/internal/keys/keytest"
 )
 
-func newHostKey(t testing.TB) ssh.Signer {
-	t.Helper()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
+var newHostKey = keytest.Signer
 
 func keysOf(host string, s ssh.Signer) func(string) (ssh.PublicKey, bool) {
 	return func(id string) (ssh.PublicKey, bool) {

@@ -18,22 +18,13 @@ import (
 	"testing"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/signetbus/signet/internal/keys/keytest"
 )
 
 const testNamespace = "signet-test"
 
-func newSigner(t testing.TB) ssh.Signer {
-	t.Helper()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
+var newSigner = keytest.Signer
 
 func TestSignVerifyRoundTrip(t *testing.T) {
 	signer := newSigner(t)
