@@ -6,10 +6,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go"
-
-	"github.com/signetbus/signet/internal/broker/brokertest"
 )
 
 // TestRegistryListWhileHostsRefresh: every host rewrites its entry every
@@ -19,17 +15,8 @@ import (
 // request without even a "no response" (a 5,000-host lab ping got 4,999
 // replies this way).
 func TestRegistryListWhileHostsRefresh(t *testing.T) {
-	srv := brokertest.Start(t)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	_, reg := testRegistry(t, "t", time.Minute)
 	ctx := context.Background()
-	reg, err := CreateRegistry(ctx, nc, "t", time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
 	const n = 500
 	now := time.Now()
 	put := func(i int) error {

@@ -16,17 +16,8 @@ import (
 // few that registered again for the fleet (a deploy once planned 2 hosts
 // of 6). A fresh fleet, whose hosts started with the bucket, is fine.
 func TestRegistryCheck(t *testing.T) {
-	srv := brokertest.Start(t)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc, reg := testRegistry(t, "t", 90*time.Second)
 	ctx := context.Background()
-	reg, err := CreateRegistry(ctx, nc, "t", 90*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var lost *RegistryLostError
 	if err := reg.Check(ctx); !errors.As(err, &lost) || lost.Registered != 0 {
 		t.Fatalf("young empty registry: %v, want a RegistryLostError with no host", err)
@@ -41,7 +32,7 @@ func TestRegistryCheck(t *testing.T) {
 	if err := reg.Put(ctx, &Registration{Identity: "web2", Collective: "t", Started: now.Add(-time.Hour), Updated: now}); err != nil {
 		t.Fatal(err)
 	}
-	err = reg.Check(ctx)
+	err := reg.Check(ctx)
 	if !errors.As(err, &lost) || lost.Registered != 2 {
 		t.Fatalf("registry refilled by old hosts: %v, want a RegistryLostError with 2 hosts", err)
 	}
@@ -61,4 +52,20 @@ func TestRegistryCheck(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// testRegistry starts a broker and creates a registry for collective on it.
+func testRegistry(t *testing.T, collective string, ttl time.Duration) (*nats.Conn, *Registry) {
+	t.Helper()
+	srv := brokertest.Start(t)
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	reg, err := CreateRegistry(context.Background(), nc, collective, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, reg
 }

@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/url"
 	"os"
-	"regexp"
 	"strings"
 	"time"
 
@@ -152,6 +151,8 @@ func ParseApp(r io.Reader) (*App, error) {
 var (
 	pkgNameRE = lazyre.New(`^[A-Za-z0-9][A-Za-z0-9+._@-]{0,127}$`)
 	filterRE  = lazyre.New(`^[A-Za-z0-9_.]+(=|!=|>=|<=|=~)[A-Za-z0-9_.:/*+^()|\[\]-]+$`)
+	// serverTemplateRE is a HAProxy server name, or a template of one.
+	serverTemplateRE = lazyre.New(`^[A-Za-z0-9{}._-]+$`)
 )
 
 // ValidVersion reports whether v is an acceptable package version.
@@ -183,7 +184,7 @@ func (a *App) Validate() error {
 	if !pkgNameRE.MatchString(a.HAProxy.Backend) {
 		return fail("haproxy.backend: want a backend name, found %q", a.HAProxy.Backend)
 	}
-	if s := a.HAProxy.Server; s != "" && !regexp.MustCompile(`^[A-Za-z0-9{}._-]+$`).MatchString(s) {
+	if s := a.HAProxy.Server; s != "" && !serverTemplateRE.MatchString(s) {
 		return fail("haproxy.server: want a server name template such as {{identity}}, found %q", s)
 	}
 	if err := checkFilter("haproxy.lb_filter", a.HAProxy.LBFilter, true); err != nil {
