@@ -43,6 +43,10 @@ func TestBrokerKilledAtEachStep(t *testing.T) {
 		hosts[len(hosts)-1]: deploy.StepEnable,
 	}
 	var mu sync.Mutex
+	// brokerMu orders kills and restarts: with hosts now running steps
+	// side by side, a kill can come while the previous restart is still
+	// replacing s.Lab.Broker (-race saw it).
+	var brokerMu sync.Mutex
 	var wg sync.WaitGroup
 	var killed []string
 	var killErrs []error
@@ -57,12 +61,17 @@ func TestBrokerKilledAtEachStep(t *testing.T) {
 		mu.Unlock()
 		// Kill now, while the step's request is on its way, and come back
 		// later; the engine goes on meanwhile.
+		brokerMu.Lock()
 		s.Lab.Broker.Shutdown()
+		brokerMu.Unlock()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			time.Sleep(brokerDown)
-			if err := s.Lab.RestartBroker(); err != nil {
+			brokerMu.Lock()
+			err := s.Lab.RestartBroker()
+			brokerMu.Unlock()
+			if err != nil {
 				mu.Lock()
 				killErrs = append(killErrs, err)
 				mu.Unlock()
