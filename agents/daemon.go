@@ -90,6 +90,10 @@ func Run(ctx context.Context, cfg *Config, o RunOptions) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	// Serve gets the logger without the identity: the responder adds it
+	// itself (the lab runs it without Run), and a JSON line must not
+	// carry a key twice.
+	serveLog := log
 	log = log.With("identity", cfg.Identity)
 	// The same checks as signetd --check, before any side effect.
 	host, err := prepare(cfg, o.Version, log)
@@ -135,7 +139,7 @@ func Run(ctx context.Context, cfg *Config, o RunOptions) error {
 		}
 	}()
 	log.Info("signetd starting", "collective", cfg.Collective, "agents", host.Node().Agents, "host_key", keys.Fingerprint(hostKey.PublicKey()))
-	return Serve(ctx, ServeOptions{Conn: nc, Host: host, HostKey: hostKey, Audit: aud, Config: cfg, Version: o.Version, Logger: log})
+	return Serve(ctx, ServeOptions{Conn: nc, Host: host, HostKey: hostKey, Audit: aud, Config: cfg, Version: o.Version, Logger: serveLog})
 }
 
 // ServeOptions wire one host to a broker connection.
@@ -164,9 +168,11 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	if aud, ok := o.Audit.(*audit.Log); ok && aud.Sensitive == nil {
 		aud.Sensitive = o.Host.SensitiveParams // never write a declared secret
 	}
+	responderLog := log // the responder names the host itself
+	log = log.With("identity", o.Host.Node().Identity)
 	r, err := bus.NewResponder(bus.ResponderConfig{
 		Conn: o.Conn, Collective: cfg.Collective, HostKey: o.HostKey, Node: o.Host.Node,
-		Trust: o.Host, Handler: o.Host, Audit: o.Audit, Logger: log,
+		Trust: o.Host, Handler: o.Host, Audit: o.Audit, Logger: responderLog,
 		MaxRequestBytes: cfg.MaxRequestBytes, MaxTTL: cfg.MaxTTL.D(), ClockSkew: cfg.ClockSkew.D(), MaxConcurrent: cfg.MaxConcurrent,
 		ReplayCacheSize: cfg.ReplayCacheSize, ReplayKeyShare: cfg.ReplayKeyShare,
 		FloodWindow: cfg.FloodWindow.D(), FloodRecords: cfg.FloodRecords, FloodReplies: cfg.FloodReplies,

@@ -270,8 +270,8 @@ func (l *Lab) StartHost(id string) error {
 		defer close(done)
 		defer aud.Close()
 		defer host.Close()
-		ready := func() { close(started) } // subscriptions flushed: requests from now on reach it
-		if err := agents.Serve(hctx, agents.ServeOptions{Conn: nc, Host: host, HostKey: l.keys[id], Audit: aud, Config: cfg, Version: l.opts.Version, Logger: log, Ready: ready}); err != nil {
+		ready := func() { close(started) }                                                                                                                                                                // subscriptions flushed: requests from now on reach it
+		if err := agents.Serve(hctx, agents.ServeOptions{Conn: nc, Host: host, HostKey: l.keys[id], Audit: aud, Config: cfg, Version: l.opts.Version, Logger: l.opts.Logger, Ready: ready}); err != nil { // Serve names the host
 			l.mu.Lock()
 			l.errs = append(l.errs, fmt.Errorf("%s: %w", id, err))
 			l.mu.Unlock()
