@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
 	"github.com/signetbus/signet/internal/redact"
@@ -16,7 +18,9 @@ import (
 )
 
 type releaseOptions struct {
-	yes bool
+	yes         bool
+	skipDRCheck bool
+	reason      string
 }
 
 func newReleaseCmd(g *globalOptions) *cobra.Command {
@@ -38,6 +42,8 @@ ticket open. See docs/releases.md.`,
 		},
 	}
 	c.Flags().BoolVarP(&o.yes, "yes", "y", false, "do not ask for confirmation")
+	c.Flags().BoolVar(&o.skipDRCheck, "skip-dr-check", false, "run although the manifest has not finished in the environment release.require_done_in names (needs --reason)")
+	c.Flags().StringVar(&o.reason, "reason", "", "why the DR check is skipped: shown, posted to chat, logged and kept in the release record")
 	return c
 }
 
@@ -155,9 +161,19 @@ func releaseRun(ctx context.Context, g *globalOptions, o *releaseOptions, ref st
 	if g.json {
 		out = g.io.Err
 	}
+	records, doneIn, closeDR, err := releaseRecords(ctx, g, ws, rc.RequireDoneIn, o)
+	if err != nil {
+		return err
+	}
+	defer closeDR()
+	skip := ""
+	if o.skipDRCheck {
+		skip = o.reason
+	}
 	d := &releaseDeployer{g: g, ws: ws, env: env, soft: soft}
 	err = release.Run(ctx, release.Options{Ticket: ticket, Chat: chat, Mail: mailer, Deployer: d,
-		In: g.io.In, Out: out, Yes: o.yes, Env: env, User: ws.cfg.User, Log: g.logger()})
+		In: g.io.In, Out: out, Yes: o.yes, Env: env, User: ws.cfg.User, Log: g.logger(),
+		Ref: ref, Records: records, RequireDoneIn: rc.RequireDoneIn, DoneIn: doneIn, SkipDoneCheck: skip})
 	if g.json {
 		res := releaseResult{Ticket: ref, Env: env, OK: err == nil, Apps: d.apps}
 		if err != nil {
@@ -171,4 +187,51 @@ func releaseRun(ctx context.Context, g *globalOptions, o *releaseOptions, ref st
 		}
 	}
 	return err
+}
+
+// releaseRecords opens the signed records of finished releases on this
+// environment's broker and, when the profile sets release.require_done_in,
+// on that environment's broker too (its own profile: URLs, credentials),
+// read with the same trust: this operator's key and resume_keys.
+func releaseRecords(ctx context.Context, g *globalOptions, ws *workflowSession, requireDoneIn string, o *releaseOptions) (release.Records, release.Records, func(), error) {
+	switch {
+	case o.reason != "" && !o.skipDRCheck:
+		return nil, nil, nil, usageErrorf("--reason goes with --skip-dr-check")
+	case o.skipDRCheck && strings.TrimSpace(o.reason) == "":
+		return nil, nil, nil, usageErrorf("--skip-dr-check needs --reason TEXT: the reason is posted to chat and kept in the release record")
+	case o.skipDRCheck && requireDoneIn == "":
+		return nil, nil, nil, usageErrorf("--skip-dr-check: this environment's release config sets no require_done_in, so there is no check to skip")
+	}
+	trusted, err := ws.cfg.resumeKeys()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	js, err := jetstream.New(ws.nc)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	records, err := release.NewKVRecords(ctx, js, ws.signer, trusted)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if requireDoneIn == "" || o.skipDRCheck {
+		return records, nil, func() {}, nil
+	}
+	other := *g
+	other.env = requireDoneIn
+	s, err := other.connect(ctx)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("release: require_done_in %s: %w", requireDoneIn, err)
+	}
+	djs, err := jetstream.New(s.nc)
+	if err != nil {
+		s.Close()
+		return nil, nil, nil, err
+	}
+	doneIn, err := release.NewKVRecords(ctx, djs, nil, append(trusted, ws.signer.PublicKey()))
+	if err != nil {
+		s.Close()
+		return nil, nil, nil, fmt.Errorf("release: require_done_in %s: %w", requireDoneIn, err)
+	}
+	return records, doneIn, s.Close, nil
 }

@@ -42,6 +42,11 @@ type Config struct {
 	Chat ChatConfig `yaml:"chat"`
 	// Mail is the SMTP relay the release log is mailed through. Empty: no mail.
 	Mail MailConfig `yaml:"mail"`
+	// RequireDoneIn names another environment profile (such as "dr")
+	// where the same manifest must have finished before a release here
+	// may start: `signet release` reads the signed record of that release
+	// from that environment's broker. Set it in the prod profile.
+	RequireDoneIn string `yaml:"require_done_in"`
 }
 
 // JiraConfig configures Jira tickets (REST API v2).
@@ -149,7 +154,7 @@ func (c *Config) Overlay(p *Config) {
 }
 
 func (c *Config) isZero() bool {
-	return c.Jira == (JiraConfig{}) && c.GitHub == (GitHubConfig{}) && c.Chat == (ChatConfig{}) &&
+	return c.RequireDoneIn == "" && c.Jira == (JiraConfig{}) && c.GitHub == (GitHubConfig{}) && c.Chat == (ChatConfig{}) &&
 		c.Mail.Addr == "" && c.Mail.From == "" && len(c.Mail.To) == 0 && c.Mail.Username == "" &&
 		c.Mail.PasswordFile == "" && c.Mail.PasswordEnv == "" && c.Mail.StartTLS == nil && c.Mail.CAFile == ""
 }

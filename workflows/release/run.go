@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // Deployer deploys one app; the CLI wires it to the rolling deploy.
@@ -46,6 +48,23 @@ type Options struct {
 	// ReportTimeout bounds the failure report (mail, chat, ticket), which
 	// runs even when ctx is cancelled; zero means two minutes.
 	ReportTimeout time.Duration
+
+	// Ref is the ticket reference as the operator gave it, kept in the
+	// record of the finished release.
+	Ref string
+	// Records, when set, receives a signed record of the release once
+	// every app is deployed (this environment's broker).
+	Records Records
+	// RequireDoneIn names the environment (such as "dr") where the same
+	// manifest must have finished before this release may start; DoneIn
+	// reads that environment's records. Empty: no such check.
+	RequireDoneIn string
+	DoneIn        Records
+	// SkipDoneCheck, when not empty, is the operator's reason to run
+	// without the RequireDoneIn check. It is shown before confirmation,
+	// posted to chat, written in the log (mail, ticket) and kept in the
+	// signed record.
+	SkipDoneCheck string
 }
 
 // ErrAborted is returned when the operator does not type "yes". Nothing has
@@ -124,9 +143,16 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("release: ticket %q: %w", title, err)
 	}
 
+	done, err := opts.checkDoneIn(ctx, m)
+	if err != nil {
+		return err
+	}
 	fmt.Fprintf(out, "release %q to %s as %s, %d apps in this order:\n", m.Title, opts.Env, opts.User, len(m.Items))
 	for i, it := range m.Items {
 		fmt.Fprintf(out, "  %2d. %s %s\n", i+1, it.App, it.Version)
+	}
+	if done != "" {
+		fmt.Fprintln(out, done)
 	}
 	if !opts.Yes {
 		fmt.Fprintf(out, "type yes to deploy to %s: ", opts.Env)
@@ -140,8 +166,40 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	}
 
-	r := &run{opts: opts, m: m, log: &runLog{out: out, now: now}}
+	r := &run{opts: opts, m: m, log: &runLog{out: out, now: now}, done: done}
 	return r.do(ctx)
+}
+
+// checkDoneIn checks, before anything is shown or posted, that the same
+// manifest finished in RequireDoneIn. It returns the line that says what
+// was found (or why the check was skipped) for the list and the log.
+func (o *Options) checkDoneIn(ctx context.Context, m *Manifest) (string, error) {
+	if o.RequireDoneIn == "" {
+		return "", nil
+	}
+	if o.SkipDoneCheck != "" {
+		return fmt.Sprintf("%s check SKIPPED by %s: %s", o.RequireDoneIn, o.User, o.SkipDoneCheck), nil
+	}
+	digest := ManifestDigest(m.Items)
+	hint := fmt.Sprintf("release the same manifest to %s first, or pass --skip-dr-check --reason TEXT (posted to chat and kept in the record)", o.RequireDoneIn)
+	if o.DoneIn == nil {
+		return "", fmt.Errorf("release: %s must finish this manifest first, but its records cannot be read; %s", o.RequireDoneIn, hint)
+	}
+	rec, pub, err := o.DoneIn.Get(ctx, digest)
+	switch {
+	case errors.Is(err, ErrNoRecord):
+		return "", fmt.Errorf("release: these %d apps (manifest sha256 %.12s) have not finished in %s: no release of them is recorded there; %s",
+			len(m.Items), digest, o.RequireDoneIn, hint)
+	case err != nil:
+		return "", fmt.Errorf("release: check that the manifest finished in %s: %w; %s", o.RequireDoneIn, err, hint)
+	case rec.Env != o.RequireDoneIn:
+		return "", fmt.Errorf("release: the record of this manifest on %s's broker says it finished in %q, not %s; %s",
+			o.RequireDoneIn, rec.Env, o.RequireDoneIn, hint)
+	case !rec.matches(m.Items):
+		return "", fmt.Errorf("release: the record of this manifest on %s's broker lists other apps; %s", o.RequireDoneIn, hint)
+	}
+	return fmt.Sprintf("%s check passed: the same %d apps finished in %s on %s (ticket %q, by %s, record signed by %s)",
+		o.RequireDoneIn, len(m.Items), rec.Env, rec.Finished.UTC().Format(time.RFC3339), rec.Title, rec.User, ssh.FingerprintSHA256(pub)), nil
 }
 
 func (o *Options) check() error {
@@ -161,6 +219,17 @@ func (o *Options) check() error {
 			return fmt.Errorf("release: %s %q: expected one short line without control characters", what, v)
 		}
 	}
+	if o.SkipDoneCheck != "" {
+		if o.RequireDoneIn == "" {
+			return errors.New("release: --skip-dr-check: this environment's release config sets no require_done_in, so there is no check to skip")
+		}
+		if strings.ContainsFunc(o.SkipDoneCheck, func(r rune) bool { return r < 0x20 || r == 0x7f }) || len(o.SkipDoneCheck) > 200 {
+			return errors.New("release: --reason: expected one line of at most 200 characters without control characters")
+		}
+	}
+	if o.RequireDoneIn != "" && o.RequireDoneIn == o.Env {
+		return fmt.Errorf("release: require_done_in names %s itself: it must name another environment, such as dr", o.Env)
+	}
 	return nil
 }
 
@@ -169,6 +238,7 @@ type run struct {
 	m        *Manifest
 	log      *runLog
 	deployed int
+	done     string // the outcome of the RequireDoneIn check, for the log
 }
 
 func (r *run) do(ctx context.Context) error {
@@ -185,6 +255,15 @@ func (r *run) do(ctx context.Context) error {
 	}
 	if o.Mail == nil {
 		r.log.Printf("mail is not configured: the log will not be mailed")
+	}
+	if r.done != "" {
+		r.log.Printf("%s", r.done)
+	}
+	if o.RequireDoneIn != "" && o.SkipDoneCheck != "" {
+		if err := r.notify(ctx, fmt.Sprintf("%s check SKIPPED for the release on %s by %s: %s (reason: %s)",
+			o.RequireDoneIn, o.Env, o.User, m.Title, o.SkipDoneCheck)); err != nil {
+			return r.fail(ctx, err, viaChat)
+		}
 	}
 
 	var apps []string
@@ -225,6 +304,17 @@ func (r *run) do(ctx context.Context) error {
 		}
 	}
 
+	if o.Records != nil {
+		rec := &Record{Manifest: ManifestDigest(m.Items), Apps: recordItems(m.Items), Env: o.Env, Title: m.Title,
+			Ticket: o.Ref, User: o.User, Finished: r.log.now().UTC()}
+		if o.RequireDoneIn != "" {
+			rec.DRCheckSkipped = o.SkipDoneCheck
+		}
+		if err := o.Records.Put(ctx, rec); err != nil {
+			return r.fail(ctx, fmt.Errorf("record the finished release on %s's broker: %w", o.Env, err), viaNone)
+		}
+		r.log.Printf("recorded as finished on %s (manifest sha256 %s)", o.Env, rec.Manifest)
+	}
 	if err := r.notify(ctx, fmt.Sprintf("release complete on %s: %s (%d apps deployed)", o.Env, m.Title, n)); err != nil {
 		return r.fail(ctx, err, viaChat)
 	}
