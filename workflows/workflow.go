@@ -131,6 +131,20 @@ type Workflow struct {
 	// During them {{version}} is the host's {{previous}} when a step
 	// captured one, and {{target_version}} is the version that failed.
 	Rollback []Step `yaml:"rollback,omitempty"`
+	// Report posts the run to the environment's chat and mails its log,
+	// through the release section of the operator's config, as a release
+	// does. `signet workflow run --ticket REF` also posts the log on a
+	// ticket.
+	Report Report `yaml:"report,omitempty"`
+}
+
+// Report says which of the environment's release channels a workflow
+// run reports to.
+type Report struct {
+	// Chat posts the start and the outcome (with the log on failure).
+	Chat bool `yaml:"chat,omitempty"`
+	// Mail mails the run's log at the end.
+	Mail bool `yaml:"mail,omitempty"`
 }
 
 var nameRE = lazyre.New(`^[a-z0-9][a-z0-9_-]{0,62}$`)

@@ -16,9 +16,11 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/signetbus/signet/bus"
+	"github.com/signetbus/signet/internal/redact"
 	"github.com/signetbus/signet/workflows"
 	"github.com/signetbus/signet/workflows/buscaller"
 	"github.com/signetbus/signet/workflows/deploy"
+	"github.com/signetbus/signet/workflows/release"
 )
 
 type runFlags struct {
@@ -334,8 +336,10 @@ func deployRun(ctx context.Context, g *globalOptions, o *deployOptions, args []s
 
 type workflowOptions struct {
 	runFlags
-	vars    []string
-	version string
+	vars        []string
+	version     string
+	ticket      string
+	closeTicket bool
 }
 
 func newWorkflowCmd(g *globalOptions) *cobra.Command {
@@ -356,6 +360,8 @@ func newWorkflowCmd(g *globalOptions) *cobra.Command {
 	o.register(c)
 	c.Flags().StringArrayVar(&o.vars, "var", nil, "set a workflow variable: name=value (repeatable)")
 	c.Flags().StringVar(&o.version, "version", "", "set {{version}}")
+	c.Flags().StringVar(&o.ticket, "ticket", "", "post the run's log on this ticket (jira:KEY-1, github:owner/repo#1, a file), as a release does")
+	c.Flags().BoolVar(&o.closeTicket, "close-ticket", false, "close the --ticket after a successful run")
 	return c
 }
 
@@ -398,14 +404,91 @@ func workflowRun(ctx context.Context, g *globalOptions, o *workflowOptions, file
 		}
 		opts.Yes = true
 	}
+	var rep *release.Reporter
+	if !o.plan {
+		if rep, err = workflowReporter(g, ws, o, file); err != nil {
+			return err
+		}
+	}
 	ctx, soft, stop := interrupts(ctx, g.io.Err)
 	defer stop()
+	if rep != nil {
+		if err := rep.Start(ctx); err != nil {
+			return fmt.Errorf("workflow not started: its report: %w", err)
+		}
+	}
 	if o.resume != "" {
 		_, err = workflows.ResumeWorkflow(ctx, soft, o.resume, opts)
 	} else {
 		_, err = workflows.RunWorkflow(ctx, soft, opts)
 	}
+	if rep != nil {
+		log, rerr := os.ReadFile(opts.LogFile)
+		if rerr != nil {
+			log = []byte(fmt.Sprintf("(the run log %s could not be read: %v)\n", opts.LogFile, rerr))
+		}
+		if ferr := rep.Finish(ctx, redact.String(string(log)), err); ferr != nil {
+			fmt.Fprintf(g.io.Err, "signet: reporting the run: %v\n", ferr)
+			if err == nil {
+				err = fmt.Errorf("the workflow finished but its report did not: %w", ferr)
+			}
+		}
+	}
 	return g.workflowExit(err)
+}
+
+// workflowReporter builds the report a workflow file asks for (report:
+// chat, mail) and --ticket, from the environment's release section.
+func workflowReporter(g *globalOptions, ws *workflowSession, o *workflowOptions, file string) (*release.Reporter, error) {
+	if o.closeTicket && o.ticket == "" {
+		return nil, usageErrorf("--close-ticket needs --ticket REF")
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	w, err := workflows.ParseWorkflow(f)
+	f.Close()
+	if err != nil {
+		return nil, usageErrorf("%s: %v", file, err)
+	}
+	if !w.Report.Chat && !w.Report.Mail && o.ticket == "" {
+		return nil, nil
+	}
+	env := g.env
+	if env == "" {
+		env = "(no env)"
+	}
+	rep := &release.Reporter{What: "workflow " + w.Name, Env: env, User: ws.cfg.User, CloseTicket: o.closeTicket}
+	rc := ws.cfg.Release
+	if w.Report.Chat {
+		if !rc.Chat.Enabled() {
+			return nil, usageErrorf("%s: report.chat: the release section of this environment's config has no chat webhook (see docs/releases.md)", file)
+		}
+		if rep.Chat, err = release.NewNotifier(rc.Chat, nil); err != nil {
+			return nil, err
+		}
+	}
+	lookupEnv := func(k string) (string, bool) { v := g.io.Getenv(k); return v, v != "" }
+	if w.Report.Mail {
+		if !rc.Mail.Enabled() {
+			return nil, usageErrorf("%s: report.mail: the release section of this environment's config has no mail relay (see docs/releases.md)", file)
+		}
+		m, err := release.NewMailer(rc.Mail, lookupEnv)
+		if err != nil {
+			return nil, err
+		}
+		rep.Mail = m
+	}
+	if o.ticket != "" {
+		tc := rc.TicketConfig()
+		tc.LookupEnv = lookupEnv
+		tc.Log = g.logger()
+		if rep.Ticket, err = release.OpenTicket(o.ticket, tc); err != nil {
+			return nil, err
+		}
+	}
+	return rep, nil
 }
 
 // checkWorkflowFile reads and parses a workflow file.
