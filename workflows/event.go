@@ -1,6 +1,8 @@
 package workflows
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -118,6 +120,37 @@ func TextSink(w io.Writer) Sink {
 		}
 		return nil
 	}
+}
+
+// WriteTextLog renders a run log (the JSON lines Exec.LogFile holds) as
+// the text a terminal shows, each line stamped with its event's UTC time:
+// what a report posts to chat, mail or a ticket. A line that is not an
+// event is an error naming its line number.
+func WriteTextLog(w io.Writer, r io.Reader) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	ew := &errWriter{w: w}
+	for n := 1; sc.Scan(); n++ {
+		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
+			continue
+		}
+		var e Event
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			return fmt.Errorf("run log line %d: %w", n, err)
+		}
+		var b strings.Builder
+		writeText(&b, e)
+		stamp := e.Time.UTC().Format(time.RFC3339)
+		for _, line := range strings.SplitAfter(b.String(), "\n") {
+			if line != "" {
+				fmt.Fprintf(ew, "%s %s", stamp, line)
+			}
+		}
+		if ew.err != nil {
+			return ew.err
+		}
+	}
+	return sc.Err()
 }
 
 // errWriter keeps the first write error.

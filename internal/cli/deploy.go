@@ -423,11 +423,7 @@ func workflowRun(ctx context.Context, g *globalOptions, o *workflowOptions, file
 		_, err = workflows.RunWorkflow(ctx, soft, opts)
 	}
 	if rep != nil {
-		log, rerr := os.ReadFile(opts.LogFile)
-		if rerr != nil {
-			log = []byte(fmt.Sprintf("(the run log %s could not be read: %v)\n", opts.LogFile, rerr))
-		}
-		if ferr := rep.Finish(ctx, redact.String(string(log)), err); ferr != nil {
+		if ferr := rep.Finish(ctx, redact.String(runLogText(opts.LogFile)), err); ferr != nil {
 			fmt.Fprintf(g.io.Err, "signet: reporting the run: %v\n", ferr)
 			if err == nil {
 				err = fmt.Errorf("the workflow finished but its report did not: %w", ferr)
@@ -435,6 +431,21 @@ func workflowRun(ctx context.Context, g *globalOptions, o *workflowOptions, file
 		}
 	}
 	return g.workflowExit(err)
+}
+
+// runLogText is the run log rendered as text for a report; when it
+// cannot be read the report says so instead.
+func runLogText(path string) string {
+	var b strings.Builder
+	f, err := os.Open(path)
+	if err == nil {
+		err = workflows.WriteTextLog(&b, f)
+		f.Close()
+	}
+	if err != nil {
+		fmt.Fprintf(&b, "(the run log %s could not be read in full: %v)\n", path, err)
+	}
+	return b.String()
 }
 
 // workflowReporter builds the report a workflow file asks for (report:

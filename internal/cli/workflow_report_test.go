@@ -51,7 +51,10 @@ func TestWorkflowReportsLikeARelease(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the ticket got no log: %v", err)
 	}
-	for _, w := range []string{"Workflow check complete on (no env).", "web1", "web2"} {
+	if strings.Contains(string(b), `"type":`) {
+		t.Errorf("the ticket got JSON events, not the text log:\n%s", b)
+	}
+	for _, w := range []string{"Workflow check complete on (no env).", "Z batch 1/", "web1", "web2", "RECAP"} {
 		if !strings.Contains(string(b), w) {
 			t.Errorf("ticket log lacks %q:\n%s", w, b)
 		}
