@@ -169,7 +169,8 @@ func (e *Engine) Run(ctx context.Context, soft <-chan struct{}, job *Job) (*Reca
 	r.mu.Lock()
 	r.st.Status, r.st.Error = StatusRunning, ""
 	r.save(ctx)
-	r.emit(Event{Type: EventRunStart, Batches: len(r.st.Batches), Summary: job.Summary})
+	runLim := r.lim
+	r.emit(Event{Type: EventRunStart, Batches: len(r.st.Batches), Summary: job.Summary, HostCount: len(r.recap.Hosts), Limits: &runLim})
 	r.mu.Unlock()
 
 	status := StatusDone

@@ -60,6 +60,10 @@ type Event struct {
 	Results []Result `json:"results,omitempty"`
 	// Recap is set on run_done.
 	Recap *Recap `json:"recap,omitempty"`
+	// HostCount (every host of the run) and Limits (its capacity and
+	// failure policy) are set on run_start, for live views.
+	HostCount int     `json:"host_count,omitempty"`
+	Limits    *Limits `json:"limits,omitempty"`
 }
 
 // Elapsed returns ElapsedMS as a duration.

@@ -35,7 +35,7 @@ func (r *runFlags) register(c *cobra.Command) {
 	f := c.Flags()
 	f.BoolVarP(&r.yes, "yes", "y", false, "do not ask for confirmation (Jenkins, scripts)")
 	f.BoolVar(&r.plan, "plan", false, "print every batch, host and step, and run nothing")
-	f.StringVarP(&r.output, "output", "o", "text", "progress format: text or json (one event per line)")
+	f.StringVarP(&r.output, "output", "o", "", "progress format: live (the default on a terminal: a view redrawn in place), text (lines, the default on a pipe) or json (one event per line)")
 	f.StringVar(&r.logFile, "log-file", "", "write the complete run log here (default RUNS/NAME-TIME.jsonl)")
 	f.StringVar(&r.resume, "resume", "", "continue the run with this id from where it stopped")
 }
@@ -43,13 +43,24 @@ func (r *runFlags) register(c *cobra.Command) {
 // check validates the flags. The global --json means --output json, so
 // one flag gives JSON from every command.
 func (r *runFlags) check(g *globalOptions) error {
-	if r.output != "text" && r.output != "json" {
-		return usageErrorf("--output must be text or json, not %q", r.output)
+	switch r.output {
+	case "", "live", "text", "json":
+	default:
+		return usageErrorf("--output must be live, text or json, not %q", r.output)
 	}
 	if g.json {
 		r.output = "json"
 	}
 	return nil
+}
+
+// planFormat is the format of --plan and the confirmation's plan: the
+// live view is for runs.
+func (r *runFlags) planFormat() string {
+	if r.output == "json" {
+		return "json"
+	}
+	return "text"
 }
 
 // runName names a run log after the app or workflow, whether it was
@@ -267,7 +278,7 @@ func deployRun(ctx context.Context, g *globalOptions, o *deployOptions, args []s
 		return err
 	}
 	defer ws.Close()
-	opts := deploy.Options{Env: g.env, Yes: o.yes, Plan: o.plan, Output: g.io.Out, Format: o.output,
+	opts := deploy.Options{Env: g.env, Yes: o.yes, Plan: o.plan, Output: g.io.Out, Format: o.planFormat(),
 		Caller: ws.caller, Store: ws.store, User: ws.cfg.User, Log: g.logger()}
 	opts.Policy = o.policy.policy()
 	if opts.Env == "" {
@@ -323,6 +334,11 @@ func deployRun(ctx context.Context, g *globalOptions, o *deployOptions, args []s
 	}
 	ctx, soft, stop := interrupts(ctx, g.io.Err)
 	defer stop()
+	if !o.plan {
+		var closeOut func()
+		opts.Output, opts.Format, closeOut = g.runOutput(o.output)
+		defer closeOut()
+	}
 	if o.resume != "" {
 		_, err = deploy.Resume(ctx, soft, o.resume, opts)
 	} else {
@@ -388,7 +404,7 @@ func workflowRun(ctx context.Context, g *globalOptions, o *workflowOptions, file
 	}
 	defer ws.Close()
 	opts := workflows.Options{WorkflowFile: file, Env: g.env, Version: o.version, Vars: vars, Yes: o.yes, Plan: o.plan,
-		Output: g.io.Out, Format: o.output, Caller: ws.caller, Store: ws.store, User: ws.cfg.User, Log: g.logger()}
+		Output: g.io.Out, Format: o.planFormat(), Caller: ws.caller, Store: ws.store, User: ws.cfg.User, Log: g.logger()}
 	if !o.plan {
 		if opts.LogFile, err = logPath(ws.cfg, o.logFile, runName(file)); err != nil {
 			return err
@@ -416,6 +432,11 @@ func workflowRun(ctx context.Context, g *globalOptions, o *workflowOptions, file
 		if err := rep.Start(ctx); err != nil {
 			return fmt.Errorf("workflow not started: its report: %w", err)
 		}
+	}
+	if !o.plan {
+		var closeOut func()
+		opts.Output, opts.Format, closeOut = g.runOutput(o.output)
+		defer closeOut()
 	}
 	if o.resume != "" {
 		_, err = workflows.ResumeWorkflow(ctx, soft, o.resume, opts)
