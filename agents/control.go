@@ -163,14 +163,20 @@ func (h *Host) checkControl(call *bus.Call) *bus.Reply {
 		return refuse(control.CodeRevoked, why)
 	}
 	if pol := h.policy.Load(); pol.NeedsFreshRevocations(call.Principal.Roles) {
-		a := h.ctl.revoked.Load()
-		if a == nil {
-			return refuse(control.CodeStaleRevocations, fmt.Sprintf("this host has no revocation list from the broker, and roles %s need one younger than %s (revocation_max_age): an admin publishes one with `signet revoke --refresh`",
-				strings.Join(call.Principal.Roles, " "), h.ctl.maxAge))
-		}
-		if age := h.ctl.now().Sub(a.doc.IssuedTime()); age > h.ctl.maxAge {
-			return refuse(control.CodeStaleRevocations, fmt.Sprintf("this host's revocation list from the broker is %s old (seq %d, signed by %s at %s), and roles %s need one younger than %s (revocation_max_age): an admin re-signs it with `signet revoke --refresh`",
-				age.Round(time.Second), a.doc.Seq, a.signer, stamp(a.doc.Issued), strings.Join(call.Principal.Roles, " "), h.ctl.maxAge))
+		// Both documents: a broker that withholds a new lock keeps a
+		// locked-out change running as surely as a withheld revocation.
+		for _, d := range []struct {
+			what string
+			a    *acceptedDoc
+		}{{"revocation list", h.ctl.revoked.Load()}, {"lock set", h.ctl.locks.Load()}} {
+			if d.a == nil {
+				return refuse(control.CodeStaleRevocations, fmt.Sprintf("this host has no %s from the broker, and roles %s need one younger than %s (revocation_max_age): an admin publishes one with `signet revoke --refresh`",
+					d.what, strings.Join(call.Principal.Roles, " "), h.ctl.maxAge))
+			}
+			if age := h.ctl.now().Sub(d.a.doc.IssuedTime()); age > h.ctl.maxAge {
+				return refuse(control.CodeStaleRevocations, fmt.Sprintf("this host's %s from the broker is %s old (seq %d, signed by %s at %s), and roles %s need one younger than %s (revocation_max_age): an admin re-signs it with `signet revoke --refresh`",
+					d.what, age.Round(time.Second), d.a.doc.Seq, d.a.signer, stamp(d.a.doc.Issued), strings.Join(call.Principal.Roles, " "), h.ctl.maxAge))
+			}
 		}
 	}
 	if a := h.ctl.locks.Load(); a != nil {

@@ -294,6 +294,9 @@ func TestForgedAndReplayedControlsRefused(t *testing.T) {
 	}
 }
 
+// TestStaleRevocationListFailsClosed: for the roles the policy marks,
+// a host refuses while its revocation list or its lock set from the
+// broker is missing or older than revocation_max_age.
 func TestStaleRevocationListFailsClosed(t *testing.T) {
 	f := newCtlFleet(t, "fresh_revocation_roles: [deploy]\n", time.Hour)
 	res := f.do(t, f.alice, "rpcutil", "ping")
@@ -307,6 +310,14 @@ func TestStaleRevocationListFailsClosed(t *testing.T) {
 	wantStatus(t, f.do(t, f.alice, "rpcutil", "ping"), "web2", bus.ResultRefused, "revocation list from the broker is 2h0m", "old (seq 1, signed by bob")
 	f.store.Now = time.Now
 	f.applied(t, control.KindRevocations, f.update(t, f.admin, control.KindRevocations, nil).Seq)
+	// A fresh revocation list is not enough: a broker that withholds a
+	// new lock keeps a locked-out change running just the same.
+	wantStatus(t, f.do(t, f.alice, "rpcutil", "ping"), "web2", bus.ResultRefused, "no lock set from the broker", "signet revoke --refresh")
+	f.store.Now = func() time.Time { return time.Now().Add(-2 * time.Hour) }
+	f.applied(t, control.KindLocks, f.update(t, f.admin, control.KindLocks, nil).Seq)
+	wantStatus(t, f.do(t, f.alice, "rpcutil", "ping"), "web2", bus.ResultRefused, "lock set from the broker is 2h0m", "old (seq 1, signed by bob")
+	f.store.Now = time.Now
+	f.applied(t, control.KindLocks, f.update(t, f.admin, control.KindLocks, nil).Seq)
 	wantStatus(t, f.do(t, f.alice, "rpcutil", "ping"), "web2", bus.ResultOK)
 }
 

@@ -129,9 +129,9 @@ revocation list, signs the list with your key and publishes it on the broker. Ev
 signetd applies it within moments and refuses the key's requests, naming you and the
 reason. Hosts accept the list only from keys their policy's admin_roles mark.
 
---refresh re-signs the list unchanged: hosts refuse callers whose roles the policy lists
-in fresh_revocation_roles once the list is older than their revocation_max_age, so run
-it from cron well within that age.`,
+--refresh re-signs the list and the lock set unchanged: hosts refuse callers whose
+roles the policy lists in fresh_revocation_roles once either is older than their
+revocation_max_age, so run it from cron well within that age.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return revokeRun(cmd.Context(), g, o, args)
@@ -142,7 +142,7 @@ it from cron well within that age.`,
 	c.Flags().StringVar(&o.serial, "serial", "", "revoke the certificate with this serial")
 	c.Flags().StringVar(&o.ca, "ca", "", "with --serial: the fingerprint of the CA that issued it")
 	c.Flags().BoolVar(&o.undo, "undo", false, "take the entry off the list again")
-	c.Flags().BoolVar(&o.refresh, "refresh", false, "re-sign the list unchanged, so hosts keep it fresh")
+	c.Flags().BoolVar(&o.refresh, "refresh", false, "re-sign the revocation list and the lock set unchanged, so hosts keep them fresh")
 	o.controlOptions.register(c)
 	return c
 }
@@ -219,10 +219,22 @@ func revokeRun(ctx context.Context, g *globalOptions, o *revokeOptions, args []s
 	if o.list {
 		return cs.print(ctx, g, control.KindRevocations)
 	}
-	d, err := cs.update(ctx, control.KindRevocations, func(d *control.Document) error {
-		if o.refresh {
-			return nil
+	if o.refresh {
+		// Hosts need both documents fresh for the roles the policy marks.
+		for _, kind := range []string{control.KindRevocations, control.KindLocks} {
+			d, err := cs.update(ctx, kind, func(*control.Document) error { return nil })
+			if err != nil {
+				return err
+			}
+			if kind == control.KindRevocations {
+				fmt.Fprintf(g.io.Out, "revocation list re-signed: seq %d, %d entries\n", d.Seq, len(d.Revoked))
+			} else {
+				fmt.Fprintf(g.io.Out, "lock set re-signed: seq %d, %d locks\n", d.Seq, len(d.Locks))
+			}
 		}
+		return nil
+	}
+	d, err := cs.update(ctx, control.KindRevocations, func(d *control.Document) error {
 		i := slices.IndexFunc(d.Revoked, func(r control.Revocation) bool { return r.What() == entry.What() })
 		switch {
 		case o.undo && i < 0:
@@ -241,8 +253,6 @@ func revokeRun(ctx context.Context, g *globalOptions, o *revokeOptions, args []s
 		return err
 	}
 	switch {
-	case o.refresh:
-		fmt.Fprintf(g.io.Out, "revocation list re-signed: seq %d, %d entries\n", d.Seq, len(d.Revoked))
 	case o.undo:
 		fmt.Fprintf(g.io.Out, "%s taken off the revocation list (seq %d)\n", entry.What(), d.Seq)
 	default:
