@@ -60,7 +60,7 @@ func (h *Host) countApprovals(call *bus.Call) ([]*bus.Principal, []string) {
 	if proof == nil {
 		return nil, []string{"the request carries no approval"}
 	}
-	if err := proof.Subject.Covers(req, h.identity, call.Principal.Fingerprint, h.ctl.skew); err != nil {
+	if err := proof.Subject.Covers(req, h.Node(), call.Principal.Fingerprint, h.ctl.skew); err != nil {
 		return nil, []string{"the approval does not cover this request: " + strings.TrimPrefix(err.Error(), bus.ErrApproval.Error()+": ")}
 	}
 	digest, err := bus.SubjectDigest(&proof.Subject)

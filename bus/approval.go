@@ -200,12 +200,6 @@ func sameParams(a, b map[string]any) bool {
 	return err1 == nil && err2 == nil && bytes.Equal(ca, cb)
 }
 
-func sameFilter(a, b Filter) bool {
-	ca, err1 := canonical(a)
-	cb, err2 := canonical(b)
-	return err1 == nil && err2 == nil && bytes.Equal(ca, cb)
-}
-
 func subset(sub, of []string) string {
 	for _, t := range sub {
 		if !slices.Contains(of, t) {
@@ -215,11 +209,11 @@ func subset(sub, of []string) string {
 	return ""
 }
 
-// Covers says why the subject does not cover req as this host (identity)
+// Covers says why the subject does not cover req as this host (node)
 // receives it from the key requester, or nil when it does: the same
 // collective and requester key, signed before the subject expired, and
 // the same call (for a plan: one of its steps) addressed within it.
-func (s *ApprovalSubject) Covers(req *Request, identity, requester string, skew time.Duration) error {
+func (s *ApprovalSubject) Covers(req *Request, node *Node, requester string, skew time.Duration) error {
 	if err := s.Check(); err != nil {
 		return err
 	}
@@ -239,14 +233,14 @@ func (s *ApprovalSubject) Covers(req *Request, identity, requester string, skew 
 		case !sameParams(s.Params, req.Params):
 			return fmt.Errorf("%w: the request's parameters differ from the approved ones", ErrApproval)
 		}
-		return coversAddress(s.Targets, s.Filter, req, identity)
+		return coversAddress(s.Targets, s.Filter, req, node)
 	}
 	var why error
 	for _, st := range s.Plan.Steps {
 		if st.Agent != req.Agent || st.Action != req.Action || !sameParams(st.Params, req.Params) {
 			continue
 		}
-		if why = coversAddress(st.Hosts, st.Filter, req, identity); why == nil {
+		if why = coversAddress(st.Hosts, st.Filter, req, node); why == nil {
 			return nil
 		}
 	}
@@ -257,20 +251,25 @@ func (s *ApprovalSubject) Covers(req *Request, identity, requester string, skew 
 }
 
 // coversAddress checks that a request goes to approved hosts: with hosts,
-// this host and every target are among them; without, the request has the
-// approved filter.
-func coversAddress(hosts []string, f Filter, req *Request, identity string) error {
+// this host and every target are among them; without, this host matches
+// the approved filter (a host judges only itself: a broadcast step whose
+// silent hosts were left out reaches the others by name).
+func coversAddress(hosts []string, f Filter, req *Request, node *Node) error {
 	if len(hosts) > 0 {
-		if !slices.Contains(hosts, identity) {
-			return fmt.Errorf("%w: this host (%s) is not among the approved targets", ErrApproval, identity)
+		if !slices.Contains(hosts, node.Identity) {
+			return fmt.Errorf("%w: this host (%s) is not among the approved targets", ErrApproval, node.Identity)
 		}
 		if t := subset(req.Targets, hosts); t != "" {
 			return fmt.Errorf("%w: the request also targets %s, which is not approved", ErrApproval, t)
 		}
 		return nil
 	}
-	if !sameFilter(f, req.Filter) {
-		return fmt.Errorf("%w: the request's filter differs from the approved one", ErrApproval)
+	m, err := f.Compile()
+	if err != nil {
+		return fmt.Errorf("%w: approved filter: %v", ErrApproval, err)
+	}
+	if !m.Match(node) {
+		return fmt.Errorf("%w: this host (%s) does not match the approved filter", ErrApproval, node.Identity)
 	}
 	return nil
 }

@@ -14,6 +14,8 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/signetbus/signet/bus"
+	"github.com/signetbus/signet/workflows"
+	"github.com/signetbus/signet/workflows/buscaller"
 )
 
 // approvalFlags are rpc's two-person-rule flags: submit the request for
@@ -296,4 +298,37 @@ func approvalsRun(ctx context.Context, g *globalOptions, _ *approvalsOptions) er
 	slices.SortStableFunc(rows, func(a, b []string) int { return strings.Compare(a[5], b[5]) })
 	p.table([]string{"ID", "REQUESTER", "WHAT", "REASON", "APPROVALS", "EXPIRES"}, rows)
 	return nil
+}
+
+// planApprover is the deploy's and workflow's approval hook: the plan
+// becomes an ApprovalSubject of kind plan, submitted for approval; once
+// approved, the caller carries it and its approvals on every step request.
+func (g *globalOptions) planApprover(ws *workflowSession, af *approvalFlags, info buscaller.PlanInfo) func(context.Context, *workflows.PlanView) error {
+	return func(ctx context.Context, pv *workflows.PlanView) error {
+		plan, err := buscaller.PlanSubject(pv, info)
+		if err != nil {
+			return err
+		}
+		store, err := bus.OpenApprovalStore(ctx, ws.nc, ws.cfg.Collective)
+		if err != nil {
+			return withHint(err, "approvals need a broker with JetStream (signet broker has it)")
+		}
+		now := time.Now()
+		sub := bus.ApprovalSubject{Kind: bus.SubjectPlan, Collective: ws.cfg.Collective,
+			Requester: ssh.FingerprintSHA256(bus.KeySigner(ws.signer).PublicKey()), RequesterName: ws.cfg.User,
+			Reason: af.reason, Expires: now.Add(af.expires).UnixMilli(), Plan: plan}
+		id := bus.NewID()
+		if err := store.Submit(ctx, ws.signer, &bus.PendingRequest{ID: id, Subject: sub, Created: now.UnixMilli()}); err != nil {
+			return err
+		}
+		fmt.Fprintf(g.io.Err, "plan %s (%s %s %s to %s, %d steps) waits for %d approval(s) until %s\nhint: another operator runs `signet approve %s`\n",
+			id, info.Workflow, info.App, info.Version, info.Env, len(plan.Steps), af.count, stampMS(sub.Expires), id)
+		approvals, err := store.Wait(ctx, id, af.count, time.Now)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(g.io.Err, "plan approved by %s; running\n", strings.Join(approverNames(approvals), ", "))
+		ws.caller.Approval = &bus.ApprovalProof{Subject: sub, Approvals: approvals}
+		return nil
+	}
 }

@@ -205,7 +205,8 @@ func (g *globalOptions) workflowExit(err error) error {
 
 type deployOptions struct {
 	runFlags
-	policy policyFlags
+	policy   policyFlags
+	approval approvalFlags
 }
 
 // policyFlags override the app file's capacity and failure policy
@@ -249,12 +250,19 @@ maintenance off. The first failure stops the run. See docs/workflows.md.`,
 	}
 	o.register(c)
 	o.policy.register(c)
+	o.approval.register(c)
 	return c
 }
 
 func deployRun(ctx context.Context, g *globalOptions, o *deployOptions, args []string) error {
 	if err := o.check(g); err != nil {
 		return err
+	}
+	if err := o.approval.check(); err != nil {
+		return err
+	}
+	if o.approval.wait && o.resume != "" {
+		return usageErrorf("--wait-approval is for a new deploy, not --resume")
 	}
 	if o.resume == "" && g.env == "" && g.io.Getenv("SIGNET_ENV") == "" {
 		return withHint(usageErrorf("deploy %s: which environment? pass --env NAME", strings.Join(args, " ")),
@@ -297,6 +305,9 @@ func deployRun(ctx context.Context, g *globalOptions, o *deployOptions, args []s
 	if len(args) > 1 {
 		opts.Version = args[1]
 	}
+	if o.approval.wait {
+		opts.Approve = g.planApprover(ws, &o.approval, buscaller.PlanInfo{Workflow: "deploy", App: args[0], Version: opts.Version, Env: opts.Env})
+	}
 	if !o.plan {
 		if opts.LogFile, err = logPath(ws.cfg, o.logFile, name); err != nil {
 			return err
@@ -334,8 +345,9 @@ func deployRun(ctx context.Context, g *globalOptions, o *deployOptions, args []s
 
 type workflowOptions struct {
 	runFlags
-	vars    []string
-	version string
+	vars     []string
+	version  string
+	approval approvalFlags
 }
 
 func newWorkflowCmd(g *globalOptions) *cobra.Command {
@@ -356,12 +368,19 @@ func newWorkflowCmd(g *globalOptions) *cobra.Command {
 	o.register(c)
 	c.Flags().StringArrayVar(&o.vars, "var", nil, "set a workflow variable: name=value (repeatable)")
 	c.Flags().StringVar(&o.version, "version", "", "set {{version}}")
+	o.approval.register(c)
 	return c
 }
 
 func workflowRun(ctx context.Context, g *globalOptions, o *workflowOptions, file string) error {
 	if err := o.check(g); err != nil {
 		return err
+	}
+	if err := o.approval.check(); err != nil {
+		return err
+	}
+	if o.approval.wait && o.resume != "" {
+		return usageErrorf("--wait-approval is for a new run, not --resume")
 	}
 	// A missing or wrong workflow file is a usage error (exit 2), said
 	// before anything is asked or connected.
@@ -383,6 +402,9 @@ func workflowRun(ctx context.Context, g *globalOptions, o *workflowOptions, file
 	defer ws.Close()
 	opts := workflows.Options{WorkflowFile: file, Env: g.env, Version: o.version, Vars: vars, Yes: o.yes, Plan: o.plan,
 		Output: g.io.Out, Format: o.output, Caller: ws.caller, Store: ws.store, User: ws.cfg.User, Log: g.logger()}
+	if o.approval.wait {
+		opts.Approve = g.planApprover(ws, &o.approval, buscaller.PlanInfo{Workflow: "workflow", App: runName(file), Version: o.version, Env: opts.Env})
+	}
 	if !o.plan {
 		if opts.LogFile, err = logPath(ws.cfg, o.logFile, runName(file)); err != nil {
 			return err
