@@ -52,8 +52,15 @@ func (h *Host) checkApprovals(call *bus.Call) *bus.Reply {
 	return nil
 }
 
+// maxApprovals is how many approvals of one request a host verifies; a
+// trusted requester cannot make it verify more.
+const maxApprovals = 16
+
 // countApprovals returns the distinct approvers of the call's request,
-// requester excluded, and why the other approvals do not count.
+// requester excluded, and why the other approvals do not count. Approvers
+// are distinct by key and by name (the trust file's name= or the
+// certificate's key ID): one person with two keys, or a requester with a
+// second key, counts once, or not at all.
 func (h *Host) countApprovals(call *bus.Call) ([]*bus.Principal, []string) {
 	req := call.Request
 	proof := req.Approval
@@ -69,9 +76,13 @@ func (h *Host) countApprovals(call *bus.Call) ([]*bus.Principal, []string) {
 	}
 	var notes []string
 	var out []*bus.Principal
-	seen := map[string]bool{}
+	seen, names := map[string]bool{}, map[string]bool{}
 	now := h.ctl.now()
 	for i := range proof.Approvals {
+		if i == maxApprovals {
+			notes = append(notes, fmt.Sprintf("only the first %d of %d approvals are checked", maxApprovals, len(proof.Approvals)))
+			break
+		}
 		p, a, err := bus.VerifyApproval(h, &proof.Approvals[i], digest, now, h.ctl.skew)
 		switch {
 		case err != nil:
@@ -80,15 +91,21 @@ func (h *Host) countApprovals(call *bus.Call) ([]*bus.Principal, []string) {
 		case p.Fingerprint == call.Principal.Fingerprint:
 			notes = append(notes, fmt.Sprintf("approval %d not counted: %s is the requester's own key", i+1, p.Fingerprint))
 			continue
+		case p.Name == call.Principal.Name:
+			notes = append(notes, fmt.Sprintf("approval %d not counted: key %s is the requester %s's own", i+1, p.Fingerprint, p.Name))
+			continue
 		case seen[p.Fingerprint]:
 			notes = append(notes, fmt.Sprintf("approval %d not counted: key %s (%s) already approved", i+1, p.Fingerprint, a.Approver))
+			continue
+		case names[p.Name]:
+			notes = append(notes, fmt.Sprintf("approval %d not counted: %s already approved with another key", i+1, p.Name))
 			continue
 		}
 		if why := h.revocation(subjectOf(p)); why != "" {
 			notes = append(notes, fmt.Sprintf("approval %d not counted: approver %s: %s", i+1, p.Name, why))
 			continue
 		}
-		seen[p.Fingerprint] = true
+		seen[p.Fingerprint], names[p.Name] = true, true
 		out = append(out, p)
 	}
 	return out, notes

@@ -46,6 +46,9 @@ type apFleet struct {
 	nc                      *nats.Conn
 	runs                    atomic.Int64
 	hosts                   []*Host
+	// aliceAlt and carolAlt are second keys of alice and carol, both
+	// trusted with role approver.
+	aliceAlt, carolAlt ssh.Signer
 }
 
 const apPolicy = `rules:
@@ -61,10 +64,11 @@ approvals:
 func newApFleet(t *testing.T, caLine string) *apFleet {
 	t.Helper()
 	s := brokertest.Start(t)
-	f := &apFleet{dir: t.TempDir(), alice: signer(t), bob: signer(t), carol: signer(t), dave: signer(t), hostKeys: keyMap{}, audits: map[string]*memAudit{}}
+	f := &apFleet{dir: t.TempDir(), alice: signer(t), bob: signer(t), carol: signer(t), dave: signer(t), hostKeys: keyMap{}, audits: map[string]*memAudit{},
+		aliceAlt: signer(t), carolAlt: signer(t)}
 	line := func(s ssh.Signer) string { return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(s.PublicKey()))) }
-	auth := fmt.Sprintf("roles=\"deploy\",name=\"alice\" %s\nroles=\"deploy\",name=\"bob\" %s\nroles=\"approver\",name=\"carol\" %s\nroles=\"approver,deploy\",name=\"dave\" %s\n%s",
-		line(f.alice), line(f.bob), line(f.carol), line(f.dave), caLine)
+	auth := fmt.Sprintf("roles=\"deploy\",name=\"alice\" %s\nroles=\"deploy\",name=\"bob\" %s\nroles=\"approver\",name=\"carol\" %s\nroles=\"approver,deploy\",name=\"dave\" %s\nroles=\"approver\",name=\"alice\" %s\nroles=\"approver\",name=\"carol\" %s\n%s",
+		line(f.alice), line(f.bob), line(f.carol), line(f.dave), line(f.aliceAlt), line(f.carolAlt), caLine)
 	must(t, os.WriteFile(filepath.Join(f.dir, "authorized_keys"), []byte(auth), 0o600))
 	must(t, os.WriteFile(filepath.Join(f.dir, "policy.yaml"), []byte(apPolicy), 0o600))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -211,6 +215,23 @@ func TestTwoPersonRule(t *testing.T) {
 		wantRefused(t, res, "web1", "needs 2 approvals from role approver, has 1", "already approved")
 		res = f.send(t, f.alice, "update", updateParams, &bus.ApprovalProof{Subject: *sub, Approvals: []bus.SignedApproval{a1, approve(t, f.dave, "dave", sub, time.Hour)}}, "web1")
 		wantStatus(t, res, "web1", bus.ResultOK)
+	})
+	t.Run("a second key of the requester or of an approver", func(t *testing.T) {
+		// alice's other key is trusted as alice with role approver: it
+		// does not approve alice's request.
+		res := f.send(t, f.alice, "update", updateParams, &bus.ApprovalProof{Subject: *sub, Approvals: []bus.SignedApproval{approve(t, f.aliceAlt, "alice", sub, time.Hour)}}, "web1")
+		wantRefused(t, res, "web1", needsNone, "is the requester alice's own")
+		two := strings.Replace(apPolicy, "role: approver\n", "role: approver\n    count: 2\n", 1)
+		must(t, os.WriteFile(filepath.Join(f.dir, "policy.yaml"), []byte(two), 0o600))
+		f.reload(t)
+		defer func() {
+			must(t, os.WriteFile(filepath.Join(f.dir, "policy.yaml"), []byte(apPolicy), 0o600))
+			f.reload(t)
+		}()
+		// carol with two keys is one approver.
+		res = f.send(t, f.alice, "update", updateParams, &bus.ApprovalProof{Subject: *sub, Approvals: []bus.SignedApproval{
+			approve(t, f.carol, "carol", sub, time.Hour), approve(t, f.carolAlt, "carol", sub, time.Hour)}}, "web1")
+		wantRefused(t, res, "web1", "needs 2 approvals from role approver, has 1", "carol already approved with another key")
 	})
 	t.Run("expired approval refused", func(t *testing.T) {
 		now := time.Now()
