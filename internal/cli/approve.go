@@ -106,6 +106,10 @@ func approverNames(sas []bus.SignedApproval) []string {
 	return out
 }
 
+// defaultApprovalMax bounds an approval's validity unless the approver
+// gives --expires.
+const defaultApprovalMax = 24 * time.Hour
+
 // approveOptions is `signet approve ID`.
 type approveOptions struct {
 	yes     bool
@@ -126,7 +130,7 @@ func newApproveCmd(g *globalOptions) *cobra.Command {
 		},
 	}
 	c.Flags().BoolVar(&o.yes, "yes", false, "sign the approval (without it the request is only shown)")
-	c.Flags().DurationVar(&o.expires, "expires", 0, "how long the approval is valid (default: until the request expires)")
+	c.Flags().DurationVar(&o.expires, "expires", 0, "how long the approval is valid (default: until the request expires, at most 24h)")
 	return c
 }
 
@@ -161,7 +165,9 @@ func approveRun(ctx context.Context, g *globalOptions, o *approveOptions, id str
 		fmt.Fprintf(g.io.Err, "not approved yet\nhint: check the request above, then run `signet approve %s --yes`\n", id)
 		return nil
 	}
-	expires := time.UnixMilli(sub.Expires)
+	// By default until the request expires, but for a day at most: the
+	// requester chose that expiry.
+	expires := time.UnixMilli(min(sub.Expires, now.Add(defaultApprovalMax).UnixMilli()))
 	if o.expires > 0 {
 		expires = now.Add(o.expires)
 	}
