@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,7 +22,7 @@ type coverCheck struct {
 	*fleettest.Fleet
 	t       *testing.T
 	sub     *bus.ApprovalSubject
-	checked int
+	checked atomic.Int64
 }
 
 func (c *coverCheck) Call(ctx context.Context, call workflows.Call) ([]workflows.Result, error) {
@@ -48,7 +49,7 @@ func (c *coverCheck) Call(ctx context.Context, call workflows.Call) ([]workflows
 			if err := c.sub.Covers(req, &bus.Node{Identity: h, Facts: n.Facts, Agents: n.Agents}, "SHA256:alice", time.Second); err != nil {
 				c.t.Errorf("%s on %s: %v", call.Agent+"."+call.Action, h, err)
 			}
-			c.checked++
+			c.checked.Add(1)
 		}
 	}
 	return c.Fleet.Call(ctx, call)
@@ -87,7 +88,7 @@ func TestDeployApproveHookPlanCoversEveryStep(t *testing.T) {
 	}
 	// Seven steps on each of nine hosts, and the two HAProxy broadcasts
 	// per host on both load balancers.
-	if want := 9*7 + 9*2*2; cc.checked != want {
-		t.Errorf("checked %d step deliveries, want %d", cc.checked, want)
+	if want := int64(9*7 + 9*2*2); cc.checked.Load() != want {
+		t.Errorf("checked %d step deliveries, want %d", cc.checked.Load(), want)
 	}
 }
