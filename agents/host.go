@@ -225,6 +225,9 @@ func (h *Host) Authorize(_ context.Context, call *bus.Call) *bus.Reply {
 	if d := h.policy.Load().Authorize(call.Principal.Roles, req.Agent, req.Action, h.Node().Facts); !d.Allowed {
 		return refuse(bus.CodeDenied, "policy denies "+call.Principal.Name+": "+d.Reason)
 	}
+	if rep := h.checkApprovals(call); rep != nil { // the two-person rule
+		return rep
+	}
 	params, err := plugins.PrepareAction(p, action, req.Params)
 	if err != nil {
 		return refuse(bus.CodeInvalidParams, err.Error())

@@ -115,6 +115,9 @@ type Query struct {
 	// OnSigned, if set, is called with each signed request frame before it
 	// is sent (signet rpc --record keeps them for later verification).
 	OnSigned func(frame []byte) error
+	// Approval, when set, is carried by every request of the call (the
+	// two-person rule, see ApprovalProof).
+	Approval *ApprovalProof
 }
 
 // ResultStatus classifies one host's outcome as the client sees it.

@@ -58,6 +58,9 @@ type Request struct {
 	Created int64 `json:"created"`
 	// TTL is how long the request stays valid, in seconds.
 	TTL int `json:"ttl"`
+	// Approval carries the approved subject and its approvals when the
+	// host's policy requires approvals (the two-person rule, approval.go).
+	Approval *ApprovalProof `json:"approval,omitempty"`
 }
 
 // CreatedTime returns Created as a time.

@@ -46,6 +46,9 @@ type Call struct {
 	// example the validated parameters), so Handle need not check again;
 	// nil when the handler is not an Authorizer.
 	Authorized any
+	// Approvers are the approvers (name and key) the Authorizer counted
+	// under the two-person rule; the audit record carries them.
+	Approvers []string
 }
 
 // Handler runs calls. It returns the outcome part of the reply (Status,
@@ -98,6 +101,9 @@ type AuditRecord struct {
 	Agent     string         `json:"agent,omitempty"`
 	Action    string         `json:"action,omitempty"`
 	Params    map[string]any `json:"params,omitempty"`
+	// Approvers are the approvers counted under the two-person rule,
+	// "NAME SHA256:...", for an action that needed approval.
+	Approvers []string `json:"approvers,omitempty"`
 	// Decision is one of the Decision constants: "started" before an
 	// action runs, "accepted" with its result, "refused", "dropped",
 	// "duplicate" and "suppressed".
@@ -541,6 +547,7 @@ func (r *Responder) handle(m *nats.Msg, direct bool) {
 			return
 		}
 	}
+	x.rec.Approvers = call.Approvers
 	state, kept, err := r.replay.admit(req.ID, x.digest, principal.Fingerprint, deadline, now)
 	switch state {
 	case seenRejected:

@@ -33,6 +33,10 @@ type Options struct {
 	Store   Store
 	User    string
 	Log     *slog.Logger
+	// Approve, when set, is given the plan once it is made and before
+	// anything runs: the two-person rule's hook (the CLI submits the plan
+	// for approval and waits). An error stops the run.
+	Approve func(ctx context.Context, pv *PlanView) error
 }
 
 func (o *Options) load() (*Workflow, error) {
@@ -117,6 +121,15 @@ func RunWorkflow(ctx context.Context, soft <-chan struct{}, o Options) (*Recap, 
 	}
 	if !o.Yes {
 		return nil, fmt.Errorf("workflow %s would touch %d hosts: confirm with --yes or look first with --plan", w.Name, len(hosts))
+	}
+	if o.Approve != nil {
+		pv, err := BuildPlan(summary, batches, hosts, w.ZoneFact, w.Steps, vars)
+		if err != nil {
+			return nil, err
+		}
+		if err := o.Approve(ctx, pv); err != nil {
+			return nil, err
+		}
 	}
 	st := NewRunState(w.Name, batches, vars)
 	st.Env, st.Version, st.User = o.Env, o.Version, o.User

@@ -98,6 +98,8 @@ to signetd on every host, which verifies, authorizes, runs, signs its reply and 
 		newRevokeCmd(g),
 		newLockCmd(g),
 		newUnlockCmd(g),
+		newApproveCmd(g),
+		newApprovalsCmd(g),
 	)
 	markUsage(root)
 	return root

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"slices"
@@ -175,6 +176,7 @@ func printInventory(g *globalOptions, o *bus.Outcome) {
 
 func newRPCCmd(g *globalOptions) *cobra.Command {
 	q := &queryFlags{}
+	af := &approvalFlags{}
 	c := &cobra.Command{
 		Use:   "rpc AGENT ACTION [input=value...]",
 		Short: "Run any allowed agent action on matching hosts",
@@ -195,7 +197,16 @@ func newRPCCmd(g *globalOptions) *cobra.Command {
 			if err := bus.CheckName("action", args[1]); err != nil {
 				return usageErrorf("%v", err)
 			}
-			o, err := g.run(cmd.Context(), q, args[0], args[1], params)
+			if err := af.check(); err != nil {
+				return err
+			}
+			run := g.run
+			if af.wait {
+				run = func(ctx context.Context, q *queryFlags, agent, action string, params map[string]any) (*bus.Outcome, error) {
+					return g.runApproved(ctx, q, af, agent, action, params)
+				}
+			}
+			o, err := run(cmd.Context(), q, args[0], args[1], params)
 			if !keepPartial(o, err) {
 				return err
 			}
@@ -207,6 +218,7 @@ func newRPCCmd(g *globalOptions) *cobra.Command {
 		},
 	}
 	q.register(c)
+	af.register(c)
 	return c
 }
 

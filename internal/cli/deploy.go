@@ -218,7 +218,8 @@ func (g *globalOptions) workflowExit(err error) error {
 
 type deployOptions struct {
 	runFlags
-	policy policyFlags
+	policy   policyFlags
+	approval approvalFlags
 }
 
 // policyFlags override the app file's capacity and failure policy
@@ -262,12 +263,19 @@ maintenance off. The first failure stops the run. See docs/workflows.md.`,
 	}
 	o.register(c)
 	o.policy.register(c)
+	o.approval.register(c)
 	return c
 }
 
 func deployRun(ctx context.Context, g *globalOptions, o *deployOptions, args []string) error {
 	if err := o.check(g); err != nil {
 		return err
+	}
+	if err := o.approval.check(); err != nil {
+		return err
+	}
+	if o.approval.wait && o.resume != "" {
+		return usageErrorf("--wait-approval is for a new deploy, not --resume")
 	}
 	if o.resume == "" && g.env == "" && g.io.Getenv("SIGNET_ENV") == "" {
 		return withHint(usageErrorf("deploy %s: which environment? pass --env NAME", strings.Join(args, " ")),
@@ -309,6 +317,9 @@ func deployRun(ctx context.Context, g *globalOptions, o *deployOptions, args []s
 	}
 	if len(args) > 1 {
 		opts.Version = args[1]
+	}
+	if o.approval.wait {
+		opts.Approve = g.planApprover(ws, &o.approval, buscaller.PlanInfo{Workflow: "deploy", App: args[0], Version: opts.Version, Env: opts.Env})
 	}
 	if !o.plan {
 		if opts.LogFile, err = logPath(ws.cfg, o.logFile, name); err != nil {
@@ -356,6 +367,7 @@ type workflowOptions struct {
 	version     string
 	ticket      string
 	closeTicket bool
+	approval    approvalFlags
 }
 
 func newWorkflowCmd(g *globalOptions) *cobra.Command {
@@ -378,12 +390,19 @@ func newWorkflowCmd(g *globalOptions) *cobra.Command {
 	c.Flags().StringVar(&o.version, "version", "", "set {{version}}")
 	c.Flags().StringVar(&o.ticket, "ticket", "", "post the run's log on this ticket (jira:KEY-1, github:owner/repo#1, a file), as a release does")
 	c.Flags().BoolVar(&o.closeTicket, "close-ticket", false, "close the --ticket after a successful run")
+	o.approval.register(c)
 	return c
 }
 
 func workflowRun(ctx context.Context, g *globalOptions, o *workflowOptions, file string) error {
 	if err := o.check(g); err != nil {
 		return err
+	}
+	if err := o.approval.check(); err != nil {
+		return err
+	}
+	if o.approval.wait && o.resume != "" {
+		return usageErrorf("--wait-approval is for a new run, not --resume")
 	}
 	// A missing or wrong workflow file is a usage error (exit 2), said
 	// before anything is asked or connected.
@@ -405,6 +424,9 @@ func workflowRun(ctx context.Context, g *globalOptions, o *workflowOptions, file
 	defer ws.Close()
 	opts := workflows.Options{WorkflowFile: file, Env: g.env, Version: o.version, Vars: vars, Yes: o.yes, Plan: o.plan,
 		Output: g.io.Out, Format: o.planFormat(), Caller: ws.caller, Store: ws.store, User: ws.cfg.User, Log: g.logger()}
+	if o.approval.wait {
+		opts.Approve = g.planApprover(ws, &o.approval, buscaller.PlanInfo{Workflow: "workflow", App: runName(file), Version: o.version, Env: opts.Env})
+	}
 	if !o.plan {
 		if opts.LogFile, err = logPath(ws.cfg, o.logFile, runName(file)); err != nil {
 			return err

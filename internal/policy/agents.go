@@ -29,6 +29,16 @@ func (p *Policy) CheckAgents(builtin, offered []string) (warnings []string, err 
 			warnings = append(warnings, fmt.Sprintf("%s: no plugin on this host offers agent %q (fine if it is an external plugin of other hosts)", where, pat.agent))
 		}
 	}
+	pats, entries := p.approvalPatterns()
+	for i, pat := range pats {
+		if pat.agent == "*" || slices.Contains(builtin, pat.agent) || slices.Contains(offered, pat.agent) {
+			continue
+		}
+		where := fmt.Sprintf("%s: approvals[%d].%s %q", p.at(pat.line), entries[i], pat.key, pat.text)
+		if near := Nearest(pat.agent, append(slices.Clone(builtin), offered...)); near != "" {
+			return warnings, fmt.Errorf("%s: no agent %q; did you mean %q?", where, pat.agent, near)
+		}
+	}
 	return warnings, nil
 }
 
@@ -109,5 +119,5 @@ func (p *Policy) CheckRoles(held []string) []string {
 			warnings = append(warnings, w)
 		}
 	}
-	return warnings
+	return append(warnings, p.approvalRoleWarnings(held)...)
 }

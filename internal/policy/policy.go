@@ -30,6 +30,8 @@
 //
 //	admin_roles: [admin]               # may sign revocation lists and locks
 //	fresh_revocation_roles: [deploy]   # served only with a fresh revocation list
+//
+// An optional approvals list is the two-person rule (see approval.go).
 package policy
 
 import (
@@ -55,6 +57,8 @@ type Policy struct {
 	file  string // "" when parsed from bytes
 	// admins and fresh are the admin_roles and fresh_revocation_roles.
 	admins, fresh []string
+	// approvals is the two-person rule (approval.go).
+	approvals []approvalRule
 }
 
 // document is the YAML document.
@@ -68,6 +72,9 @@ type document struct {
 	// broker-distributed revocation list is younger than the configured
 	// revocation_max_age. None by default.
 	FreshRevocationRoles []string `yaml:"fresh_revocation_roles"`
+	// Approvals are the scopes whose requests need approvals from other
+	// operators (the two-person rule, see approval.go). None by default.
+	Approvals []approvalSpec `yaml:"approvals"`
 }
 
 // ruleSpec is one rule as written in the file.
@@ -194,6 +201,10 @@ func parse(file string, data []byte) (*Policy, error) {
 		}
 		names[r.name] = i + 1
 		p.rules = append(p.rules, r)
+	}
+	var err error
+	if p.approvals, err = compileApprovals(f.Approvals, &root, at); err != nil {
+		return nil, err
 	}
 	return p, nil
 }

@@ -19,6 +19,9 @@ type Caller struct {
 	Client *bus.Client
 	// Registry, when set, answers Discover without a broadcast.
 	Registry *bus.Registry
+	// Approval, when set, is carried by every call: an approved plan
+	// (see PlanSubject) under the two-person rule.
+	Approval *bus.ApprovalProof
 }
 
 var _ workflows.Caller = (*Caller)(nil)
@@ -49,7 +52,7 @@ func ParseFilter(exprs []string) (bus.Filter, error) {
 
 // Call runs one action, directly on c.Hosts or broadcast to c.Filter.
 func (b *Caller) Call(ctx context.Context, c workflows.Call) ([]workflows.Result, error) {
-	q := bus.Query{Agent: c.Agent, Action: c.Action, Params: c.Params, Timeout: c.Timeout}
+	q := bus.Query{Agent: c.Agent, Action: c.Action, Params: c.Params, Timeout: c.Timeout, Approval: b.Approval}
 	if len(c.Hosts) > 0 {
 		q.Targets = c.Hosts
 	} else {

@@ -69,6 +69,10 @@ type Options struct {
 	// Policy overrides the app file's capacity and failure policy: the
 	// command-line flags.
 	Policy Policy
+	// Approve, when set, is given the plan once it is made and before
+	// anything runs: the two-person rule's hook (the CLI submits the plan
+	// for approval and waits). An error stops the run.
+	Approve func(ctx context.Context, pv *workflows.PlanView) error
 }
 
 // Policy is a command-line override of the capacity and failure policy;
@@ -154,6 +158,15 @@ func Run(ctx context.Context, soft <-chan struct{}, opts Options) (*workflows.Re
 	}
 	if !opts.Yes {
 		return nil, fmt.Errorf("%s would touch %d hosts: confirm with --yes or look first with --plan", summary, len(hosts))
+	}
+	if opts.Approve != nil {
+		pv, err := workflows.BuildPlan(summary, batches, hosts, a.ZoneFact, a.Steps(), vars)
+		if err != nil {
+			return nil, err
+		}
+		if err := opts.Approve(ctx, pv); err != nil {
+			return nil, err
+		}
 	}
 	st := workflows.NewRunState("deploy", batches, vars)
 	st.App, st.Env, st.Version, st.User = a.Name, opts.Env, opts.Version, opts.User

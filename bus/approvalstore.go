@@ -1,0 +1,276 @@
+package bus
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/signetbus/signet/internal/sshsig"
+)
+
+// Pending requests and approvals travel through a JetStream key-value
+// bucket per collective (ApprovalBucket): "request.ID" holds the
+// requester's signed PendingRequest, "approval.ID.TAG" one approver's
+// SignedApproval. Everything in it is signed, so a broker user can hide
+// entries but not forge one a host would count; entries expire with the
+// bucket's TTL, and approvals with their own Expires.
+
+// ApprovalBucket is the key-value bucket of a collective's pending
+// requests and approvals.
+func ApprovalBucket(collective string) string { return "signet_approvals_" + collective }
+
+// approvalBucketTTL is how long the broker keeps entries.
+const approvalBucketTTL = 7 * 24 * time.Hour
+
+// PendingRequest is what a requester publishes for approvers to see: the
+// subject, under an id approvers name (signet approve ID).
+type PendingRequest struct {
+	ID      string          `json:"id"`
+	Subject ApprovalSubject `json:"subject"`
+	Created int64           `json:"created"`
+}
+
+// Pending is a pending request as read back: verified, with its digest
+// and the approvals stored for it (not yet checked against any trust).
+type Pending struct {
+	Request   PendingRequest
+	Digest    string
+	Approvals []SignedApproval
+}
+
+// ApprovalStore is a collective's approvals bucket.
+type ApprovalStore struct {
+	kv jetstream.KeyValue
+}
+
+// OpenApprovalStore opens the collective's approvals bucket, creating it
+// when missing.
+func OpenApprovalStore(ctx context.Context, nc *nats.Conn, collective string) (*ApprovalStore, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("approvals: %w", err)
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: ApprovalBucket(collective),
+		Description: "signet pending requests and approvals of collective " + collective, TTL: approvalBucketTTL})
+	if err != nil {
+		return nil, fmt.Errorf("approvals: open bucket %s: %w", ApprovalBucket(collective), err)
+	}
+	return &ApprovalStore{kv: kv}, nil
+}
+
+// Submit signs a pending request with the requester's key and stores it.
+// The subject's Requester must be that key.
+func (s *ApprovalStore) Submit(ctx context.Context, signer ssh.Signer, p *PendingRequest) error {
+	if err := CheckID(p.ID); err != nil {
+		return err
+	}
+	if err := p.Subject.Check(); err != nil {
+		return err
+	}
+	key := KeySigner(signer)
+	if fp := ssh.FingerprintSHA256(key.PublicKey()); fp != p.Subject.Requester {
+		return fmt.Errorf("%w: the subject names requester %s, the signing key is %s", ErrApproval, p.Subject.Requester, fp)
+	}
+	payload, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	sig, err := sshsig.Sign(rand.Reader, key, PendingNamespace, payload)
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(SignedApproval{Payload: payload, Sig: sig.Marshal()})
+	if err != nil {
+		return err
+	}
+	_, err = s.kv.Put(ctx, "request."+p.ID, b)
+	return err
+}
+
+// Approve stores an approval of pending request id.
+func (s *ApprovalStore) Approve(ctx context.Context, id string, sa *SignedApproval) error {
+	a, _, err := OpenApproval(sa)
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(sa)
+	if err != nil {
+		return err
+	}
+	_, err = s.kv.Put(ctx, "approval."+id+"."+keyTag(a.Key), b)
+	return err
+}
+
+// keyTag is a key-value-safe tag of a key fingerprint: one approval per
+// key and request, the latest kept.
+func keyTag(fp string) string {
+	sum := sha256.Sum256([]byte(fp))
+	return hex.EncodeToString(sum[:8])
+}
+
+// openPending verifies a stored pending request: signed under
+// PendingNamespace by the key its subject names as the requester.
+func openPending(b []byte) (*Pending, error) {
+	var f SignedApproval
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, fmt.Errorf("%w: pending request: %v", ErrApproval, err)
+	}
+	sig, err := sshsig.Parse(f.Sig)
+	if err != nil {
+		return nil, fmt.Errorf("%w: pending request: %v", ErrApproval, err)
+	}
+	pub, err := sig.Verify(PendingNamespace, f.Payload)
+	if err != nil {
+		return nil, fmt.Errorf("%w: pending request: %v", ErrApproval, err)
+	}
+	var p PendingRequest
+	dec := json.NewDecoder(bytes.NewReader(f.Payload))
+	dec.UseNumber()
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		return nil, fmt.Errorf("%w: pending request: %v", ErrApproval, err)
+	}
+	if fp := ssh.FingerprintSHA256(pub); fp != p.Subject.Requester {
+		return nil, fmt.Errorf("%w: pending request %s names requester %s but is signed by %s", ErrApproval, p.ID, p.Subject.Requester, fp)
+	}
+	if err := p.Subject.Check(); err != nil {
+		return nil, err
+	}
+	digest, err := SubjectDigest(&p.Subject)
+	if err != nil {
+		return nil, err
+	}
+	return &Pending{Request: p, Digest: digest}, nil
+}
+
+// ErrNoPending is returned for an id the bucket does not hold.
+var ErrNoPending = errors.New("bus: no such pending request")
+
+// Get returns pending request id with its approvals.
+func (s *ApprovalStore) Get(ctx context.Context, id string) (*Pending, error) {
+	e, err := s.kv.Get(ctx, "request."+id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, fmt.Errorf("%w: %s (expired, or never submitted)", ErrNoPending, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("approvals: read %s: %w", id, err)
+	}
+	p, err := openPending(e.Value())
+	if err != nil {
+		return nil, err
+	}
+	if p.Request.ID != id {
+		return nil, fmt.Errorf("%w: entry request.%s holds request %s", ErrApproval, id, p.Request.ID)
+	}
+	keys, err := s.kv.ListKeys(ctx, jetstream.MetaOnly())
+	if err != nil {
+		return nil, err
+	}
+	for k := range keys.Keys() {
+		if !strings.HasPrefix(k, "approval."+id+".") {
+			continue
+		}
+		if sa, ok := s.approval(ctx, k); ok {
+			p.Approvals = append(p.Approvals, *sa)
+		}
+	}
+	return p, nil
+}
+
+func (s *ApprovalStore) approval(ctx context.Context, key string) (*SignedApproval, bool) {
+	e, err := s.kv.Get(ctx, key)
+	if err != nil {
+		return nil, false
+	}
+	var sa SignedApproval
+	if json.Unmarshal(e.Value(), &sa) != nil {
+		return nil, false
+	}
+	return &sa, true
+}
+
+// List returns every pending request whose subject has not expired,
+// oldest first, with its approvals. Entries that do not verify are left
+// out.
+func (s *ApprovalStore) List(ctx context.Context, now time.Time) ([]*Pending, error) {
+	lister, err := s.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []*Pending
+	for k := range lister.Keys() {
+		id, ok := strings.CutPrefix(k, "request.")
+		if !ok {
+			continue
+		}
+		p, err := s.Get(ctx, id)
+		if err != nil || p.Request.Subject.Expires < now.UnixMilli() {
+			continue
+		}
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Request.Created < out[j].Request.Created })
+	return out, nil
+}
+
+// Valid returns the approvals of p that verify, are for its digest, are
+// not expired at now and are not the requester's, one per key: what a
+// requester can expect hosts to count (the hosts also check roles).
+func (p *Pending) Valid(now time.Time) []SignedApproval {
+	var out []SignedApproval
+	seen := map[string]bool{}
+	for _, sa := range p.Approvals {
+		a, _, err := OpenApproval(&sa)
+		if err != nil || a.Digest != p.Digest || a.Expires < now.UnixMilli() || a.Key == p.Request.Subject.Requester || seen[a.Key] {
+			continue
+		}
+		seen[a.Key] = true
+		out = append(out, sa)
+	}
+	return out
+}
+
+// Wait waits until pending request id has n valid approvals from keys
+// other than the requester's (see Valid), and returns them; it gives up
+// when ctx ends or the subject expires.
+func (s *ApprovalStore) Wait(ctx context.Context, id string, n int, now func() time.Time) ([]SignedApproval, error) {
+	w, err := s.kv.Watch(ctx, "approval."+id+".*")
+	if err != nil {
+		return nil, err
+	}
+	defer w.Stop()
+	for {
+		p, err := s.Get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if v := p.Valid(now()); len(v) >= n {
+			return v, nil
+		}
+		left := time.UnixMilli(p.Request.Subject.Expires).Sub(now())
+		if left <= 0 {
+			return nil, fmt.Errorf("%w: request %s expired while waiting for approval", ErrApproval, id)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(left):
+		case _, ok := <-w.Updates():
+			if !ok {
+				return nil, fmt.Errorf("approvals: watch of request %s ended", id)
+			}
+		}
+	}
+}

@@ -1,0 +1,64 @@
+package buscaller
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/signetbus/signet/bus"
+	"github.com/signetbus/signet/workflows"
+)
+
+// PlanInfo names what a plan deploys, for the approver.
+type PlanInfo struct {
+	Workflow, App, Version, Env string
+}
+
+// PlanSubject turns a run's plan into the plan an approver signs under
+// the two-person rule: the batches, and every distinct call the engine
+// will make, with the hosts it makes it on (a step that runs on each host
+// of the batch) or the filter it broadcasts to (as the engine addresses
+// it, "agent=AGENT" first). The engine expands parameters the same way
+// (workflows.BuildPlan), so each step request equals one of these calls.
+// Rollback steps are not part of it: their version is known only when the
+// run fails.
+func PlanSubject(pv *workflows.PlanView, info PlanInfo) (*bus.ApprovalPlan, error) {
+	p := &bus.ApprovalPlan{Workflow: info.Workflow, App: info.App, Version: info.Version, Env: info.Env}
+	index := map[string]int{}
+	for _, b := range pv.Batches {
+		var batch []string
+		for _, h := range b {
+			batch = append(batch, h.Host)
+			for _, st := range h.Steps {
+				agent, action, ok := strings.Cut(st.Call, ".")
+				if !ok {
+					return nil, fmt.Errorf("plan: step %s calls %q, want AGENT.ACTION", st.Name, st.Call)
+				}
+				ps := bus.PlanStep{Name: st.Name, Agent: agent, Action: action, Params: st.Params}
+				if st.Target == workflows.TargetBroadcast {
+					f, err := ParseFilter(append([]string{"agent=" + agent}, st.Filter...))
+					if err != nil {
+						return nil, fmt.Errorf("plan: step %s: %w", st.Name, err)
+					}
+					ps.Filter = f
+				}
+				key, err := json.Marshal(bus.PlanStep{Name: ps.Name, Agent: agent, Action: action, Params: ps.Params, Filter: ps.Filter})
+				if err != nil {
+					return nil, err
+				}
+				i, seen := index[string(key)]
+				if !seen {
+					i = len(p.Steps)
+					index[string(key)] = i
+					p.Steps = append(p.Steps, ps)
+				}
+				if st.Target != workflows.TargetBroadcast && !slices.Contains(p.Steps[i].Hosts, h.Host) {
+					p.Steps[i].Hosts = append(p.Steps[i].Hosts, h.Host)
+				}
+			}
+		}
+		p.Batches = append(p.Batches, batch)
+	}
+	return p, nil
+}
