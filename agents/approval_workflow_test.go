@@ -24,9 +24,17 @@ func TestWorkflowRunsUnderPlanApproval(t *testing.T) {
 	client, err := bus.NewClient(bus.ClientConfig{Conn: f.nc, Collective: "t", Signer: f.alice, User: "alice", HostKeys: f.hostKeys})
 	must(t, err)
 	// Discovery from the registry the hosts keep, not a timed broadcast.
-	reg, err := bus.OpenRegistry(context.Background(), f.nc, "t")
-	must(t, err)
+	// The hosts create the registry when they first register: open it
+	// once it is there.
+	var reg *bus.Registry
 	eventually(t, func() error {
+		if reg == nil {
+			r, err := bus.OpenRegistry(context.Background(), f.nc, "t")
+			if err != nil {
+				return err
+			}
+			reg = r
+		}
 		regs, err := reg.List(context.Background())
 		if err == nil && len(regs) < 3 {
 			err = fmt.Errorf("%d hosts registered", len(regs))
