@@ -396,3 +396,20 @@ func (a *Alertmanager) Silence(ctx context.Context, labels map[string]string) (s
 		"createdBy": "gatelab", "comment": "test silence"}, &out)
 	return out.SilenceID, err
 }
+
+// Expire ends a silence.
+func (a *Alertmanager) Expire(ctx context.Context, id string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, a.URL+"/api/v2/silence/"+url.PathEscape(id), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("DELETE silence %s: %d", id, resp.StatusCode)
+	}
+	return nil
+}
