@@ -117,6 +117,13 @@ func (r *run) canary(ctx context.Context, stopped *atomic.Bool) error {
 	if c.Decision == DecisionAbort {
 		return r.setGateErr(&CanaryAbortedError{Run: r.st.ID, By: c.DecidedBy, Hosts: c.Hosts})
 	}
+	if c.DecidedBy != "auto" {
+		// A person decided, maybe a while ago, maybe on a record another
+		// client was just ending: look at the canary once more.
+		if err := r.watchUntilPassed(ctx, &watch{r: r, when: "at the promotion of the canary"}, stopped); err != nil {
+			return err
+		}
+	}
 	r.mu.Lock()
 	c.Phase = CanaryPromoted
 	r.st.Status = StatusRunning
@@ -237,13 +244,22 @@ func (r *run) sleep(ctx context.Context, d time.Duration, stopped *atomic.Bool) 
 // inconclusive checks are asked again every interval until they have
 // lasted longer than inconclusive_for, which halts the run (stopped).
 func (r *run) gateWait(ctx context.Context, when string, stopped *atomic.Bool) error {
-	w := &watch{r: r, when: when, gatesOnly: true}
+	return r.watchUntilPassed(ctx, &watch{r: r, when: when, gatesOnly: true}, stopped)
+}
+
+// watchUntilPassed repeats w's rounds every gate interval until one
+// passes, one fails or they have been inconclusive too long.
+func (r *run) watchUntilPassed(ctx context.Context, w *watch, stopped *atomic.Bool) error {
+	iv := DefaultGateInterval
+	if r.job.Gates != nil {
+		iv = r.job.Gates.interval()
+	}
 	for {
 		passed, err := w.round(ctx)
 		if err != nil || passed {
 			return err
 		}
-		if err := r.sleep(ctx, r.job.Gates.interval(), stopped); err != nil {
+		if err := r.sleep(ctx, iv, stopped); err != nil {
 			return err
 		}
 	}
