@@ -447,7 +447,12 @@ func formatLabels(m map[string]string) string {
 	}
 	keys := make([]string, 0, len(m))
 	for k := range m {
-		keys = append(keys, k)
+		if k != "__name__" { // the query names it
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		return ""
 	}
 	sort.Strings(keys)
 	parts := make([]string, 0, len(keys))
