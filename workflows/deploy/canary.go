@@ -168,3 +168,12 @@ func Decide(ctx context.Context, soft <-chan struct{}, d Decision, opts Options)
 func canaryPlan(c *workflows.CanaryState) string {
 	return fmt.Sprintf("canary %s first, baked %s (checked every %s), then promoted %s", strings.Join(c.Hosts, ", "), c.Bake, c.Interval, c.Promote)
 }
+
+// gatesPlan is the gates part of --plan's summary.
+func gatesPlan(g *workflows.Gates) string {
+	names := make([]string, 0, len(g.Checks))
+	for _, c := range g.Checks {
+		names = append(names, c.Name)
+	}
+	return "gates " + strings.Join(names, ", ") + " before each batch after the first"
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -396,4 +397,67 @@ func TestGatesAbortAndPauseOnRealPrometheus(t *testing.T) {
 			t.Fatalf("resumed with the data back: want done, found %v %v", err, touched(f))
 		}
 	})
+}
+
+// TestRolloutOverrides: the app file's canary and gates, per env, and as
+// the command line overrides them.
+func TestRolloutOverrides(t *testing.T) {
+	yaml := appYAML + `  prod:
+    canary: {hosts: [web2], bake: 5m, promote: manual}
+    gates:
+      checks:
+        - name: up
+          prometheus: {url: "http://prom:9090", query: up, condition: "== 1"}
+`
+	a, err := ParseApp(strings.NewReader(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	prod, err := a.ForEnv("prod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if prod.Canary == nil || prod.Canary.Hosts[0] != "web2" || prod.Gates == nil || prod.Gates.Checks[0].Name != "up" {
+		t.Fatalf("envs.prod: want its canary and gates, found %+v %+v", prod.Canary, prod.Gates)
+	}
+	if dev, _ := a.ForEnv("dev"); dev.Canary != nil || dev.Gates != nil {
+		t.Fatalf("envs.dev: want no canary or gates, found %+v %+v", dev.Canary, dev.Gates)
+	}
+	gf := filepath.Join(t.TempDir(), "gates.yaml")
+	if err := os.WriteFile(gf, []byte("interval: 5s\nchecks:\n  - name: pages\n    alertmanager: {url: \"http://am:9093\", labels: {severity: page}}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		ro   Rollout
+		want func(*App) bool
+		err  string
+	}{
+		{"per-zone", Rollout{Canary: []string{"per-zone"}, Bake: time.Minute}, func(a *App) bool {
+			return a.Canary.OnePerZone && a.Canary.Hosts == nil && a.Canary.Bake == time.Minute && a.Canary.Promote == "manual"
+		}, ""},
+		{"hosts", Rollout{Canary: []string{"web1", "web4"}, Promote: "auto"}, func(a *App) bool { return len(a.Canary.Hosts) == 2 && a.Canary.Promote == "auto" }, ""},
+		{"none", Rollout{Canary: []string{"none"}}, func(a *App) bool { return a.Canary == nil }, ""},
+		{"gates file", Rollout{GatesFile: gf, InconclusiveFor: time.Minute}, func(a *App) bool {
+			return a.Gates.Checks[0].Name == "pages" && a.Gates.Interval == 5*time.Second && a.Gates.InconclusiveFor == time.Minute
+		}, ""},
+		{"bad promote", Rollout{Promote: "later"}, nil, "auto or manual"},
+		{"bad host", Rollout{Canary: []string{"web 1"}}, nil, "canary: hosts"},
+	} {
+		cp, _ := a.ForEnv("prod")
+		err := tc.ro.apply(cp)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%s: want %q, found %v", tc.name, tc.err, err)
+			}
+			continue
+		}
+		if err != nil || !tc.want(cp) {
+			t.Errorf("%s: %v, %+v %+v", tc.name, err, cp.Canary, cp.Gates)
+		}
+	}
+	dev, _ := a.ForEnv("dev")
+	if err := (Rollout{Bake: time.Minute}).apply(dev); err == nil || !strings.Contains(err.Error(), "need a canary") {
+		t.Errorf("--bake without a canary: want an error, found %v", err)
+	}
 }

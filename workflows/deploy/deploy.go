@@ -153,6 +153,9 @@ func Run(ctx context.Context, soft <-chan struct{}, opts Options) (*workflows.Re
 	if canary != nil {
 		summary += ": " + canaryPlan(canary)
 	}
+	if a.Gates != nil {
+		summary += "; " + gatesPlan(a.Gates)
+	}
 	vars := map[string]string{"version": opts.Version, "env": opts.Env, "app": a.Name}
 	zones := workflows.HostZones(hosts, a.ZoneFact)
 	if opts.Plan {
