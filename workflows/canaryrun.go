@@ -98,7 +98,7 @@ func (r *run) canary(ctx context.Context, stopped *atomic.Bool) error {
 		return r.setGateErr(fmt.Errorf("canary not promoted: %s did not finish its deploy", strings.Join(bad, ", ")))
 	}
 	if c.Decision == DecisionAbort {
-		return r.setGateErr(&CanaryAbortedError{Run: r.st.ID, By: c.DecidedBy, Hosts: c.Hosts})
+		return r.aborted()
 	}
 	if c.Decision != DecisionPromote {
 		if c.Phase != CanaryWaiting {
@@ -115,7 +115,7 @@ func (r *run) canary(ctx context.Context, stopped *atomic.Bool) error {
 		}
 	}
 	if c.Decision == DecisionAbort {
-		return r.setGateErr(&CanaryAbortedError{Run: r.st.ID, By: c.DecidedBy, Hosts: c.Hosts})
+		return r.aborted()
 	}
 	if c.DecidedBy != "auto" {
 		// A person decided, maybe a while ago, maybe on a record another
@@ -131,6 +131,16 @@ func (r *run) canary(ctx context.Context, stopped *atomic.Bool) error {
 	r.emit(Event{Type: EventCanary, Status: CanaryPromoted, Hosts: c.Hosts, Summary: "promoted by " + c.DecidedBy + ": the rest of the fleet follows"})
 	r.mu.Unlock()
 	return nil
+}
+
+// aborted records the canary aborted; the run ends failed.
+func (r *run) aborted() error {
+	c := r.st.Canary
+	r.mu.Lock()
+	c.Phase = CanaryAborted
+	r.emit(Event{Type: EventCanary, Status: CanaryAborted, Hosts: c.Hosts, Summary: "aborted by " + c.DecidedBy + ": no other host is touched"})
+	r.mu.Unlock()
+	return r.setGateErr(&CanaryAbortedError{Run: r.st.ID, By: c.DecidedBy, Hosts: c.Hosts})
 }
 
 func (r *run) setGateErr(err error) error {

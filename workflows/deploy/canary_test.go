@@ -258,7 +258,7 @@ func TestCanaryWaitingSurvivesTheClient(t *testing.T) {
 			st, _ := store.Load(context.Background(), run)
 			if decision == workflows.DecisionAbort {
 				var ae *workflows.CanaryAbortedError
-				if !errors.As(err, &ae) || ae.By != "bob@bastion" || st.Status != workflows.StatusFailed {
+				if !errors.As(err, &ae) || ae.By != "bob@bastion" || st.Status != workflows.StatusFailed || st.Canary.Phase != workflows.CanaryAborted {
 					t.Fatalf("want the run aborted by bob and failed, found %v (%s)", err, st.Status)
 				}
 				if got := touched(f); !slices.Equal(got, []string{"web5"}) {
