@@ -1,13 +1,17 @@
 package deploy
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/signetbus/signet/internal/stage"
 	"github.com/signetbus/signet/workflows"
 	"github.com/signetbus/signet/workflows/gatelab"
 )
@@ -21,8 +25,12 @@ import (
 //     the gate, the query and the value; only the canary was touched;
 //   - an active alert matching the gate's labels fails the next run;
 //   - once silenced it does not, and the baked canary waits for a
-//     decision, which a second client gives with `signet deploy
-//     --promote RUN`: the first client then deploys the whole fleet.
+//     decision, which a second client (a signet process of its own) gives
+//     with `signet deploy --promote RUN`: the first client then deploys
+//     the whole fleet;
+//   - a client (a process) interrupted while its canary waits leaves the
+//     run recorded; `signet deploy --abort RUN` from another process ends
+//     it failed, and no other host is touched.
 func TestCanaryAndGatesOnStage(t *testing.T) {
 	if gatelab.PrometheusBin() == "" {
 		t.Skip("prometheus is not installed (apt install prometheus)")
@@ -74,6 +82,7 @@ gates:
 `, p.URL, s.App, s.AlertmanagerURL, s.App)
 	f.Close()
 	deployArgs := []string{"deploy", s.App, "1.1", "--env", s.Env, "--yes", "--output", "json"}
+	bin := buildSignet(t)
 
 	// 1. The metric goes bad during the bake.
 	rec := &recorder{}
@@ -145,7 +154,7 @@ gates:
 			t.Errorf("while the canary waits, %s: %s; want untouched", h.Identity, st)
 		}
 	}
-	code, _, errOut = signet(t, s, nil, "deploy", "--promote", run)
+	code, errOut = signetProcess(t, s, bin, nil, nil, "deploy", "--promote", run)
 	if code != 0 || !strings.Contains(errOut, "promote recorded") {
 		t.Fatalf("--promote from a second client: exit %d:\n%s", code, errOut)
 	}
@@ -174,4 +183,97 @@ gates:
 		t.Fatal(err)
 	}
 	wantDeployed(t, s, "1.1")
+	if err := am.Resolve(ctx, page); err != nil {
+		t.Fatal(err)
+	}
+
+	// 4. A client (a real process) goes away while its canary waits: the
+	// run stays recorded waiting, and `--abort` from another process ends
+	// it, failed, touching no other host.
+	waiting = make(chan string, 1)
+	rec = &recorder{}
+	rec.hook = func(e workflows.Event) {
+		if e.Type == workflows.EventCanary && e.Status == workflows.CanaryWaiting {
+			waiting <- e.Run
+		}
+	}
+	marks = auditMarks(t, s)
+	procDone := make(chan result, 1)
+	started := make(chan *os.Process, 1)
+	go func() {
+		code, errOut := signetProcess(t, s, bin, rec, func(p *os.Process) { started <- p }, deployArgs...)
+		procDone <- result{code, errOut}
+	}()
+	var proc *os.Process
+	select {
+	case proc = <-started:
+	case r := <-procDone:
+		t.Fatalf("the client did not start: exit %d: %s", r.code, r.errOut)
+	}
+	select {
+	case run = <-waiting:
+	case r := <-procDone:
+		t.Fatalf("the client ended before its canary waited: exit %d:\n%s", r.code, r.errOut)
+	case <-ctx.Done():
+		t.Fatal("the canary never waited for a decision")
+	}
+	proc.Signal(os.Interrupt) // the client goes away: Ctrl-C
+	r := <-procDone
+	if r.code == 0 || !strings.Contains(r.errOut, "stopped") {
+		t.Fatalf("the interrupted client: want a stopped run, found exit %d:\n%s", r.code, r.errOut)
+	}
+	code, errOut = signetProcess(t, s, bin, nil, nil, "deploy", "--abort", run)
+	if code == 0 || !strings.Contains(errOut, "canary aborted by") {
+		t.Fatalf("--abort from another process: want the run aborted, found exit %d:\n%s", code, errOut)
+	}
+	st, err := operator(t, s).Store.Load(ctx, run)
+	if err != nil || st.Status != workflows.StatusFailed || st.Canary.Phase != workflows.CanaryAborted || st.Canary.Decision != workflows.DecisionAbort {
+		t.Fatalf("the aborted run's record: want failed, canary aborted, found %v %+v", err, st)
+	}
+	for _, h := range s.Hosts[1:] {
+		if got := auditSteps(a, h.Identity, readAudit(t, s, h.Identity, marks[h.Identity])); len(got) != 0 {
+			t.Errorf("%s was touched after the abort: %v", h.Identity, got)
+		}
+	}
+}
+
+// buildSignet builds the signet command, for clients that are processes
+// of their own.
+func buildSignet(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "signet")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/signet")
+	build.Dir = "../.."
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// signetProcess runs the signet binary as a process of its own against
+// the stage's client config, its stdout to out (when set), and returns
+// its exit code and stderr. onStart, when set, gets the process.
+func signetProcess(t *testing.T, s *stage.Stage, bin string, out io.Writer, onStart func(*os.Process), args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "SIGNET_CONFIG="+s.Lab.ClientConfig, "USER=tester2")
+	var stderr syncBuffer
+	cmd.Stdout, cmd.Stderr = out, &stderr
+	if out == nil {
+		cmd.Stdout = io.Discard
+	}
+	if err := cmd.Start(); err != nil {
+		t.Errorf("start signet: %v", err)
+		return -1, ""
+	}
+	if onStart != nil {
+		onStart(cmd.Process)
+	}
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Errorf("signet: %v", err)
+		return -1, stderr.String()
+	}
+	return cmd.ProcessState.ExitCode(), stderr.String()
 }

@@ -125,8 +125,8 @@ type WaitingClientError struct {
 }
 
 func (e *WaitingClientError) Error() string {
-	return fmt.Sprintf("run %s: %s recorded; the client of %s that waits on the canary (since %s) acts on it",
-		e.Run, e.Decision, e.Holder.Holder, e.Holder.Since.Local().Format(time.TimeOnly))
+	return fmt.Sprintf("run %s: %s recorded; the client of %s that holds the run (since %s) acts on it; if that client is gone, its lock expires within minutes: then run signet deploy --resume %s",
+		e.Run, e.Decision, e.Holder.Holder, e.Holder.Since.Local().Format(time.TimeOnly), e.Run)
 }
 
 // Decide records a promote or abort decision on a run whose canary waits
