@@ -111,7 +111,9 @@ func (r *run) canary(ctx context.Context, stopped *atomic.Bool) error {
 				return err
 			}
 		} else {
+			r.mu.Lock()
 			c.Decision, c.DecidedBy, c.DecidedAt = DecisionPromote, "auto", time.Now().UTC()
+			r.mu.Unlock()
 		}
 	}
 	if c.Decision == DecisionAbort {
