@@ -209,24 +209,15 @@ func (r *run) awaitDecision(ctx context.Context, stopped *atomic.Bool) error {
 	next := time.Now().Add(c.Interval)
 	for {
 		if err := r.sleep(ctx, min(poll, max(time.Until(next), 0)), stopped); err != nil {
+			// Going away: keep a decision recorded since the last look,
+			// so that the run's last save does not erase it.
+			r.readDecision(context.WithoutCancel(ctx))
 			return err
 		}
 		if err := r.renew(ctx); err != nil {
 			return r.setGateErr(err)
 		}
-		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		st, err := r.e.Store.Load(lctx, r.st.ID)
-		cancel()
-		switch {
-		case err != nil:
-			// A record changed by a key this client does not trust, or
-			// unreadable for now: not a decision. Keep waiting.
-			r.e.Log.Warn("canary: reading the run state for a decision failed; still waiting", "run", r.st.ID, "err", err)
-		case st.Canary != nil && st.Canary.Decision != "":
-			r.mu.Lock()
-			c.Decision, c.DecidedBy, c.DecidedAt = st.Canary.Decision, st.Canary.DecidedBy, st.Canary.DecidedAt
-			r.emit(Event{Type: EventCanary, Status: c.Decision, Hosts: c.Hosts, Summary: "decided by " + c.DecidedBy})
-			r.mu.Unlock()
+		if r.readDecision(ctx) {
 			return nil
 		}
 		if !time.Now().Before(next) {
@@ -236,6 +227,29 @@ func (r *run) awaitDecision(ctx context.Context, stopped *atomic.Bool) error {
 			next = time.Now().Add(c.Interval)
 		}
 	}
+}
+
+// readDecision looks for a decision in the stored run state and adopts
+// it; it reports whether there was one.
+func (r *run) readDecision(ctx context.Context) bool {
+	c := r.st.Canary
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	st, err := r.e.Store.Load(lctx, r.st.ID)
+	cancel()
+	switch {
+	case err != nil:
+		// A record changed by a key this client does not trust, or
+		// unreadable for now: not a decision.
+		r.e.Log.Warn("canary: reading the run state for a decision failed; still waiting", "run", r.st.ID, "err", err)
+		return false
+	case st.Canary == nil || st.Canary.Decision == "":
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c.Decision, c.DecidedBy, c.DecidedAt = st.Canary.Decision, st.Canary.DecidedBy, st.Canary.DecidedAt
+	r.emit(Event{Type: EventCanary, Status: c.Decision, Hosts: c.Hosts, Summary: "decided by " + c.DecidedBy})
+	return true
 }
 
 // sleep waits d; it returns the context's error or a soft stop.

@@ -461,3 +461,44 @@ func TestRolloutOverrides(t *testing.T) {
 		t.Errorf("--bake without a canary: want an error, found %v", err)
 	}
 }
+
+// TestCanaryDecisionKeptWhenTheClientStops: a promotion recorded while
+// the waiting client is between two looks at the record is not erased by
+// that client's last save when it stops; a resume acts on it.
+func TestCanaryDecisionKeptWhenTheClientStops(t *testing.T) {
+	f := fleet9()
+	store := workflows.NewMemStore()
+	ev := &evlog{}
+	soft := make(chan struct{})
+	ev.hook = func(e workflows.Event) {
+		if e.Type != workflows.EventCanary || e.Status != workflows.CanaryWaiting {
+			return
+		}
+		st, err := store.Load(context.Background(), e.Run)
+		if err == nil {
+			err = workflows.Decide(st, workflows.DecisionPromote, "bob@bastion", time.Now())
+		}
+		if err == nil {
+			err = store.Save(context.Background(), st)
+		}
+		if err != nil {
+			t.Error(err)
+		}
+		close(soft) // the client stops before it looks again
+	}
+	o := canaryOpts(t, f, store, ev, &workflows.Canary{Hosts: []string{"web5"}, Bake: time.Second, Interval: time.Hour, Promote: workflows.PromoteManual})
+	o.Rollout.DecisionPoll = time.Hour
+	_, err := Run(context.Background(), soft, o)
+	if !errors.Is(err, workflows.ErrStopped) {
+		t.Fatalf("want the run stopped, found %v", err)
+	}
+	run := ev.of(workflows.EventRunStart)[0].Run
+	st, _ := store.Load(context.Background(), run)
+	if st.Canary.Decision != workflows.DecisionPromote || st.Canary.DecidedBy != "bob@bastion" {
+		t.Fatalf("the decision was erased by the stopping client: %+v", st.Canary)
+	}
+	o.Output = &evlog{}
+	if recap, err := Resume(context.Background(), nil, run, o); err != nil || recap.Status != workflows.StatusDone || len(touched(f)) != 9 {
+		t.Fatalf("resumed: want the promotion acted on, found %v %v", err, touched(f))
+	}
+}
