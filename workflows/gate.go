@@ -504,8 +504,13 @@ func (a *AlertGate) check(ctx context.Context, timeout time.Duration) GateResult
 		if !match {
 			continue // Alertmanager filtered; trust but verify
 		}
-		name := al.Labels["alertname"]
-		firing = append(firing, name+formatLabels(al.Labels))
+		rest := make(map[string]string, len(al.Labels))
+		for k, v := range al.Labels {
+			if k != "alertname" { // shown before the labels
+				rest[k] = v
+			}
+		}
+		firing = append(firing, al.Labels["alertname"]+formatLabels(rest))
 	}
 	if len(firing) > 0 {
 		return GateResult{Verdict: GateFail, Query: query, Value: firstFew(firing), Detail: fmt.Sprintf("%d active alerts", len(firing))}
