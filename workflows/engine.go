@@ -93,6 +93,15 @@ type Job struct {
 	// broadcasts stop waiting for; nil makes one per run. The deploy shares
 	// it with its observation of the load balancers.
 	Silent *Silent
+	// Gates, when set, must pass before each batch after the first, and
+	// during a canary's bake (canaryrun.go).
+	Gates *Gates
+	// CanaryChecks are the steps run on every canary host at each check
+	// of the bake (the deploy's health check), when State.Canary is set.
+	CanaryChecks []Step
+	// DecisionPoll is how often a waiting canary reads the stored state
+	// for a decision; default DefaultDecisionPoll.
+	DecisionPoll time.Duration
 }
 
 type run struct {
@@ -117,6 +126,8 @@ type run struct {
 	saveErr    error
 	sinkErr    error
 	stopped    atomic.Bool
+	// gateErr is the gate or canary error that ended the run.
+	gateErr error
 	// recorded is the status of the last state the store accepted.
 	recorded string
 }
@@ -194,6 +205,10 @@ func (e *Engine) Run(ctx context.Context, soft <-chan struct{}, job *Job) (*Reca
 				continue // the checks at the top of the loop decide
 			}
 		}
+		if err := r.beforeBatch(ctx, pos, bi, stopped); err != nil {
+			status = canaryStatus(ctx, err)
+			break
+		}
 		var todo []string
 		for _, h := range batch {
 			if job.Prepare == nil && r.st.Hosts[h].Status == HostDone {
@@ -249,6 +264,7 @@ func (e *Engine) Run(ctx context.Context, soft <-chan struct{}, job *Job) (*Reca
 	case StatusStopped:
 		err = fmt.Errorf("%w before batch %d of %d: resume with run id %s", ErrStopped, r.nextBatch()+1, len(r.st.Batches), r.st.ID)
 	}
+	err = r.canaryErr(status, err)
 	if r.sinkErr != nil {
 		se := &OutputError{Run: r.st.ID, Err: r.sinkErr}
 		if status == StatusStopped {

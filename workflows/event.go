@@ -202,6 +202,8 @@ func writeText(w io.Writer, e Event) {
 		if e.Status != HostDone {
 			fmt.Fprintf(w, "  %-10s %s\n", e.Host, e.Status)
 		}
+	case EventGate, EventCanary:
+		writeCanaryText(w, e)
 	case EventRunDone:
 		fmt.Fprintf(w, "run %s %s after %s\n", e.Run, e.Status, e.Elapsed().Round(100*time.Millisecond))
 		if e.Error != "" {

@@ -186,8 +186,13 @@ func (st *RunState) Validate() error {
 			return bad("zones: host %s is in no batch or its zone is longer than 128 bytes", h)
 		}
 	}
+	if st.Canary != nil {
+		if err := st.Canary.validate(seen); err != nil {
+			return bad("%v", err)
+		}
+	}
 	switch st.Status {
-	case StatusRunning, StatusDone, StatusFailed, StatusStopped, StatusInterrupted:
+	case StatusRunning, StatusDone, StatusFailed, StatusStopped, StatusInterrupted, StatusWaiting:
 	default:
 		return bad("status: unknown %q", st.Status)
 	}

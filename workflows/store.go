@@ -47,11 +47,13 @@ type RunState struct {
 	Hosts   map[string]*HostState `json:"hosts"`
 	// Zones maps hosts to their failure zone, for max_unavailable_per_zone;
 	// a host not listed is in zone "".
-	Zones   map[string]string `json:"zones,omitempty"`
-	Status  string            `json:"status"`
-	Error   string            `json:"error,omitempty"`
-	Started time.Time         `json:"started"`
-	Updated time.Time         `json:"updated"`
+	Zones map[string]string `json:"zones,omitempty"`
+	// Canary is the run's canary and how far it got; nil without one.
+	Canary  *CanaryState `json:"canary,omitempty"`
+	Status  string       `json:"status"`
+	Error   string       `json:"error,omitempty"`
+	Started time.Time    `json:"started"`
+	Updated time.Time    `json:"updated"`
 }
 
 // HostState is one host's recorded progress.

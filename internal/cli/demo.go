@@ -21,6 +21,7 @@ import (
 	"github.com/signetbus/signet/internal/lazyre"
 	"github.com/signetbus/signet/internal/stage"
 	"github.com/signetbus/signet/workflows"
+	"github.com/signetbus/signet/workflows/gatelab"
 )
 
 // demoOptions are the flags of `signet demo`.
@@ -30,6 +31,7 @@ type demoOptions struct {
 	brk     string
 	sandbox bool
 	keep    bool
+	canary  bool
 }
 
 // The demo rolls its app from the first version to the second.
@@ -54,7 +56,8 @@ not running as root for dpkg) is replaced by a sandbox stand-in with the same ac
 the demo says which and why. See docs/demo.md.`,
 		Example: `  signet demo
   signet demo --break web3      # the 1.1 package fails on web3: the rollout stops there
-  signet demo --keep            # keep the fleet running afterwards to try signet on it`,
+  signet demo --keep            # keep the fleet running afterwards to try signet on it
+  signet demo --canary          # web1 first, baked with a health check and metric gates, then the rest`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return demoRun(cmd.Context(), g, o)
@@ -67,6 +70,7 @@ the demo says which and why. See docs/demo.md.`,
 	f.StringVar(&o.brk, "break", "", "make the 1.1 package fail to install on this host (webN)")
 	f.BoolVar(&o.sandbox, "sandbox", false, "use sandbox backends even where real ones are installed")
 	f.BoolVar(&o.keep, "keep", false, "keep the fleet running after the demo, until Ctrl-C")
+	f.BoolVar(&o.canary, "canary", false, "deploy web1 first as a canary, bake it with metric gates (a Prometheus the demo starts, if installed), then promote")
 	return c
 }
 
@@ -93,6 +97,9 @@ var demoHostRE = lazyre.New(`^web([1-9][0-9]*)$`)
 func (o *demoOptions) check() error {
 	if o.hosts < 1 || o.hosts > 50 {
 		return usageErrorf("--hosts must be between 1 and 50, not %d", o.hosts)
+	}
+	if o.canary && o.hosts < 2 {
+		return usageErrorf("--canary needs at least 2 hosts: web1 is the canary, the others follow")
 	}
 	if o.brk != "" {
 		m := demoHostRE.FindStringSubmatch(o.brk)
@@ -156,6 +163,13 @@ func demoRun(ctx context.Context, g *globalOptions, o *demoOptions) (err error) 
 		fmt.Fprintf(out, "\n--break %s: the demo %s package will fail to install on %s (its preinst exits 1)\n", o.brk, demoTo, o.brk)
 	}
 
+	if o.canary {
+		stopMon, err := demoCanary(ctx, out, st, filepath.Join(dir, "monitoring"))
+		if err != nil {
+			return err
+		}
+		defer stopMon()
+	}
 	op, err := st.Operator(ctx)
 	if err != nil {
 		return err
@@ -320,4 +334,69 @@ func haproxyState(s string) string {
 		}
 	}
 	return s
+}
+
+// demoCanaryBake is how long the demo's canary bakes.
+const demoCanaryBake = 5 * time.Second
+
+// demoCanary adds a canary (web1, baked 5s, checked every second) and
+// metric gates to the demo's app file, and starts what the gates ask: a
+// real Prometheus scraping a metrics endpoint of the demo's own (the app
+// itself exports none), when Prometheus is installed; the gate on
+// Alertmanager uses the stage's. It says what it could not start. The
+// returned function stops what it started.
+func demoCanary(ctx context.Context, out io.Writer, st *stage.Stage, dir string) (func(), error) {
+	var stops []func()
+	stop := func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}
+	var checks []string
+	if gatelab.PrometheusBin() == "" {
+		fmt.Fprintln(out, "\n--canary: prometheus is not installed (apt install prometheus): no Prometheus gate, the canary bakes on its health check")
+	} else {
+		m, err := gatelab.ServeMetrics()
+		if err != nil {
+			return stop, err
+		}
+		stops = append(stops, func() { m.Close() })
+		m.Set("demo_http_error_ratio", map[string]string{"app": st.App}, 0.002)
+		p, err := gatelab.StartPrometheus(ctx, gatelab.PrometheusOptions{Dir: filepath.Join(dir, "prometheus"), Targets: []string{m.Addr}})
+		if err != nil {
+			stop()
+			return func() {}, fmt.Errorf("demo --canary: %w", err)
+		}
+		stops = append(stops, func() { p.Stop() })
+		if err := p.WaitValue(ctx, "demo_http_error_ratio", "0.002"); err != nil {
+			stop()
+			return func() {}, fmt.Errorf("demo --canary: %w", err)
+		}
+		fmt.Fprintf(out, "\n--canary: prometheus %s (real: %s) scrapes %s every second: demo_http_error_ratio{app=%q} = 0.002\n", p.URL, gatelab.PrometheusBin(), m.Addr, st.App)
+		checks = append(checks, fmt.Sprintf("    - name: error-rate\n      prometheus:\n        url: %s\n        query: 'demo_http_error_ratio{app=\"%s\"}'\n        condition: \"< 0.05\"\n", p.URL, st.App))
+	}
+	if st.AlertmanagerURL != "" {
+		checks = append(checks, fmt.Sprintf("    - name: no-page\n      alertmanager:\n        url: %s\n        labels: {app: %s, severity: page}\n", st.AlertmanagerURL, st.App))
+	} else {
+		fmt.Fprintln(out, "--canary: alertmanager is sandboxed: no Alertmanager gate")
+	}
+	section := fmt.Sprintf("canary:\n  hosts: [web1]\n  bake: %s\n  interval: 1s\n  promote: auto\n", demoCanaryBake)
+	if len(checks) > 0 {
+		section += "gates:\n  interval: 1s\n  timeout: 3s\n  inconclusive_for: 30s\n  checks:\n" + strings.Join(checks, "")
+	}
+	f, err := os.OpenFile(st.AppFile, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		stop()
+		return func() {}, err
+	}
+	_, err = io.WriteString(f, section)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		stop()
+		return func() {}, err
+	}
+	fmt.Fprintf(out, "--canary: added to the app file %s:\n%s", st.AppFile, section)
+	return stop, nil
 }

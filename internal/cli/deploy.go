@@ -220,6 +220,7 @@ type deployOptions struct {
 	runFlags
 	policy   policyFlags
 	approval approvalFlags
+	rollout  rolloutFlags
 }
 
 // policyFlags override the app file's capacity and failure policy
@@ -252,7 +253,7 @@ maintenance off. The first failure stops the run. See docs/workflows.md.`,
   signet deploy middleware 1.4.2 --env dev --yes --output json     # Jenkins
   signet deploy --resume 7f3a9c`,
 		Args: func(c *cobra.Command, args []string) error {
-			if o.resume != "" {
+			if o.resume != "" || o.rollout.promote != "" || o.rollout.abort != "" {
 				return cobra.MaximumNArgs(2)(c, args)
 			}
 			return cobra.ExactArgs(2)(c, args)
@@ -264,6 +265,7 @@ maintenance off. The first failure stops the run. See docs/workflows.md.`,
 	o.register(c)
 	o.policy.register(c)
 	o.approval.register(c)
+	o.rollout.register(c)
 	return c
 }
 
@@ -277,6 +279,20 @@ func deployRun(ctx context.Context, g *globalOptions, o *deployOptions, args []s
 	if o.approval.wait && o.resume != "" {
 		return usageErrorf("--wait-approval is for a new deploy, not --resume")
 	}
+	decision, decide, err := o.rollout.decision()
+	if err != nil {
+		return err
+	}
+	if decide {
+		if o.resume != "" {
+			return usageErrorf("--promote and --abort continue the run themselves: leave out --resume")
+		}
+		if o.approval.wait {
+			return usageErrorf("--wait-approval is for a new deploy, not --promote or --abort")
+		}
+		// The decision is the confirmation; the run is found like --resume.
+		o.resume, o.yes = decision.Run, true
+	}
 	if o.resume == "" && g.env == "" && g.io.Getenv("SIGNET_ENV") == "" {
 		return withHint(usageErrorf("deploy %s: which environment? pass --env NAME", strings.Join(args, " ")),
 			"the app file's hosts are narrowed to those whose env fact is NAME, e.g. --env dev (or set SIGNET_ENV)")
@@ -289,6 +305,7 @@ func deployRun(ctx context.Context, g *globalOptions, o *deployOptions, args []s
 	opts := deploy.Options{Env: g.env, Yes: o.yes, Plan: o.plan, Output: g.io.Out, Format: o.planFormat(),
 		Caller: ws.caller, Store: ws.store, User: ws.cfg.User, Log: g.logger()}
 	opts.Policy = o.policy.policy()
+	opts.Rollout = o.rollout.rollout()
 	if opts.Env == "" {
 		opts.Env = g.io.Getenv("SIGNET_ENV")
 	}
@@ -350,13 +367,19 @@ func deployRun(ctx context.Context, g *globalOptions, o *deployOptions, args []s
 		opts.Output, opts.Format, closeOut = g.runOutput(o.output)
 		defer closeOut()
 	}
-	if o.resume != "" {
+	switch {
+	case decide:
+		_, err = deploy.Decide(ctx, soft, decision, opts)
+	case o.resume != "":
 		_, err = deploy.Resume(ctx, soft, o.resume, opts)
-	} else {
+	default:
 		_, err = deploy.Run(ctx, soft, opts)
 	}
 	if opts.LogFile != "" && !o.plan {
 		fmt.Fprintf(g.io.Err, "run log: %s\n", opts.LogFile)
+	}
+	if decide {
+		return g.decided(err)
 	}
 	return g.workflowExit(err)
 }

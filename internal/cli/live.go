@@ -45,6 +45,7 @@ type liveView struct {
 	hosts     map[string]*liveHost
 	// batchHosts are the hosts of the batch in progress, for its line.
 	batchHosts []string
+	gate       string // the latest gate verdict
 	drawn      int  // lines of the block on screen
 	ended      bool // run_done seen
 
@@ -154,6 +155,15 @@ func (v *liveView) event(e workflows.Event) {
 		keep = append(keep, fmt.Sprintf("batch %d/%d finished in %s: %s", e.Batch, e.Batches,
 			e.Elapsed().Round(100*time.Millisecond), strings.Join(v.batchHosts, " ")))
 		v.batchHosts = nil
+	case workflows.EventCanary:
+		keep = append(keep, eventText(e)) // a phase change: baking, waiting, promoted
+	case workflows.EventGate:
+		// Checked every interval: the latest verdict lives in the block;
+		// a failure stays above it.
+		v.gate = strings.TrimSpace(eventText(e))
+		if e.Status == workflows.GateFail {
+			keep = append(keep, v.paint(red, "  "+v.gate))
+		}
 	case workflows.EventRunDone:
 		v.ended = true
 		v.clear()
@@ -243,7 +253,17 @@ func (v *liveView) block() []string {
 		h := v.hosts[name]
 		out = append(out, v.fit(fmt.Sprintf("  %-12s %-22s %s", name, h.step, now.Sub(h.since).Round(time.Second)), yellow))
 	}
+	if v.gate != "" {
+		out = append(out, v.fit("  last "+v.gate, ""))
+	}
 	return out
+}
+
+// eventText is an event as the line-based output writes it.
+func eventText(e workflows.Event) string {
+	var b strings.Builder
+	workflows.TextSink(&b)(e)
+	return strings.TrimRight(b.String(), "\n")
 }
 
 func progressBar(n, total, width int) string {

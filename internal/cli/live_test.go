@@ -47,12 +47,16 @@ func TestLiveView(t *testing.T) {
 			workflows.Event{Type: workflows.EventStepStart, Host: "web1", Step: "drain"},
 			workflows.Event{Type: workflows.EventStepStart, Host: "web2", Step: "update"},
 		)
+		feed(t, v,
+			workflows.Event{Type: workflows.EventCanary, Status: "baking", Hosts: []string{"web1"}, Summary: "baking for 5m0s, checked every 30s"},
+			workflows.Event{Type: workflows.EventGate, Step: "errors", Status: workflows.GatePass, Summary: "rate(errors[1m]) < 0.01: 0"},
+		)
 		clock = clock.Add(3 * time.Second)
 		v.redraw(nil) // what the clock's tick does
 		screen := out.String()
 		for _, want := range []string{"run r1: deploy web 1.4.2", "batch 1/2  0/4 hosts done  3s",
 			"[------------------------------]   0%  caps: out of rotati…",
-			"web1         drain", "web2         update"} {
+			"web1         drain", "web2         update", "canary web1: baking: baking for 5m0s", "  last gate errors"} {
 			if !strings.Contains(screen, want) {
 				t.Errorf("color %v: screen lacks %q:\n%s", color, want, screen)
 			}

@@ -67,6 +67,15 @@ type App struct {
 	// With hold and rollback the hosts in progress finish their own steps
 	// and go back into rotation.
 	OnFailure string `yaml:"on_failure,omitempty"`
+	// Canary, when set, deploys its hosts first, then watches them for a
+	// bake time (health check and gates every interval) and promotes on
+	// its own or waits for `signet deploy --promote RUN` (canary.go in
+	// package workflows).
+	Canary *workflows.Canary `yaml:"canary,omitempty"`
+	// Gates, when set, are metric gates (a Prometheus query with a
+	// condition, no active Alertmanager alert matching labels) that must
+	// pass before each batch after the first and during the bake.
+	Gates *workflows.Gates `yaml:"gates,omitempty"`
 	// Envs override settings per environment: `envs: {dev: {...}}`.
 	Envs map[string]Override `yaml:"envs,omitempty"`
 }
@@ -120,6 +129,9 @@ type Override struct {
 	MaxFailures           *string  `yaml:"max_failures,omitempty"`
 	LBFilter              []string `yaml:"lb_filter,omitempty"`
 	HealthURL             *string  `yaml:"health_url,omitempty"`
+	// Canary and Gates replace the app's (a canary in prod only, say).
+	Canary *workflows.Canary `yaml:"canary,omitempty"`
+	Gates  *workflows.Gates  `yaml:"gates,omitempty"`
 }
 
 // LoadApp reads and validates an app file.
@@ -213,6 +225,12 @@ func (a *App) Validate() error {
 	default:
 		return fail("on_failure: want \"hold\", \"rollback\" or \"stop_now\", found %q", a.OnFailure)
 	}
+	if err := a.Canary.Validate(); err != nil {
+		return fail("%w", err)
+	}
+	if err := a.Gates.Validate(); err != nil {
+		return fail("%w", err)
+	}
 	for env, o := range a.Envs {
 		if !workflows.ValidName(env) {
 			return fail("envs: env name: want lowercase letters, digits, '_' or '-', found %q", env)
@@ -299,6 +317,12 @@ func (a *App) apply(o Override) {
 	}
 	if o.HealthURL != nil {
 		a.Health.URL = *o.HealthURL
+	}
+	if o.Canary != nil {
+		a.Canary = o.Canary
+	}
+	if o.Gates != nil {
+		a.Gates = o.Gates
 	}
 }
 

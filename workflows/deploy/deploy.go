@@ -73,6 +73,9 @@ type Options struct {
 	// anything runs: the two-person rule's hook (the CLI submits the plan
 	// for approval and waits). An error stops the run.
 	Approve func(ctx context.Context, pv *workflows.PlanView) error
+	// Rollout overrides the app file's canary and gates: the command-line
+	// flags (canary.go).
+	Rollout Rollout
 }
 
 // Policy is a command-line override of the capacity and failure policy;
@@ -114,7 +117,10 @@ func (o *Options) app() (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	return a, o.Policy.apply(a)
+	if err := o.Policy.apply(a); err != nil {
+		return a, err
+	}
+	return a, o.Rollout.apply(a)
 }
 
 // Run deploys opts.Version of the app to opts.Env: discover, plan, lock,
@@ -137,11 +143,23 @@ func Run(ctx context.Context, soft <-chan struct{}, opts Options) (*workflows.Re
 	if err != nil {
 		return nil, fmt.Errorf("deploy %s: discover %s: %w", a.Name, strings.Join(filter, " "), err)
 	}
-	batches, err := workflows.Plan(hosts, a.Batching)
+	var canary *workflows.CanaryState
+	var batches [][]string
+	if a.Canary != nil {
+		canary, batches, err = workflows.PlanCanary(hosts, a.Canary, a.Batching, a.Gates)
+	} else {
+		batches, err = workflows.Plan(hosts, a.Batching)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("deploy %s/%s: %w (filter %s)", a.Name, opts.Env, err, strings.Join(filter, " "))
 	}
 	summary := fmt.Sprintf("deploy %s %s to %s", a.Name, opts.Version, opts.Env)
+	if canary != nil {
+		summary += ": " + canaryPlan(canary)
+	}
+	if a.Gates != nil {
+		summary += "; " + gatesPlan(a.Gates)
+	}
 	vars := map[string]string{"version": opts.Version, "env": opts.Env, "app": a.Name}
 	zones := workflows.HostZones(hosts, a.ZoneFact)
 	if opts.Plan {
@@ -171,6 +189,7 @@ func Run(ctx context.Context, soft <-chan struct{}, opts Options) (*workflows.Re
 	st := workflows.NewRunState("deploy", batches, vars)
 	st.App, st.Env, st.Version, st.User = a.Name, opts.Env, opts.Version, opts.User
 	st.Zones = zones
+	st.Canary = canary
 	return execute(ctx, soft, a, st, summary, opts)
 }
 
@@ -236,7 +255,11 @@ func execute(ctx context.Context, soft <-chan struct{}, a *App, st *workflows.Ru
 	}
 	silent := &workflows.Silent{}
 	o := &observer{app: a, caller: opts.Caller, version: st.Version, silent: silent}
-	job := &workflows.Job{Workflow: w, State: st, Summary: summary, Prepare: o.prepare, Silent: silent}
+	job := &workflows.Job{Workflow: w, State: st, Summary: summary, Prepare: o.prepare, Silent: silent,
+		Gates: a.Gates, DecisionPoll: opts.Rollout.DecisionPoll}
+	if st.Canary != nil {
+		job.CanaryChecks = a.canaryChecks()
+	}
 	return workflows.Execute(ctx, soft, workflows.Exec{Job: job, Kind: "deploy", LockName: a.Name + "/" + st.Env,
 		Output: opts.Output, Format: opts.Format, LogFile: opts.LogFile, Caller: opts.Caller, Store: opts.Store, User: opts.User, Log: opts.Log})
 }
