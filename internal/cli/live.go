@@ -46,8 +46,8 @@ type liveView struct {
 	// batchHosts are the hosts of the batch in progress, for its line.
 	batchHosts []string
 	gate       string // the latest gate verdict
-	drawn      int  // lines of the block on screen
-	ended      bool // run_done seen
+	drawn      int    // lines of the block on screen
+	ended      bool   // run_done seen
 
 	stop chan struct{}
 	tick *time.Ticker
