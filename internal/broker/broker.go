@@ -42,6 +42,12 @@ type Config struct {
 	// TLSClientCA, when set, makes clients present a certificate that
 	// chains to this CA (mutual TLS).
 	TLSClientCA string
+	// Provision, when set, runs once the server is up but before it
+	// accepts client connections (it may connect in-process,
+	// nats.InProcessServer): a locked-down broker creates its buckets
+	// there, so no host finds them missing and tries, without the right
+	// to, to create them.
+	Provision func(*server.Server) error
 }
 
 // Start starts the broker and waits until it accepts connections.
@@ -106,6 +112,7 @@ func Start(cfg Config) (*server.Server, error) {
 			opts.Routes = append(opts.Routes, ru)
 		}
 	}
+	opts.DontListen = cfg.Provision != nil
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
@@ -117,6 +124,19 @@ func Start(cfg Config) (*server.Server, error) {
 	if !s.ReadyForConnections(10 * time.Second) {
 		s.Shutdown()
 		return nil, errors.New("broker: not ready for connections after 10s")
+	}
+	if cfg.Provision != nil {
+		if err := cfg.Provision(s); err != nil {
+			s.Shutdown()
+			return nil, err
+		}
+		ready := make(chan struct{})
+		s.AcceptLoop(ready)
+		<-ready
+		if s.Addr() == nil {
+			s.Shutdown()
+			return nil, fmt.Errorf("broker: cannot listen on %s:%d", opts.Host, opts.Port)
+		}
 	}
 	return s, nil
 }

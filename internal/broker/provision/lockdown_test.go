@@ -46,8 +46,24 @@ func startLocked(t *testing.T) *locked {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The broker's own admin creates the buckets in-process before any
+	// client can connect, as `signet broker --auth` does.
+	prov := func(s *server.Server) error {
+		opt, err := nats.NkeyOptionFromSeed(broker.SeedPath(dir, broker.BrokerUser))
+		if err != nil {
+			return err
+		}
+		nc, err := nats.Connect("", nats.InProcessServer(s), opt)
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return provision.Buckets(ctx, nc, provision.Options{Collective: collective, RegistryTTL: time.Minute})
+	}
 	s, err := broker.Start(broker.Config{Port: -1, StoreDir: t.TempDir(), AuthConfig: broker.AuthConfigPath(dir),
-		TLSCert: tf.Cert, TLSKey: tf.Key})
+		TLSCert: tf.Cert, TLSKey: tf.Key, Provision: prov})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,12 +71,6 @@ func startLocked(t *testing.T) *locked {
 	l := &locked{dir: dir, srv: s, tls: tf, users: map[string]broker.User{}}
 	for _, u := range users {
 		l.users[u.Name] = u
-	}
-	admin, _ := l.connect(t, broker.BrokerUser)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := provision.Buckets(ctx, admin, provision.Options{Collective: collective, RegistryTTL: time.Minute}); err != nil {
-		t.Fatal(err)
 	}
 	return l
 }
