@@ -12,6 +12,7 @@ import (
 	"github.com/signetbus/signet/bus/control"
 	"github.com/signetbus/signet/internal/audit/ship"
 	"github.com/signetbus/signet/internal/keys/keytest"
+	"github.com/signetbus/signet/workflows"
 )
 
 type trustOne struct{ p *bus.Principal }
@@ -110,6 +111,18 @@ func TestLockedBrokerServes(t *testing.T) {
 	lines, err := ship.Read(ctx, ojs, collective, ship.Query{})
 	if err != nil || len(lines) != 1 {
 		t.Fatalf("read the audit stream: %d lines, %v", len(lines), err)
+	}
+	// A deploy's lock and run state (workflows' buckets).
+	store, err := workflows.NewKVStore(ctx, ojs, workflows.KVConfig{Signer: op})
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, err := store.Lock(ctx, "web", workflows.Lease{Kind: "deploy", Holder: "alice", Run: "r1", Since: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := held.Unlock(ctx); err != nil {
+		t.Fatal(err)
 	}
 	web1v.quiet(t)
 	alicev.quiet(t)
