@@ -95,6 +95,22 @@ func streamRead(stream string) []string {
 // kvRead is what reading and watching a key-value bucket needs.
 func kvRead(bucket string) []string { return streamRead("KV_" + bucket) }
 
+// kvGetPut is what getting and writing the keys of a bucket needs, without
+// a consumer: opening it, direct and message gets, and writes (puts,
+// creates, updates, deletes and purges are all publishes to $KV.BUCKET.KEY).
+//
+// No consumer, on purpose: nats-server does not check a push consumer's
+// deliver subject against its creator's permissions, so whoever may both
+// write a stream and create consumers on it can publish any bytes on any
+// subject (a probe delivered a bucket value into another client's inbox
+// and onto a host's request subject). Users get consumers only on streams
+// they cannot write.
+func kvGetPut(bucket string) []string {
+	s := "KV_" + bucket
+	return []string{"$JS.API.STREAM.INFO." + s, "$JS.API.STREAM.MSG.GET." + s, "$JS.API.DIRECT.GET." + s,
+		"$JS.API.DIRECT.GET." + s + ".>", "$KV." + bucket + ".>"}
+}
+
 // PermissionsFor returns the subject permissions of u in collective; nil for
 // an admin, who is not restricted. Everything not listed is denied.
 //
@@ -131,10 +147,9 @@ func PermissionsFor(collective string, u User) *Permissions {
 		pub = append(pub, kvRead(registryBucket(collective))...)
 		pub = append(pub, kvRead(controlBucket(collective))...)
 		pub = append(pub, streamRead(auditStream(collective))...)
-		for _, b := range []string{RunsBucket, LocksBucket} {
-			pub = append(pub, kvRead(b)...)
-			pub = append(pub, "$KV."+b+".>")
-		}
+		// Deploy runs and locks: get and write, no consumer (kvGetPut).
+		pub = append(pub, kvGetPut(RunsBucket)...)
+		pub = append(pub, kvGetPut(LocksBucket)...)
 		return &Permissions{Publish: pub, Subscribe: []string{inbox}}
 	}
 	return nil

@@ -231,6 +231,20 @@ func TestLockedBrokerRefuses(t *testing.T) {
 		js.UpdateStream(ctx, jetstream.StreamConfig{Name: "KV_" + bus.RegistryBucket(collective), Subjects: []string{"_INBOX.>"}})
 		alicev.refused(t, `Publish to "$JS.API.STREAM.UPDATE.KV_signet_registry_t"`)
 	})
+	t.Run("client consumes a bucket it writes", func(t *testing.T) {
+		// A push consumer's deliver subject is not checked against its
+		// creator's permissions: on a stream alice writes, it would let
+		// her publish any bytes anywhere (into bob's inbox).
+		js, _ := jetstream.New(alice)
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		st, err := js.Stream(ctx, "KV_"+broker.RunsBucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.CreateOrUpdatePushConsumer(ctx, jetstream.ConsumerConfig{DeliverSubject: config.InboxPrefix(l.users["bob"].NKey) + ".x", AckPolicy: jetstream.AckNonePolicy})
+		alicev.refused(t, `Publish to "$JS.API.CONSUMER.CREATE.KV_signet_runs`)
+	})
 	t.Run("admin writes the locks", func(t *testing.T) {
 		root, rootv := l.connect(t, "root")
 		if err := put(kv(t, root, control.Bucket(collective)), control.KindLocks); err != nil {
