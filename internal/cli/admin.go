@@ -116,7 +116,7 @@ func newBrokerCmd(g *globalOptions) *cobra.Command {
 	f.StringArrayVar(&o.routes, "route", nil, "nats://host:port of another cluster node (repeatable)")
 	f.BoolVar(&o.debug, "debug", false, "log the server's own messages")
 	addBrokerAuthFlags(f, &o.lock)
-	c.AddCommand(newBrokerInitCmd(g))
+	c.AddCommand(newBrokerInitCmd(g), newBrokerProvisionCmd(g))
 	return c
 }
 

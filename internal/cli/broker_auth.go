@@ -175,3 +175,58 @@ func brokerInitRun(_ context.Context, g *globalOptions, o *brokerInitOptions) er
 	}
 	return nil
 }
+
+type brokerProvisionOptions struct {
+	registryTTL time.Duration
+	lockTTL     time.Duration
+}
+
+// newBrokerProvisionCmd creates the buckets on a broker signet does not
+// run (an existing NATS deployment with the permissions applied), as the
+// admin user of the client config.
+func newBrokerProvisionCmd(g *globalOptions) *cobra.Command {
+	o := &brokerProvisionOptions{}
+	c := &cobra.Command{
+		Use:   "provision",
+		Short: "Create the collective's buckets and audit stream on a locked-down broker, as an admin",
+		Long: `provision connects with the client config (its nats: section must be an admin
+user's) and creates, or brings up to date, the registry, control and workflow
+buckets and the audit stream of the config's collective. On a broker with
+signet's permissions hosts and operators may only open them. ` + "`signet broker --auth`" + `
+does this itself at start; run it once for an existing nats-server.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return brokerProvisionRun(cmd.Context(), g, o)
+		},
+	}
+	c.Flags().DurationVar(&o.registryTTL, "registry-ttl", 90*time.Second, "registry bucket TTL; must equal the hosts' registry_ttl")
+	c.Flags().DurationVar(&o.lockTTL, "lock-ttl", 2*time.Minute, "deploy locks bucket TTL (the client's default)")
+	return c
+}
+
+func brokerProvisionRun(ctx context.Context, g *globalOptions, o *brokerProvisionOptions) error {
+	if o.registryTTL < time.Second || o.lockTTL < time.Second {
+		return usageErrorf("--registry-ttl and --lock-ttl: want at least 1s")
+	}
+	cfg, err := loadClientConfig(g.config, g.env, g.io.Getenv)
+	if err != nil {
+		return err
+	}
+	opts, err := natsOptions(cfg, g.logger())
+	if err != nil {
+		return err
+	}
+	url := strings.Join(cfg.NATS.URLs, ",")
+	nc, err := nats.Connect(url, append(opts, nats.MaxReconnects(0))...)
+	if err != nil {
+		return fmt.Errorf("connect to broker %s: %w", url, err)
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := provision.Buckets(ctx, nc, provision.Options{Collective: cfg.Collective, RegistryTTL: o.registryTTL, LockTTL: o.lockTTL}); err != nil {
+		return withHint(err, "provision as a user with the admin role (signet broker init --admin NAME writes one)")
+	}
+	fmt.Fprintf(g.io.Err, "buckets and audit stream of collective %s are ready on %s\n", cfg.Collective, nc.ConnectedUrlRedacted())
+	return nil
+}

@@ -35,7 +35,11 @@ func (noAudit) Audit(*bus.AuditRecord) error { return nil }
 // lines; the operator finds it in the registry, pings it and runs an
 // action, and reads the audit stream.
 func TestLockedBrokerServes(t *testing.T) {
-	l := startLocked(t)
+	t.Run("signet broker", func(t *testing.T) { lockedServes(t, startLockedWith(t, false)) })
+	t.Run("existing nats-server, provisioned by an admin", func(t *testing.T) { lockedServes(t, startLockedWith(t, true)) })
+}
+
+func lockedServes(t *testing.T, l *locked) {
 	web1, web1v := l.connect(t, "web1")
 	alice, alicev := l.connect(t, "alice")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -34,7 +34,13 @@ type locked struct {
 
 const collective = "t"
 
-func startLocked(t *testing.T) *locked {
+func startLocked(t *testing.T) *locked { return startLockedWith(t, false) }
+
+// startLockedWith starts the broker; existing starts it without the
+// in-process provisioning, as an existing nats-server with auth.conf
+// included would run, and has the admin "root" provision the buckets over
+// TLS as `signet broker provision` does.
+func startLockedWith(t *testing.T, existing bool) *locked {
 	t.Helper()
 	dir := t.TempDir()
 	users, err := broker.GenerateAuth(dir, broker.AuthSpec{Collective: collective, Admins: []string{"root"},
@@ -62,8 +68,12 @@ func startLocked(t *testing.T) *locked {
 		defer cancel()
 		return provision.Buckets(ctx, nc, provision.Options{Collective: collective, RegistryTTL: time.Minute})
 	}
-	s, err := broker.Start(broker.Config{Port: -1, StoreDir: t.TempDir(), AuthConfig: broker.AuthConfigPath(dir),
-		TLSCert: tf.Cert, TLSKey: tf.Key, Provision: prov})
+	cfg := broker.Config{Port: -1, StoreDir: t.TempDir(), AuthConfig: broker.AuthConfigPath(dir),
+		TLSCert: tf.Cert, TLSKey: tf.Key, Provision: prov}
+	if existing {
+		cfg.Provision = nil
+	}
+	s, err := broker.Start(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,6 +81,15 @@ func startLocked(t *testing.T) *locked {
 	l := &locked{dir: dir, srv: s, tls: tf, users: map[string]broker.User{}}
 	for _, u := range users {
 		l.users[u.Name] = u
+	}
+	if existing {
+		root, rootv := l.connect(t, "root")
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := provision.Buckets(ctx, root, provision.Options{Collective: collective, RegistryTTL: time.Minute}); err != nil {
+			t.Fatal(err)
+		}
+		rootv.quiet(t)
 	}
 	return l
 }
