@@ -21,13 +21,7 @@ type HostKeys interface {
 // coversHost reports whether a reply from identity could be verified: its
 // key is pinned, or (when HostKeys has a Covers method, as known_hosts
 // does) a host certificate authority is trusted for that name.
-func (c *Client) coversHost(identity string) bool {
-	if _, ok := c.cfg.HostKeys.Lookup(identity); ok {
-		return true
-	}
-	cv, ok := c.cfg.HostKeys.(interface{ Covers(string) bool })
-	return ok && cv.Covers(identity)
-}
+func (c *Client) coversHost(identity string) bool { return hostCovered(c.cfg.HostKeys, identity) }
 
 // ClientConfig configures a Client.
 type ClientConfig struct {

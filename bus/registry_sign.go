@@ -106,7 +106,9 @@ func fingerprintBlob(blob []byte) string {
 
 // Verify makes List return only entries that VerifyRegistration accepts
 // against keys, and call report with each entry it ignores (report may be
-// nil). A client sets it with its known_hosts (NewClient does when the
+// nil). Entries of hosts keys does not cover at all (no pinned key, no
+// trusted authority for the name) are listed unverified: a client reports
+// them as unknown hosts and sends them nothing. A client sets it with its known_hosts (NewClient does when the
 // registry has no verifier yet); without it List trusts every entry.
 func (r *Registry) Verify(keys HostKeys, report func(key string, err error)) {
 	r.mu.Lock()
@@ -120,7 +122,10 @@ func (r *Registry) decode(key string, value []byte) *Registration {
 	r.mu.Lock()
 	keys, report := r.keys, r.report
 	r.mu.Unlock()
-	if keys != nil {
+	// A host known_hosts does not cover cannot be verified, and cannot be
+	// trusted either: its entry is listed as it is, so that the client
+	// reports it as an unknown host (naming the fix) and sends it nothing.
+	if keys != nil && hostCovered(keys, key) {
 		reg, err := VerifyRegistration(keys, key, value, time.Now())
 		if err != nil {
 			if report != nil {
@@ -139,4 +144,15 @@ func (r *Registry) decode(key string, value []byte) *Registration {
 		return nil // a malformed entry is skipped, not fatal
 	}
 	return &reg
+}
+
+// hostCovered reports whether a host's signature could be verified: its
+// key is pinned, or (when keys has a Covers method, as known_hosts does) a
+// host certificate authority is trusted for that name.
+func hostCovered(keys HostKeys, identity string) bool {
+	if _, ok := keys.Lookup(identity); ok {
+		return true
+	}
+	cv, ok := keys.(interface{ Covers(string) bool })
+	return ok && cv.Covers(identity)
 }

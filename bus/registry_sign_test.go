@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -17,12 +18,14 @@ import (
 // A client lists only entries signed by the host they name (its pinned
 // key, or a key its host certificate vouches for) and reports the rest:
 // unsigned, signed by another key, signed by one host under another's
-// name, and a host certificate from an untrusted authority.
+// name, and a host certificate from an authority not trusted for that
+// name. A host known_hosts does not cover is listed as it is: the client
+// reports it as an unknown host and sends it nothing.
 func TestRegistryIgnoresForgedEntries(t *testing.T) {
 	nc, reg := testRegistry(t, "t", time.Minute)
 	ctx := context.Background()
 	web1, web2, web3, intruder := newSigner(t), newSigner(t), newSigner(t), newSigner(t)
-	known := hostKeys{"web1": web1.PublicKey(), "web2": web2.PublicKey(), "web3": web3.PublicKey()}
+	known := hostKeys{"web1": web1.PublicKey(), "web2": web2.PublicKey(), "web3": web3.PublicKey(), "web4": newSigner(t).PublicKey()}
 	now := time.Now()
 	put := func(s ssh.Signer, id string) {
 		t.Helper()
@@ -43,22 +46,29 @@ func TestRegistryIgnoresForgedEntries(t *testing.T) {
 	if _, err := kv.Put(ctx, "web4", plain); err != nil {
 		t.Fatal(err)
 	}
-	// A host certificate from an authority known_hosts does not trust.
-	ca := newSSHCA(t)
+	// A host certificate from an authority known_hosts does not trust,
+	// for a name it trusts another authority for.
+	ca, other := newSSHCA(t), newSSHCA(t)
 	put(ca.issue("web5", "web5", "-h", "-n", "web5"), "web5")
+	// A host known_hosts does not cover at all: listed unverified, so the
+	// client reports it as an unknown host (and sends it nothing).
+	put(intruder, "db1")
 
 	reported := map[string]error{}
-	reg.Verify(known, func(key string, err error) { reported[key] = err })
+	reg.Verify(caHostKeys{hostKeys: known, ca: other.pub, names: "web5"}, func(key string, err error) { reported[key] = err })
 	regs, err := reg.List(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(regs) != 1 || regs[0].Identity != "web1" {
-		var ids []string
-		for _, r := range regs {
-			ids = append(ids, r.Identity)
-		}
-		t.Fatalf("listed %v, want only web1", ids)
+	var ids []string
+	for _, r := range regs {
+		ids = append(ids, r.Identity)
+	}
+	if strings.Join(ids, " ") != "db1 web1" {
+		t.Fatalf("listed %v, want db1 (unknown) and web1", ids)
+	}
+	if reported["db1"] != nil {
+		t.Errorf("db1 reported as %v; it is an unknown host, which the client reports as such", reported["db1"])
 	}
 	for key, want := range map[string]string{"web2": "not by the host key of web2", "web3": "not by the host key of web3",
 		"web4": "is not signed", "web5": "does not trust"} {
@@ -70,22 +80,63 @@ func TestRegistryIgnoresForgedEntries(t *testing.T) {
 
 	// Trusting the authority for web5 makes its certified entry count.
 	reported = map[string]error{}
-	reg.Verify(caHostKeys{hostKeys: known, ca: ca.pub}, func(key string, err error) { reported[key] = err })
+	reg.Verify(caHostKeys{hostKeys: known, ca: ca.pub, names: "web5"}, func(key string, err error) { reported[key] = err })
 	regs, err = reg.List(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(regs) != 2 || regs[1].Identity != "web5" || reported["web5"] != nil {
+	if len(regs) != 3 || regs[2].Identity != "web5" || reported["web5"] != nil {
 		t.Fatalf("with the host CA trusted: %d entries, web5 reported %v", len(regs), reported["web5"])
 	}
 }
 
-// caHostKeys trusts one host certificate authority for every name.
+// caHostKeys trusts one host certificate authority for one name.
 type caHostKeys struct {
 	hostKeys
-	ca ssh.PublicKey
+	ca    ssh.PublicKey
+	names string
 }
 
-func (k caHostKeys) HostCA(_ string, key ssh.PublicKey) bool {
-	return string(key.Marshal()) == string(k.ca.Marshal())
+func (k caHostKeys) Covers(id string) bool { return id == k.names }
+
+func (k caHostKeys) HostCA(id string, key ssh.PublicKey) bool {
+	return id == k.names && string(key.Marshal()) == string(k.ca.Marshal())
+}
+
+// TestClientIgnoresForgedRegistryEntry: a client given a registry
+// verifies it without being asked (NewClient), leaves a host whose entry
+// was forged out of the request, and logs why.
+func TestClientIgnoresForgedRegistryEntry(t *testing.T) {
+	f := startFleet(t, 2)
+	ctx := context.Background()
+	reg, err := CreateRegistry(ctx, f.nc, "test", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, r := range f.resp {
+		signer := r.cfg.HostKey
+		if id == "web2" {
+			signer = newSigner(t) // someone with write access to the bucket
+		}
+		n := r.cfg.Node()
+		if err := reg.Put(ctx, signer, &Registration{Identity: id, Collective: "test", Facts: n.Facts, Agents: n.Agents}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var logs strings.Builder
+	c, err := NewClient(ClientConfig{Conn: f.nc, Collective: "test", Signer: f.operator, User: "alice", HostKeys: f.keys,
+		Registry: reg, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := c.Do(ctx, Query{Agent: "rpcutil", Action: "ping", Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := statuses(out); got != "web1=ok" || out.Expected != 1 {
+		t.Fatalf("got %s (expected %d), want only web1", got, out.Expected)
+	}
+	if !strings.Contains(logs.String(), "ignored a registry entry that does not verify") || !strings.Contains(logs.String(), "entry=web2") {
+		t.Fatalf("not reported:\n%s", logs.String())
+	}
 }
