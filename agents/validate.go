@@ -274,5 +274,5 @@ func checkNATSFiles(c NATSConfig) error {
 		}
 		fh.Close()
 	}
-	return nil
+	return c.Check()
 }

@@ -60,14 +60,10 @@ func (c NATS) AuthOptions() ([]nats.Option, error) {
 		}
 		opts = append(opts, nats.UserInfo(c.User, pw))
 	}
+	if err := c.Check(); err != nil {
+		return nil, err
+	}
 	if c.NKeyFile != "" {
-		st, err := os.Stat(c.NKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("nats nkey_file: %w", err)
-		}
-		if st.Mode().Perm()&0o077 != 0 {
-			return nil, fmt.Errorf("nats nkey_file %s is readable by others (mode %04o): chmod 600 it", c.NKeyFile, st.Mode().Perm())
-		}
 		opt, err := nats.NkeyOptionFromSeed(c.NKeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("nats nkey_file %s: %w", c.NKeyFile, err)
@@ -83,9 +79,6 @@ func (c NATS) AuthOptions() ([]nats.Option, error) {
 		prefix = InboxPrefix(pub)
 	}
 	if prefix != "" {
-		if !validPrefix(prefix) {
-			return nil, fmt.Errorf("nats inbox_prefix %q: want dot-separated tokens of letters, digits, _ and -, without wildcards", prefix)
-		}
 		opts = append(opts, nats.CustomInboxPrefix(prefix))
 	}
 	if c.CAFile != "" {
@@ -95,6 +88,28 @@ func (c NATS) AuthOptions() ([]nats.Option, error) {
 		opts = append(opts, nats.ClientCert(c.CertFile, c.KeyFile))
 	}
 	return opts, nil
+}
+
+// Check validates the settings start-up and --check read alike: the
+// nkey seed is private (0600) and is a user seed, and inbox_prefix is a
+// subject prefix without wildcards.
+func (c NATS) Check() error {
+	if c.NKeyFile != "" {
+		st, err := os.Stat(c.NKeyFile)
+		if err != nil {
+			return fmt.Errorf("nats nkey_file: %w", err)
+		}
+		if st.Mode().Perm()&0o077 != 0 {
+			return fmt.Errorf("nats nkey_file %s is readable by others (mode %04o): chmod 600 it", c.NKeyFile, st.Mode().Perm())
+		}
+		if _, err := nkeyPublic(c.NKeyFile); err != nil {
+			return err
+		}
+	}
+	if c.InboxPrefix != "" && !validPrefix(c.InboxPrefix) {
+		return fmt.Errorf("nats inbox_prefix %q: want dot-separated tokens of letters, digits, _ and -, without wildcards", c.InboxPrefix)
+	}
+	return nil
 }
 
 // InboxPrefix is the inbox prefix of the user with public nkey pub:
@@ -123,7 +138,7 @@ func validPrefix(p string) bool {
 		}
 		for i := 0; i < len(tok); i++ {
 			b := tok[i]
-			if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '_' || b == '-' || b == '$') {
+			if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '_' || b == '-') {
 				return false
 			}
 		}
