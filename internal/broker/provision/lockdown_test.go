@@ -197,6 +197,28 @@ func TestLockedBrokerRefuses(t *testing.T) {
 			t.Fatalf("web1 cannot write its own entry: %v", err)
 		}
 	})
+	t.Run("responder erases the registry with a rollup", func(t *testing.T) {
+		// A rollup on its own key would purge every key of the bucket.
+		web2, _ := l.connect(t, "web2.example.com")
+		if err := put(kv(t, web2, bus.RegistryBucket(collective)), "web2.example.com"); err != nil {
+			t.Fatal(err)
+		}
+		js, _ := jetstream.New(web1)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		m := nats.NewMsg("$KV." + bus.RegistryBucket(collective) + ".web1")
+		m.Header.Set("Nats-Rollup", "all")
+		m.Data = []byte("x")
+		_, err := js.PublishMsg(ctx, m)
+		if err == nil || !strings.Contains(err.Error(), "rollup") {
+			t.Fatalf("rollup: %v, want refused", err)
+		}
+		t.Logf("refused: %v", err)
+		root, _ := l.connect(t, "root")
+		if _, err := kv(t, root, bus.RegistryBucket(collective)).Get(ctx, "web2.example.com"); err != nil {
+			t.Fatalf("web2's entry after web1's rollup: %v", err)
+		}
+	})
 	t.Run("responder writes another host's audit subject", func(t *testing.T) {
 		web1.Publish(ship.Subject(collective, "web2.example.com"), []byte("x"))
 		web1.Flush()

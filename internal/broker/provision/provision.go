@@ -46,6 +46,9 @@ func Buckets(ctx context.Context, nc *nats.Conn, o Options) error {
 	if _, err := js.CreateOrUpdateKeyValue(ctx, bus.RegistryConfig(o.Collective, o.RegistryTTL)); err != nil {
 		return fmt.Errorf("provision: registry bucket: %w", err)
 	}
+	if err := noRollup(ctx, js, "KV_"+bus.RegistryBucket(o.Collective)); err != nil {
+		return err
+	}
 	if _, err := js.CreateOrUpdateKeyValue(ctx, control.BucketConfig(o.Collective)); err != nil {
 		return fmt.Errorf("provision: control bucket: %w", err)
 	}
@@ -54,6 +57,28 @@ func Buckets(ctx context.Context, nc *nats.Conn, o Options) error {
 	}
 	if _, err := workflows.NewKVStore(ctx, js, workflows.KVConfig{LockTTL: o.LockTTL}); err != nil {
 		return fmt.Errorf("provision: %w", err)
+	}
+	return nil
+}
+
+// noRollup turns off rollups on a stream. A key-value bucket allows them
+// (kv.Purge is one), and a rollup message purges the whole stream, not
+// only the subject it is published on: a host allowed to write its own
+// registry key could erase every other host's entry with one
+// "Nats-Rollup: all" header. The registry never purges (hosts delete
+// their entry), so it does without.
+func noRollup(ctx context.Context, js jetstream.JetStream, stream string) error {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("provision: %s: %w", stream, err)
+	}
+	cfg := st.CachedInfo().Config
+	if !cfg.AllowRollup {
+		return nil
+	}
+	cfg.AllowRollup = false
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("provision: %s: turn off rollups: %w", stream, err)
 	}
 	return nil
 }
