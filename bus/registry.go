@@ -39,10 +39,11 @@ func (r *Registration) Node() *Node {
 // per responder, expiring when a responder stops refreshing it.
 type Registry struct {
 	kv jetstream.KeyValue
-	// keys and report are set by Verify.
-	mu     sync.Mutex
-	keys   HostKeys
-	report func(key string, err error)
+	// keys and report are set by Verify; verified caches what verified.
+	mu       sync.Mutex
+	keys     HostKeys
+	report   func(key string, err error)
+	verified map[string]verifiedEntry
 }
 
 // ErrNoRegistry is returned by OpenRegistry when the bucket does not exist

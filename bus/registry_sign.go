@@ -3,6 +3,7 @@ package bus
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -112,9 +113,22 @@ func fingerprintBlob(blob []byte) string {
 // registry has no verifier yet); without it List trusts every entry.
 func (r *Registry) Verify(keys HostKeys, report func(key string, err error)) {
 	r.mu.Lock()
-	r.keys, r.report = keys, report
+	r.keys, r.report, r.verified = keys, report, nil
 	r.mu.Unlock()
 }
+
+// verifiedEntry remembers an entry value that verified, so that listing a
+// large fleet again (a deploy lists it often) checks a hash, not a
+// signature, per unchanged entry; hosts rewrite theirs every third of the
+// TTL. A host certificate may expire, so a verification is reused for at
+// most verifiedFor.
+type verifiedEntry struct {
+	sum [sha256.Size]byte
+	at  time.Time
+	reg *Registration
+}
+
+const verifiedFor = time.Minute
 
 // decode turns one bucket value into a registration: verified when the
 // registry has keys, else read as it is (signed or not).
@@ -126,14 +140,30 @@ func (r *Registry) decode(key string, value []byte) *Registration {
 	// trusted either: its entry is listed as it is, so that the client
 	// reports it as an unknown host (naming the fix) and sends it nothing.
 	if keys != nil && hostCovered(keys, key) {
-		reg, err := VerifyRegistration(keys, key, value, time.Now())
+		now := time.Now()
+		sum := sha256.Sum256(value)
+		r.mu.Lock()
+		c, ok := r.verified[key]
+		r.mu.Unlock()
+		if ok && c.sum == sum && now.Sub(c.at) < verifiedFor {
+			reg := *c.reg
+			return &reg
+		}
+		reg, err := VerifyRegistration(keys, key, value, now)
 		if err != nil {
 			if report != nil {
 				report(key, err)
 			}
 			return nil
 		}
-		return reg
+		r.mu.Lock()
+		if r.verified == nil {
+			r.verified = map[string]verifiedEntry{}
+		}
+		r.verified[key] = verifiedEntry{sum: sum, at: now, reg: reg}
+		r.mu.Unlock()
+		cp := *reg
+		return &cp
 	}
 	var e signedEntry
 	if json.Unmarshal(value, &e) == nil && len(e.Registration) > 0 {

@@ -88,6 +88,21 @@ func TestRegistryIgnoresForgedEntries(t *testing.T) {
 	if len(regs) != 3 || regs[2].Identity != "web5" || reported["web5"] != nil {
 		t.Fatalf("with the host CA trusted: %d entries, web5 reported %v", len(regs), reported["web5"])
 	}
+
+	// web1 verified once (and is remembered); a forged value written over
+	// it afterwards is checked again and dropped.
+	put(intruder, "web1")
+	if regs, err = reg.List(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range regs {
+		if r.Identity == "web1" {
+			t.Fatal("a forged entry replacing a verified one was listed")
+		}
+	}
+	if !errors.Is(reported["web1"], ErrRegistryEntry) {
+		t.Fatalf("web1 reported as %v", reported["web1"])
+	}
 }
 
 // caHostKeys trusts one host certificate authority for one name.
