@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -154,4 +155,43 @@ func TestClientIgnoresForgedRegistryEntry(t *testing.T) {
 	if !strings.Contains(logs.String(), "ignored a registry entry that does not verify") || !strings.Contains(logs.String(), "entry=web2") {
 		t.Fatalf("not reported:\n%s", logs.String())
 	}
+}
+
+// FuzzVerifyRegistration: a registry value is network bytes anyone with
+// write access to the bucket chooses. Decoding never panics, and nothing
+// but the genuine value verifies.
+func FuzzVerifyRegistration(f *testing.F) {
+	hk := newSigner(f)
+	genuine, err := SignRegistration(hk, &Registration{Identity: "web1", Collective: "t", Agents: []string{"rpcutil"}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	plain, _ := json.Marshal(&Registration{Identity: "web1"})
+	f.Add(genuine)
+	f.Add(plain)
+	f.Add([]byte(`{"registration":{"identity":"web1"},"sig":"AAAA"}`))
+	keys := hostKeys{"web1": hk.PublicKey()}
+	now := time.Now()
+	f.Fuzz(func(t *testing.T, value []byte) {
+		reg, err := VerifyRegistration(keys, "web1", value, now)
+		if err == nil && (reg == nil || reg.Identity != "web1") {
+			t.Fatalf("verified %+v", reg)
+		}
+		if err == nil && string(value) != string(genuine) {
+			// Another encoding of the same signed bytes is fine; a
+			// different registration is not.
+			var e signedEntry
+			if json.Unmarshal(value, &e) != nil || !bytes.Equal(e.Registration, mustEntry(t, genuine).Registration) {
+				t.Fatalf("a value other than the genuine one verified: %q", value)
+			}
+		}
+	})
+}
+
+func mustEntry(t *testing.T, b []byte) signedEntry {
+	var e signedEntry
+	if err := json.Unmarshal(b, &e); err != nil {
+		t.Fatal(err)
+	}
+	return e
 }
