@@ -217,39 +217,41 @@ func GenerateAuth(dir string, spec AuthSpec) ([]User, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "users"), 0o700); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrAuth, err)
 	}
-	seen := map[string]Role{}
-	var users []User
-	add := func(name string, role Role) error {
-		check := grammar.CheckOperator
-		if role == RoleResponder {
-			check = grammar.CheckIdentity
-		}
-		if err := check(name); err != nil {
-			return fmt.Errorf("%w: %s %q: %w", ErrAuth, role, name, err)
-		}
-		if r, dup := seen[name]; dup {
-			return fmt.Errorf("%w: %q is named twice (as %s and %s): every user needs its own name", ErrAuth, name, r, role)
-		}
-		seen[name] = role
-		pub, err := loadOrCreateSeed(SeedPath(dir, name))
-		if err != nil {
-			return fmt.Errorf("%w: %s: %w", ErrAuth, name, err)
-		}
-		users = append(users, User{Name: name, Role: role, NKey: pub})
-		return nil
+	// Check every name before writing anything.
+	type named struct {
+		name string
+		role Role
 	}
-	if err := add(BrokerUser, RoleAdmin); err != nil {
-		return nil, err
-	}
+	all := []named{{BrokerUser, RoleAdmin}}
 	for _, g := range []struct {
 		names []string
 		role  Role
 	}{{spec.Admins, RoleAdmin}, {spec.Clients, RoleClient}, {spec.Hosts, RoleResponder}} {
 		for _, n := range g.names {
-			if err := add(n, g.role); err != nil {
-				return nil, err
-			}
+			all = append(all, named{n, g.role})
 		}
+	}
+	seen := map[string]Role{}
+	for _, u := range all {
+		check := grammar.CheckOperator
+		if u.role == RoleResponder {
+			check = grammar.CheckIdentity
+		}
+		if err := check(u.name); err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrAuth, u.role, err)
+		}
+		if r, dup := seen[u.name]; dup {
+			return nil, fmt.Errorf("%w: user %s is named twice (as %s and %s): every user needs its own name", ErrAuth, u.name, r, u.role)
+		}
+		seen[u.name] = u.role
+	}
+	var users []User
+	for _, u := range all {
+		pub, err := loadOrCreateSeed(SeedPath(dir, u.name))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrAuth, u.name, err)
+		}
+		users = append(users, User{Name: u.name, Role: u.role, NKey: pub})
 	}
 	if err := WriteAuthConfig(AuthConfigPath(dir), spec.Collective, users); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrAuth, err)
