@@ -34,13 +34,13 @@ type locked struct {
 
 const collective = "t"
 
-func startLocked(t *testing.T) *locked { return startLockedWith(t, false) }
+func startLocked(t testing.TB) *locked { return startLockedWith(t, false) }
 
 // startLockedWith starts the broker; existing starts it without the
 // in-process provisioning, as an existing nats-server with auth.conf
 // included would run, and has the admin "root" provision the buckets over
 // TLS as `signet broker provision` does.
-func startLockedWith(t *testing.T, existing bool) *locked {
+func startLockedWith(t testing.TB, existing bool) *locked {
 	t.Helper()
 	dir := t.TempDir()
 	users, err := broker.GenerateAuth(dir, broker.AuthSpec{Collective: collective, Admins: []string{"root"},
@@ -99,7 +99,7 @@ type violations chan error
 
 // connect connects as user name the way signet and signetd do (the
 // config's nkey_file and ca_file), collecting the broker's errors.
-func (l *locked) connect(t *testing.T, name string) (*nats.Conn, violations) {
+func (l *locked) connect(t testing.TB, name string) (*nats.Conn, violations) {
 	t.Helper()
 	cfg := config.NATS{NKeyFile: broker.SeedPath(l.dir, name), CAFile: l.tls.CA}
 	opts, err := cfg.AuthOptions()
@@ -141,7 +141,7 @@ func (v violations) refused(t *testing.T, what string) {
 }
 
 // quiet checks that no permissions violation arrived.
-func (v violations) quiet(t *testing.T) {
+func (v violations) quiet(t testing.TB) {
 	t.Helper()
 	select {
 	case err := <-v:
