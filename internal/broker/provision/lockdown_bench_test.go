@@ -42,7 +42,7 @@ func benchPing(b *testing.B, host, client *nats.Conn) {
 	node := &bus.Node{Identity: "web1", Agents: []string{"rpcutil"}}
 	r, err := bus.NewResponder(bus.ResponderConfig{Conn: host, Collective: collective, HostKey: hostKey,
 		Node: func() *bus.Node { return node }, Audit: noAudit{}, ReplayCacheSize: 1 << 20,
-		Trust: trustOne{&bus.Principal{Name: "alice", Roles: []string{"admin"}, Key: op.PublicKey(), Fingerprint: ssh.FingerprintSHA256(op.PublicKey())}},
+		Trust:   trustOne{&bus.Principal{Name: "alice", Roles: []string{"admin"}, Key: op.PublicKey(), Fingerprint: ssh.FingerprintSHA256(op.PublicKey())}},
 		Handler: bus.HandlerFunc(func(context.Context, *bus.Call) *bus.Reply { return &bus.Reply{Status: bus.StatusOK} })})
 	if err != nil {
 		b.Fatal(err)
