@@ -261,7 +261,7 @@ func (g *registrar) refresh(ctx context.Context) error {
 		g.reg = reg
 	}
 	n := g.host.Node()
-	err := g.reg.Put(ctx, &bus.Registration{
+	err := g.reg.Put(ctx, g.hostKey, &bus.Registration{
 		Identity: n.Identity, Collective: g.cfg.Collective, Facts: n.Facts, Agents: n.Agents, Classes: n.Classes,
 		HostKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(g.hostKey.PublicKey()))), Version: g.version,
 		Started: g.started, Updated: time.Now(),

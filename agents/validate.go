@@ -262,7 +262,7 @@ func checkAuditLog(path string) error {
 // reads can be read.
 func checkNATSFiles(c NATSConfig) error {
 	for _, f := range []struct{ key, path string }{
-		{"nats.creds", c.Creds}, {"nats.password_file", c.PasswordFile},
+		{"nats.creds", c.Creds}, {"nats.nkey_file", c.NKeyFile}, {"nats.password_file", c.PasswordFile},
 		{"nats.ca_file", c.CAFile}, {"nats.cert_file", c.CertFile}, {"nats.key_file", c.KeyFile},
 	} {
 		if f.path == "" {
@@ -274,5 +274,5 @@ func checkNATSFiles(c NATSConfig) error {
 		}
 		fh.Close()
 	}
-	return nil
+	return c.Check()
 }

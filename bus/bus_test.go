@@ -192,14 +192,15 @@ func TestRegistryFinishesWhenAllExpectedAnswer(t *testing.T) {
 	}
 	for id, r := range f.resp {
 		n := r.cfg.Node()
-		if err := reg.Put(ctx, &Registration{Identity: id, Collective: "test", Facts: n.Facts, Agents: n.Agents}); err != nil {
+		if err := reg.Put(ctx, r.cfg.HostKey, &Registration{Identity: id, Collective: "test", Facts: n.Facts, Agents: n.Agents}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// A host in the registry (and known_hosts) that is not running:
 	// reported by name.
-	f.keys["ghost"] = newSigner(t).PublicKey()
-	if err := reg.Put(ctx, &Registration{Identity: "ghost", Collective: "test", Agents: []string{"rpcutil"}}); err != nil {
+	ghost := newSigner(t)
+	f.keys["ghost"] = ghost.PublicKey()
+	if err := reg.Put(ctx, ghost, &Registration{Identity: "ghost", Collective: "test", Agents: []string{"rpcutil"}}); err != nil {
 		t.Fatal(err)
 	}
 	c := f.client(t, f.operator, reg)
@@ -480,7 +481,7 @@ func TestRegistryMissesAHost(t *testing.T) {
 	}
 	for _, id := range []string{"web1", "web2"} { // web3 is not registered
 		n := f.resp[id].cfg.Node()
-		if err := reg.Put(ctx, &Registration{Identity: id, Collective: "test", Facts: n.Facts, Agents: n.Agents}); err != nil {
+		if err := reg.Put(ctx, f.resp[id].cfg.HostKey, &Registration{Identity: id, Collective: "test", Facts: n.Facts, Agents: n.Agents}); err != nil {
 			t.Fatal(err)
 		}
 	}

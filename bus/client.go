@@ -21,13 +21,7 @@ type HostKeys interface {
 // coversHost reports whether a reply from identity could be verified: its
 // key is pinned, or (when HostKeys has a Covers method, as known_hosts
 // does) a host certificate authority is trusted for that name.
-func (c *Client) coversHost(identity string) bool {
-	if _, ok := c.cfg.HostKeys.Lookup(identity); ok {
-		return true
-	}
-	cv, ok := c.cfg.HostKeys.(interface{ Covers(string) bool })
-	return ok && cv.Covers(identity)
-}
+func (c *Client) coversHost(identity string) bool { return hostCovered(c.cfg.HostKeys, identity) }
 
 // ClientConfig configures a Client.
 type ClientConfig struct {
@@ -42,7 +36,9 @@ type ClientConfig struct {
 	HostKeys HostKeys
 	// Registry, when set, gives the expected hosts of a request so that it
 	// finishes as soon as they have all answered. Without it the client
-	// discovers hosts by broadcast, waiting DiscoveryTimeout.
+	// discovers hosts by broadcast, waiting DiscoveryTimeout. Unless the
+	// caller already called Registry.Verify, NewClient makes it verify
+	// entries against HostKeys and log each one it ignores.
 	Registry *Registry
 	Logger   *slog.Logger
 	// Now is the clock; default time.Now.
@@ -71,6 +67,16 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if r := cfg.Registry; r != nil {
+		r.mu.Lock()
+		if r.keys == nil {
+			r.keys = cfg.HostKeys
+			r.report = func(key string, err error) {
+				log.Warn("ignored a registry entry that does not verify", "entry", key, "err", err)
+			}
+		}
+		r.mu.Unlock()
 	}
 	return &Client{cfg: cfg, log: log, fp: ssh.FingerprintSHA256(cfg.Signer.PublicKey()), replies: &replyMux{nc: cfg.Conn}}, nil
 }

@@ -76,7 +76,7 @@ func TestUnexpectedHostIsReported(t *testing.T) {
 	}
 	for _, id := range []string{"web1", "web2"} {
 		n := f.resp[id].cfg.Node()
-		if err := reg.Put(ctx, &Registration{Identity: id, Collective: "test", Facts: n.Facts, Agents: n.Agents}); err != nil {
+		if err := reg.Put(ctx, f.resp[id].cfg.HostKey, &Registration{Identity: id, Collective: "test", Facts: n.Facts, Agents: n.Agents}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -120,7 +120,7 @@ func TestCancelledBroadcastKeepsPartialResults(t *testing.T) {
 	}
 	for id, r := range f.resp {
 		n := r.cfg.Node()
-		if err := reg.Put(ctx, &Registration{Identity: id, Collective: "test", Facts: n.Facts, Agents: n.Agents}); err != nil {
+		if err := reg.Put(ctx, r.cfg.HostKey, &Registration{Identity: id, Collective: "test", Facts: n.Facts, Agents: n.Agents}); err != nil {
 			t.Fatal(err)
 		}
 	}

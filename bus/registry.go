@@ -2,14 +2,15 @@ package bus
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/crypto/ssh"
 )
 
 // Registration is what a responder publishes about itself in the registry.
@@ -21,7 +22,8 @@ type Registration struct {
 	Classes    []string          `json:"classes,omitempty"`
 	// HostKey is the host's public key in authorized_keys form. It is
 	// informational: clients trust host keys from their known_hosts file,
-	// never from the registry, which anyone on the broker could write.
+	// never from the registry. The entry itself is signed by the host
+	// (SignRegistration), and clients ignore entries that do not verify.
 	HostKey string    `json:"host_key"`
 	Version string    `json:"version"`
 	Started time.Time `json:"started"`
@@ -37,6 +39,11 @@ func (r *Registration) Node() *Node {
 // per responder, expiring when a responder stops refreshing it.
 type Registry struct {
 	kv jetstream.KeyValue
+	// keys and report are set by Verify; verified caches what verified.
+	mu       sync.Mutex
+	keys     HostKeys
+	report   func(key string, err error)
+	verified map[string]verifiedEntry
 }
 
 // ErrNoRegistry is returned by OpenRegistry when the bucket does not exist
@@ -44,21 +51,39 @@ type Registry struct {
 // discovery.
 var ErrNoRegistry = errors.New("bus: no registry on this broker")
 
-// CreateRegistry opens the registry bucket, creating it when missing. ttl
-// is how long an entry outlives its last refresh.
+// RegistryConfig is the registry bucket's configuration. A locked-down
+// broker creates the bucket with it in advance (hosts may not create or
+// change streams there).
+func RegistryConfig(collective string, ttl time.Duration) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      RegistryBucket(collective),
+		Description: "signet responders of collective " + collective,
+		TTL:         ttl,
+		History:     1,
+	}
+}
+
+// CreateRegistry opens the registry bucket, creating it when missing, or
+// changing it when its TTL is not ttl. ttl is how long an entry outlives
+// its last refresh. An existing bucket with the right TTL is opened
+// without changing it, which is all a host may do on a locked-down broker.
 func CreateRegistry(ctx context.Context, nc *nats.Conn, collective string, ttl time.Duration) (*Registry, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      RegistryBucket(collective),
-		Description: "signet responders of collective " + collective,
-		TTL:         ttl,
-		History:     1,
-	})
+	kv, err := js.KeyValue(ctx, RegistryBucket(collective))
+	if err == nil {
+		st, serr := kv.Status(ctx)
+		if serr == nil && st.TTL() == ttl {
+			return &Registry{kv: kv}, nil
+		}
+	} else if !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("registry: open bucket: %w", err)
+	}
+	kv, err = js.CreateOrUpdateKeyValue(ctx, RegistryConfig(collective, ttl))
 	if err != nil {
-		return nil, fmt.Errorf("registry: create bucket: %w", err)
+		return nil, fmt.Errorf("registry: create or update bucket %s with a TTL of %s (on a locked-down broker an admin creates it; set registry_ttl to the bucket's TTL): %w", RegistryBucket(collective), ttl, err)
 	}
 	return &Registry{kv: kv}, nil
 }
@@ -79,9 +104,9 @@ func OpenRegistry(ctx context.Context, nc *nats.Conn, collective string) (*Regis
 	return &Registry{kv: kv}, nil
 }
 
-// Put publishes a registration.
-func (r *Registry) Put(ctx context.Context, reg *Registration) error {
-	b, err := json.Marshal(reg)
+// Put publishes a registration, signed by the host's key (signer).
+func (r *Registry) Put(ctx context.Context, signer ssh.Signer, reg *Registration) error {
+	b, err := SignRegistration(signer, reg)
 	if err != nil {
 		return err
 	}
@@ -176,10 +201,11 @@ func (r *Registry) list(ctx context.Context) ([]*Registration, error) {
 				continue
 			}
 			maxRev = max(maxRev, e.Revision())
-			var reg Registration
-			if err := json.Unmarshal(e.Value(), &reg); err == nil && reg.Identity == e.Key() {
-				byKey[e.Key()] = &reg
-			} // a malformed entry is skipped, not fatal
+			if reg := r.decode(e.Key(), e.Value()); reg != nil {
+				byKey[e.Key()] = reg
+			} else {
+				delete(byKey, e.Key()) // a later forged value does not keep the earlier one
+			}
 			if !initial && maxRev >= until {
 				return sortedRegs(byKey), nil
 			}

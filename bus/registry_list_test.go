@@ -19,8 +19,9 @@ func TestRegistryListWhileHostsRefresh(t *testing.T) {
 	ctx := context.Background()
 	const n = 500
 	now := time.Now()
+	hk := newSigner(t)
 	put := func(i int) error {
-		return reg.Put(ctx, &Registration{Identity: fmt.Sprintf("web%d", i), Collective: "t", Started: now, Updated: time.Now()})
+		return reg.Put(ctx, hk, &Registration{Identity: fmt.Sprintf("web%d", i), Collective: "t", Started: now, Updated: time.Now()})
 	}
 	for i := range n {
 		if err := put(i); err != nil {

@@ -23,13 +23,13 @@ func TestRegistryCheck(t *testing.T) {
 		t.Fatalf("young empty registry: %v, want a RegistryLostError with no host", err)
 	}
 	now := time.Now()
-	if err := reg.Put(ctx, &Registration{Identity: "web1", Collective: "t", Started: now, Updated: now}); err != nil {
+	if err := reg.Put(ctx, newSigner(t), &Registration{Identity: "web1", Collective: "t", Started: now, Updated: now}); err != nil {
 		t.Fatal(err)
 	}
 	if err := reg.Check(ctx); err != nil {
 		t.Fatalf("fresh fleet: %v, want nil", err)
 	}
-	if err := reg.Put(ctx, &Registration{Identity: "web2", Collective: "t", Started: now.Add(-time.Hour), Updated: now}); err != nil {
+	if err := reg.Put(ctx, newSigner(t), &Registration{Identity: "web2", Collective: "t", Started: now.Add(-time.Hour), Updated: now}); err != nil {
 		t.Fatal(err)
 	}
 	err := reg.Check(ctx)
@@ -44,7 +44,7 @@ func TestRegistryCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	old.Put(ctx, &Registration{Identity: "web1", Collective: "u", Started: now.Add(-time.Hour), Updated: now})
+	old.Put(ctx, newSigner(t), &Registration{Identity: "web1", Collective: "u", Started: now.Add(-time.Hour), Updated: now})
 	deadline := time.Now().Add(10 * time.Second)
 	for old.Check(ctx) != nil {
 		if time.Now().After(deadline) {

@@ -90,7 +90,7 @@ func (s *KVStore) runsKV(ctx context.Context, again bool) (jetstream.KeyValue, e
 	if s.runs != nil && !again {
 		return s.runs, nil
 	}
-	kv, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: s.cfg.RunsBucket, Description: "signet workflow runs", History: 1})
+	kv, err := openOrCreate(ctx, s.js, jetstream.KeyValueConfig{Bucket: s.cfg.RunsBucket, Description: "signet workflow runs", History: 1})
 	if err != nil {
 		return nil, fmt.Errorf("workflows: runs bucket %s: %w", s.cfg.RunsBucket, err)
 	}
@@ -104,12 +104,26 @@ func (s *KVStore) locksKV(ctx context.Context, again bool) (jetstream.KeyValue, 
 	if s.locks != nil && !again {
 		return s.locks, nil
 	}
-	kv, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: s.cfg.LocksBucket, Description: "signet workflow locks", History: 1, TTL: s.cfg.LockTTL})
+	kv, err := openOrCreate(ctx, s.js, jetstream.KeyValueConfig{Bucket: s.cfg.LocksBucket, Description: "signet workflow locks", History: 1, TTL: s.cfg.LockTTL})
 	if err != nil {
 		return nil, fmt.Errorf("workflows: locks bucket %s: %w", s.cfg.LocksBucket, err)
 	}
 	s.locks = kv
 	return kv, nil
+}
+
+// openOrCreate opens the bucket when it exists with cfg's TTL, and only
+// otherwise creates or updates it: on a locked-down broker operators may
+// not create or change streams (the broker provisions the buckets), and a
+// denied request is not failed by the client, only timed out.
+func openOrCreate(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, cfg.Bucket)
+	if err == nil {
+		if st, serr := kv.Status(ctx); serr == nil && st.TTL() == cfg.TTL {
+			return kv, nil
+		}
+	}
+	return js.CreateOrUpdateKeyValue(ctx, cfg)
 }
 
 // bucketGone reports an error that means the bucket's stream is missing,

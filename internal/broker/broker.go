@@ -31,6 +31,23 @@ type Config struct {
 	MaxPayload int32
 	// Debug logs the server's own messages to stderr.
 	Debug bool
+	// AuthConfig is a nats-server configuration file whose authorization
+	// block lists the users and their permissions (`signet broker init`
+	// writes auth.conf, see GenerateAuth). Without it anyone who reaches
+	// the port may publish and subscribe to anything.
+	AuthConfig string
+	// TLSCert and TLSKey are the server's certificate and key (PEM). With
+	// them the broker accepts TLS connections only.
+	TLSCert, TLSKey string
+	// TLSClientCA, when set, makes clients present a certificate that
+	// chains to this CA (mutual TLS).
+	TLSClientCA string
+	// Provision, when set, runs once the server is up but before it
+	// accepts client connections (it may connect in-process,
+	// nats.InProcessServer): a locked-down broker creates its buckets
+	// there, so no host finds them missing and tries, without the right
+	// to, to create them.
+	Provision func(*server.Server) error
 }
 
 // Start starts the broker and waits until it accepts connections.
@@ -59,6 +76,23 @@ func Start(cfg Config) (*server.Server, error) {
 	if opts.MaxPayload == 0 {
 		opts.MaxPayload = 1 << 20
 	}
+	if cfg.AuthConfig != "" {
+		fo, err := server.ProcessConfigFile(cfg.AuthConfig)
+		if err != nil {
+			return nil, fmt.Errorf("broker: auth config: %w", err)
+		}
+		if len(fo.Nkeys) == 0 && len(fo.Users) == 0 {
+			return nil, fmt.Errorf("broker: auth config %s lists no users: run `signet broker init` to write one", cfg.AuthConfig)
+		}
+		opts.Nkeys, opts.Users = fo.Nkeys, fo.Users
+	}
+	if cfg.TLSCert != "" || cfg.TLSKey != "" || cfg.TLSClientCA != "" {
+		tc, err := tlsConfig(cfg.TLSCert, cfg.TLSKey, cfg.TLSClientCA)
+		if err != nil {
+			return nil, err
+		}
+		opts.TLSConfig, opts.TLS, opts.TLSVerify, opts.TLSTimeout = tc, true, cfg.TLSClientCA != "", 2
+	}
 	if cfg.ClusterListen != "" {
 		u, err := url.Parse("nats://" + cfg.ClusterListen)
 		if err != nil {
@@ -78,6 +112,7 @@ func Start(cfg Config) (*server.Server, error) {
 			opts.Routes = append(opts.Routes, ru)
 		}
 	}
+	opts.DontListen = cfg.Provision != nil
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
@@ -89,6 +124,19 @@ func Start(cfg Config) (*server.Server, error) {
 	if !s.ReadyForConnections(10 * time.Second) {
 		s.Shutdown()
 		return nil, errors.New("broker: not ready for connections after 10s")
+	}
+	if cfg.Provision != nil {
+		if err := cfg.Provision(s); err != nil {
+			s.Shutdown()
+			return nil, err
+		}
+		ready := make(chan struct{})
+		s.AcceptLoop(ready)
+		<-ready
+		if s.Addr() == nil {
+			s.Shutdown()
+			return nil, fmt.Errorf("broker: cannot listen on %s:%d", opts.Host, opts.Port)
+		}
 	}
 	return s, nil
 }

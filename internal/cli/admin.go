@@ -93,6 +93,7 @@ type brokerOptions struct {
 	clusterName string
 	routes      []string
 	debug       bool
+	lock        brokerAuthOptions
 }
 
 func newBrokerCmd(g *globalOptions) *cobra.Command {
@@ -114,6 +115,8 @@ func newBrokerCmd(g *globalOptions) *cobra.Command {
 	f.StringVar(&o.clusterName, "cluster-name", "signet", "cluster name")
 	f.StringArrayVar(&o.routes, "route", nil, "nats://host:port of another cluster node (repeatable)")
 	f.BoolVar(&o.debug, "debug", false, "log the server's own messages")
+	addBrokerAuthFlags(f, &o.lock)
+	c.AddCommand(newBrokerInitCmd(g), newBrokerProvisionCmd(g))
 	return c
 }
 
@@ -124,10 +127,17 @@ func brokerRun(ctx context.Context, g *globalOptions, o *brokerOptions) error {
 	if o.cluster != "" && o.name == "" {
 		return usageErrorf("a cluster node needs --name, unique in the cluster")
 	}
-	s, err := broker.Start(broker.Config{Host: o.listen, Port: o.port, StoreDir: o.store, Name: o.name,
-		ClusterName: o.clusterName, ClusterListen: o.cluster, Routes: o.routes, Debug: o.debug})
+	cfg := broker.Config{Host: o.listen, Port: o.port, StoreDir: o.store, Name: o.name,
+		ClusterName: o.clusterName, ClusterListen: o.cluster, Routes: o.routes, Debug: o.debug}
+	if err := o.lock.apply(&cfg); err != nil {
+		return err
+	}
+	s, err := broker.Start(cfg)
 	if err != nil {
 		return err
+	}
+	if w := o.lock.warning(); w != "" {
+		fmt.Fprintln(g.io.Err, w)
 	}
 	fmt.Fprintf(g.io.Err, "broker listening on %s (JetStream store %s); Ctrl-C stops it\n", s.ClientURL(), o.store)
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)

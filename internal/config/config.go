@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -23,7 +24,19 @@ type NATS struct {
 	// User and PasswordFile authenticate with a user name and password.
 	User         string `yaml:"user"`
 	PasswordFile string `yaml:"password_file"`
-	// CAFile, CertFile and KeyFile configure TLS.
+	// NKeyFile is a file holding a user nkey seed ("SU..."), as `signet
+	// broker init` writes for each user (users/NAME.nk). It must not be
+	// readable by group or others. With it the connection's inbox prefix
+	// is InboxPrefix of the nkey unless InboxPrefix is set.
+	NKeyFile string `yaml:"nkey_file"`
+	// InboxPrefix is the prefix of this connection's reply subjects
+	// (nats.go CustomInboxPrefix); default "_INBOX", or "_INBOX.<nkey>"
+	// with NKeyFile. A locked-down broker lets each user subscribe only
+	// under its own prefix, so no one reads another's replies.
+	InboxPrefix string `yaml:"inbox_prefix"`
+	// CAFile, CertFile and KeyFile configure TLS: CAFile is the CA the
+	// broker's certificate must chain to; CertFile and KeyFile are a
+	// client certificate, for a broker that verifies clients.
 	CAFile   string `yaml:"ca_file"`
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
@@ -47,6 +60,27 @@ func (c NATS) AuthOptions() ([]nats.Option, error) {
 		}
 		opts = append(opts, nats.UserInfo(c.User, pw))
 	}
+	if err := c.Check(); err != nil {
+		return nil, err
+	}
+	if c.NKeyFile != "" {
+		opt, err := nats.NkeyOptionFromSeed(c.NKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("nats nkey_file %s: %w", c.NKeyFile, err)
+		}
+		opts = append(opts, opt)
+	}
+	prefix := c.InboxPrefix
+	if prefix == "" && c.NKeyFile != "" {
+		pub, err := nkeyPublic(c.NKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		prefix = InboxPrefix(pub)
+	}
+	if prefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(prefix))
+	}
 	if c.CAFile != "" {
 		opts = append(opts, nats.RootCAs(c.CAFile))
 	}
@@ -54,6 +88,62 @@ func (c NATS) AuthOptions() ([]nats.Option, error) {
 		opts = append(opts, nats.ClientCert(c.CertFile, c.KeyFile))
 	}
 	return opts, nil
+}
+
+// Check validates the settings start-up and --check read alike: the
+// nkey seed is private (0600) and is a user seed, and inbox_prefix is a
+// subject prefix without wildcards.
+func (c NATS) Check() error {
+	if c.NKeyFile != "" {
+		st, err := os.Stat(c.NKeyFile)
+		if err != nil {
+			return fmt.Errorf("nats nkey_file: %w", err)
+		}
+		if st.Mode().Perm()&0o077 != 0 {
+			return fmt.Errorf("nats nkey_file %s is readable by others (mode %04o): chmod 600 it", c.NKeyFile, st.Mode().Perm())
+		}
+		if _, err := nkeyPublic(c.NKeyFile); err != nil {
+			return err
+		}
+	}
+	if c.InboxPrefix != "" && !validPrefix(c.InboxPrefix) {
+		return fmt.Errorf("nats inbox_prefix %q: want dot-separated tokens of letters, digits, _ and -, without wildcards", c.InboxPrefix)
+	}
+	return nil
+}
+
+// InboxPrefix is the inbox prefix of the user with public nkey pub:
+// "_INBOX." and the key. A locked-down broker lets that user subscribe
+// under it only.
+func InboxPrefix(pub string) string { return "_INBOX." + pub }
+
+// nkeyPublic reads the public key of the nkey seed in path.
+func nkeyPublic(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("nats nkey_file: %w", err)
+	}
+	kp, err := nkeys.FromSeed([]byte(strings.TrimSpace(string(b))))
+	if err != nil {
+		return "", fmt.Errorf("nats nkey_file %s: not a user nkey seed: %w", path, err)
+	}
+	defer kp.Wipe()
+	return kp.PublicKey()
+}
+
+func validPrefix(p string) bool {
+	for _, tok := range strings.Split(p, ".") {
+		if tok == "" {
+			return false
+		}
+		for i := 0; i < len(tok); i++ {
+			b := tok[i]
+			if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '_' || b == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // Duration is a time.Duration written as "90s" in YAML.

@@ -32,7 +32,7 @@ func ResolvePath(base, p, home string) string {
 
 // ResolvePaths applies ResolvePath to the NATS settings' files.
 func (c *NATS) ResolvePaths(base string) {
-	for _, p := range []*string{&c.Creds, &c.PasswordFile, &c.CAFile, &c.CertFile, &c.KeyFile} {
+	for _, p := range []*string{&c.Creds, &c.NKeyFile, &c.PasswordFile, &c.CAFile, &c.CertFile, &c.KeyFile} {
 		*p = ResolvePath(base, *p, "")
 	}
 }

@@ -1,0 +1,322 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nkeys"
+
+	"github.com/signetbus/signet/internal/config"
+	"github.com/signetbus/signet/internal/grammar"
+)
+
+// Role is what a broker user may do (see PermissionsFor).
+type Role string
+
+// Broker roles.
+const (
+	// RoleAdmin may do anything: write the revocation list and locks,
+	// create and change streams. Admins run `signet revoke` and `signet
+	// lock`; the broker provisions its buckets as one.
+	RoleAdmin Role = "admin"
+	// RoleResponder is one host (signetd): it reads requests, replies to
+	// them, and writes only its own registry entry and audit subject.
+	RoleResponder Role = "responder"
+	// RoleClient is one operator (signet): it publishes requests, reads
+	// only its own inbox, and reads the registry, controls and audit.
+	RoleClient Role = "client"
+)
+
+// User is one broker user: an nkey and what it may do.
+type User struct {
+	// Name is the host identity of a responder (its registry key and
+	// audit subject), and a label for a client or an admin.
+	Name string
+	Role Role
+	// NKey is the user's public nkey ("U...").
+	NKey string
+}
+
+// BrokerUser is the admin user the broker itself connects as to create
+// its buckets (Provision); its seed is users/BrokerUser.nk in the auth
+// directory.
+const BrokerUser = "signet-broker"
+
+// ResponseExpiry bounds how long a responder may answer a request it
+// received (allow_responses): the longest action plus its queueing.
+const ResponseExpiry = time.Hour
+
+// Permissions are one user's subject permissions: what it may publish
+// and subscribe to. AllowResponses lets it publish one reply to each
+// request it received, within ResponseExpiry, whatever the reply subject.
+type Permissions struct {
+	Publish        []string
+	Subscribe      []string
+	AllowResponses bool
+}
+
+// Bucket and stream names a locked-down broker knows. They follow
+// bus.RegistryBucket, control.Bucket, ship.Stream and the workflows
+// defaults; a test checks they agree (this package sits below them).
+func registryBucket(c string) string { return "signet_registry_" + c }
+func controlBucket(c string) string  { return "signet_control_" + c }
+func auditStream(c string) string    { return "signet_audit_" + c }
+
+// RunsBucket and LocksBucket are the workflow buckets (workflows.KVConfig
+// defaults) clients keep deploy runs and deploy locks in.
+const (
+	RunsBucket  = "signet_runs"
+	LocksBucket = "signet_locks"
+)
+
+// streamRead is what reading a stream needs: its info, an ordered or
+// pull consumer of it (created, read, deleted), direct and message gets,
+// and answering its flow control.
+func streamRead(stream string) []string {
+	return []string{
+		"$JS.API.STREAM.INFO." + stream,
+		"$JS.API.CONSUMER.CREATE." + stream,
+		"$JS.API.CONSUMER.CREATE." + stream + ".>",
+		"$JS.API.CONSUMER.INFO." + stream + ".*",
+		"$JS.API.CONSUMER.DELETE." + stream + ".*",
+		"$JS.API.CONSUMER.MSG.NEXT." + stream + ".*",
+		"$JS.API.STREAM.MSG.GET." + stream,
+		"$JS.API.DIRECT.GET." + stream,
+		"$JS.API.DIRECT.GET." + stream + ".>",
+		"$JS.FC." + stream + ".>",
+	}
+}
+
+// kvRead is what reading and watching a key-value bucket needs.
+func kvRead(bucket string) []string { return streamRead("KV_" + bucket) }
+
+// kvGetPut is what getting and writing the keys of a bucket needs, without
+// a consumer: opening it, direct and message gets, and writes (puts,
+// creates, updates, deletes and purges are all publishes to $KV.BUCKET.KEY).
+//
+// No consumer, on purpose: nats-server does not check a push consumer's
+// deliver subject against its creator's permissions, so whoever may both
+// write a stream and create consumers on it can publish any bytes on any
+// subject (a probe delivered a bucket value into another client's inbox
+// and onto a host's request subject). Users get consumers only on streams
+// they cannot write.
+func kvGetPut(bucket string) []string {
+	s := "KV_" + bucket
+	return []string{"$JS.API.STREAM.INFO." + s, "$JS.API.STREAM.MSG.GET." + s, "$JS.API.DIRECT.GET." + s,
+		"$JS.API.DIRECT.GET." + s + ".>", "$KV." + bucket + ".>"}
+}
+
+// PermissionsFor returns the subject permissions of u in collective; nil for
+// an admin, who is not restricted. Everything not listed is denied.
+//
+// Both roles subscribe only to their own inbox prefix (InboxPrefix of
+// their nkey), where the broker and JetStream answer them. Neither may
+// create, change or delete a stream: the broker creates the buckets in
+// advance (Provision), since a user allowed to change a stream could
+// point it at other subjects and read them through a consumer.
+func PermissionsFor(collective string, u User) *Permissions {
+	inbox := config.InboxPrefix(u.NKey) + ".>"
+	switch u.Role {
+	case RoleResponder:
+		pub := []string{
+			// Its own registry entry, and opening the bucket.
+			"$KV." + registryBucket(collective) + "." + u.Name,
+			"$JS.API.STREAM.INFO.KV_" + registryBucket(collective),
+			// Its own audit subject, and finding the stream.
+			collective + ".audit." + u.Name,
+			"$JS.API.STREAM.INFO." + auditStream(collective),
+		}
+		// Watching the revocation list and locks.
+		pub = append(pub, kvRead(controlBucket(collective))...)
+		return &Permissions{
+			Publish: pub,
+			Subscribe: []string{
+				collective + ".agent.*",
+				collective + ".node." + u.Name,
+				inbox,
+			},
+			AllowResponses: true,
+		}
+	case RoleClient:
+		pub := []string{collective + ".agent.*", collective + ".node.>"}
+		pub = append(pub, kvRead(registryBucket(collective))...)
+		pub = append(pub, kvRead(controlBucket(collective))...)
+		pub = append(pub, streamRead(auditStream(collective))...)
+		// Deploy runs and locks: get and write, no consumer (kvGetPut).
+		pub = append(pub, kvGetPut(RunsBucket)...)
+		pub = append(pub, kvGetPut(LocksBucket)...)
+		return &Permissions{Publish: pub, Subscribe: []string{inbox}}
+	}
+	return nil
+}
+
+// ErrAuth is wrapped by errors in an auth spec.
+var ErrAuth = errors.New("broker: auth")
+
+// WriteAuthConfig renders users as a nats-server authorization block:
+// the file `signet broker --auth` loads, and that an operator includes in
+// an existing nats-server.conf to apply the same permissions.
+func WriteAuthConfig(path, collective string, users []User) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# signet broker users and permissions of collective %s.\n", collective)
+	b.WriteString("# Generated by `signet broker init`; include it in nats-server.conf or pass the\n")
+	b.WriteString("# directory to `signet broker --auth`. Everything not allowed is denied.\n")
+	b.WriteString("authorization {\n  users = [\n")
+	for _, u := range users {
+		fmt.Fprintf(&b, "    # %s (%s)\n    {\n      nkey: %s\n", u.Name, u.Role, strconv.Quote(u.NKey))
+		if p := PermissionsFor(collective, u); p != nil {
+			b.WriteString("      permissions: {\n")
+			fmt.Fprintf(&b, "        publish: { allow: %s }\n", quoteList(p.Publish))
+			fmt.Fprintf(&b, "        subscribe: { allow: %s }\n", quoteList(p.Subscribe))
+			if p.AllowResponses {
+				fmt.Fprintf(&b, "        allow_responses: { max: 1, expires: %q }\n", ResponseExpiry.String())
+			}
+			b.WriteString("      }\n")
+		}
+		b.WriteString("    }\n")
+	}
+	b.WriteString("  ]\n}\n")
+	return writeFileAtomic(path, []byte(b.String()), 0o644)
+}
+
+func quoteList(l []string) string {
+	q := make([]string, len(l))
+	for i, s := range l {
+		q[i] = strconv.Quote(s)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}
+
+// AuthSpec names the users `signet broker init` makes.
+type AuthSpec struct {
+	Collective string
+	// Admins and Clients are operator names; Hosts are host identities.
+	Admins, Clients, Hosts []string
+}
+
+// SeedPath is where GenerateAuth keeps the nkey seed of user name.
+func SeedPath(dir, name string) string { return filepath.Join(dir, "users", name+".nk") }
+
+// AuthConfigPath is the generated authorization file in dir.
+func AuthConfigPath(dir string) string { return filepath.Join(dir, "auth.conf") }
+
+// GenerateAuth writes, in dir, an nkey seed per user (users/NAME.nk, mode
+// 0600; an existing seed is kept, so running it again with more users
+// adds them) and auth.conf, the authorization block with every user's
+// permissions. The broker's own admin user (BrokerUser) is always added.
+// It returns the users written.
+func GenerateAuth(dir string, spec AuthSpec) ([]User, error) {
+	if err := checkCollective(spec.Collective); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "users"), 0o700); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrAuth, err)
+	}
+	// Check every name before writing anything.
+	type named struct {
+		name string
+		role Role
+	}
+	all := []named{{BrokerUser, RoleAdmin}}
+	for _, g := range []struct {
+		names []string
+		role  Role
+	}{{spec.Admins, RoleAdmin}, {spec.Clients, RoleClient}, {spec.Hosts, RoleResponder}} {
+		for _, n := range g.names {
+			all = append(all, named{n, g.role})
+		}
+	}
+	seen := map[string]Role{}
+	for _, u := range all {
+		check := grammar.CheckOperator
+		if u.role == RoleResponder {
+			check = grammar.CheckIdentity
+		}
+		if err := check(u.name); err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrAuth, u.role, err)
+		}
+		if r, dup := seen[u.name]; dup {
+			return nil, fmt.Errorf("%w: user %s is named twice (as %s and %s): every user needs its own name", ErrAuth, u.name, r, u.role)
+		}
+		seen[u.name] = u.role
+	}
+	var users []User
+	for _, u := range all {
+		pub, err := loadOrCreateSeed(SeedPath(dir, u.name))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrAuth, u.name, err)
+		}
+		users = append(users, User{Name: u.name, Role: u.role, NKey: pub})
+	}
+	if err := WriteAuthConfig(AuthConfigPath(dir), spec.Collective, users); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrAuth, err)
+	}
+	return users, nil
+}
+
+// loadOrCreateSeed returns the public key of the user nkey seed at path,
+// creating the seed (mode 0600) when it does not exist.
+func loadOrCreateSeed(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		kp, err := nkeys.FromSeed([]byte(strings.TrimSpace(string(b))))
+		if err != nil {
+			return "", fmt.Errorf("seed %s: %w", path, err)
+		}
+		return kp.PublicKey()
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		return "", err
+	}
+	seed, err := kp.Seed()
+	if err != nil {
+		return "", err
+	}
+	if err := writeFileAtomic(path, append(seed, '\n'), 0o600); err != nil {
+		return "", err
+	}
+	return kp.PublicKey()
+}
+
+// writeFileAtomic writes data to a temporary file in path's directory
+// with mode perm and renames it over path.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
+
+// checkCollective is bus.CheckCollective's grammar (1-64 of A-Z a-z 0-9 _
+// -), which this package cannot import; a test checks they agree.
+func checkCollective(c string) error {
+	ok := len(c) >= 1 && len(c) <= 64
+	for i := 0; ok && i < len(c); i++ {
+		b := c[i]
+		ok = b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '_' || b == '-'
+	}
+	if !ok {
+		return fmt.Errorf("%w: invalid collective %q: want 1-64 of A-Z a-z 0-9 _ -", ErrAuth, c)
+	}
+	return nil
+}

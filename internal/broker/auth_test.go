@@ -1,0 +1,92 @@
+package broker
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// TestGenerateAuth: a bad or duplicate name writes nothing; running it
+// again with more users keeps every existing seed; the file it writes is
+// one nats-server loads, with each user's permissions.
+func TestGenerateAuth(t *testing.T) {
+	dir := t.TempDir()
+	for _, spec := range []AuthSpec{
+		{Collective: "prod", Hosts: []string{"web1"}, Clients: []string{"web1"}},
+		{Collective: "prod", Hosts: []string{"-web1"}},
+		{Collective: "prod", Clients: []string{"a b"}},
+		{Collective: "a.b", Clients: []string{"alice"}},
+	} {
+		if _, err := GenerateAuth(dir, spec); !errors.Is(err, ErrAuth) {
+			t.Errorf("%+v: %v, want ErrAuth", spec, err)
+		}
+	}
+	if seeds, _ := filepath.Glob(filepath.Join(dir, "users", "*")); len(seeds) != 0 {
+		t.Fatalf("a refused spec wrote %v", seeds)
+	}
+	first, err := GenerateAuth(dir, AuthSpec{Collective: "prod", Clients: []string{"alice"}, Hosts: []string{"web1.example.com"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := GenerateAuth(dir, AuthSpec{Collective: "prod", Admins: []string{"root"}, Clients: []string{"alice"}, Hosts: []string{"web1.example.com", "web2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := map[string]string{}
+	for _, u := range second {
+		keys[u.Name] = u.NKey
+	}
+	for _, u := range first {
+		if keys[u.Name] != u.NKey {
+			t.Errorf("%s got a new key on the second run", u.Name)
+		}
+	}
+	opts, err := server.ProcessConfigFile(AuthConfigPath(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(opts.Nkeys) != 5 {
+		t.Fatalf("%d users loaded, want 5", len(opts.Nkeys))
+	}
+	for _, nk := range opts.Nkeys {
+		switch nk.Nkey {
+		case keys["web1.example.com"]:
+			p := nk.Permissions
+			if p == nil || p.Response == nil || p.Response.MaxMsgs != 1 || p.Response.Expires != ResponseExpiry ||
+				!contains(p.Publish.Allow, "$KV.signet_registry_prod.web1.example.com") || !contains(p.Subscribe.Allow, "prod.node.web1.example.com") {
+				t.Errorf("web1's permissions: %+v", p)
+			}
+		case keys["alice"]:
+			if p := nk.Permissions; p == nil || p.Response != nil || !contains(p.Subscribe.Allow, "_INBOX."+keys["alice"]+".>") || len(p.Subscribe.Allow) != 1 {
+				t.Errorf("alice's permissions: %+v", p)
+			}
+		case keys["root"], keys[BrokerUser]:
+			if nk.Permissions != nil {
+				t.Errorf("an admin is restricted: %+v", nk.Permissions)
+			}
+		}
+	}
+	conf, _ := os.ReadFile(AuthConfigPath(dir))
+	for name := range keys {
+		seed, err := os.ReadFile(SeedPath(dir, name))
+		if err != nil || !strings.HasPrefix(string(seed), "SU") {
+			t.Fatalf("seed of %s: %v", name, err)
+		}
+		if strings.Contains(string(conf), strings.TrimSpace(string(seed))) {
+			t.Fatalf("auth.conf holds the seed of %s", name)
+		}
+	}
+}
+
+func contains(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
