@@ -55,6 +55,13 @@ type ApprovalStore struct {
 	kv jetstream.KeyValue
 }
 
+// ApprovalBucketConfig is the approvals bucket of a collective, as the
+// client or the broker's provisioning creates it.
+func ApprovalBucketConfig(collective string) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{Bucket: ApprovalBucket(collective),
+		Description: "signet pending requests and approvals of collective " + collective, TTL: approvalBucketTTL}
+}
+
 // OpenApprovalStore opens the collective's approvals bucket, creating it
 // when missing.
 func OpenApprovalStore(ctx context.Context, nc *nats.Conn, collective string) (*ApprovalStore, error) {
@@ -62,8 +69,12 @@ func OpenApprovalStore(ctx context.Context, nc *nats.Conn, collective string) (*
 	if err != nil {
 		return nil, fmt.Errorf("approvals: %w", err)
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: ApprovalBucket(collective),
-		Description: "signet pending requests and approvals of collective " + collective, TTL: approvalBucketTTL})
+	// Open before creating: on a locked-down broker clients may not create
+	// streams, and the broker provisions the bucket (ApprovalBucketConfig).
+	kv, err := js.KeyValue(ctx, ApprovalBucket(collective))
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateOrUpdateKeyValue(ctx, ApprovalBucketConfig(collective))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("approvals: open bucket %s: %w", ApprovalBucket(collective), err)
 	}

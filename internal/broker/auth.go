@@ -63,15 +63,19 @@ type Permissions struct {
 // Bucket and stream names a locked-down broker knows. They follow
 // bus.RegistryBucket, control.Bucket, ship.Stream and the workflows
 // defaults; a test checks they agree (this package sits below them).
-func registryBucket(c string) string { return "signet_registry_" + c }
-func controlBucket(c string) string  { return "signet_control_" + c }
-func auditStream(c string) string    { return "signet_audit_" + c }
+func registryBucket(c string) string  { return "signet_registry_" + c }
+func controlBucket(c string) string   { return "signet_control_" + c }
+func auditStream(c string) string     { return "signet_audit_" + c }
+func approvalsBucket(c string) string { return "signet_approvals_" + c }
 
 // RunsBucket and LocksBucket are the workflow buckets (workflows.KVConfig
 // defaults) clients keep deploy runs and deploy locks in.
 const (
 	RunsBucket  = "signet_runs"
 	LocksBucket = "signet_locks"
+	// ReleasesBucket holds the signed records of finished releases
+	// (workflows/release.RecordsBucket).
+	ReleasesBucket = "signet_releases"
 )
 
 // streamRead is what reading a stream needs: its info, an ordered or
@@ -150,6 +154,14 @@ func PermissionsFor(collective string, u User) *Permissions {
 		// Deploy runs and locks: get and write, no consumer (kvGetPut).
 		pub = append(pub, kvGetPut(RunsBucket)...)
 		pub = append(pub, kvGetPut(LocksBucket)...)
+		pub = append(pub, kvGetPut(ReleasesBucket)...)
+		// Pending requests and approvals: written, listed and watched.
+		// The one bucket clients both write and read through consumers;
+		// what the deliver-subject gap lets them inject, they could
+		// publish on request subjects anyway, and every entry is signed
+		// (see docs/security.md).
+		pub = append(pub, kvRead(approvalsBucket(collective))...)
+		pub = append(pub, "$KV."+approvalsBucket(collective)+".>")
 		return &Permissions{Publish: pub, Subscribe: []string{inbox}}
 	}
 	return nil

@@ -165,12 +165,23 @@ type KVRecords struct {
 	trusted []ssh.PublicKey
 }
 
+// RecordsBucketConfig is the records bucket, as the client or the
+// broker's provisioning creates it.
+func RecordsBucketConfig() jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{Bucket: RecordsBucket, History: 5,
+		Description: "signet: signed records of finished releases, one per manifest"}
+}
+
 // NewKVRecords creates (or opens) the bucket. signer signs what Put
 // stores and may be nil for a store that is only read; trusted are the
 // keys whose records Get accepts, besides the signer's.
 func NewKVRecords(ctx context.Context, js jetstream.JetStream, signer ssh.Signer, trusted []ssh.PublicKey) (*KVRecords, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: RecordsBucket, History: 5,
-		Description: "signet: signed records of finished releases, one per manifest"})
+	// Open before creating: on a locked-down broker clients may not create
+	// streams, and the broker provisions the bucket (RecordsBucketConfig).
+	kv, err := js.KeyValue(ctx, RecordsBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateOrUpdateKeyValue(ctx, RecordsBucketConfig())
+	}
 	if err != nil {
 		return nil, fmt.Errorf("release: open the %s bucket: %w", RecordsBucket, err)
 	}

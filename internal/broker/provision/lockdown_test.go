@@ -21,6 +21,7 @@ import (
 	"github.com/signetbus/signet/internal/broker"
 	"github.com/signetbus/signet/internal/broker/provision"
 	"github.com/signetbus/signet/internal/config"
+	"github.com/signetbus/signet/workflows/release"
 )
 
 // locked is a locked-down broker: TLS only, the users `signet broker
@@ -366,7 +367,7 @@ func TestBucketNamesAgree(t *testing.T) {
 		}
 	}
 	c := strings.Join(broker.PermissionsFor(collective, broker.User{Name: "alice", Role: broker.RoleClient, NKey: "UY"}).Publish, " ")
-	for _, want := range []string{"$KV.signet_runs.>", "$KV.signet_locks.>"} {
+	for _, want := range []string{"$KV.signet_runs.>", "$KV.signet_locks.>", "$KV." + release.RecordsBucket + ".>", "$KV." + bus.ApprovalBucket(collective) + ".>"} {
 		if !strings.Contains(c, want) {
 			t.Errorf("client permissions do not name %s", want)
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/signetbus/signet/bus/control"
 	"github.com/signetbus/signet/internal/audit/ship"
 	"github.com/signetbus/signet/workflows"
+	"github.com/signetbus/signet/workflows/release"
 )
 
 // Options say how to make the buckets.
@@ -57,6 +58,12 @@ func Buckets(ctx context.Context, nc *nats.Conn, o Options) error {
 	}
 	if _, err := workflows.NewKVStore(ctx, js, workflows.KVConfig{LockTTL: o.LockTTL}); err != nil {
 		return fmt.Errorf("provision: %w", err)
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, bus.ApprovalBucketConfig(o.Collective)); err != nil {
+		return fmt.Errorf("provision: approvals bucket: %w", err)
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, release.RecordsBucketConfig()); err != nil {
+		return fmt.Errorf("provision: release records bucket: %w", err)
 	}
 	return nil
 }
