@@ -58,6 +58,9 @@ type Request struct {
 	Created int64 `json:"created"`
 	// TTL is how long the request stays valid, in seconds.
 	TTL int `json:"ttl"`
+	// Provenance names the run, ticket and CI build behind the request,
+	// and the reason of a rollback; the host audits it.
+	Provenance *Provenance `json:"provenance,omitempty"`
 }
 
 // CreatedTime returns Created as a time.

@@ -98,6 +98,9 @@ type AuditRecord struct {
 	Agent     string         `json:"agent,omitempty"`
 	Action    string         `json:"action,omitempty"`
 	Params    map[string]any `json:"params,omitempty"`
+	// Provenance is the request's: run id, ticket, CI build URL and the
+	// reason of a rollback.
+	Provenance *Provenance `json:"provenance,omitempty"`
 	// Decision is one of the Decision constants: "started" before an
 	// action runs, "accepted" with its result, "refused", "dropped",
 	// "duplicate" and "suppressed".
@@ -507,6 +510,11 @@ func (r *Responder) handle(m *nats.Msg, direct bool) {
 		r.limited(x, DecisionRefused, refusal{CodeMalformed, err.Error()}, nil)
 		return
 	}
+	if err := req.Provenance.Check(); err != nil {
+		r.limited(x, DecisionRefused, refusal{CodeMalformed, err.Error()}, nil)
+		return
+	}
+	x.rec.Provenance = req.Provenance
 	if err != nil {
 		r.limited(x, DecisionRefused, refusal{CodeBadSignature, "malformed signature: " + err.Error()}, nil)
 		return

@@ -200,6 +200,11 @@ type HostRecap struct {
 	Failed  int    `json:"failed"`
 	Skipped int    `json:"skipped"`
 	Status  string `json:"status"`
+	// Rollback is the outcome of on_failure rollback on the host:
+	// "rolled back from 1.1 to 1.0", "rollback failed: health: ...", or
+	// why it was not rolled back ("not rolled back: no previous version
+	// (fresh install of 1.1)").
+	Rollback string `json:"rollback,omitempty"`
 }
 
 // HostMarks is a host and the rotation marks it still holds.
@@ -233,6 +238,7 @@ func (r *Recap) WriteText(w io.Writer) {
 	if l := r.Limits; l != nil {
 		fmt.Fprintf(w, "policy: %s; %d failed, at most %d out of rotation at once\n", l, l.Failures, l.PeakUnavailable)
 	}
+	r.writeRollback(w)
 	if len(r.OutOfRotation) > 0 {
 		fmt.Fprintln(w, "left out of rotation:")
 		for _, m := range r.OutOfRotation {

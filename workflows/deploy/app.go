@@ -67,6 +67,12 @@ type App struct {
 	// With hold and rollback the hosts in progress finish their own steps
 	// and go back into rotation.
 	OnFailure string `yaml:"on_failure,omitempty"`
+	// SHA256 maps package versions to the SHA-256 of their artifact (the
+	// .deb or .rpm file), 64 lowercase hex digits. When the deployed (or
+	// rolled back to) version is listed, the digest travels in the signed
+	// request and the package plugin refuses a file that does not match,
+	// before dpkg or rpm runs.
+	SHA256 map[string]string `yaml:"sha256,omitempty"`
 	// Envs override settings per environment: `envs: {dev: {...}}`.
 	Envs map[string]Override `yaml:"envs,omitempty"`
 }
@@ -212,6 +218,9 @@ func (a *App) Validate() error {
 	case "", workflows.OnFailureHold, workflows.OnFailureRollback, workflows.OnFailureStopNow:
 	default:
 		return fail("on_failure: want \"hold\", \"rollback\" or \"stop_now\", found %q", a.OnFailure)
+	}
+	if err := checkDigests(a.SHA256); err != nil {
+		return fail("%w", err)
 	}
 	for env, o := range a.Envs {
 		if !workflows.ValidName(env) {
