@@ -206,6 +206,7 @@ func (g *globalOptions) workflowExit(err error) error {
 type deployOptions struct {
 	runFlags
 	policy policyFlags
+	prov   provenanceFlags
 }
 
 // policyFlags override the app file's capacity and failure policy
@@ -236,6 +237,7 @@ HAProxy, stop, update the package, check the version, start, health check, enabl
 maintenance off. The first failure stops the run. See docs/workflows.md.`,
 		Example: `  signet deploy middleware 1.4.2 --env prod --plan
   signet deploy middleware 1.4.2 --env dev --yes --output json     # Jenkins
+  signet deploy middleware 1.4.2 --env prod --yes --on-failure rollback --ticket CHG-1234 --sha256 3a7d...
   signet deploy --resume 7f3a9c`,
 		Args: func(c *cobra.Command, args []string) error {
 			if o.resume != "" {
@@ -249,11 +251,16 @@ maintenance off. The first failure stops the run. See docs/workflows.md.`,
 	}
 	o.register(c)
 	o.policy.register(c)
+	o.prov.register(c)
 	return c
 }
 
 func deployRun(ctx context.Context, g *globalOptions, o *deployOptions, args []string) error {
 	if err := o.check(g); err != nil {
+		return err
+	}
+	prov, err := o.prov.provenance(g.io.Getenv, o.resume != "")
+	if err != nil {
 		return err
 	}
 	if o.resume == "" && g.env == "" && g.io.Getenv("SIGNET_ENV") == "" {
@@ -268,6 +275,7 @@ func deployRun(ctx context.Context, g *globalOptions, o *deployOptions, args []s
 	opts := deploy.Options{Env: g.env, Yes: o.yes, Plan: o.plan, Output: g.io.Out, Format: o.output,
 		Caller: ws.caller, Store: ws.store, User: ws.cfg.User, Log: g.logger()}
 	opts.Policy = o.policy.policy()
+	opts.Provenance = prov
 	if opts.Env == "" {
 		opts.Env = g.io.Getenv("SIGNET_ENV")
 	}
