@@ -3,6 +3,7 @@ package deploy
 import (
 	"bytes"
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -202,3 +203,59 @@ func TestRollbackDigestVars(t *testing.T) {
 }
 
 func str(v any) string { s, _ := v.(string); return s }
+
+// TestRollbackAfterResume: the first attempt deploys one host and is
+// stopped; the resumed attempt fails on the next host. The rollback also
+// restores the host of the first attempt, from the previous version
+// recorded in the run state before it was touched, and the resumed run's
+// requests still carry the ticket and build URL recorded at the start.
+func TestRollbackAfterResume(t *testing.T) {
+	f := fleet9()
+	store := workflows.NewMemStore()
+	soft := make(chan struct{})
+	o := opts(t, f, store, nil)
+	o.App.BatchSize = "1"
+	o.Policy.OnFailure = workflows.OnFailureRollback
+	o.Provenance = Provenance{Ticket: "CHG-9", BuildURL: "https://ci.example.com/job/9/"}
+	o.Output, o.Format = &signalWriter{match: `"type":"host_done","batch":1,`, ch: soft}, "json"
+	recap, err := Run(context.Background(), soft, o)
+	if !errors.Is(err, workflows.ErrStopped) {
+		t.Fatalf("first attempt: %v, want stopped", err)
+	}
+	var first string
+	for _, h := range recap.Hosts {
+		if h.Status == workflows.HostDone {
+			first = h.Host
+		}
+	}
+	if first == "" || f.Node(first).Installed != "1.4.2" {
+		t.Fatalf("first attempt recap %+v", recap.Hosts)
+	}
+	// Whatever the hosts say now, the recorded previous version counts:
+	// the first host's package database forgets 1.4.1.
+	f.Update(func(f *fleettest.Fleet) { f.Nodes[first].Previous = "" })
+	prov := &provLog{}
+	f.Hook = func(ctx context.Context, host string, c workflows.Call) {
+		prov.hook(&bus.Provenance{Ticket: "CHG-9", BuildURL: "https://ci.example.com/job/9/"})(ctx, host, c)
+		if c.Agent == "health" && host != first {
+			f.Update(func(f *fleettest.Fleet) { f.Nodes[host].Unhealthy = f.Nodes[host].Installed == "1.4.2" })
+		}
+	}
+	r := opts(t, f, store, &bytes.Buffer{})
+	r.App.BatchSize = "1"
+	r.Version, r.Env = "", ""
+	r.Policy.OnFailure = workflows.OnFailureRollback
+	recap, err = Resume(context.Background(), nil, recap.Run, r)
+	if err == nil {
+		t.Fatal("the resumed attempt did not fail")
+	}
+	hr := recap.Host(first)
+	if hr.Status != workflows.HostRolledBack || hr.Rollback != "rolled back from 1.4.2 to 1.4.1" || f.Node(first).Installed != "1.4.1" || f.IsDrained(first) {
+		t.Errorf("%s after the resumed run's rollback: recap %+v, node %+v drained=%v", first, hr, f.Node(first), f.IsDrained(first))
+	}
+	prov.mu.Lock()
+	defer prov.mu.Unlock()
+	if len(prov.bad) > 0 {
+		t.Errorf("resumed calls without the recorded provenance: %v", prov.bad)
+	}
+}
