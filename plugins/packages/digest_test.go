@@ -1,6 +1,7 @@
 package packages
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -8,8 +9,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/signetbus/signet/internal/command"
 )
 
 // debSHA256 is the digest of a .deb the test root's repository holds.
@@ -108,5 +112,88 @@ exit 0
 	}
 	if hostHas("sigdemo") {
 		t.Fatal("the machine's own dpkg database knows sigdemo: the test escaped its root")
+	}
+}
+
+// dnfArtifactRunner plays dnf and rpm for the digest path: rpm -q answers
+// from the fixtures (installed before, then after), dnf download writes
+// content as the .rpm into --destdir, rpm -qp names the file's package,
+// and dnf install of the file is recorded.
+type dnfArtifactRunner struct {
+	t         *testing.T
+	content   []byte
+	installed []string // the rpm -q fixtures, in order
+	ran       []string
+}
+
+func (r *dnfArtifactRunner) run(_ context.Context, spec command.Spec) (*command.Result, error) {
+	argv := spec.Argv
+	res := &command.Result{Argv: argv}
+	r.ran = append(r.ran, strings.Join(argv, " "))
+	switch {
+	case argv[0] == "rpm" && argv[1] == "-q":
+		res.Stdout = fixture(r.t, r.installed[0])
+		if len(r.installed) > 1 {
+			r.installed = r.installed[1:]
+		}
+	case argv[0] == "dnf" && slices.Contains(argv, "download"):
+		for _, a := range argv {
+			if dir, ok := strings.CutPrefix(a, "--destdir="); ok {
+				if err := os.WriteFile(filepath.Join(dir, "tinyapp-1.1-1.el9.noarch.rpm"), r.content, 0o644); err != nil {
+					r.t.Fatal(err)
+				}
+			}
+		}
+	case argv[0] == "rpm" && argv[1] == "-qp":
+		res.Stdout = "tinyapp\t0\t1.1\t1.el9\n"
+	case argv[0] == "dnf" && slices.Contains(argv, "install"):
+	case argv[0] == "dnf" && slices.Contains(argv, "versionlock"): // no locks
+	default:
+		r.t.Errorf("unexpected command %q", argv)
+	}
+	return res, nil
+}
+
+// TestDnfDigest: the dnf backend downloads the .rpm, refuses a digest
+// mismatch without running dnf install, and installs the downloaded file
+// itself (dnf install -- /path/file.rpm) when it matches.
+func TestDnfDigest(t *testing.T) {
+	t.Setenv("TMPDIR", t.TempDir())
+	content := []byte("not really an rpm")
+	sum := sha256.Sum256(content)
+	right := hex.EncodeToString(sum[:])
+
+	r := &dnfArtifactRunner{t: t, content: content, installed: []string{"rpm-q-1.0.txt"}}
+	p, err := newPackage([]byte(`{"backend":"dnf"}`), r.run, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = runAction(t, p, "update", map[string]any{"package": "tinyapp", "version": "1.1", "sha256": strings.Repeat("0", 64)})
+	var de *DigestError
+	if !errors.As(err, &de) || de.Got != right || de.File != "tinyapp-1.1-1.el9.noarch.rpm" {
+		t.Fatalf("wrong digest: %v", err)
+	}
+	for _, c := range r.ran {
+		if strings.Contains(c, " install ") {
+			t.Errorf("dnf install ran despite the mismatch: %s", c)
+		}
+	}
+
+	r = &dnfArtifactRunner{t: t, content: content, installed: []string{"rpm-q-1.0.txt", "rpm-q-1.1.txt"}}
+	if p, err = newPackage([]byte(`{"backend":"dnf"}`), r.run, nil); err != nil {
+		t.Fatal(err)
+	}
+	res, err := runAction(t, p, "update", map[string]any{"package": "tinyapp", "version": "1.1", "sha256": right})
+	if err != nil {
+		t.Fatalf("right digest: %v (ran %q)", err, r.ran)
+	}
+	installed := false
+	for _, c := range r.ran {
+		if strings.HasPrefix(c, "dnf -y install -- /") && strings.HasSuffix(c, "/tinyapp-1.1-1.el9.noarch.rpm") {
+			installed = true
+		}
+	}
+	if !installed || res.Data["sha256"] != right {
+		t.Errorf("the downloaded file was not installed: ran %q, result %+v", r.ran, res)
 	}
 }
