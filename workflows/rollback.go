@@ -7,6 +7,10 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/signetbus/signet/internal/redact"
 )
 
 // FreshInstallVar is the host variable a workflow's Prepare sets to
@@ -29,16 +33,36 @@ func (r *run) rollbackReason() string {
 // rollbackCtx is ctx with the run's provenance and the rollback's reason.
 func (r *run) rollbackCtx(ctx context.Context, reason string) context.Context {
 	r.mu.Lock()
-	p := r.st.provenance(truncate(reason, 1000))
+	p := r.st.provenance(reasonText(reason))
 	r.mu.Unlock()
 	return WithProvenance(ctx, p)
 }
 
-func truncate(s string, n int) string {
-	if len(s) <= n {
+// maxReason bounds a rollback's reason below what a host accepts
+// (bus.Provenance.Check).
+const maxReason = 1000
+
+// reasonText makes a failure detail fit to travel as a provenance
+// reason, which every host checks: credentials redacted, control
+// characters (a plugin's error may hold newlines) turned into spaces, and
+// cut to maxReason bytes on a rune boundary. A reason the hosts refuse
+// would make the rollback itself fail.
+func reasonText(s string) string {
+	s = redact.String(s)
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || r == utf8.RuneError {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(s, " "))
+	if len(s) <= maxReason {
 		return s
 	}
-	return s[:n-3] + "..."
+	cut := maxReason - 3
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
 }
 
 // noPrevious says why host cannot be rolled back, "" when it can: the

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/signetbus/signet/bus"
 )
 
 // TestStateProvenanceValidated: a run state's ticket, build URL and
@@ -50,6 +52,26 @@ func TestRollbackVars(t *testing.T) {
 	for k, w := range want {
 		if v[k] != w {
 			t.Errorf("%s = %q, want %q", k, v[k], w)
+		}
+	}
+}
+
+// TestReasonText: whatever a plugin's error holds, the rollback's reason
+// passes the hosts' provenance check; otherwise every rollback request
+// would be refused as malformed.
+func TestReasonText(t *testing.T) {
+	for _, in := range []string{
+		"web3: update: dpkg: error processing archive\n  new pre-installation script returned 1\r\x1b[31m",
+		"bad \xff utf-8",
+		strings.Repeat("é", 800), // a cut inside a rune
+		"health: GET https://user:hunter2@app.example.com/health: 500",
+	} {
+		out := reasonText("rollback of run 7f3a after " + in)
+		if err := (&bus.Provenance{Run: "7f3a", Reason: out}).Check(); err != nil {
+			t.Errorf("reasonText(%.40q) = %.60q: %v", in, out, err)
+		}
+		if strings.Contains(out, "hunter2") {
+			t.Errorf("reasonText kept a credential: %q", out)
 		}
 	}
 }
