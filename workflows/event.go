@@ -162,8 +162,8 @@ func writeText(w io.Writer, e Event) {
 		}
 		fmt.Fprintln(w, strings.TrimRight(line, " "))
 	case EventHostDone:
-		if e.Status != HostDone {
-			fmt.Fprintf(w, "  %-10s %s\n", e.Host, e.Status)
+		if e.Status != HostDone || e.Summary != "" {
+			fmt.Fprintln(w, strings.TrimRight(fmt.Sprintf("  %-10s %s  %s", e.Host, e.Status, e.Summary), " "))
 		}
 	case EventRunDone:
 		fmt.Fprintf(w, "run %s %s after %s\n", e.Run, e.Status, e.Elapsed().Round(100*time.Millisecond))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -132,6 +133,7 @@ func TestRollbackFreshInstall(t *testing.T) {
 	f := fleet9()
 	var out bytes.Buffer
 	o := opts(t, f, workflows.NewMemStore(), &out)
+	o.Format = "text"
 	o.App.BatchSize = "1"
 	o.Policy.OnFailure = workflows.OnFailureRollback
 	// The first host has nothing installed; the second fails.
@@ -161,6 +163,10 @@ func TestRollbackFreshInstall(t *testing.T) {
 	}
 	if f.IsDrained(first) {
 		t.Errorf("fresh host %s left drained", first)
+	}
+	// The progress says it where it happens, not only in the recap.
+	if want := fmt.Sprintf("  %-10s done  not rolled back: no previous version (fresh install of 1.4.2); left at 1.4.2\n", first); !strings.Contains(out.String(), want) {
+		t.Errorf("progress lacks %q:\n%s", want, out.String())
 	}
 }
 
