@@ -61,9 +61,11 @@ type App struct {
 	// StopTimeout bounds service stop and start; default 60s.
 	StopTimeout time.Duration `yaml:"stop_timeout,omitempty"`
 	// OnFailure is "hold" (default: leave the failed host drained and in
-	// maintenance for a human), "rollback" (reinstall the previous
-	// version, start, check health, enable, end maintenance) or "stop_now"
-	// (hold, and stop the hosts in progress after their current step).
+	// maintenance for a human), "rollback" (take the failed host back to
+	// the version it had before; once the failure budget is spent, every
+	// host the run touched too, each back into rotation only after its
+	// health check) or "stop_now" (hold, and stop the hosts in progress
+	// after their current step).
 	// With hold and rollback the hosts in progress finish their own steps
 	// and go back into rotation.
 	OnFailure string `yaml:"on_failure,omitempty"`
