@@ -89,6 +89,9 @@ type Query struct {
 	Filter Filter
 	// Targets sends the request directly to exactly these identities.
 	Targets []string
+	// Provenance, when set, travels in the signed request (the run,
+	// ticket and build behind it) and lands in the hosts' audit records.
+	Provenance *Provenance
 	// Expected, when set, is the set of hosts a broadcast must hear from:
 	// no discovery is done, the signed request names them (Request.Targets)
 	// so no other host runs it, and the call ends when they have all

@@ -18,8 +18,11 @@
 // 128-bit id (exactly 32 lowercase hex digits, see CheckID: both sides
 // refuse anything else, an empty id above all), the sender (claimed user and key fingerprint), collective,
 // agent, action, parameters, filter, direct targets, creation time (Unix ms)
-// and TTL (seconds). Unknown fields are refused: a host never ignores part
-// of a signed command it does not understand.
+// and TTL (seconds), and optionally the provenance (workflow run id, change
+// ticket, CI build URL, and the reason of a rollback; see Provenance.Check),
+// which the host copies into every audit record of the request. Unknown
+// fields are refused: a host never ignores part of a signed command it does
+// not understand.
 //
 // # Certificates
 //

@@ -61,6 +61,9 @@ type Request struct {
 	// Approval carries the approved subject and its approvals when the
 	// host's policy requires approvals (the two-person rule, approval.go).
 	Approval *ApprovalProof `json:"approval,omitempty"`
+	// Provenance names the run, ticket and CI build behind the request,
+	// and the reason of a rollback; the host audits it.
+	Provenance *Provenance `json:"provenance,omitempty"`
 }
 
 // CreatedTime returns Created as a time.

@@ -104,6 +104,9 @@ type AuditRecord struct {
 	// Approvers are the approvers counted under the two-person rule,
 	// "NAME SHA256:...", for an action that needed approval.
 	Approvers []string `json:"approvers,omitempty"`
+	// Provenance is the request's: run id, ticket, CI build URL and the
+	// reason of a rollback.
+	Provenance *Provenance `json:"provenance,omitempty"`
 	// Decision is one of the Decision constants: "started" before an
 	// action runs, "accepted" with its result, "refused", "dropped",
 	// "duplicate" and "suppressed".
@@ -513,6 +516,11 @@ func (r *Responder) handle(m *nats.Msg, direct bool) {
 		r.limited(x, DecisionRefused, refusal{CodeMalformed, err.Error()}, nil)
 		return
 	}
+	if err := req.Provenance.Check(); err != nil {
+		r.limited(x, DecisionRefused, refusal{CodeMalformed, err.Error()}, nil)
+		return
+	}
+	x.rec.Provenance = req.Provenance
 	if err != nil {
 		r.limited(x, DecisionRefused, refusal{CodeBadSignature, "malformed signature: " + err.Error()}, nil)
 		return

@@ -135,6 +135,7 @@ func (c *Client) send(ctx context.Context, q Query, targets []string, broadcast 
 			Created:    c.cfg.Now().UnixMilli(),
 			TTL:        int((q.TTL + time.Second - 1) / time.Second),
 			Approval:   q.Approval,
+			Provenance: q.Provenance,
 		}
 		frame, err := SignRequest(c.cfg.Signer, req)
 		if err != nil {

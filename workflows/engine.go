@@ -145,6 +145,8 @@ func (e *Engine) Run(ctx context.Context, soft <-chan struct{}, job *Job) (*Reca
 	if err := job.State.Validate(); err != nil {
 		return nil, err
 	}
+	// Every request of the run carries its id, ticket and build URL.
+	ctx = WithProvenance(ctx, job.State.provenance(""))
 	lim, lerr := ResolveLimits(job.Workflow.Batching, job.Workflow.OnFailure, job.State.Batches, job.State.Zones)
 	if lerr != nil {
 		return nil, fmt.Errorf("workflows: %w", lerr)
@@ -238,6 +240,7 @@ func (e *Engine) Run(ctx context.Context, soft <-chan struct{}, job *Job) (*Reca
 	if r.failed.Load() {
 		status = StatusFailed
 	}
+	r.rollbackTouched(ctx, status)
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -249,6 +252,7 @@ func (e *Engine) Run(ctx context.Context, soft <-chan struct{}, job *Job) (*Reca
 		for _, h := range b {
 			hs := r.st.Hosts[h]
 			r.recap.Host(h).Status = hs.Status
+			r.recap.Host(h).Rollback = hs.Rollback
 			if len(hs.Marks) > 0 {
 				r.recap.OutOfRotation = append(r.recap.OutOfRotation, HostMarks{Host: h, Marks: slices.Clone(hs.Marks)})
 			}
@@ -483,7 +487,7 @@ func (r *run) host(ctx context.Context, batch int, host string) {
 	start := time.Now()
 	r.mu.Lock()
 	hs := r.st.Hosts[host]
-	hs.Status, hs.Error = HostRunning, ""
+	hs.Status, hs.Error, hs.Rollback = HostRunning, "", ""
 	r.save(ctx)
 	r.mu.Unlock()
 
@@ -566,7 +570,7 @@ func (r *run) host(ctx context.Context, batch int, host string) {
 		r.fail(se)
 		status := HostFailed
 		if r.job.Workflow.OnFailure == OnFailureRollback {
-			status = r.rollback(ctx, batch, host, hs, se)
+			status = r.rollbackFailed(ctx, batch, host, hs, se)
 		}
 		finish(status, se.Error())
 		return
@@ -628,14 +632,12 @@ func (r *run) step(ctx context.Context, batch int, host string, hs *HostState, s
 	r.mu.Lock()
 	vars := r.hostVars(host, hs)
 	if rollback {
-		vars["target_version"] = vars["version"]
-		if p := vars["previous"]; p != "" {
-			vars["version"] = p
-		}
+		rollbackVars(vars)
 	}
 	hs.SetMark(step.Sets)
 	if !rollback {
 		hs.Step = step.Name
+		hs.Touched = hs.Touched || step.Sets != ""
 	}
 	r.save(ctx)
 	call := step.Agent + "." + step.Action

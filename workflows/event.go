@@ -199,8 +199,8 @@ func writeText(w io.Writer, e Event) {
 		}
 		fmt.Fprintln(w, strings.TrimRight(line, " "))
 	case EventHostDone:
-		if e.Status != HostDone {
-			fmt.Fprintf(w, "  %-10s %s\n", e.Host, e.Status)
+		if e.Status != HostDone || e.Summary != "" {
+			fmt.Fprintln(w, strings.TrimRight(fmt.Sprintf("  %-10s %s  %s", e.Host, e.Status, e.Summary), " "))
 		}
 	case EventGate, EventCanary:
 		writeCanaryText(w, e)
@@ -239,6 +239,11 @@ type HostRecap struct {
 	Failed  int    `json:"failed"`
 	Skipped int    `json:"skipped"`
 	Status  string `json:"status"`
+	// Rollback is the outcome of on_failure rollback on the host:
+	// "rolled back from 1.1 to 1.0", "rollback failed: health: ...", or
+	// why it was not rolled back ("not rolled back: no previous version
+	// (fresh install of 1.1)").
+	Rollback string `json:"rollback,omitempty"`
 }
 
 // HostMarks is a host and the rotation marks it still holds.
@@ -272,6 +277,7 @@ func (r *Recap) WriteText(w io.Writer) {
 	if l := r.Limits; l != nil {
 		fmt.Fprintf(w, "policy: %s; %d failed, at most %d out of rotation at once\n", l, l.Failures, l.PeakUnavailable)
 	}
+	r.writeRollback(w)
 	if len(r.OutOfRotation) > 0 {
 		fmt.Fprintln(w, "left out of rotation:")
 		for _, m := range r.OutOfRotation {

@@ -196,5 +196,5 @@ func (st *RunState) Validate() error {
 	default:
 		return bad("status: unknown %q", st.Status)
 	}
-	return nil
+	return st.validateProvenance()
 }

@@ -49,11 +49,18 @@ type RunState struct {
 	// a host not listed is in zone "".
 	Zones map[string]string `json:"zones,omitempty"`
 	// Canary is the run's canary and how far it got; nil without one.
-	Canary  *CanaryState `json:"canary,omitempty"`
-	Status  string       `json:"status"`
-	Error   string       `json:"error,omitempty"`
-	Started time.Time    `json:"started"`
-	Updated time.Time    `json:"updated"`
+	Canary *CanaryState `json:"canary,omitempty"`
+	// Ticket and BuildURL say who asked for the run (a change ticket, the
+	// CI build); every request of the run carries them.
+	Ticket   string `json:"ticket,omitempty"`
+	BuildURL string `json:"build_url,omitempty"`
+	// Digests maps package versions to their artifacts' SHA-256: the
+	// package plugin refuses a file that does not match.
+	Digests map[string]string `json:"digests,omitempty"`
+	Status  string            `json:"status"`
+	Error   string            `json:"error,omitempty"`
+	Started time.Time         `json:"started"`
+	Updated time.Time         `json:"updated"`
 }
 
 // HostState is one host's recorded progress.
@@ -73,6 +80,13 @@ type HostState struct {
 	Unreached []string `json:"unreached,omitempty"`
 	// Vars are captured host variables, such as previous.
 	Vars map[string]string `json:"vars,omitempty"`
+	// Touched is set once a step that takes the host out of rotation
+	// started on it, in any attempt of the run: on_failure rollback
+	// restores every touched host.
+	Touched bool `json:"touched,omitempty"`
+	// Rollback is the outcome of the host's rollback ("rolled back from
+	// 1.1 to 1.0", "rollback failed: ..."), "" when none ran.
+	Rollback string `json:"rollback,omitempty"`
 }
 
 // NewRunState starts the record of a run.

@@ -221,6 +221,7 @@ type deployOptions struct {
 	policy   policyFlags
 	approval approvalFlags
 	rollout  rolloutFlags
+	prov     provenanceFlags
 }
 
 // policyFlags override the app file's capacity and failure policy
@@ -251,6 +252,7 @@ HAProxy, stop, update the package, check the version, start, health check, enabl
 maintenance off. The first failure stops the run. See docs/workflows.md.`,
 		Example: `  signet deploy middleware 1.4.2 --env prod --plan
   signet deploy middleware 1.4.2 --env dev --yes --output json     # Jenkins
+  signet deploy middleware 1.4.2 --env prod --yes --on-failure rollback --ticket CHG-1234 --sha256 3a7d...
   signet deploy --resume 7f3a9c`,
 		Args: func(c *cobra.Command, args []string) error {
 			if o.resume != "" || o.rollout.promote != "" || o.rollout.abort != "" {
@@ -266,6 +268,7 @@ maintenance off. The first failure stops the run. See docs/workflows.md.`,
 	o.policy.register(c)
 	o.approval.register(c)
 	o.rollout.register(c)
+	o.prov.register(c)
 	return c
 }
 
@@ -293,6 +296,10 @@ func deployRun(ctx context.Context, g *globalOptions, o *deployOptions, args []s
 		// The decision is the confirmation; the run is found like --resume.
 		o.resume, o.yes = decision.Run, true
 	}
+	prov, err := o.prov.provenance(g.io.Getenv, o.resume != "")
+	if err != nil {
+		return err
+	}
 	if o.resume == "" && g.env == "" && g.io.Getenv("SIGNET_ENV") == "" {
 		return withHint(usageErrorf("deploy %s: which environment? pass --env NAME", strings.Join(args, " ")),
 			"the app file's hosts are narrowed to those whose env fact is NAME, e.g. --env dev (or set SIGNET_ENV)")
@@ -306,6 +313,7 @@ func deployRun(ctx context.Context, g *globalOptions, o *deployOptions, args []s
 		Caller: ws.caller, Store: ws.store, User: ws.cfg.User, Log: g.logger()}
 	opts.Policy = o.policy.policy()
 	opts.Rollout = o.rollout.rollout()
+	opts.Provenance = prov
 	if opts.Env == "" {
 		opts.Env = g.io.Getenv("SIGNET_ENV")
 	}

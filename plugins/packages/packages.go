@@ -223,7 +223,9 @@ func (p *Package) Describe() plugins.DDL {
 		{Name: "installed", Description: "whether the package is installed afterwards", Type: plugins.TypeBoolean},
 		{Name: "version", Description: "installed version afterwards, empty when not installed", Type: plugins.TypeString},
 		{Name: "previous", Description: "installed version before, present when the action changed it (empty: was not installed)", Type: plugins.TypeString},
+		{Name: "sha256", Description: "SHA-256 of the file installed, present when the request named one and it matched", Type: plugins.TypeString},
 	}
+	digest := plugins.Input{Name: "sha256", Description: "SHA-256 of the package file (64 lowercase hex digits): the file is fetched, checked and only then installed; a mismatch is refused before dpkg or rpm runs. Empty: no check", Type: plugins.TypeString, Pattern: sha256Pattern, MaxLength: 64}
 	change := 15 * time.Minute
 	return plugins.DDL{
 		Name:        Name,
@@ -235,9 +237,9 @@ func (p *Package) Describe() plugins.DDL {
 					plugins.Output{Name: "held", Description: "whether the package is held at its version", Type: plugins.TypeBoolean},
 					plugins.Output{Name: "state", Description: "the package manager's state word, such as installed or config-files", Type: plugins.TypeString})},
 			{Name: "install", Description: "install a package, at an exact version when one is given; an installed package without a version asked for is left alone", Timeout: change,
-				Inputs: []plugins.Input{pkg, ver("exact version to install; absent: the newest available, or whatever is already installed", false)}, Outputs: out},
+				Inputs: []plugins.Input{pkg, ver("exact version to install; absent: the newest available, or whatever is already installed", false), digest}, Outputs: out},
 			{Name: "update", Description: "move a package to an exact version (up or down), or to the newest available; installs it when absent", Timeout: change,
-				Inputs: []plugins.Input{pkg, ver("exact version to move to; absent: the newest available", false)}, Outputs: out},
+				Inputs: []plugins.Input{pkg, ver("exact version to move to; absent: the newest available", false), digest}, Outputs: out},
 			{Name: "remove", Description: "remove a package (configuration files stay)", Timeout: change,
 				Inputs: []plugins.Input{pkg}, Outputs: out},
 			{Name: "check_version", Description: "succeed only when the package is installed at exactly this version; otherwise fail saying what is installed and, when detectable, why", Timeout: time.Minute,
@@ -259,6 +261,9 @@ func (p *Package) Validate(action string, params plugins.Params) error {
 	if rule := p.be.checkName(params.String("package")); rule != "" {
 		return &plugins.ParamError{Action: action, Param: "package", Rule: "package_name", Msg: rule}
 	}
+	if d := params.String("sha256"); d != "" && !sha256RE.MatchString(d) {
+		return &plugins.ParamError{Action: action, Param: "sha256", Rule: "sha256", Msg: "want 64 lowercase hex digits"}
+	}
 	if params.Has("version") || action == "check_version" {
 		if rule := p.be.checkVersion(params.String("version")); rule != "" {
 			return &plugins.ParamError{Action: action, Param: "version", Rule: "version", Msg: rule}
@@ -279,14 +284,14 @@ func (p *Package) Run(ctx context.Context, req *plugins.Request) (*plugins.Resul
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	name, version := req.Params.String("package"), req.Params.String("version")
+	name, version, digest := req.Params.String("package"), req.Params.String("version"), req.Params.String("sha256")
 	switch req.Action {
 	case "status":
 		return p.status(ctx, log, name)
 	case "install":
-		return p.install(ctx, log, name, version)
+		return p.install(ctx, log, name, version, digest)
 	case "update":
-		return p.update(ctx, log, name, version)
+		return p.update(ctx, log, name, version, digest)
 	case "remove":
 		return p.remove(ctx, log, name)
 	case "check_version":
@@ -318,7 +323,7 @@ func (p *Package) status(ctx context.Context, log *slog.Logger, name string) (*p
 	return &plugins.Result{Summary: summary, Data: d}, nil
 }
 
-func (p *Package) install(ctx context.Context, log *slog.Logger, name, version string) (*plugins.Result, error) {
+func (p *Package) install(ctx context.Context, log *slog.Logger, name, version, digest string) (*plugins.Result, error) {
 	before, err := p.be.query(ctx, log, name)
 	if err != nil {
 		return nil, fmt.Errorf("install %s: %w", name, err)
@@ -326,10 +331,10 @@ func (p *Package) install(ctx context.Context, log *slog.Logger, name, version s
 	if before.Installed && (version == "" || p.be.sameVersion(before.Version, version)) {
 		return &plugins.Result{Summary: fmt.Sprintf("%s %s is already installed", name, before.Version), Data: data(name, before)}, nil
 	}
-	return p.moveTo(ctx, log, "install", name, version, before)
+	return p.moveTo(ctx, log, "install", name, version, digest, before)
 }
 
-func (p *Package) update(ctx context.Context, log *slog.Logger, name, version string) (*plugins.Result, error) {
+func (p *Package) update(ctx context.Context, log *slog.Logger, name, version, digest string) (*plugins.Result, error) {
 	before, err := p.be.query(ctx, log, name)
 	if err != nil {
 		return nil, fmt.Errorf("update %s: %w", name, err)
@@ -346,12 +351,13 @@ func (p *Package) update(ctx context.Context, log *slog.Logger, name, version st
 	if before.Installed && p.be.sameVersion(before.Version, version) {
 		return &plugins.Result{Summary: fmt.Sprintf("%s is already at %s", name, before.Version), Data: data(name, before)}, nil
 	}
-	return p.moveTo(ctx, log, "update", name, version, before)
+	return p.moveTo(ctx, log, "update", name, version, digest, before)
 }
 
 // moveTo installs name at version ("" for the newest) and checks that the
-// package manager did what it said.
-func (p *Package) moveTo(ctx context.Context, log *slog.Logger, action, name, version string, before state) (*plugins.Result, error) {
+// package manager did what it said. With a digest, the artifact is
+// fetched and checked first, and that file is installed.
+func (p *Package) moveTo(ctx context.Context, log *slog.Logger, action, name, version, digest string, before state) (*plugins.Result, error) {
 	if version == "" {
 		c, err := p.be.candidate(ctx, log, name)
 		if err != nil {
@@ -362,7 +368,17 @@ func (p *Package) moveTo(ctx context.Context, log *slog.Logger, action, name, ve
 		}
 		version = c
 	}
-	if err := p.be.install(ctx, log, name, version); err != nil {
+	install := p.be.install
+	if digest != "" {
+		install = func(ctx context.Context, log *slog.Logger, name, version string) error {
+			return p.installVerified(ctx, log, name, version, digest)
+		}
+	}
+	if err := install(ctx, log, name, version); err != nil {
+		var de *DigestError
+		if errors.As(err, &de) {
+			return nil, err
+		}
 		err = fmt.Errorf("%s %s %s: %w", action, name, version, err)
 		if st, qerr := p.be.query(ctx, log, name); qerr == nil {
 			if reason := p.be.mismatchReason(ctx, log, name, version, st); reason != "" {
@@ -384,6 +400,10 @@ func (p *Package) moveTo(ctx context.Context, log *slog.Logger, action, name, ve
 	summary := fmt.Sprintf("%s %s installed", name, after.Version)
 	if before.Installed {
 		summary = fmt.Sprintf("%s %s -> %s", name, before.Version, after.Version)
+	}
+	if digest != "" {
+		d["sha256"] = digest
+		summary += " (sha256 verified)"
 	}
 	log.Info("package changed", "package", name, "previous", before.Version, "version", after.Version)
 	return &plugins.Result{Changed: true, Summary: summary, Data: d}, nil

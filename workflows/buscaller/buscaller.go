@@ -52,7 +52,8 @@ func ParseFilter(exprs []string) (bus.Filter, error) {
 
 // Call runs one action, directly on c.Hosts or broadcast to c.Filter.
 func (b *Caller) Call(ctx context.Context, c workflows.Call) ([]workflows.Result, error) {
-	q := bus.Query{Agent: c.Agent, Action: c.Action, Params: c.Params, Timeout: c.Timeout, Approval: b.Approval}
+	q := bus.Query{Agent: c.Agent, Action: c.Action, Params: c.Params, Timeout: c.Timeout, Approval: b.Approval,
+		Provenance: workflows.ProvenanceFrom(ctx)}
 	if len(c.Hosts) > 0 {
 		q.Targets = c.Hosts
 	} else {

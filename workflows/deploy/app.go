@@ -61,9 +61,11 @@ type App struct {
 	// StopTimeout bounds service stop and start; default 60s.
 	StopTimeout time.Duration `yaml:"stop_timeout,omitempty"`
 	// OnFailure is "hold" (default: leave the failed host drained and in
-	// maintenance for a human), "rollback" (reinstall the previous
-	// version, start, check health, enable, end maintenance) or "stop_now"
-	// (hold, and stop the hosts in progress after their current step).
+	// maintenance for a human), "rollback" (take the failed host back to
+	// the version it had before; once the failure budget is spent, every
+	// host the run touched too, each back into rotation only after its
+	// health check) or "stop_now" (hold, and stop the hosts in progress
+	// after their current step).
 	// With hold and rollback the hosts in progress finish their own steps
 	// and go back into rotation.
 	OnFailure string `yaml:"on_failure,omitempty"`
@@ -76,6 +78,12 @@ type App struct {
 	// condition, no active Alertmanager alert matching labels) that must
 	// pass before each batch after the first and during the bake.
 	Gates *workflows.Gates `yaml:"gates,omitempty"`
+	// SHA256 maps package versions to the SHA-256 of their artifact (the
+	// .deb or .rpm file), 64 lowercase hex digits. When the deployed (or
+	// rolled back to) version is listed, the digest travels in the signed
+	// request and the package plugin refuses a file that does not match,
+	// before dpkg or rpm runs.
+	SHA256 map[string]string `yaml:"sha256,omitempty"`
 	// Envs override settings per environment: `envs: {dev: {...}}`.
 	Envs map[string]Override `yaml:"envs,omitempty"`
 }
@@ -226,6 +234,9 @@ func (a *App) Validate() error {
 		return fail("on_failure: want \"hold\", \"rollback\" or \"stop_now\", found %q", a.OnFailure)
 	}
 	if err := a.Canary.Validate(); err != nil {
+		return fail("%w", err)
+	}
+	if err := checkDigests(a.SHA256); err != nil {
 		return fail("%w", err)
 	}
 	if err := a.Gates.Validate(); err != nil {

@@ -76,6 +76,9 @@ type Options struct {
 	// Rollout overrides the app file's canary and gates: the command-line
 	// flags (canary.go).
 	Rollout Rollout
+	// Provenance is the ticket, CI build URL and artifact digest of a new
+	// run (a resumed run keeps its recorded ones).
+	Provenance Provenance
 }
 
 // Policy is a command-line override of the capacity and failure policy;
@@ -163,7 +166,11 @@ func Run(ctx context.Context, soft <-chan struct{}, opts Options) (*workflows.Re
 	vars := map[string]string{"version": opts.Version, "env": opts.Env, "app": a.Name}
 	zones := workflows.HostZones(hosts, a.ZoneFact)
 	if opts.Plan {
-		pv, err := workflows.BuildPlan(summary, batches, hosts, a.ZoneFact, a.Steps(), vars)
+		pst := &workflows.RunState{Version: opts.Version}
+		if err := opts.Provenance.record(a, pst); err != nil {
+			return nil, err
+		}
+		pv, err := workflows.BuildPlan(summary, batches, hosts, a.ZoneFact, a.Steps(), planVars(vars, pst.Digests, opts.Version))
 		if err != nil {
 			return nil, err
 		}
@@ -190,6 +197,9 @@ func Run(ctx context.Context, soft <-chan struct{}, opts Options) (*workflows.Re
 	st.App, st.Env, st.Version, st.User = a.Name, opts.Env, opts.Version, opts.User
 	st.Zones = zones
 	st.Canary = canary
+	if err := opts.Provenance.record(a, st); err != nil {
+		return nil, err
+	}
 	return execute(ctx, soft, a, st, summary, opts)
 }
 
@@ -231,10 +241,18 @@ func Resume(ctx context.Context, soft <-chan struct{}, runID string, opts Option
 	if a.Name != st.App {
 		return nil, fmt.Errorf("resume %s: the run deploys app %s, found app file of %s", runID, st.App, a.Name)
 	}
+	// The recorded digests win over the app file's: they were signed
+	// with the run.
+	for v, d := range st.Digests {
+		if a.SHA256 == nil {
+			a.SHA256 = map[string]string{}
+		}
+		a.SHA256[v] = d
+	}
 	summary := fmt.Sprintf("resume deploy %s %s to %s (run %s)", a.Name, st.Version, st.Env, runID)
 	if opts.Plan {
 		var hosts []workflows.Host
-		pv, err := workflows.BuildPlan(summary, st.Batches, hosts, a.ZoneFact, a.Steps(), st.Vars)
+		pv, err := workflows.BuildPlan(summary, st.Batches, hosts, a.ZoneFact, a.Steps(), planVars(st.Vars, a.SHA256, st.Version))
 		if err != nil {
 			return nil, err
 		}
@@ -254,7 +272,7 @@ func execute(ctx context.Context, soft <-chan struct{}, a *App, st *workflows.Ru
 		w.Rollback = a.RollbackSteps()
 	}
 	silent := &workflows.Silent{}
-	o := &observer{app: a, caller: opts.Caller, version: st.Version, silent: silent}
+	o := &observer{app: a, caller: opts.Caller, version: st.Version, silent: silent, digests: a.SHA256}
 	job := &workflows.Job{Workflow: w, State: st, Summary: summary, Prepare: o.prepare, Silent: silent,
 		Gates: a.Gates, DecisionPoll: opts.Rollout.DecisionPoll}
 	if st.Canary != nil {
@@ -272,6 +290,10 @@ func (a *App) lbFilter() []string { return a.HAProxy.LBFilter }
 func (a *App) Steps() []workflows.Step {
 	drainParams := map[string]any{"backend": a.HAProxy.Backend, "server": a.HAProxy.Server, "wait": true, "timeout": dur(a.HAProxy.DrainTimeout)}
 	pkg := map[string]any{"package": a.Package, "version": "{{version}}"}
+	update := pkg
+	if len(a.SHA256) > 0 {
+		update = map[string]any{"package": a.Package, "version": "{{version}}", VarSHA256: "{{" + VarSHA256 + "}}"}
+	}
 	svc := map[string]any{"service": a.Service, "timeout": dur(a.StopTimeout)}
 	healthTimeout := time.Duration(a.Health.Retries)*(a.Health.Timeout+10*time.Second) + 30*time.Second
 	return []workflows.Step{
@@ -280,7 +302,7 @@ func (a *App) Steps() []workflows.Step {
 		{Name: StepDrain, Agent: "haproxy", Action: "drain", Target: workflows.TargetBroadcast, Filter: a.lbFilter(), Sets: MarkDrained, Partial: true,
 			Params: drainParams, Timeout: a.HAProxy.DrainTimeout + 30*time.Second, Check: checkHAProxy("drain", a.lbFilter())},
 		{Name: StepStop, Agent: "service", Action: "stop", Params: svc, Timeout: a.StopTimeout + 10*time.Second},
-		{Name: StepUpdate, Agent: "package", Action: "update", Params: pkg, Timeout: 10 * time.Minute, Capture: map[string]string{"previous": "previous"}},
+		{Name: StepUpdate, Agent: "package", Action: "update", Params: update, Timeout: 10 * time.Minute, Capture: map[string]string{"previous": "previous"}},
 		{Name: StepCheckVersion, Agent: "package", Action: "check_version", Params: pkg, Check: checkVersion},
 		{Name: StepStart, Agent: "service", Action: "start", Params: svc, Timeout: a.StopTimeout + 10*time.Second, Expect: map[string]any{"active": true}},
 		{Name: StepHealth, Agent: "health", Action: "http", Timeout: healthTimeout, Params: map[string]any{
@@ -292,17 +314,16 @@ func (a *App) Steps() []workflows.Step {
 	}
 }
 
-// RollbackSteps returns the steps of on_failure rollback: the previous
-// version reinstalled ({{version}} is the previous version during a
-// rollback), started, checked, enabled, maintenance ended.
+// RollbackSteps returns the steps of on_failure rollback: the deploy's
+// own steps with {{version}} the host's previous version (and
+// {{sha256}} its digest): maintenance start, drain, stop, install the
+// previous version, check it, start, health check, enable, maintenance
+// end. A host goes back into rotation only after its health check.
 func (a *App) RollbackSteps() []workflows.Step {
 	var out []workflows.Step
 	for _, s := range a.Steps() {
-		switch s.Name {
-		case StepStop, StepUpdate, StepCheckVersion, StepStart, StepHealth, StepEnable, StepMaintenanceEnd:
-			s.Capture = nil
-			out = append(out, s)
-		}
+		s.Capture = nil
+		out = append(out, s)
 	}
 	return out
 }

@@ -19,6 +19,8 @@ type observer struct {
 	// silent are the hosts the run found not answering: their HAProxy is
 	// not asked (or waited for) again.
 	silent *workflows.Silent
+	// digests are the artifacts' SHA-256 by version (the run's).
+	digests map[string]string
 }
 
 const observeTimeout = 30 * time.Second
@@ -181,6 +183,10 @@ func (o *observer) prepare(ctx context.Context, host string, hs *workflows.HostS
 			hs.Vars["previous"] = ob.Previous
 		}
 	}
+	if !ob.Installed && hs.Vars["previous"] == "" {
+		hs.Vars[workflows.FreshInstallVar] = "true"
+	}
+	digestVars(o.digests, o.version, hs)
 	if !atTarget {
 		return nil, nil
 	}
