@@ -58,9 +58,13 @@ that nothing was edited, deleted, reordered or cut.`,
 		Use:   "verify",
 		Short: "Check the audit hash chains and signed checkpoints; exit 1 on any finding",
 		Long: `Check every host's audit chain in the broker's stream (or in log files with --file):
-each line's seq and the hash of the line before it, and each checkpoint's signature
-against the host key in known_hosts. Reports edited, deleted, reordered and truncated
-records by host and seq, and exits 1 if there is any finding.`,
+each line's seq and the hash of the line before it, each checkpoint's signature
+against the host key in known_hosts (or, for a host trusted through an
+@cert-authority line, the host certificate the checkpoint carries), and each
+record's stored request signature: the operator's signature over the request, and
+that the record's request id, sender, agent, action and parameters are the signed
+ones. Reports edited, deleted, reordered and truncated records and request
+signatures that do not verify by host and seq, and exits 1 if there is any finding.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return auditVerifyRun(cmd.Context(), g, o) },
 	}
@@ -189,7 +193,7 @@ func auditVerifyRun(ctx context.Context, g *globalOptions, o *auditOptions) erro
 	}
 	var lines []audit.Line
 	var stateFinding *audit.Finding
-	opts := audit.VerifyOptions{HostKey: known.Lookup, MaxAge: o.maxAge, Now: time.Now(), FromStart: o.fromStart}
+	opts := audit.VerifyOptions{HostKey: known.Lookup, HostCA: known.HostCA, MaxAge: o.maxAge, Now: time.Now(), FromStart: o.fromStart}
 	if len(o.files) > 0 {
 		for _, path := range o.files {
 			b, err := os.ReadFile(path)
@@ -242,7 +246,7 @@ func auditVerifyRun(ctx context.Context, g *globalOptions, o *auditOptions) erro
 		p.table([]string{"HOST", "SEQ", "FINDING", "DETAIL", "WHERE"}, rows)
 	}
 	for _, h := range rep.Hosts {
-		fmt.Fprintf(g.io.Err, "%s: seq %d to %d, %d lines, %d checkpoints verified, %d lines after the last one\n", h.Host, h.First, h.Last, h.Records, h.Checkpoints, h.Unsigned)
+		fmt.Fprintf(g.io.Err, "%s: seq %d to %d, %d lines, %d checkpoints verified, %d lines after the last one, %d request signatures verified\n", h.Host, h.First, h.Last, h.Records, h.Checkpoints, h.Unsigned, h.Requests)
 	}
 	if len(rep.Findings) > 0 {
 		fmt.Fprintf(g.io.Err, "%d findings: the audit trail was changed or is incomplete\n", len(rep.Findings))
