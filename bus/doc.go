@@ -17,8 +17,9 @@
 // The payload is JSON with the fields of Request: protocol version, a random
 // 128-bit id (exactly 32 lowercase hex digits, see CheckID: both sides
 // refuse anything else, an empty id above all), the sender (claimed user and key fingerprint), collective,
-// agent, action, parameters, filter, direct targets, creation time (Unix ms)
-// and TTL (seconds). Unknown fields are refused: a host never ignores part
+// agent, action, parameters, filter, direct targets, creation time (Unix ms),
+// TTL (seconds) and, for a step of a workflow run, the run's id (audited, so
+// `signet audit --run` finds every step). Unknown fields are refused: a host never ignores part
 // of a signed command it does not understand.
 //
 // # Certificates

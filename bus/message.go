@@ -58,6 +58,10 @@ type Request struct {
 	Created int64 `json:"created"`
 	// TTL is how long the request stays valid, in seconds.
 	TTL int `json:"ttl"`
+	// Run is the id of the workflow run (a deploy, a release) that sent
+	// the request, if any: signed, so the audit record of every step
+	// names its run (`signet audit --run`).
+	Run string `json:"run,omitempty"`
 }
 
 // CreatedTime returns Created as a time.

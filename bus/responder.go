@@ -98,6 +98,8 @@ type AuditRecord struct {
 	Agent     string         `json:"agent,omitempty"`
 	Action    string         `json:"action,omitempty"`
 	Params    map[string]any `json:"params,omitempty"`
+	// Run is the signed request's workflow run id (Request.Run).
+	Run string `json:"run,omitempty"`
 	// Decision is one of the Decision constants: "started" before an
 	// action runs, "accepted" with its result, "refused", "dropped",
 	// "duplicate" and "suppressed".
@@ -507,7 +509,7 @@ func (r *Responder) handle(m *nats.Msg, direct bool) {
 	}
 	x.req = req
 	x.rec.RequestID, x.rec.User, x.rec.Key = req.ID, req.Sender.User, req.Sender.Key
-	x.rec.Agent, x.rec.Action, x.rec.Params = req.Agent, req.Action, req.Params
+	x.rec.Agent, x.rec.Action, x.rec.Params, x.rec.Run = req.Agent, req.Action, req.Params, req.Run
 	if err := CheckID(req.ID); err != nil {
 		r.limited(x, DecisionRefused, refusal{CodeMalformed, err.Error()}, nil)
 		return

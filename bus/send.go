@@ -134,6 +134,7 @@ func (c *Client) send(ctx context.Context, q Query, targets []string, broadcast 
 			Targets:    chunk,
 			Created:    c.cfg.Now().UnixMilli(),
 			TTL:        int((q.TTL + time.Second - 1) / time.Second),
+			Run:        q.Run,
 		}
 		frame, err := SignRequest(c.cfg.Signer, req)
 		if err != nil {

@@ -20,6 +20,9 @@ type Call struct {
 	Hosts         []string
 	Filter        []string
 	Timeout       time.Duration
+	// Run is the id of the run that makes the call; the signed request
+	// carries it into every host's audit record.
+	Run string
 }
 
 // Result is one host's answer to a Call.

@@ -626,7 +626,7 @@ func (r *run) step(ctx context.Context, batch int, host string, hs *HostState, s
 	r.mu.Unlock()
 
 	start := time.Now()
-	results, skipped, changed, summary, detail := r.e.do(ctx, host, step, vars, r.silent)
+	results, skipped, changed, summary, detail := r.e.do(ctx, r.st.ID, host, step, vars, r.silent)
 	if step.Partial {
 		r.silent.seenIn(strings.Join(partialFilter(step, vars), " "), results)
 	}
@@ -675,14 +675,14 @@ func (r *run) step(ctx context.Context, batch int, host string, hs *HostState, s
 }
 
 // do performs the call of a step and judges it.
-func (e *Engine) do(ctx context.Context, host string, step Step, vars map[string]string, silent *Silent) (results []Result, skipped []string, changed bool, summary, detail string) {
-	results, changed, summary, detail = e.call(ctx, host, step, vars, silent, &skipped)
+func (e *Engine) do(ctx context.Context, runID, host string, step Step, vars map[string]string, silent *Silent) (results []Result, skipped []string, changed bool, summary, detail string) {
+	results, changed, summary, detail = e.call(ctx, runID, host, step, vars, silent, &skipped)
 	return results, skipped, changed, summary, detail
 }
 
 // call performs the call of a step and judges it; a partial broadcast
 // that leaves out silent hosts lists them in *skipped.
-func (e *Engine) call(ctx context.Context, host string, step Step, vars map[string]string, silent *Silent, skipped *[]string) (results []Result, changed bool, summary, detail string) {
+func (e *Engine) call(ctx context.Context, runID, host string, step Step, vars map[string]string, silent *Silent, skipped *[]string) (results []Result, changed bool, summary, detail string) {
 	params, err := expandMap(step.Params, vars)
 	if err != nil {
 		return nil, false, "", "params: " + err.Error()
@@ -691,7 +691,7 @@ func (e *Engine) call(ctx context.Context, host string, step Step, vars map[stri
 	if timeout == 0 {
 		timeout = DefaultStepTimeout
 	}
-	c := Call{Agent: step.Agent, Action: step.Action, Params: params, Timeout: timeout}
+	c := Call{Agent: step.Agent, Action: step.Action, Params: params, Timeout: timeout, Run: runID}
 	if step.Target == TargetBroadcast {
 		f, err := expandList(step.Filter, vars)
 		if err != nil {

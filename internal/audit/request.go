@@ -155,6 +155,7 @@ func diffRequest(e *Entry, req *bus.Request) string {
 		{"key", e.Key, req.Sender.Key},
 		{"agent", e.Agent, req.Agent},
 		{"action", e.Action, req.Action},
+		{"run", e.Run, req.Run},
 	} {
 		if f.rec != f.signed {
 			return fmt.Sprintf("the record's %s %q is not the signed request's %q", f.name, f.rec, f.signed)

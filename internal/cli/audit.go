@@ -27,6 +27,7 @@ type auditOptions struct {
 	action    string
 	decision  string
 	request   string
+	run       string
 	since     string
 	until     string
 	files     []string
@@ -52,6 +53,7 @@ that nothing was edited, deleted, reordered or cut.`,
 	f.StringVar(&o.action, "action", "", "only this action")
 	f.StringVar(&o.decision, "decision", "", "only this decision: started, accepted, refused, dropped, duplicate, suppressed, checkpoint")
 	f.StringVar(&o.request, "request", "", "only this request id")
+	f.StringVar(&o.run, "run", "", "only the requests of this workflow run (a deploy or a release; its id as `signet workflow status` shows it)")
 	f.StringVar(&o.since, "since", "", "only records at or after this time: RFC 3339 or a duration ago such as 24h")
 	f.StringVar(&o.until, "until", "", "only records before this time: RFC 3339 or a duration ago")
 	v := &cobra.Command{
@@ -115,6 +117,7 @@ func (o *auditOptions) match(e *audit.Entry, since, until time.Time) bool {
 	return (o.operator == "" || e.Principal == o.operator || e.User == o.operator) &&
 		(o.agent == "" || e.Agent == o.agent) && (o.action == "" || e.Action == o.action) &&
 		(o.decision == "" || e.Decision == o.decision) && (o.request == "" || e.RequestID == o.request) &&
+		(o.run == "" || e.Run == o.run) &&
 		(since.IsZero() || !e.Time.Before(since)) && (until.IsZero() || e.Time.Before(until))
 }
 
@@ -169,7 +172,7 @@ func auditRun(ctx context.Context, g *globalOptions, o *auditOptions) error {
 			detail = e.Reason
 		}
 		rows = append(rows, []string{e.Time.UTC().Format(time.RFC3339), e.Identity, strconv.FormatUint(e.Seq, 10), op,
-			e.Agent, e.Action, e.Decision, string(what), e.RequestID, redact.String(detail)})
+			e.Agent, e.Action, e.Decision, string(what), e.RequestID, e.Run, redact.String(detail)})
 	}
 	if p.json {
 		if out == nil {
@@ -177,7 +180,7 @@ func auditRun(ctx context.Context, g *globalOptions, o *auditOptions) error {
 		}
 		return p.jsonValue(out)
 	}
-	p.table([]string{"TIME", "HOST", "SEQ", "OPERATOR", "AGENT", "ACTION", "DECISION", "STATUS", "REQUEST", "DETAIL"}, rows)
+	p.table([]string{"TIME", "HOST", "SEQ", "OPERATOR", "AGENT", "ACTION", "DECISION", "STATUS", "REQUEST", "RUN", "DETAIL"}, rows)
 	fmt.Fprintf(g.io.Err, "%d records\n", len(rows))
 	return nil
 }

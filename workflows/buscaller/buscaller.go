@@ -49,7 +49,7 @@ func ParseFilter(exprs []string) (bus.Filter, error) {
 
 // Call runs one action, directly on c.Hosts or broadcast to c.Filter.
 func (b *Caller) Call(ctx context.Context, c workflows.Call) ([]workflows.Result, error) {
-	q := bus.Query{Agent: c.Agent, Action: c.Action, Params: c.Params, Timeout: c.Timeout}
+	q := bus.Query{Agent: c.Agent, Action: c.Action, Params: c.Params, Timeout: c.Timeout, Run: c.Run}
 	if len(c.Hosts) > 0 {
 		q.Targets = c.Hosts
 	} else {

@@ -20,9 +20,15 @@ import (
 // plain key) and the frame.
 func Record(tb testing.TB, operator ssh.Signer, name, host, id, agent, action string, params map[string]any) *bus.AuditRecord {
 	tb.Helper()
+	return RunRecord(tb, operator, name, host, id, "", agent, action, params)
+}
+
+// RunRecord is Record for a request that workflow run sent.
+func RunRecord(tb testing.TB, operator ssh.Signer, name, host, id, run, agent, action string, params map[string]any) *bus.AuditRecord {
+	tb.Helper()
 	now := time.Now()
 	req := &bus.Request{Version: bus.ProtocolVersion, ID: id, Sender: bus.Sender{User: name, Key: ssh.FingerprintSHA256(operator.PublicKey())},
-		Collective: "signet", Agent: agent, Action: action, Params: params, Created: now.UnixMilli(), TTL: 60}
+		Collective: "signet", Agent: agent, Action: action, Params: params, Created: now.UnixMilli(), TTL: 60, Run: run}
 	frame, err := bus.SignRequest(operator, req)
 	if err != nil {
 		tb.Fatal(err)
@@ -32,6 +38,6 @@ func Record(tb testing.TB, operator ssh.Signer, name, host, id, agent, action st
 		principal = c.KeyId
 	}
 	return &bus.AuditRecord{Time: now.UTC(), Identity: host, RequestID: id, Subject: "signet.node." + host,
-		Principal: principal, User: name, Key: req.Sender.Key, Agent: agent, Action: action, Params: params,
+		Principal: principal, User: name, Key: req.Sender.Key, Agent: agent, Action: action, Params: params, Run: run,
 		Decision: bus.DecisionAccepted, Status: bus.StatusOK, Frame: frame}
 }
