@@ -86,7 +86,7 @@ const certSkew = 30 * time.Second
 // checkSigned re-verifies the request evidence of one record and returns
 // what is wrong, or "" when the signature verifies and the record's fields
 // are the signed ones.
-func checkSigned(e *Entry) string {
+func checkSigned(e *Entry, trust *Signers) string {
 	s := e.Signed
 	var pub ssh.PublicKey
 	var certWire string
@@ -129,6 +129,16 @@ func checkSigned(e *Entry) string {
 		return fmt.Sprintf("the record names key %s but the request was signed by %s", e.Key, fp)
 	}
 	if certWire == "" {
+		if trust == nil {
+			return ""
+		}
+		name, ok := trust.Keys[string(pub.Marshal())]
+		if !ok {
+			return fmt.Sprintf("the request was signed by key %s, which the trust file does not list", e.Key)
+		}
+		if name != e.Principal {
+			return fmt.Sprintf("the record names operator %q but the trust file lists key %s as %q", e.Principal, e.Key, name)
+		}
 		return ""
 	}
 	c, err := bus.DecodeCert(certWire)
@@ -143,6 +153,9 @@ func checkSigned(e *Entry) string {
 	}
 	if err := checkCertAt(c, ssh.UserCert, e.Time); err != nil {
 		return err.Error()
+	}
+	if trust != nil && !trust.CAs[string(c.SignatureKey.Marshal())] {
+		return fmt.Sprintf("certificate %s (serial %d) is signed by %s, which the trust file does not list as a cert-authority", c.KeyId, c.Serial, ssh.FingerprintSHA256(c.SignatureKey))
 	}
 	return ""
 }

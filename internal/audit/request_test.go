@@ -146,3 +146,42 @@ func TestVerifyRechecksRequestSignatures(t *testing.T) {
 		t.Fatalf("an edited digest: findings %v", rep.Findings)
 	}
 }
+
+// Whoever holds a host's key can also make up an operator: a key or a CA
+// of their own, and records of requests signed with it. The signature
+// verifies; only the hosts' trust file (verify --trust) tells that nobody
+// trusts that key or CA, or that the key belongs to another operator.
+func TestVerifyChecksSignersAgainstTheTrustFile(t *testing.T) {
+	key := keytest.Signer(t)
+	op, ca := keytest.Signer(t), keytest.Signer(t)
+	madeUp, madeUpCA := keytest.Signer(t), keytest.Signer(t)
+	trust := &Signers{Keys: map[string]string{string(op.PublicKey().Marshal()): "alice"}, CAs: map[string]bool{string(ca.PublicKey().Marshal()): true}}
+	honest := []*bus.AuditRecord{
+		audittest.Record(t, op, "alice", "web1", "r1", "rpcutil", "ping", nil),
+		audittest.Record(t, userCert(t, op, ca, "alice"), "alice", "web1", "r2", "rpcutil", "ping", nil),
+	}
+	rep := Verify(FileLines(signedLog(t, key, honest...), "x"), VerifyOptions{HostKey: keysOf("web1", key), Signers: trust})
+	if len(rep.Findings) > 0 || rep.Hosts[0].Requests != 2 {
+		t.Fatalf("trusted signers: %v", rep.Findings)
+	}
+	for _, c := range []struct {
+		name string
+		rec  *bus.AuditRecord
+		want string
+	}{
+		{"a made-up key", audittest.Record(t, madeUp, "alice", "web1", "r1", "package", "update", nil), "which the trust file does not list"},
+		{"a made-up CA", audittest.Record(t, userCert(t, madeUp, madeUpCA, "alice"), "alice", "web1", "r1", "package", "update", nil), "does not list as a cert-authority"},
+		{"a trusted key under another name", audittest.Record(t, op, "bob", "web1", "r1", "package", "update", nil), `lists key SHA256:`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			data := signedLog(t, key, c.rec)
+			if rep := Verify(FileLines(data, "x"), VerifyOptions{HostKey: keysOf("web1", key)}); len(rep.Findings) > 0 {
+				t.Fatalf("without the trust file: %v", rep.Findings)
+			}
+			rep := Verify(FileLines(data, "x"), VerifyOptions{HostKey: keysOf("web1", key), Signers: trust})
+			if len(rep.Findings) != 1 || rep.Findings[0].Kind != FindingSignature || rep.Findings[0].Seq != 1 || !strings.Contains(rep.Findings[0].Detail, c.want) {
+				t.Fatalf("findings %v, want web1 seq 1 signature ...%s...", rep.Findings, c.want)
+			}
+		})
+	}
+}

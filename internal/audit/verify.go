@@ -92,6 +92,20 @@ type VerifyOptions struct {
 	// copy has lost its tail (or the host stopped).
 	MaxAge time.Duration
 	Now    time.Time
+	// Signers, when set, is the hosts' operator trust (their
+	// authorized_keys): a request must be signed by a key it lists under
+	// the record's operator name, or carry a certificate of an authority it
+	// lists. Without it a verified signature proves only that the record's
+	// key signed the request, whoever holds that key.
+	Signers *Signers
+}
+
+// Signers is the operator trust a verifier checks signers against.
+type Signers struct {
+	// Keys maps a listed key's wire form to its operator name.
+	Keys map[string]string
+	// CAs holds the wire forms of the listed certificate authorities.
+	CAs map[string]bool
 }
 
 type seen struct {
@@ -196,7 +210,7 @@ func Verify(lines []Line, o VerifyOptions) *Report {
 				}
 				continue
 			}
-			if d := checkSigned(cur.e); d != "" {
+			if d := checkSigned(cur.e, o.Signers); d != "" {
 				add(host, s, FindingSignature, cur.where, "%s", d)
 			} else {
 				sum.Requests++

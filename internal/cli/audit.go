@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -33,6 +34,7 @@ type auditOptions struct {
 	files     []string
 	maxAge    time.Duration
 	fromStart bool
+	trust     string
 }
 
 func newAuditCmd(g *globalOptions) *cobra.Command {
@@ -74,6 +76,7 @@ signatures that do not verify by host and seq, and exits 1 if there is any findi
 	vf.StringArrayVar(&o.files, "file", nil, "verify this host audit log file instead of the stream (repeatable, oldest first: audit.jsonl.1 then audit.jsonl)")
 	vf.StringArrayVar(&o.hosts, "host", nil, "only this host (repeatable)")
 	vf.DurationVar(&o.maxAge, "max-age", 0, "report a host whose newest line is older than this (twice audit.checkpoint_interval): its tail may have been cut")
+	vf.StringVar(&o.trust, "trust", "", "the hosts' authorized_keys: each request must be signed by a key it lists under the record's operator name, or carry a certificate of a cert-authority it lists")
 	vf.BoolVar(&o.fromStart, "from-start", false, "with --file: the files hold the whole log, so it must begin at seq 1 (the stream always must)")
 	c.AddCommand(v)
 	return c
@@ -197,6 +200,11 @@ func auditVerifyRun(ctx context.Context, g *globalOptions, o *auditOptions) erro
 	var lines []audit.Line
 	var stateFinding *audit.Finding
 	opts := audit.VerifyOptions{HostKey: known.Lookup, HostCA: known.HostCA, MaxAge: o.maxAge, Now: time.Now(), FromStart: o.fromStart}
+	if o.trust != "" {
+		if opts.Signers, err = loadSigners(o.trust); err != nil {
+			return err
+		}
+	}
 	if len(o.files) > 0 {
 		for _, path := range o.files {
 			b, err := os.ReadFile(path)
@@ -257,6 +265,29 @@ func auditVerifyRun(ctx context.Context, g *globalOptions, o *auditOptions) erro
 	}
 	fmt.Fprintf(g.io.Err, "no findings in %d lines from %d hosts\n", len(lines), len(rep.Hosts))
 	return nil
+}
+
+// loadSigners reads an authorized_keys file as the operator trust that
+// verify checks request signers against. It is read, not trusted: a loose
+// mode is no reason to refuse an auditor's copy.
+func loadSigners(path string) (*audit.Signers, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("audit verify: --trust: %w", err)
+	}
+	list, err := keys.ParseAuthorizedKeys(bytes.NewReader(b))
+	if err != nil {
+		return nil, fmt.Errorf("audit verify: --trust %s: %w", path, err)
+	}
+	s := &audit.Signers{Keys: map[string]string{}, CAs: map[string]bool{}}
+	for _, a := range list {
+		if a.CA {
+			s.CAs[a.KeyBlob] = true
+		} else {
+			s.Keys[a.KeyBlob] = a.Name
+		}
+	}
+	return s, nil
 }
 
 func keepHosts(rep *audit.Report, hosts []string) *audit.Report {
