@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/signetbus/signet/internal/grammar"
 	"github.com/signetbus/signet/internal/redact"
 	"github.com/signetbus/signet/internal/sshsig"
 )
@@ -667,6 +668,11 @@ func (r *Responder) checkRequest(req *Request, node *Node, direct bool, now time
 	}
 	if req.TTL <= 0 {
 		return &refusal{CodeTTL, "request has no ttl"}
+	}
+	if req.Run != "" {
+		if err := grammar.CheckRunID(req.Run); err != nil {
+			return &refusal{CodeMalformed, err.Error()}
+		}
 	}
 	ttl := time.Duration(req.TTL) * time.Second
 	if ttl > r.cfg.MaxTTL {

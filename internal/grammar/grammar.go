@@ -27,6 +27,7 @@ var (
 	factKeyRe  = rule{max: 64, first: alnum | under, rest: alnum | under | dot | dash}
 	roleRe     = rule{max: 32, first: lower | digit, rest: lower | digit | under | dash}
 	operatorRe = rule{max: 64, first: alnum, rest: alnum | dot | under | at | plus | dash}
+	runIDRe    = rule{max: 64, first: alnum, rest: alnum | dot | under | dash}
 )
 
 // class is a set of byte classes.
@@ -121,6 +122,15 @@ func CheckFactKey(k string) error {
 func CheckRole(r string) error {
 	if !roleRe.MatchString(r) {
 		return fmt.Errorf("invalid role %q: want lowercase letters, digits, _ and - (at most 32)", r)
+	}
+	return nil
+}
+
+// CheckRunID validates a workflow run id as a signed request carries it
+// into every host's audit (workflows.NewRunID makes 8 hex digits).
+func CheckRunID(id string) error {
+	if !runIDRe.MatchString(id) {
+		return fmt.Errorf("invalid run id %q: want letters, digits and ._- (at most 64)", id)
 	}
 	return nil
 }
