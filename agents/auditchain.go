@@ -9,8 +9,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/internal/audit"
 	"github.com/signetbus/signet/internal/audit/ship"
+	"github.com/signetbus/signet/internal/keys"
 )
 
 // StartAuditChain makes the audit log sign checkpoints with the host key
@@ -21,6 +23,15 @@ import (
 // calls it; the lab may too.
 func StartAuditChain(ctx context.Context, cfg *Config, aud *audit.Log, hostKey ssh.Signer, nc *nats.Conn, log *slog.Logger) (stop func()) {
 	aud.Identity, aud.Signer, aud.CheckpointEvery = cfg.Identity, hostKey, cfg.Audit.CheckpointRecords
+	if cfg.HostCertificate != "" {
+		// Checkpoints carry it: a bastion that trusts the host CA, with no
+		// pinned key for this host, can still check them.
+		if c, err := keys.LoadCertificate(cfg.HostCertificate); err != nil {
+			log.Error("audit checkpoints carry no host certificate", "err", err)
+		} else {
+			aud.HostCert = bus.EncodeCert(c)
+		}
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() {

@@ -362,6 +362,12 @@ func TestRefusals(t *testing.T) {
 	if rec := f.audits["web1"].find(CodeMalformed); rec == nil || rec.Decision != "dropped" {
 		t.Fatal("garbage was not audited as dropped")
 	}
+	// A run id that is not one: it would land in every auditor's table.
+	r := baseRequest(f, f.operator)
+	r.Provenance = &Provenance{Run: "7f3a\nweb9\tok"}
+	if rs := rawSend(t, f, direct, signed(r, f.operator)); len(rs) != 1 || rs[0].Status != ResultRefused || rs[0].Reply.Code != CodeMalformed || !strings.Contains(rs[0].Error, "run holds a control character") {
+		t.Fatalf("a run id with a newline: %+v", rs)
+	}
 }
 
 func TestForgedRepliesAreNeverSuccess(t *testing.T) {

@@ -107,6 +107,8 @@ type Query struct {
 	TTL time.Duration
 	// Limit caps the number of hosts the request goes to.
 	Limit int
+	// Run names the workflow run that sends the request (Request.Run).
+	Run string
 	// LimitPercent, 1 to 100, caps it to this share of the matching
 	// hosts, rounded up (mco's --limit 50%).
 	LimitPercent int

@@ -73,5 +73,13 @@ func (p *Provenance) Check() error {
 	return nil
 }
 
+// RunID is the run's id, "" without a provenance.
+func (p *Provenance) RunID() string {
+	if p == nil {
+		return ""
+	}
+	return p.Run
+}
+
 // Empty reports whether p carries nothing.
 func (p *Provenance) Empty() bool { return p == nil || *p == Provenance{} }

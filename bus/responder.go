@@ -124,6 +124,11 @@ type AuditRecord struct {
 	// Unanswered counts the messages of that window that were owed a signed
 	// refusal and got none (the refusals were rate-limited).
 	Unanswered int `json:"unanswered,omitempty"`
+	// Frame is the request frame as received, set once its signature
+	// verified. It is not written as is: the audit log keeps it, or only
+	// its signature and digest when a parameter is secret, so that the
+	// signature can be checked again later (internal/audit.Signed).
+	Frame []byte `json:"-"`
 }
 
 // ResponderConfig configures a Responder.
@@ -531,7 +536,7 @@ func (r *Responder) handle(m *nats.Msg, direct bool) {
 		return
 	}
 	x.digest = FrameDigest(m.Data)
-	x.rec.Principal, x.rec.Roles = principal.Name, principal.Roles
+	x.rec.Principal, x.rec.Roles, x.rec.Frame = principal.Name, principal.Roles, m.Data
 	now := r.cfg.Now()
 	if f := r.checkRequest(req, node, direct, now); f != nil {
 		if f.code == "" { // not for this host: stay silent, as a broadcast expects

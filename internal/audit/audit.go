@@ -53,6 +53,9 @@ type Log struct {
 	notify chan struct{}
 	// Identity names the host in checkpoint lines.
 	Identity string
+	// HostCert is the host certificate of Signer's key (bus.EncodeCert),
+	// if the host has one; checkpoints carry it.
+	HostCert string
 	// Signer signs checkpoints (the host key). Nil: no checkpoints.
 	Signer ssh.Signer
 	// CheckpointEvery writes a checkpoint after this many records; 0: only
@@ -146,7 +149,10 @@ func (l *Log) Reopen() error {
 // written whole (a full disk, an I/O error) is an error.
 func (l *Log) Audit(rec *bus.AuditRecord) error {
 	r := l.Redact(rec)
-	body, err := json.Marshal(&r)
+	body, err := json.Marshal(struct {
+		*bus.AuditRecord
+		Signed *Signed `json:"signed,omitempty"`
+	}{&r, signedEvidence(rec, &r)})
 	if err != nil {
 		return fmt.Errorf("audit log: encode record: %w", err)
 	}

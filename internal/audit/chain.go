@@ -40,6 +40,8 @@ type Entry struct {
 	Seq  uint64 `json:"seq"`
 	Prev string `json:"prev"`
 	bus.AuditRecord
+	// Signed is the request's signature evidence (see Signed).
+	Signed     *Signed     `json:"signed,omitempty"`
 	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
 }
 
@@ -50,6 +52,10 @@ type Checkpoint struct {
 	Hash string `json:"hash"`
 	// Sig is the base64 SSHSIG blob over CheckpointMessage.
 	Sig string `json:"sig"`
+	// HostCert is the host's certificate (bus.EncodeCert) when it has one:
+	// a verifier that trusts the host CA (@cert-authority) and has no
+	// pinned key for the host checks the signature with the certified key.
+	HostCert string `json:"host_cert,omitempty"`
 }
 
 // CheckpointMessage is the exact message a checkpoint signs:
@@ -123,7 +129,7 @@ func (l *Log) checkpointLocked() error {
 		bus.AuditRecord
 		Checkpoint Checkpoint `json:"checkpoint"`
 	}{bus.AuditRecord{Time: time.Now().UTC(), Identity: l.Identity, Decision: DecisionCheckpoint},
-		Checkpoint{Seq: l.seq, Hash: l.head, Sig: base64.StdEncoding.EncodeToString(sig.Marshal())}})
+		Checkpoint{Seq: l.seq, Hash: l.head, Sig: base64.StdEncoding.EncodeToString(sig.Marshal()), HostCert: l.HostCert}})
 	if err != nil {
 		return fmt.Errorf("audit log: encode checkpoint: %w", err)
 	}

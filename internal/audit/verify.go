@@ -5,10 +5,12 @@ import (
 	"encoding/base64"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/internal/sshsig"
 )
 
@@ -20,6 +22,7 @@ const (
 	FindingTruncated = "truncated" // the tail is cut: an incomplete last line, or no checkpoint for longer than allowed
 	FindingForged    = "forged"    // a checkpoint signature does not verify against the host's key
 	FindingUnknown   = "unknown"   // lines from a host not in known_hosts: they cannot be authenticated
+	FindingSignature = "signature" // a record's stored request signature does not verify, is missing, or signs other fields
 )
 
 // Finding is one problem, by host and seq.
@@ -59,6 +62,8 @@ type HostSummary struct {
 	First       uint64 `json:"first_seq"`
 	Last        uint64 `json:"last_seq"`
 	Checkpoints int    `json:"checkpoints_verified"`
+	// Requests counts the records whose stored request signature verified.
+	Requests int `json:"requests_verified"`
 	// Unsigned counts the lines after the last verified checkpoint: the
 	// chain covers them, no host signature does yet.
 	Unsigned int       `json:"unsigned"`
@@ -75,6 +80,10 @@ type Report struct {
 type VerifyOptions struct {
 	// HostKey returns a host's key (from known_hosts).
 	HostKey func(identity string) (ssh.PublicKey, bool)
+	// HostCA reports whether an @cert-authority line trusts ca to certify
+	// identity: a checkpoint of a host with no pinned key verifies with the
+	// key of the host certificate it carries.
+	HostCA func(identity string, ca ssh.PublicKey) bool
 	// FromStart requires each host's chain to start at seq 1 (a full copy
 	// such as the stream; a rotated file starts later).
 	FromStart bool
@@ -83,6 +92,20 @@ type VerifyOptions struct {
 	// copy has lost its tail (or the host stopped).
 	MaxAge time.Duration
 	Now    time.Time
+	// Signers, when set, is the hosts' operator trust (their
+	// authorized_keys): a request must be signed by a key it lists under
+	// the record's operator name, or carry a certificate of an authority it
+	// lists. Without it a verified signature proves only that the record's
+	// key signed the request, whoever holds that key.
+	Signers *Signers
+}
+
+// Signers is the operator trust a verifier checks signers against.
+type Signers struct {
+	// Keys maps a listed key's wire form to its operator name.
+	Keys map[string]string
+	// CAs holds the wire forms of the listed certificate authorities.
+	CAs map[string]bool
 }
 
 type seen struct {
@@ -154,10 +177,8 @@ func Verify(lines []Line, o VerifyOptions) *Report {
 		}
 		slices.Sort(seqs)
 		sum := HostSummary{Host: host, Records: len(seqs), First: seqs[0], Last: seqs[len(seqs)-1]}
-		if _, ok := hostKey(o, host); !ok {
-			// Anyone on the broker can publish lines under a made-up host.
-			add(host, seqs[0], FindingUnknown, m[seqs[0]].where, "host %s is not in known_hosts: its lines cannot be authenticated", host)
-		}
+		_, pinned := hostKey(o, host)
+		byCA := false
 		if first := m[seqs[0]]; first.e.Seq == 1 && first.e.Prev != "" {
 			add(host, 1, FindingEdited, first.where, "seq 1 has a prev hash but starts the chain")
 		} else if o.FromStart && first.e.Seq > 1 {
@@ -176,11 +197,28 @@ func Verify(lines []Line, o VerifyOptions) *Report {
 				}
 			}
 			if cp := cur.e.Checkpoint; cp != nil || cur.e.Decision == DecisionCheckpoint {
-				if checkCheckpoint(host, cur, m, o, add) {
+				if ok, ca := checkCheckpoint(host, cur, m, o, add); ok {
 					sum.Checkpoints++
 					sum.Unsigned = 0 // the checkpoint line itself is signed
+					byCA = byCA || ca
 				}
+				continue
 			}
+			if cur.e.Signed == nil {
+				if cur.e.Principal != "" {
+					add(host, s, FindingSignature, cur.where, "the record of an authenticated request (operator %s) keeps no signed request", cur.e.Principal)
+				}
+				continue
+			}
+			if d := checkSigned(cur.e, o.Signers); d != "" {
+				add(host, s, FindingSignature, cur.where, "%s", d)
+			} else {
+				sum.Requests++
+			}
+		}
+		if !pinned && !byCA {
+			// Anyone on the broker can publish lines under a made-up host.
+			add(host, seqs[0], FindingUnknown, m[seqs[0]].where, "host %s has no key pinned in known_hosts and no checkpoint carries a host certificate from an authority known_hosts trusts for it (a host certified by a trusted CA is known from its first checkpoint, written every audit.checkpoint_interval): its lines cannot be authenticated", host)
 		}
 		if o.MaxAge > 0 && o.Now.Sub(sum.LastTime) > o.MaxAge {
 			add(host, sum.Last, FindingTruncated, m[sum.Last].where, "the newest line is from %s, older than %s: lines after it may have been cut", sum.LastTime.UTC().Format(time.RFC3339), o.MaxAge)
@@ -197,20 +235,17 @@ func hostKey(o VerifyOptions, host string) (ssh.PublicKey, bool) {
 	return o.HostKey(host)
 }
 
-// checkCheckpoint verifies one checkpoint line and reports what is wrong.
-func checkCheckpoint(host string, cur seen, m map[uint64]seen, o VerifyOptions, add func(string, uint64, string, string, string, ...any)) bool {
+// checkCheckpoint verifies one checkpoint line and reports what is wrong;
+// byCA says the key came from a host certificate.
+func checkCheckpoint(host string, cur seen, m map[uint64]seen, o VerifyOptions, add func(string, uint64, string, string, string, ...any)) (ok, byCA bool) {
 	cp := cur.e.Checkpoint
 	if cp == nil {
 		add(host, cur.e.Seq, FindingEdited, cur.where, "a checkpoint line without a checkpoint")
-		return false
+		return false, false
 	}
 	if cp.Seq+1 != cur.e.Seq || cp.Hash != cur.e.Prev {
 		add(host, cur.e.Seq, FindingEdited, cur.where, "the signed checkpoint (seq %d) does not match the line's own chain fields", cp.Seq)
-		return false
-	}
-	pub, ok := hostKey(o, host)
-	if !ok {
-		return false // reported once for the host
+		return false, false
 	}
 	blob, err := base64.StdEncoding.DecodeString(cp.Sig)
 	var sig *sshsig.Signature
@@ -220,18 +255,55 @@ func checkCheckpoint(host string, cur seen, m map[uint64]seen, o VerifyOptions, 
 	if err == nil && sig.Namespace != CheckpointNamespace {
 		err = fmt.Errorf("namespace %q", sig.Namespace)
 	}
+	var pub ssh.PublicKey
+	if err == nil {
+		pinned, ok := hostKey(o, host)
+		switch {
+		case ok && (cp.HostCert == "" || bytes.Equal(pinned.Marshal(), sig.PublicKey)):
+			pub = pinned
+		case cp.HostCert != "":
+			pub, err = checkpointCertKey(host, cp.HostCert, sig.PublicKey, cur.e.Time, o)
+			byCA = err == nil
+		default:
+			return false, false // an unknown host: reported once for the host
+		}
+	}
 	if err == nil {
 		err = sig.VerifyWith(pub, CheckpointMessage(host, cp.Seq, cp.Hash))
 	}
 	if err != nil {
 		add(host, cur.e.Seq, FindingForged, cur.where, "the checkpoint signature does not verify with %s's host key: %v", host, err)
-		return false
+		return false, false
 	}
 	// The signature covers seq and hash; the chain must agree with them.
 	if prev, ok := m[cp.Seq]; ok && cp.Seq > 0 && prev.hash != cp.Hash {
 		add(host, cp.Seq, FindingEdited, prev.where, "the host signed a different hash for this seq in the checkpoint at seq %d: the chain up to here was rewritten", cur.e.Seq)
 	}
-	return true
+	return true, byCA
+}
+
+// checkpointCertKey returns the key of the host certificate a checkpoint
+// carries, when it is a host certificate naming host, valid at t, of the
+// key that signed the checkpoint, from an authority known_hosts trusts
+// for host.
+func checkpointCertKey(host, wire string, sigKey []byte, t time.Time, o VerifyOptions) (ssh.PublicKey, error) {
+	c, err := bus.DecodeCert(wire)
+	if err != nil {
+		return nil, err
+	}
+	if o.HostCA == nil || !o.HostCA(host, c.SignatureKey) {
+		return nil, fmt.Errorf("its host certificate is signed by %s, which known_hosts does not trust for %s", ssh.FingerprintSHA256(c.SignatureKey), host)
+	}
+	if !slices.Contains(c.ValidPrincipals, host) {
+		return nil, fmt.Errorf("its host certificate names %s, not %s", strings.Join(c.ValidPrincipals, ","), host)
+	}
+	if err := checkCertAt(c, ssh.HostCert, t); err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(c.Key.Marshal(), sigKey) {
+		return nil, fmt.Errorf("its host certificate certifies %s, not the key that signed it", ssh.FingerprintSHA256(c.Key))
+	}
+	return c.Key, nil
 }
 
 // FileLines splits a log file's bytes into lines for Verify; name labels

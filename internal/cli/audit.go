@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -27,11 +28,13 @@ type auditOptions struct {
 	action    string
 	decision  string
 	request   string
+	run       string
 	since     string
 	until     string
 	files     []string
 	maxAge    time.Duration
 	fromStart bool
+	trust     string
 }
 
 func newAuditCmd(g *globalOptions) *cobra.Command {
@@ -52,15 +55,20 @@ that nothing was edited, deleted, reordered or cut.`,
 	f.StringVar(&o.action, "action", "", "only this action")
 	f.StringVar(&o.decision, "decision", "", "only this decision: started, accepted, refused, dropped, duplicate, suppressed, checkpoint")
 	f.StringVar(&o.request, "request", "", "only this request id")
+	f.StringVar(&o.run, "run", "", "only the requests of this workflow run (a deploy or a release; its id as `signet workflow status` shows it)")
 	f.StringVar(&o.since, "since", "", "only records at or after this time: RFC 3339 or a duration ago such as 24h")
 	f.StringVar(&o.until, "until", "", "only records before this time: RFC 3339 or a duration ago")
 	v := &cobra.Command{
 		Use:   "verify",
 		Short: "Check the audit hash chains and signed checkpoints; exit 1 on any finding",
 		Long: `Check every host's audit chain in the broker's stream (or in log files with --file):
-each line's seq and the hash of the line before it, and each checkpoint's signature
-against the host key in known_hosts. Reports edited, deleted, reordered and truncated
-records by host and seq, and exits 1 if there is any finding.`,
+each line's seq and the hash of the line before it, each checkpoint's signature
+against the host key in known_hosts (or, for a host trusted through an
+@cert-authority line, the host certificate the checkpoint carries), and each
+record's stored request signature: the operator's signature over the request, and
+that the record's request id, sender, agent, action and parameters are the signed
+ones. Reports edited, deleted, reordered and truncated records and request
+signatures that do not verify by host and seq, and exits 1 if there is any finding.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return auditVerifyRun(cmd.Context(), g, o) },
 	}
@@ -68,6 +76,7 @@ records by host and seq, and exits 1 if there is any finding.`,
 	vf.StringArrayVar(&o.files, "file", nil, "verify this host audit log file instead of the stream (repeatable, oldest first: audit.jsonl.1 then audit.jsonl)")
 	vf.StringArrayVar(&o.hosts, "host", nil, "only this host (repeatable)")
 	vf.DurationVar(&o.maxAge, "max-age", 0, "report a host whose newest line is older than this (twice audit.checkpoint_interval): its tail may have been cut")
+	vf.StringVar(&o.trust, "trust", "", "the hosts' authorized_keys: each request must be signed by a key it lists under the record's operator name, or carry a certificate of a cert-authority it lists")
 	vf.BoolVar(&o.fromStart, "from-start", false, "with --file: the files hold the whole log, so it must begin at seq 1 (the stream always must)")
 	c.AddCommand(v)
 	return c
@@ -111,6 +120,7 @@ func (o *auditOptions) match(e *audit.Entry, since, until time.Time) bool {
 	return (o.operator == "" || e.Principal == o.operator || e.User == o.operator) &&
 		(o.agent == "" || e.Agent == o.agent) && (o.action == "" || e.Action == o.action) &&
 		(o.decision == "" || e.Decision == o.decision) && (o.request == "" || e.RequestID == o.request) &&
+		(o.run == "" || e.Provenance.RunID() == o.run) &&
 		(since.IsZero() || !e.Time.Before(since)) && (until.IsZero() || e.Time.Before(until))
 }
 
@@ -165,7 +175,7 @@ func auditRun(ctx context.Context, g *globalOptions, o *auditOptions) error {
 			detail = e.Reason
 		}
 		rows = append(rows, []string{e.Time.UTC().Format(time.RFC3339), e.Identity, strconv.FormatUint(e.Seq, 10), op,
-			e.Agent, e.Action, e.Decision, string(what), e.RequestID, redact.String(detail)})
+			e.Agent, e.Action, e.Decision, string(what), e.RequestID, e.Provenance.RunID(), redact.String(detail)})
 	}
 	if p.json {
 		if out == nil {
@@ -173,7 +183,7 @@ func auditRun(ctx context.Context, g *globalOptions, o *auditOptions) error {
 		}
 		return p.jsonValue(out)
 	}
-	p.table([]string{"TIME", "HOST", "SEQ", "OPERATOR", "AGENT", "ACTION", "DECISION", "STATUS", "REQUEST", "DETAIL"}, rows)
+	p.table([]string{"TIME", "HOST", "SEQ", "OPERATOR", "AGENT", "ACTION", "DECISION", "STATUS", "REQUEST", "RUN", "DETAIL"}, rows)
 	fmt.Fprintf(g.io.Err, "%d records\n", len(rows))
 	return nil
 }
@@ -189,7 +199,12 @@ func auditVerifyRun(ctx context.Context, g *globalOptions, o *auditOptions) erro
 	}
 	var lines []audit.Line
 	var stateFinding *audit.Finding
-	opts := audit.VerifyOptions{HostKey: known.Lookup, MaxAge: o.maxAge, Now: time.Now(), FromStart: o.fromStart}
+	opts := audit.VerifyOptions{HostKey: known.Lookup, HostCA: known.HostCA, MaxAge: o.maxAge, Now: time.Now(), FromStart: o.fromStart}
+	if o.trust != "" {
+		if opts.Signers, err = loadSigners(o.trust); err != nil {
+			return err
+		}
+	}
 	if len(o.files) > 0 {
 		for _, path := range o.files {
 			b, err := os.ReadFile(path)
@@ -242,7 +257,7 @@ func auditVerifyRun(ctx context.Context, g *globalOptions, o *auditOptions) erro
 		p.table([]string{"HOST", "SEQ", "FINDING", "DETAIL", "WHERE"}, rows)
 	}
 	for _, h := range rep.Hosts {
-		fmt.Fprintf(g.io.Err, "%s: seq %d to %d, %d lines, %d checkpoints verified, %d lines after the last one\n", h.Host, h.First, h.Last, h.Records, h.Checkpoints, h.Unsigned)
+		fmt.Fprintf(g.io.Err, "%s: seq %d to %d, %d lines, %d checkpoints verified, %d lines after the last one, %d request signatures verified\n", h.Host, h.First, h.Last, h.Records, h.Checkpoints, h.Unsigned, h.Requests)
 	}
 	if len(rep.Findings) > 0 {
 		fmt.Fprintf(g.io.Err, "%d findings: the audit trail was changed or is incomplete\n", len(rep.Findings))
@@ -250,6 +265,29 @@ func auditVerifyRun(ctx context.Context, g *globalOptions, o *auditOptions) erro
 	}
 	fmt.Fprintf(g.io.Err, "no findings in %d lines from %d hosts\n", len(lines), len(rep.Hosts))
 	return nil
+}
+
+// loadSigners reads an authorized_keys file as the operator trust that
+// verify checks request signers against. It is read, not trusted: a loose
+// mode is no reason to refuse an auditor's copy.
+func loadSigners(path string) (*audit.Signers, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("audit verify: --trust: %w", err)
+	}
+	list, err := keys.ParseAuthorizedKeys(bytes.NewReader(b))
+	if err != nil {
+		return nil, fmt.Errorf("audit verify: --trust %s: %w", path, err)
+	}
+	s := &audit.Signers{Keys: map[string]string{}, CAs: map[string]bool{}}
+	for _, a := range list {
+		if a.CA {
+			s.CAs[a.KeyBlob] = true
+		} else {
+			s.Keys[a.KeyBlob] = a.Name
+		}
+	}
+	return s, nil
 }
 
 func keepHosts(rep *audit.Report, hosts []string) *audit.Report {

@@ -18,8 +18,10 @@ import (
 
 	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/internal/audit"
+	"github.com/signetbus/signet/internal/audit/audittest"
 	"github.com/signetbus/signet/internal/audit/ship"
 	"github.com/signetbus/signet/internal/broker/brokertest"
+	"github.com/signetbus/signet/internal/keys/keytest"
 )
 
 // auditFleet ships two hosts' audit logs to a real broker and writes a
@@ -35,6 +37,7 @@ func auditFleet(t *testing.T) (cfgPath string, logs map[string]string, nc *nats.
 	dir := t.TempDir()
 	var known bytes.Buffer
 	logs = map[string]string{}
+	alice, mallory := keytest.Signer(t), keytest.Signer(t)
 	for i, id := range []string{"web1", "db1"} {
 		_, priv, _ := ed25519.GenerateKey(rand.Reader)
 		key, _ := ssh.NewSignerFromKey(priv)
@@ -46,10 +49,10 @@ func auditFleet(t *testing.T) (cfgPath string, logs map[string]string, nc *nats.
 		}
 		l.Identity, l.Signer, l.CheckpointEvery = id, key, 3
 		for n := range 4 {
-			rec := &bus.AuditRecord{Time: time.Now().UTC(), Identity: id, RequestID: fmt.Sprintf("%s-r%d", id, n), Principal: "alice",
-				Agent: "package", Action: "update", Params: map[string]any{"package": "nginx"}, Decision: bus.DecisionAccepted, Status: bus.StatusOK}
+			rec := audittest.Record(t, alice, "alice", id, fmt.Sprintf("%s-r%d", id, n), "package", "update", map[string]any{"package": "nginx"})
 			if i == 1 && n == 2 {
-				rec.Principal, rec.Decision, rec.Status, rec.Code, rec.Reason = "mallory", bus.DecisionRefused, bus.StatusRefused, "forbidden", "role web may not run package.update"
+				rec = audittest.Record(t, mallory, "mallory", id, fmt.Sprintf("%s-r%d", id, n), "package", "update", map[string]any{"package": "nginx"})
+				rec.Decision, rec.Status, rec.Code, rec.Reason = bus.DecisionRefused, bus.StatusRefused, "forbidden", "role web may not run package.update"
 			}
 			if err := l.Audit(rec); err != nil {
 				t.Fatal(err)

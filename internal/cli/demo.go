@@ -32,6 +32,7 @@ type demoOptions struct {
 	sandbox bool
 	keep    bool
 	canary  bool
+	ca      bool
 }
 
 // The demo rolls its app from the first version to the second.
@@ -57,7 +58,8 @@ the demo says which and why. See docs/demo.md.`,
 		Example: `  signet demo
   signet demo --break web3      # the 1.1 package fails on web3: the rollout stops there
   signet demo --keep            # keep the fleet running afterwards to try signet on it
-  signet demo --canary          # web1 first, baked with a health check and metric gates, then the rest`,
+  signet demo --canary          # web1 first, baked with a health check and metric gates, then the rest
+  signet demo --ca              # the demo on SSH certificates (ssh-keygen CAs, as signet lab --ca)`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return demoRun(cmd.Context(), g, o)
@@ -69,6 +71,7 @@ the demo says which and why. See docs/demo.md.`,
 	f.StringVar(&o.dir, "dir", "", "directory for the fleet (default: a temporary one, removed at the end unless --keep)")
 	f.StringVar(&o.brk, "break", "", "make the 1.1 package fail to install on this host (webN)")
 	f.BoolVar(&o.sandbox, "sandbox", false, "use sandbox backends even where real ones are installed")
+	f.BoolVar(&o.ca, "ca", false, "certificate mode, as signet lab --ca: the operator signs with a user certificate, hosts present host certificates")
 	f.BoolVar(&o.keep, "keep", false, "keep the fleet running after the demo, until Ctrl-C")
 	f.BoolVar(&o.canary, "canary", false, "deploy web1 first as a canary, bake it with metric gates (a Prometheus the demo starts, if installed), then promote")
 	return c
@@ -141,7 +144,7 @@ func demoRun(ctx context.Context, g *globalOptions, o *demoOptions) (err error) 
 	if exe, err := os.Executable(); err == nil {
 		appCmd = []string{exe, "demo", "app"}
 	}
-	st, err := stage.Start(ctx, stage.Options{Dir: dir, Hosts: o.hosts, Versions: []string{demoFrom, demoTo}, Logger: log, Sandbox: o.sandbox, AppCommand: appCmd})
+	st, err := stage.Start(ctx, stage.Options{Dir: dir, Hosts: o.hosts, Versions: []string{demoFrom, demoTo}, Logger: log, Sandbox: o.sandbox, AppCommand: appCmd, CA: o.ca})
 	if err != nil {
 		return withHint(err, "run with --sandbox to use stand-ins for the real backends; SIGNET_DEBUG=1 shows the responders' logs")
 	}
@@ -151,6 +154,9 @@ func demoRun(ctx context.Context, g *globalOptions, o *demoOptions) (err error) 
 		}
 	}()
 	writeBackends(out, st)
+	if o.ca {
+		fmt.Fprintf(out, "  %-12s real: ssh-keygen user CA and host CA in %s/ca; the operator signs with a user certificate, each host presents a host certificate\n", "trust", dir)
+	}
 	fmt.Fprintf(out, "fleet ready in %s: %d signed responders on %s, every host serves demo %s\n",
 		time.Since(start).Round(100*time.Millisecond), o.hosts, st.Lab.Broker.ClientURL(), demoFrom)
 	if st.FrontendURL != "" {

@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -99,6 +100,24 @@ func TestDemoSandbox(t *testing.T) {
 	}
 	if !strings.Contains(out, "error: web2: update: update demo 1.1") || !strings.Contains(out, "web2 (maintenance, drained)") || !strings.Contains(errOut, "web2: update:") {
 		t.Errorf("--break web2: want web2's update error and web2 out of rotation")
+	}
+}
+
+// TestDemoCA: the demo's rolling deploy runs in certificate mode too (the
+// operator's run state and requests signed with a user certificate, every
+// reply by a host certificate, both from the real ssh-keygen).
+func TestDemoCA(t *testing.T) {
+	if _, err := exec.LookPath("ssh-keygen"); err != nil {
+		t.Skip("ssh-keygen not installed (Debian package openssh-client)")
+	}
+	code, out, errOut := runDemo(t, "--hosts", "3", "--sandbox", "--ca")
+	if code != ExitOK {
+		t.Fatalf("exit %d, want 0\n%s%s", code, out, errOut)
+	}
+	for _, want := range []string{"trust        real: ssh-keygen user CA and host CA", "RECAP", "every host serves 1.1"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q\n%s", want, out)
+		}
 	}
 }
 

@@ -29,6 +29,7 @@ type labOptions struct {
 	pluginConfig string
 	haproxy      string
 	alertmanager string
+	ca           bool
 }
 
 func newLabCmd(g *globalOptions) *cobra.Command {
@@ -39,7 +40,13 @@ func newLabCmd(g *globalOptions) *cobra.Command {
 		Long: `lab starts, in the foreground, an embedded NATS broker on a free loopback port and
 N responders web1..webN (zone a/b/c by number, env=lab), each with its own host key,
 facts and audit log, plus an operator key trusted with the admin role. It writes
-DIR/client.yaml; point signet at it with SIGNET_CONFIG. Ctrl-C stops it.`,
+DIR/client.yaml; point signet at it with SIGNET_CONFIG. Ctrl-C stops it.
+
+With --ca the trust is by certificates, as a security team's SSH CA would run it:
+the stock ssh-keygen makes DIR/ca/user_ca and DIR/ca/host_ca, certifies the
+operator key (key ID operator, principal admin, 8 hours) and each host's key;
+the hosts' authorized_keys is one cert-authority line and the client's
+known_hosts one "@cert-authority *" line. Certificates are issued again at each start.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return labRun(cmd.Context(), g, o)
@@ -52,6 +59,7 @@ DIR/client.yaml; point signet at it with SIGNET_CONFIG. Ctrl-C stops it.`,
 	f.StringVar(&o.pluginConfig, "plugin-config", "", "YAML file: plugins to enable on every host, with their settings (as in signetd's plugins:)")
 	f.StringVar(&o.haproxy, "haproxy-socket", "", "enable the haproxy plugin on every host with this runtime API socket (unix:/path or tcp:host:port)")
 	f.StringVar(&o.alertmanager, "alertmanager", "", "enable the maintenance plugin on every host with this Alertmanager URL")
+	f.BoolVar(&o.ca, "ca", false, "certificate mode: ssh-keygen makes a user CA and a host CA in DIR/ca; the operator gets an 8-hour user certificate, each host a host certificate; hosts trust the user CA, the client known_hosts is one @cert-authority line")
 	return c
 }
 
@@ -124,7 +132,7 @@ func labRun(ctx context.Context, g *globalOptions, o *labOptions) error {
 	defer stop()
 	l, err := lab.Start(ctx, lab.Options{Dir: o.dir, Hosts: o.hosts, Port: o.port, Version: version.Version,
 		Plugins: func(*lab.HostInfo) (map[string]plugins.Plugin, error) { return buildPlugins(cfgs) },
-		Logger:  g.logger()})
+		Logger:  g.logger(), CA: o.ca})
 	if err != nil {
 		return err
 	}
@@ -140,6 +148,12 @@ func labRun(ctx context.Context, g *globalOptions, o *labOptions) error {
 	exe, _ := os.Executable()
 	wd, _ := os.Getwd()
 	self := selfCommand(exe, wd, exec.LookPath)
+	if o.ca {
+		fmt.Fprintf(g.io.Err, `signet lab: certificate mode: user CA %[1]s/ca/user_ca.pub (hosts trust it: authorized_keys),
+  host CA %[1]s/ca/host_ca.pub (the client trusts it: known_hosts), operator certificate %[1]s/operator_key-cert.pub
+  (ssh-keygen -L -f %[1]s/operator_key-cert.pub shows it)
+`, l.Dir)
+	}
 	fmt.Fprintf(g.io.Err, `signet lab: %d responders (web1..web%d, zones a/b/c) on broker %s
 agents: rpcutil %s
 audit logs: %s/hosts/*/audit.jsonl

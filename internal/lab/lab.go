@@ -49,6 +49,10 @@ type Options struct {
 	Facts func(h *HostInfo) map[string]string
 	// Policy is the policy file content; default: role admin may run anything.
 	Policy string
+	// CA runs the lab in certificate mode (see ca.go): an SSH user CA
+	// certifies the operator and a host CA each host, with ssh-keygen;
+	// hosts and client trust the CAs, not each key.
+	CA     bool
 	Logger *slog.Logger
 }
 
@@ -155,6 +159,15 @@ func (l *Lab) writeFiles() error {
 		return err
 	}
 	auth := "# lab operators\nroles=\"admin\",name=\"operator\" " + strings.TrimSpace(string(opPub)) + "\n"
+	if l.opts.CA {
+		line, err := l.caTrust(opKey)
+		if err != nil {
+			return err
+		}
+		auth = "# lab operators: every user certificate of the lab's user CA with principal admin\n" + line
+	} else if err := os.Remove(opKey + keys.CertSuffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err // a certificate left by a --ca run would be presented, and refused
+	}
 	if err := os.WriteFile(filepath.Join(l.Dir, "authorized_keys"), []byte(auth), 0o600); err != nil {
 		return err
 	}
@@ -173,8 +186,21 @@ func (l *Lab) writeFiles() error {
 			return err
 		}
 		l.keys[h.Identity] = hk
-		known.WriteString(keys.FormatKnownHost(h.Identity, hk.PublicKey()) + "\n")
+		if l.opts.CA {
+			if err := l.certifyHost(h); err != nil {
+				return err
+			}
+		} else {
+			known.WriteString(keys.FormatKnownHost(h.Identity, hk.PublicKey()) + "\n")
+		}
 		l.Hosts = append(l.Hosts, h)
+	}
+	if l.opts.CA {
+		line, err := l.hostCALine()
+		if err != nil {
+			return err
+		}
+		known.WriteString(line)
 	}
 	if err := os.WriteFile(filepath.Join(l.Dir, "known_hosts"), []byte(known.String()), 0o644); err != nil {
 		return err
@@ -194,8 +220,13 @@ discovery_timeout: 1s
 }
 
 func (l *Lab) hostConfig(h *HostInfo) *agents.Config {
+	cert := ""
+	if l.opts.CA {
+		cert = filepath.Join(h.Dir, "host_key"+keys.CertSuffix)
+	}
 	return &agents.Config{
-		Identity: h.Identity, Collective: l.Collective,
+		HostCertificate: cert,
+		Identity:        h.Identity, Collective: l.Collective,
 		AuthorizedKeys: filepath.Join(l.Dir, "authorized_keys"), Policy: filepath.Join(l.Dir, "policy.yaml"),
 		AuditLog: filepath.Join(h.Dir, "audit.jsonl"), MaxRequestBytes: 64 << 10,
 		MaxTTL: agents.Duration(10 * time.Minute), ClockSkew: agents.Duration(30 * time.Second), ActionTimeout: agents.Duration(5 * time.Minute),

@@ -118,11 +118,23 @@ func (s *Signature) VerifyWith(pub ssh.PublicKey, message []byte) error {
 		return fmt.Errorf("%w: %q", ErrHash, s.HashAlg)
 	}
 	h.Write(message)
+	return s.VerifyDigest(pub, h.Sum(nil))
+}
+
+// VerifyDigest is VerifyWith given the message's digest (s.HashAlg) instead
+// of the message: SSHSIG signs the digest, so a signature can be checked
+// later without keeping a message that must not be kept (the audit log
+// keeps a request's digest when its parameters hold a secret). It does not
+// check the namespace.
+func (s *Signature) VerifyDigest(pub ssh.PublicKey, digest []byte) error {
+	if !ed25519Type(pub.Type()) {
+		return fmt.Errorf("%w (got %s)", ErrKeyType, pub.Type())
+	}
 	var sig ssh.Signature
 	if err := ssh.Unmarshal(s.Sig, &sig); err != nil {
 		return fmt.Errorf("sshsig: signature field: %w", err)
 	}
-	if err := pub.Verify(signedData(s.Namespace, s.HashAlg, h.Sum(nil)), &sig); err != nil {
+	if err := pub.Verify(signedData(s.Namespace, s.HashAlg, digest), &sig); err != nil {
 		return ErrBadSig
 	}
 	return nil

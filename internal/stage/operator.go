@@ -30,8 +30,13 @@ type Operator struct {
 
 // Operator connects to the stage's broker as the lab operator.
 func (s *Stage) Operator(ctx context.Context) (*Operator, error) {
-	signer, err := keys.LoadSigner(filepath.Join(s.Lab.Dir, "operator_key"), nil)
+	keyPath := filepath.Join(s.Lab.Dir, "operator_key")
+	signer, err := keys.LoadSigner(keyPath, nil)
 	if err != nil {
+		return nil, fmt.Errorf("stage operator: %w", err)
+	}
+	// In certificate mode (Options.CA) the hosts trust only certificates.
+	if signer, err = keys.WithCertificate(signer, keyPath); err != nil {
 		return nil, fmt.Errorf("stage operator: %w", err)
 	}
 	known, err := keys.LoadKnownHosts(filepath.Join(s.Lab.Dir, "known_hosts"))
@@ -61,7 +66,7 @@ func (s *Stage) Operator(ctx context.Context) (*Operator, error) {
 		nc.Close()
 		return nil, fmt.Errorf("stage operator: %w", err)
 	}
-	if op.Store, err = workflows.NewKVStore(ctx, js, workflows.KVConfig{Signer: signer}); err != nil {
+	if op.Store, err = workflows.NewKVStore(ctx, js, workflows.KVConfig{Signer: bus.KeySigner(signer)}); err != nil { // run state is trusted by key
 		nc.Close()
 		return nil, fmt.Errorf("stage operator: %w", err)
 	}

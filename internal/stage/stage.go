@@ -80,6 +80,8 @@ type Options struct {
 	// with "demo app"; tests use stagetest.AppCommand. Empty sandboxes the
 	// service backend: nothing could run the app.
 	AppCommand []string
+	// CA runs the lab in certificate mode (lab.Options.CA).
+	CA bool
 
 	noLab bool // StartBackends: no lab, no app file
 }
@@ -257,7 +259,7 @@ func Start(ctx context.Context, o Options) (_ *Stage, err error) {
 		return s, nil
 	}
 
-	s.Lab, err = lab.Start(ctx, lab.Options{Dir: dir, Hosts: o.Hosts, Version: "stage", Logger: o.Logger,
+	s.Lab, err = lab.Start(ctx, lab.Options{Dir: dir, Hosts: o.Hosts, Version: "stage", Logger: o.Logger, CA: o.CA,
 		Plugins: func(h *lab.HostInfo) (map[string]plugins.Plugin, error) {
 			return s.plugins(h.Identity, pkgCfg[h.Identity])
 		},

@@ -20,6 +20,7 @@ import (
 
 	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/internal/audit"
+	"github.com/signetbus/signet/internal/audit/audittest"
 	"github.com/signetbus/signet/internal/broker"
 	"github.com/signetbus/signet/internal/broker/brokertest"
 )
@@ -49,6 +50,7 @@ type host struct {
 	t      testing.TB
 	id     string
 	key    ssh.Signer
+	op     ssh.Signer // the operator who signs the requests
 	path   string
 	log    *audit.Log
 	sh     *Shipper
@@ -58,7 +60,7 @@ type host struct {
 }
 
 func newHost(t testing.TB, id, dir string) *host {
-	h := &host{t: t, id: id, key: hostKey(t), path: filepath.Join(dir, "audit.jsonl")}
+	h := &host{t: t, id: id, key: hostKey(t), op: hostKey(t), path: filepath.Join(dir, "audit.jsonl")}
 	l, err := audit.Open(h.path)
 	if err != nil {
 		t.Fatal(err)
@@ -92,8 +94,7 @@ func (h *host) stop() {
 func (h *host) write(n int) {
 	for range n {
 		h.n++
-		if err := h.log.Audit(&bus.AuditRecord{Time: time.Now().UTC(), Identity: h.id, RequestID: fmt.Sprintf("req%d", h.n), Principal: "alice",
-			Agent: "package", Action: "update", Params: map[string]any{"package": "nginx"}, Decision: bus.DecisionAccepted, Status: bus.StatusOK}); err != nil {
+		if err := h.log.Audit(audittest.Record(h.t, h.op, "alice", h.id, fmt.Sprintf("req%d", h.n), "package", "update", map[string]any{"package": "nginx"})); err != nil {
 			h.t.Fatal(err)
 		}
 	}
@@ -290,6 +291,26 @@ func TestVerifyFindsTamperingInTheStream(t *testing.T) {
 				pub(t, subj, ln.Raw)
 			}
 		}, audit.VerifyOptions{}, "forged 5"},
+		{"rewritten with the host key, one request edited", func(t *testing.T, st jetstream.Stream, h *host, subj string) {
+			// Whoever holds web1's key rewrites the whole chain and signs
+			// its checkpoints; the chain is intact, the request is not.
+			if err := st.Purge(ctx); err != nil {
+				t.Fatal(err)
+			}
+			var buf bytes.Buffer
+			l := audit.New(&buf)
+			l.Identity, l.Signer, l.CheckpointEvery = h.id, h.key, 4
+			for n := range 4 {
+				rec := audittest.Record(t, h.op, "alice", h.id, fmt.Sprintf("req%d", n), "package", "update", map[string]any{"package": "nginx"})
+				if n == 2 {
+					rec.Params = map[string]any{"package": "backdoor"}
+				}
+				l.Audit(rec)
+			}
+			for _, ln := range audit.FileLines(buf.Bytes(), "rewritten") {
+				pub(t, subj, ln.Raw)
+			}
+		}, audit.VerifyOptions{}, "signature 3"},
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -389,7 +410,7 @@ func TestVerifyFlagsAMadeUpHost(t *testing.T) {
 	var buf bytes.Buffer
 	l := audit.New(&buf)
 	l.Identity = "web99"
-	l.Audit(&bus.AuditRecord{Identity: "web99", Principal: "alice", Agent: "package", Action: "update", Decision: bus.DecisionAccepted})
+	l.Audit(audittest.Record(t, h.op, "alice", "web99", "req1", "package", "update", nil))
 	js, _ := jetstream.New(nc)
 	if _, err := js.Publish(context.Background(), Subject("signet", "web99"), bytes.TrimSuffix(buf.Bytes(), []byte("\n"))); err != nil {
 		t.Fatal(err)
