@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/signetbus/signet/internal/replicas"
 )
 
 // Registration is what a responder publishes about itself in the registry.
@@ -45,18 +47,19 @@ type Registry struct {
 var ErrNoRegistry = errors.New("bus: no registry on this broker")
 
 // CreateRegistry opens the registry bucket, creating it when missing. ttl
-// is how long an entry outlives its last refresh.
-func CreateRegistry(ctx context.Context, nc *nats.Conn, collective string, ttl time.Duration) (*Registry, error) {
+// is how long an entry outlives its last refresh; replicas is the number
+// of copies the broker keeps (replicas.Auto: 3 on a cluster, 1 otherwise).
+func CreateRegistry(ctx context.Context, nc *nats.Conn, collective string, ttl time.Duration, n int) (*Registry, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := replicas.KeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      RegistryBucket(collective),
 		Description: "signet responders of collective " + collective,
 		TTL:         ttl,
 		History:     1,
-	})
+	}, n)
 	if err != nil {
 		return nil, fmt.Errorf("registry: create bucket: %w", err)
 	}

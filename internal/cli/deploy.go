@@ -92,7 +92,7 @@ func (g *globalOptions) workflowSession(ctx context.Context) (*workflowSession, 
 		s.Close()
 		return nil, err
 	}
-	store, err := workflows.NewKVStore(ctx, js, workflows.KVConfig{Signer: bus.KeySigner(s.signer), ResumeKeys: resumeKeys, Log: g.logger()})
+	store, err := workflows.NewKVStore(ctx, js, workflows.KVConfig{Signer: bus.KeySigner(s.signer), ResumeKeys: resumeKeys, Log: g.logger(), Replicas: s.cfg.NATS.Replicas})
 	if err != nil {
 		s.Close()
 		return nil, withHint(err, "workflows keep their state and locks in JetStream: the broker needs JetStream enabled")

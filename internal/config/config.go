@@ -27,6 +27,11 @@ type NATS struct {
 	CAFile   string `yaml:"ca_file"`
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
+	// Replicas is how many copies JetStream keeps of the buckets and
+	// streams signet creates (registry, run state, locks, control, audit):
+	// 0, the default, is 3 on a cluster and 1 on a single broker; 1 to 5
+	// sets it (a two-node cluster wants 1).
+	Replicas int `yaml:"replicas"`
 }
 
 // AuthOptions turns the credentials and TLS settings into nats.go options;
