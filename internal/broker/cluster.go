@@ -23,6 +23,11 @@ type Topology struct {
 	Routes        []string
 	// LeafListen is "host:port" where DR brokers connect as leafnodes.
 	LeafListen string
+	// LeafAdvertise is the "host:port" DR brokers reach LeafListen at,
+	// when that is not its own address (NAT, a load balancer, a tunnel).
+	// The hub tells connected DR brokers every node's address, so that
+	// they fail over to another node by themselves.
+	LeafAdvertise string
 	// LeafRemotes are "nats-leaf://host:port" (or nats://) URLs of the
 	// hub's leafnode listeners; set on a DR broker. Several URLs are tried
 	// in turn, so list every node of the hub cluster.
@@ -62,6 +67,7 @@ func (t Topology) apply(opts *server.Options) error {
 			return fmt.Errorf("broker: leafnode listen address %q: %w", t.LeafListen, err)
 		}
 		opts.LeafNode.Host, opts.LeafNode.Port = host, port
+		opts.LeafNode.Advertise = t.LeafAdvertise
 	}
 	if len(t.LeafRemotes) > 0 {
 		remote := &server.RemoteLeafOpts{}

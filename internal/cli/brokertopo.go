@@ -13,6 +13,7 @@ func addTopologyFlags(f *pflag.FlagSet, t *broker.Topology) {
 	f.StringVar(&t.ClusterName, "cluster-name", "signet", "cluster name")
 	f.StringArrayVar(&t.Routes, "route", nil, "nats://host:port of a cluster node's --cluster address (repeatable; list every node)")
 	f.StringVar(&t.LeafListen, "leafnode-listen", "", "host:port where DR brokers connect as leafnodes (on the hub's nodes)")
+	f.StringVar(&t.LeafAdvertise, "leafnode-advertise", "", "host:port DR brokers reach --leafnode-listen at, when not its own address")
 	f.StringArrayVar(&t.LeafRemotes, "leafnode-remote", nil, "nats-leaf://host:port of a hub node's --leafnode-listen (repeatable; makes this a DR broker)")
 	f.StringVar(&t.Domain, "domain", "", "JetStream domain (a DR broker needs its own, such as dr)")
 }

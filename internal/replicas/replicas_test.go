@@ -67,7 +67,7 @@ func TestAutoOnSingleBrokerIsOne(t *testing.T) {
 // single copy, keeps the configured value, and that the bucket is written
 // and reopened while one node is down.
 func TestAutoOnClusterIsThree(t *testing.T) {
-	c := brokertest.StartCluster(t, 3, broker.Topology{})
+	c := brokertest.StartCluster(t, 3, broker.Topology{}, nil)
 	js := connect(t, c.URLs())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

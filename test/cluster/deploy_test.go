@@ -92,8 +92,8 @@ func (r *events) Write(p []byte) (int, error) {
 // registry, run state and lock (three copies each) must stay readable
 // while the node is down.
 func TestNodeKilledDuringRollingDeploy(t *testing.T) {
-	c := brokertest.StartCluster(t, 3, broker.Topology{})
-	f := newFleet(t, "prod", hostIDs("web", responders))
+	c := brokertest.StartCluster(t, 3, broker.Topology{}, nil)
+	f := newFleet(t, "prod", hostIDs("web", responders), nil)
 	for _, h := range hostIDs("web", responders)[deployed:] {
 		f.sim.Nodes[h].Facts["role"] = "spare"
 	}

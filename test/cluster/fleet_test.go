@@ -57,9 +57,14 @@ const policy = `rules:
 admin_roles: [admin]
 `
 
-func newFleet(t *testing.T, collective string, app []string) *fleet {
+// newFleet prepares a fleet of the collective; op is the operator key its
+// hosts trust (keytest.Signer when nil).
+func newFleet(t *testing.T, collective string, app []string, op ssh.Signer) *fleet {
 	t.Helper()
-	f := &fleet{t: t, dir: t.TempDir(), collective: collective, op: keytest.Signer(t),
+	if op == nil {
+		op = keytest.Signer(t)
+	}
+	f := &fleet{t: t, dir: t.TempDir(), collective: collective, op: op,
 		runs: map[string]int{}, conns: map[string]*nats.Conn{}, ddls: map[string]plugins.DDL{}}
 	f.sim = fleettest.New(app, []string{"a", "b", "c"})
 	delete(f.sim.Nodes, "lb2")
@@ -252,6 +257,13 @@ func (f *fleet) twice() []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// knownHosts returns the fleet's known_hosts lines.
+func (f *fleet) knownHosts() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.known.String()
 }
 
 // ran returns how often host ran agent.action.

@@ -27,8 +27,10 @@ type Cluster struct {
 
 // StartCluster starts n nodes (n1..nN) that route to each other, waits
 // until JetStream has a meta leader and returns them; shut down at cleanup.
-// topo adds to every node's topology (a leafnode listener, a domain).
-func StartCluster(tb testing.TB, n int, topo broker.Topology) *Cluster {
+// topo adds to every node's topology (a leafnode listener, a domain); a
+// LeafListen port 0 is replaced by a free one. node, when set, changes
+// node i's (0-based) topology last.
+func StartCluster(tb testing.TB, n int, topo broker.Topology, node func(i int, t *broker.Topology)) *Cluster {
 	tb.Helper()
 	c := &Cluster{tb: tb, dir: tb.TempDir()}
 	var routes []string
@@ -41,8 +43,11 @@ func StartCluster(tb testing.TB, n int, topo broker.Topology) *Cluster {
 		t := topo
 		t.ClusterListen = fmt.Sprintf("127.0.0.1:%d", ports[i])
 		t.Routes = routes
-		if t.LeafListen != "" {
+		if strings.HasSuffix(t.LeafListen, ":0") {
 			t.LeafListen = fmt.Sprintf("127.0.0.1:%d", FreePort(tb))
+		}
+		if node != nil {
+			node(i, &t)
 		}
 		name := fmt.Sprintf("n%d", i+1)
 		c.cfgs = append(c.cfgs, broker.Config{Port: FreePort(tb), StoreDir: filepath.Join(c.dir, name), Name: name, Topology: t})
