@@ -72,6 +72,12 @@ func OpenRegistry(ctx context.Context, nc *nats.Conn, collective string) (*Regis
 	if err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
+	return OpenRegistryIn(ctx, js, collective)
+}
+
+// OpenRegistryIn opens an existing registry bucket through js: another
+// JetStream domain's (a DR site's) when js was made for it.
+func OpenRegistryIn(ctx context.Context, js jetstream.JetStream, collective string) (*Registry, error) {
 	kv, err := js.KeyValue(ctx, RegistryBucket(collective))
 	if err != nil {
 		if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) {

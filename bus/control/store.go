@@ -43,6 +43,12 @@ func OpenStore(ctx context.Context, nc *nats.Conn, collective string, n int) (*S
 	if err != nil {
 		return nil, fmt.Errorf("control: %w", err)
 	}
+	return OpenStoreIn(ctx, js, collective, n)
+}
+
+// OpenStoreIn is OpenStore through js: another JetStream domain's (a DR
+// site's, whose hosts watch the bucket there) when js was made for it.
+func OpenStoreIn(ctx context.Context, js jetstream.JetStream, collective string, n int) (*Store, error) {
 	kv, err := replicas.KeyValue(ctx, js, BucketConfig(collective), n)
 	if err != nil {
 		return nil, fmt.Errorf("control: open bucket %s: %w", Bucket(collective), err)

@@ -184,7 +184,7 @@ func (c *ClientConfig) overlay(p *ClientConfig) {
 	set(&c.Apps, p.Apps)
 	set(&c.Runs, p.Runs)
 	c.Release.Overlay(&p.Release)
-	if len(p.NATS.URLs) > 0 || p.NATS.Creds != "" || p.NATS.User != "" {
+	if len(p.NATS.URLs) > 0 || p.NATS.Creds != "" || p.NATS.User != "" || p.NATS.JetStreamDomain != "" {
 		c.NATS = p.NATS
 	}
 	if len(p.ResumeKeys) > 0 {

@@ -12,7 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
 	"github.com/signetbus/signet/bus"
@@ -73,7 +72,7 @@ func (g *globalOptions) workflowSession(ctx context.Context) (*workflowSession, 
 	if err != nil {
 		return nil, err
 	}
-	js, err := jetstream.New(s.nc)
+	js, err := s.cfg.NATS.JetStream(s.nc)
 	if err != nil {
 		s.Close()
 		return nil, err

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -32,6 +33,20 @@ type NATS struct {
 	// 0, the default, is 3 on a cluster and 1 on a single broker; 1 to 5
 	// sets it (a two-node cluster wants 1).
 	Replicas int `yaml:"replicas"`
+	// JetStreamDomain is the JetStream domain that holds the collective's
+	// registry, run state, locks, control bucket and audit stream, when it
+	// is not the broker's own: a client on the hub names a DR site's
+	// domain ("dr", the DR broker's --domain) to reach it through the
+	// leafnode. Empty is the connected broker's domain.
+	JetStreamDomain string `yaml:"jetstream_domain"`
+}
+
+// JetStream is the JetStream API of the configured domain on nc.
+func (c NATS) JetStream(nc *nats.Conn) (jetstream.JetStream, error) {
+	if c.JetStreamDomain != "" {
+		return jetstream.NewWithDomain(nc, c.JetStreamDomain)
+	}
+	return jetstream.New(nc)
 }
 
 // AuthOptions turns the credentials and TLS settings into nats.go options;

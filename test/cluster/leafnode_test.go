@@ -140,7 +140,11 @@ environments:
     collective: prod
   dr:
     collective: dr
+    nats:
+      urls: [`+hub.URLs()+`]
+      jetstream_domain: dr
 `)
+	write(t, filepath.Join(dir, "app.yaml"), app)
 	signet := func(args ...string) (int, string) {
 		t.Helper()
 		var out, errb strings.Builder
@@ -173,6 +177,14 @@ environments:
 	if code, out := pingEnv("prod", prodIDs); code != 0 {
 		t.Fatalf("signet ping --env prod: exit %d\n%s", code, out)
 	}
+	// A deploy plan needs the environment's registry: the DR one is read
+	// in the DR domain, through the leafnode.
+	for env, want := range map[string][2]string{"prod": {"web001", "dr001"}, "dr": {"dr001", "web001"}} {
+		code, out := signet("deploy", filepath.Join(dir, "app.yaml"), "1.4.2", "--env", env, "--plan")
+		if code != 0 || lineOf(out, want[0]) == "" || lineOf(out, want[1]) != "" {
+			t.Fatalf("signet deploy --env %s --plan: exit %d, want %s and not %s in the plan\n%s", env, code, want[0], want[1], out)
+		}
+	}
 	// --env prod names only its own collective: a DR host is not in it.
 	if code, out := pingEnv("prod", drIDs[:1]); code == 0 {
 		t.Fatalf("signet ping --env prod -I %s answered: the environments are not apart\n%s", drIDs[0], out)
@@ -197,6 +209,11 @@ environments:
 	t.Logf("signet ping --env dr with the leafnode cut (exit %d):\n%s", code, out)
 	if code, out := pingEnv("prod", prodIDs); code != 0 {
 		t.Fatalf("signet ping --env prod with the DR leafnode cut: exit %d\n%s", code, out)
+	}
+	// The client and the hosts fail over between the hub's nodes.
+	hub.Kill(0)
+	if code, out := pingEnv("prod", prodIDs); code != 0 {
+		t.Fatalf("signet ping --env prod with hub node n1 down: exit %d\n%s", code, out)
 	}
 }
 
