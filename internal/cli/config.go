@@ -135,7 +135,7 @@ func loadClientConfig(path, env string, getenv func(string) string) (*ClientConf
 	over(&cfg.Key, "SIGNET_KEY")
 	over(&cfg.KnownHosts, "SIGNET_KNOWN_HOSTS")
 	if v := getenv("SIGNET_NATS_URL"); v != "" {
-		cfg.NATS.URLs = strings.Split(v, ",")
+		cfg.NATS.URLs = config.SplitURLs(v)
 	}
 	cfg.defaults(getenv)
 	return cfg, nil

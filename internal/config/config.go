@@ -41,6 +41,19 @@ type NATS struct {
 	JetStreamDomain string `yaml:"jetstream_domain"`
 }
 
+// SplitURLs reads a broker URL list as SIGNET_NATS_URL and
+// SIGNETD_NATS_URL give it: comma-separated, spaces around the commas
+// ignored ("nats://n1:4222, nats://n2:4222").
+func SplitURLs(v string) []string {
+	var out []string
+	for _, u := range strings.Split(v, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
 // JetStream is the JetStream API of the configured domain on nc.
 func (c NATS) JetStream(nc *nats.Conn) (jetstream.JetStream, error) {
 	if c.JetStreamDomain != "" {
