@@ -126,6 +126,11 @@ func TestDRSiteOverLeafnode(t *testing.T) {
 	drf := newFleet(t, "dr", drIDs, op)
 	delete(drf.sim.Nodes, "lb1") // the hub's load balancer
 	drf.start(dr.ClientURL(), map[string]string{"env": "dr"})
+	// Every host is in its site's registry before the plans below list them.
+	rctx, rcancel := context.WithTimeout(context.Background(), time.Minute)
+	defer rcancel()
+	waitRegistry(t, rctx, operatorConn(t, hub.URLs()), "prod", len(prodIDs)+1)
+	waitRegistry(t, rctx, operatorConn(t, dr.ClientURL()), "dr", len(drIDs))
 	write(t, filepath.Join(dir, "known_hosts"), prod.knownHosts()+drf.knownHosts())
 	cfg := filepath.Join(dir, "client.yaml")
 	write(t, cfg, `user: operator
