@@ -22,6 +22,7 @@ import (
 	"github.com/signetbus/signet/workflows"
 	"github.com/signetbus/signet/workflows/buscaller"
 	"github.com/signetbus/signet/workflows/deploy"
+	"github.com/signetbus/signet/workflows/fleettest"
 )
 
 const app = `version: 1
@@ -84,13 +85,15 @@ func (r *events) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// TestNodeKilledDuringRollingDeploy runs a rolling deploy of 300 hosts
-// spread over a three-node cluster and kills a node (not the operator's)
-// in the second batch's package update. Its responders must reconnect to
-// the other nodes, the deploy must ride through or stop with a step error
-// that --resume finishes, no action may run twice on any host, and the
-// registry, run state and lock (three copies each) must stay readable
-// while the node is down.
+// TestNodeKilledDuringRollingDeploy runs 300 responders spread over a
+// three-node cluster and deploys the app hosts among them twice, killing
+// a node in the second batch's update each time: first a node the
+// operator is not connected to (the one with most responders), then, with
+// that node back, the operator's own. Each deploy must ride through or
+// stop with a step error that --resume finishes, no action may run twice
+// on any host, the registry, run state and lock (three copies each) must
+// stay readable while the node is down, and every responder must end up
+// on a live node, answering a signed ping.
 func TestNodeKilledDuringRollingDeploy(t *testing.T) {
 	c := brokertest.StartCluster(t, 3, broker.Topology{}, nil)
 	f := newFleet(t, "prod", hostIDs("web", responders), nil)
@@ -136,6 +139,46 @@ func TestNodeKilledDuringRollingDeploy(t *testing.T) {
 	opts := deploy.Options{AppFile: appFile, Version: "1.4.2", Env: "prod", Yes: true, Format: "json",
 		Caller: caller, Store: store, User: "operator"}
 
+	rollWithKill(t, ctx, c, f, opts, "1.4.2", victim)
+	// Every responder of the dead node is back, on another node.
+	deadline := time.Now().Add(30 * time.Second)
+	for f.connected() < responders+1 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := f.connected(); n < responders+1 {
+		t.Fatalf("%d of %d responders connected after the node died", n, responders+1)
+	}
+	if back := f.on(c.URL(victim)); len(back) > 0 {
+		t.Fatalf("%d responders still on the dead node", len(back))
+	}
+	// And every one answers a signed ping through the cluster.
+	pingAll(t, ctx, f, nc, reg, hostIDs("web", responders))
+
+	// The dead node comes back; the next deploy loses n1, the node the
+	// operator is connected to.
+	c.Restart(victim)
+	c.WaitJetStream(time.Minute)
+	f.reset()
+	f.sim.Update(func(s *fleettest.Fleet) { s.Available = append(s.Available, "1.4.3") })
+	rollWithKill(t, ctx, c, f, opts, "1.4.3", 0)
+	pingAll(t, ctx, f, nc, reg, hostIDs("web", responders))
+}
+
+// rollWithKill deploys version to the app hosts and kills node victim at
+// the start of the second batch's update. The deploy must ride through,
+// or stop with a step error that a resume finishes; while the node is
+// down the registry, the run state and the lock must stay readable
+// through the other nodes; no action may run twice on any host, and every
+// app host ends on version, running, enabled and out of maintenance.
+func rollWithKill(t *testing.T, ctx context.Context, c *brokertest.Cluster, f *fleet, opts deploy.Options, version string, victim int) {
+	t.Helper()
+	opts.Version = version
+	var survivors []string
+	for i := range c.Nodes {
+		if i != victim {
+			survivors = append(survivors, c.URL(i))
+		}
+	}
 	var once sync.Once
 	var didKill atomic.Bool
 	killed := make(chan string, 1)
@@ -161,7 +204,7 @@ func TestNodeKilledDuringRollingDeploy(t *testing.T) {
 			survived <- ctx.Err()
 			return
 		}
-		survived <- kvSurvives(ctx, c.URL(0)+","+c.URL(3-victim), run, f)
+		survived <- kvSurvives(ctx, strings.Join(survivors, ","), run, f)
 	}()
 	t0 := time.Now()
 	recap, err := deploy.Run(ctx, nil, opts)
@@ -195,26 +238,13 @@ func TestNodeKilledDuringRollingDeploy(t *testing.T) {
 		t.Errorf("actions ran twice: %s", strings.Join(tw, "; "))
 	}
 	for _, h := range hostIDs("web", responders)[:deployed] {
-		if n := f.sim.Node(h); n.Installed != "1.4.2" || !n.Running || n.Maintenance || f.sim.IsDrained(h) {
+		if n := f.sim.Node(h); n.Installed != version || !n.Running || n.Maintenance || f.sim.IsDrained(h) {
 			t.Errorf("%s after the deploy: %+v drained=%v", h, n, f.sim.IsDrained(h))
 		}
 		if f.ran(h, "package.update") != 1 {
 			t.Errorf("%s: package.update ran %d times, want once", h, f.ran(h, "package.update"))
 		}
 	}
-	// Every responder of the dead node is back, on another node.
-	deadline := time.Now().Add(30 * time.Second)
-	for f.connected() < responders+1 && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
-	if n := f.connected(); n < responders+1 {
-		t.Fatalf("%d of %d responders connected after the node died", n, responders+1)
-	}
-	if back := f.on(c.URL(victim)); len(back) > 0 {
-		t.Fatalf("%d responders still on the dead node", len(back))
-	}
-	// And every one answers a signed ping through the cluster.
-	pingAll(t, ctx, f, nc, reg, hostIDs("web", responders))
 }
 
 // kvSurvives reads, through the surviving nodes, the registry (every

@@ -266,6 +266,13 @@ func (f *fleet) knownHosts() string {
 	return f.known.String()
 }
 
+// reset forgets the actions counted so far.
+func (f *fleet) reset() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	clear(f.runs)
+}
+
 // ran returns how often host ran agent.action.
 func (f *fleet) ran(host, call string) int {
 	f.mu.Lock()
