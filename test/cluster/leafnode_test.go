@@ -167,6 +167,23 @@ environments:
 	pingEnv := func(env string, ids []string) (int, string) {
 		return signet(append([]string{"ping", "--env", env}, named(ids)...)...)
 	}
+	// untilAll pings until every host's line says want (hosts apply a
+	// control document moments after it is published).
+	untilAll := func(env string, ids []string, want string) {
+		t.Helper()
+		var out string
+		for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+			_, out = pingEnv(env, ids)
+			all := true
+			for _, id := range ids {
+				all = all && strings.Contains(lineOf(out, id), want)
+			}
+			if all {
+				return
+			}
+		}
+		t.Fatalf("signet ping --env %s: not every host says %q within 30s:\n%s", env, want, out)
+	}
 	// The DR registry lives in the DR domain; wait until every DR host
 	// answers through the leafnode before cutting it.
 	for {
@@ -190,6 +207,19 @@ environments:
 			t.Fatalf("signet deploy --env %s --plan: exit %d, want %s and not %s in the plan\n%s", env, code, want[0], want[1], out)
 		}
 	}
+	// An emergency lock with --env dr is written in the DR domain, where
+	// the DR hosts watch it, and locks them only.
+	if code, out := signet("lock", "--all", "--reason", "dr drill", "--env", "dr"); code != 0 {
+		t.Fatalf("signet lock --env dr: exit %d\n%s", code, out)
+	}
+	untilAll("dr", drIDs, "refused")
+	if code, out := pingEnv("prod", prodIDs); code != 0 {
+		t.Fatalf("signet ping --env prod with DR locked: exit %d\n%s", code, out)
+	}
+	if code, out := signet("unlock", "L1", "--env", "dr"); code != 0 {
+		t.Fatalf("signet unlock --env dr: exit %d\n%s", code, out)
+	}
+	untilAll("dr", drIDs, "\tok\t")
 	// --env prod names only its own collective: a DR host is not in it.
 	if code, out := pingEnv("prod", drIDs[:1]); code == 0 {
 		t.Fatalf("signet ping --env prod -I %s answered: the environments are not apart\n%s", drIDs[0], out)
@@ -220,6 +250,12 @@ environments:
 	if code, out := pingEnv("prod", prodIDs); code != 0 {
 		t.Fatalf("signet ping --env prod with hub node n1 down: exit %d\n%s", code, out)
 	}
+	// The hosts that were on n1 watch the control bucket again from
+	// another node: a lock published now reaches every one.
+	if code, out := signet("lock", "--all", "--reason", "after failover", "--env", "prod"); code != 0 {
+		t.Fatalf("signet lock --env prod with n1 down: exit %d\n%s", code, out)
+	}
+	untilAll("prod", prodIDs, "refused")
 }
 
 // lineOf returns the first line of out that names id as a word.
