@@ -98,11 +98,6 @@ func (c *Cluster) URLs() string {
 // URL is node i's client URL (0-based), stable across Kill and Restart.
 func (c *Cluster) URL(i int) string { return fmt.Sprintf("nats://127.0.0.1:%d", c.cfgs[i].Port) }
 
-// LeafURL is node i's leafnode listener, when the topology has one.
-func (c *Cluster) LeafURL(i int) string {
-	return "nats-leaf://" + c.cfgs[i].LeafListen
-}
-
 // Kill shuts node i down abruptly for its clients: every connection drops.
 func (c *Cluster) Kill(i int) {
 	c.Nodes[i].Shutdown()
