@@ -52,7 +52,7 @@ func StartAuditChain(ctx context.Context, cfg *Config, aud *audit.Log, hostKey s
 		}
 	})
 	if cfg.Audit.ShipOn() {
-		sh, err := ship.New(ship.Config{Conn: nc, Collective: cfg.Collective, Identity: cfg.Identity, Path: cfg.AuditLog, Wake: aud.Written(), Logger: log})
+		sh, err := ship.New(ship.Config{Conn: nc, Replicas: cfg.NATS.Replicas, Collective: cfg.Collective, Identity: cfg.Identity, Path: cfg.AuditLog, Wake: aud.Written(), Logger: log})
 		if err != nil {
 			log.Error("audit shipping off: cannot start it", "err", err)
 		} else {

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -207,7 +206,7 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 		c.Collective = v
 	}
 	if v := getenv("SIGNETD_NATS_URL"); v != "" {
-		c.NATS.URLs = strings.Split(v, ",")
+		c.NATS.URLs = config.SplitURLs(v)
 	}
 	if v := getenv("SIGNETD_LOG_LEVEL"); v != "" {
 		c.Log.Level = v

@@ -21,6 +21,7 @@ import (
 
 	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/bus/control"
+	"github.com/signetbus/signet/internal/replicas"
 	"github.com/signetbus/signet/internal/trustfile"
 )
 
@@ -347,7 +348,7 @@ func diff(prev, next *control.Document) []change {
 // every document put there is applied at once (a JetStream watch, not a
 // poll). A missing bucket is created; when that fails (a broker where
 // only admins may), it is looked for again every second.
-func (h *Host) watchControl(ctx context.Context, nc *nats.Conn, aud bus.Auditor, log *slog.Logger) {
+func (h *Host) watchControl(ctx context.Context, nc *nats.Conn, n int, aud bus.Auditor, log *slog.Logger) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		log.Error("control: no JetStream; revocations and locks from the broker are not applied", "err", err)
@@ -358,7 +359,7 @@ func (h *Host) watchControl(ctx context.Context, nc *nats.Conn, aud bus.Auditor,
 	}
 	bucket := control.Bucket(h.collective)
 	for ctx.Err() == nil {
-		if err := h.watchOnce(ctx, js, bucket, aud); err != nil && ctx.Err() == nil {
+		if err := h.watchOnce(ctx, js, bucket, n, aud); err != nil && ctx.Err() == nil {
 			log.Debug("control bucket not watched yet; retrying", "bucket", bucket, "err", err)
 		}
 		select {
@@ -368,12 +369,12 @@ func (h *Host) watchControl(ctx context.Context, nc *nats.Conn, aud bus.Auditor,
 	}
 }
 
-func (h *Host) watchOnce(ctx context.Context, js jetstream.JetStream, bucket string, aud bus.Auditor) error {
+func (h *Host) watchOnce(ctx context.Context, js jetstream.JetStream, bucket string, n int, aud bus.Auditor) error {
 	kv, err := js.KeyValue(ctx, bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		// Create it, so the watch is in place before the first document;
 		// where only admins may create it, wait for them.
-		kv, err = js.CreateKeyValue(ctx, control.BucketConfig(h.collective))
+		kv, err = replicas.KeyValue(ctx, js, control.BucketConfig(h.collective), n)
 	}
 	if err != nil {
 		return err

@@ -105,7 +105,7 @@ func newCtlFleet(t *testing.T, extraPolicy string, maxAge time.Duration) *ctlFle
 	must(t, err)
 	t.Cleanup(nc.Close)
 	f.nc = nc
-	f.store, err = control.OpenStore(context.Background(), nc, "t")
+	f.store, err = control.OpenStore(context.Background(), nc, "t", 0)
 	must(t, err)
 	return f
 }

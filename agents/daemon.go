@@ -183,7 +183,7 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	if err := r.Start(); err != nil {
 		return err
 	}
-	go o.Host.watchControl(ctx, o.Conn, o.Audit, log) // revocations and locks
+	go o.Host.watchControl(ctx, o.Conn, cfg.NATS.Replicas, o.Audit, log) // revocations and locks
 	if o.Ready != nil {
 		o.Ready()
 	}
@@ -254,7 +254,7 @@ func (g *registrar) refresh(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if g.reg == nil {
-		reg, err := bus.CreateRegistry(ctx, g.conn, g.cfg.Collective, g.cfg.RegistryTTL.D())
+		reg, err := bus.CreateRegistry(ctx, g.conn, g.cfg.Collective, g.cfg.RegistryTTL.D(), g.cfg.NATS.Replicas)
 		if err != nil {
 			return err
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/signetbus/signet/internal/audit"
 	"github.com/signetbus/signet/internal/facts"
 	"github.com/signetbus/signet/internal/keys"
+	"github.com/signetbus/signet/internal/replicas"
 )
 
 // ErrConfig is wrapped by every error Validate returns: the config, not
@@ -112,6 +113,9 @@ func (c *Config) Validate() error {
 		if strings.TrimSpace(u) == "" || strings.ContainsAny(u, " \t\r\n") {
 			add(&ConfigError{Key: "nats.urls", Msg: fmt.Sprintf("%q is not a broker URL such as nats://10.0.0.1:4222", u)})
 		}
+	}
+	if err := replicas.Check(c.NATS.Replicas); err != nil {
+		add(&ConfigError{Key: "nats.replicas", Msg: err.Error()})
 	}
 	for key, p := range map[string]string{"host_key": c.HostKey, "authorized_keys": c.AuthorizedKeys, "policy": c.Policy, "audit_log": c.AuditLog} {
 		if strings.TrimSpace(p) == "" {

@@ -186,7 +186,7 @@ func TestFilterAndDirect(t *testing.T) {
 func TestRegistryFinishesWhenAllExpectedAnswer(t *testing.T) {
 	f := startFleet(t, 4)
 	ctx := context.Background()
-	reg, err := CreateRegistry(ctx, f.nc, "test", time.Minute)
+	reg, err := CreateRegistry(ctx, f.nc, "test", time.Minute, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -481,7 +481,7 @@ func TestBrokerGoneMidRequest(t *testing.T) {
 func TestRegistryMissesAHost(t *testing.T) {
 	f := startFleet(t, 3)
 	ctx := context.Background()
-	reg, err := CreateRegistry(ctx, f.nc, "test", time.Minute)
+	reg, err := CreateRegistry(ctx, f.nc, "test", time.Minute, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -70,7 +70,7 @@ func TestConflictingSignedReplies(t *testing.T) {
 func TestUnexpectedHostIsReported(t *testing.T) {
 	f := startFleet(t, 3, slowResult(StatusOK))
 	ctx := context.Background()
-	reg, err := CreateRegistry(ctx, f.nc, "test", time.Minute)
+	reg, err := CreateRegistry(ctx, f.nc, "test", time.Minute, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func TestCancelledBroadcastKeepsPartialResults(t *testing.T) {
 		}
 	})
 	ctx := context.Background()
-	reg, err := CreateRegistry(ctx, f.nc, "test", time.Minute)
+	reg, err := CreateRegistry(ctx, f.nc, "test", time.Minute, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

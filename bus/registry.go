@@ -11,6 +11,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/signetbus/signet/internal/replicas"
 )
 
 // Registration is what a responder publishes about itself in the registry.
@@ -65,9 +67,11 @@ func RegistryConfig(collective string, ttl time.Duration) jetstream.KeyValueConf
 
 // CreateRegistry opens the registry bucket, creating it when missing, or
 // changing it when its TTL is not ttl. ttl is how long an entry outlives
-// its last refresh. An existing bucket with the right TTL is opened
-// without changing it, which is all a host may do on a locked-down broker.
-func CreateRegistry(ctx context.Context, nc *nats.Conn, collective string, ttl time.Duration) (*Registry, error) {
+// its last refresh; n is the number of copies the broker keeps of a bucket
+// it creates (replicas.Auto: 3 on a cluster, 1 otherwise). An existing
+// bucket with the right TTL is opened without changing it, which is all a
+// host may do on a locked-down broker (there the broker provisions it).
+func CreateRegistry(ctx context.Context, nc *nats.Conn, collective string, ttl time.Duration, n int) (*Registry, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
@@ -81,7 +85,7 @@ func CreateRegistry(ctx context.Context, nc *nats.Conn, collective string, ttl t
 	} else if !errors.Is(err, jetstream.ErrBucketNotFound) {
 		return nil, fmt.Errorf("registry: open bucket: %w", err)
 	}
-	kv, err = js.CreateOrUpdateKeyValue(ctx, RegistryConfig(collective, ttl))
+	kv, err = replicas.KeyValue(ctx, js, RegistryConfig(collective, ttl), n)
 	if err != nil {
 		return nil, fmt.Errorf("registry: create or update bucket %s with a TTL of %s (on a locked-down broker an admin creates it; set registry_ttl to the bucket's TTL): %w", RegistryBucket(collective), ttl, err)
 	}
@@ -94,6 +98,12 @@ func OpenRegistry(ctx context.Context, nc *nats.Conn, collective string) (*Regis
 	if err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
+	return OpenRegistryIn(ctx, js, collective)
+}
+
+// OpenRegistryIn opens an existing registry bucket through js: another
+// JetStream domain's (a DR site's) when js was made for it.
+func OpenRegistryIn(ctx context.Context, js jetstream.JetStream, collective string) (*Registry, error) {
 	kv, err := js.KeyValue(ctx, RegistryBucket(collective))
 	if err != nil {
 		if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) {

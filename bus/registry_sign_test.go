@@ -125,7 +125,7 @@ func (k caHostKeys) HostCA(id string, key ssh.PublicKey) bool {
 func TestClientIgnoresForgedRegistryEntry(t *testing.T) {
 	f := startFleet(t, 2)
 	ctx := context.Background()
-	reg, err := CreateRegistry(ctx, f.nc, "test", time.Minute)
+	reg, err := CreateRegistry(ctx, f.nc, "test", time.Minute, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

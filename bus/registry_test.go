@@ -40,7 +40,7 @@ func TestRegistryCheck(t *testing.T) {
 
 	// Once a refresh interval has passed every live host has written its
 	// entry: a short TTL makes the registry old enough at once.
-	old, err := CreateRegistry(ctx, nc, "u", 3*time.Second)
+	old, err := CreateRegistry(ctx, nc, "u", 3*time.Second, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func testRegistry(t *testing.T, collective string, ttl time.Duration) (*nats.Con
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	reg, err := CreateRegistry(context.Background(), nc, collective, ttl)
+	reg, err := CreateRegistry(context.Background(), nc, collective, ttl, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/signetbus/signet/internal/replicas"
 )
 
 // KVConfig configures a KVStore.
@@ -36,6 +38,9 @@ type KVConfig struct {
 	ResumeKeys []ssh.PublicKey
 	// Log receives lease refresh failures; default discards.
 	Log *slog.Logger
+	// Replicas is how many copies the broker keeps of both buckets;
+	// replicas.Auto (0): 3 on a cluster, 1 on a single broker.
+	Replicas int
 }
 
 // KVStore keeps run state and locks in JetStream key-value buckets on the
@@ -90,7 +95,7 @@ func (s *KVStore) runsKV(ctx context.Context, again bool) (jetstream.KeyValue, e
 	if s.runs != nil && !again {
 		return s.runs, nil
 	}
-	kv, err := openOrCreate(ctx, s.js, jetstream.KeyValueConfig{Bucket: s.cfg.RunsBucket, Description: "signet workflow runs", History: 1})
+	kv, err := openOrCreate(ctx, s.js, jetstream.KeyValueConfig{Bucket: s.cfg.RunsBucket, Description: "signet workflow runs", History: 1}, s.cfg.Replicas)
 	if err != nil {
 		return nil, fmt.Errorf("workflows: runs bucket %s: %w", s.cfg.RunsBucket, err)
 	}
@@ -104,7 +109,7 @@ func (s *KVStore) locksKV(ctx context.Context, again bool) (jetstream.KeyValue, 
 	if s.locks != nil && !again {
 		return s.locks, nil
 	}
-	kv, err := openOrCreate(ctx, s.js, jetstream.KeyValueConfig{Bucket: s.cfg.LocksBucket, Description: "signet workflow locks", History: 1, TTL: s.cfg.LockTTL})
+	kv, err := openOrCreate(ctx, s.js, jetstream.KeyValueConfig{Bucket: s.cfg.LocksBucket, Description: "signet workflow locks", History: 1, TTL: s.cfg.LockTTL}, s.cfg.Replicas)
 	if err != nil {
 		return nil, fmt.Errorf("workflows: locks bucket %s: %w", s.cfg.LocksBucket, err)
 	}
@@ -115,15 +120,17 @@ func (s *KVStore) locksKV(ctx context.Context, again bool) (jetstream.KeyValue, 
 // openOrCreate opens the bucket when it exists with cfg's TTL, and only
 // otherwise creates or updates it: on a locked-down broker operators may
 // not create or change streams (the broker provisions the buckets), and a
-// denied request is not failed by the client, only timed out.
-func openOrCreate(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+// denied request is not failed by the client, only timed out. A bucket it
+// creates gets n copies (replicas.KeyValue); an existing one is not
+// scaled up here: `signet broker provision` does that as an admin.
+func openOrCreate(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig, n int) (jetstream.KeyValue, error) {
 	kv, err := js.KeyValue(ctx, cfg.Bucket)
 	if err == nil {
 		if st, serr := kv.Status(ctx); serr == nil && st.TTL() == cfg.TTL {
 			return kv, nil
 		}
 	}
-	return js.CreateOrUpdateKeyValue(ctx, cfg)
+	return replicas.KeyValue(ctx, js, cfg, n)
 }
 
 // bucketGone reports an error that means the bucket's stream is missing,

@@ -11,6 +11,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/signetbus/signet/internal/replicas"
 )
 
 // Store is a collective's control bucket as an admin's client uses it.
@@ -33,14 +35,21 @@ func BucketConfig(collective string) jetstream.KeyValueConfig {
 }
 
 // OpenStore opens the collective's control bucket, creating it when
-// missing. The bucket keeps a few old documents for inspection; hosts only
-// ever apply a newer one.
-func OpenStore(ctx context.Context, nc *nats.Conn, collective string) (*Store, error) {
+// missing, with n copies (replicas.Auto: 3 on a cluster, 1 otherwise).
+// The bucket keeps a few old documents for inspection; hosts only ever
+// apply a newer one.
+func OpenStore(ctx context.Context, nc *nats.Conn, collective string, n int) (*Store, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("control: %w", err)
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, BucketConfig(collective))
+	return OpenStoreIn(ctx, js, collective, n)
+}
+
+// OpenStoreIn is OpenStore through js: another JetStream domain's (a DR
+// site's, whose hosts watch the bucket there) when js was made for it.
+func OpenStoreIn(ctx context.Context, js jetstream.JetStream, collective string, n int) (*Store, error) {
+	kv, err := replicas.KeyValue(ctx, js, BucketConfig(collective), n)
 	if err != nil {
 		return nil, fmt.Errorf("control: open bucket %s: %w", Bucket(collective), err)
 	}

@@ -37,7 +37,7 @@ func TestUpdateSkipsDocumentsFromUntrustedKeys(t *testing.T) {
 	}
 	defer nc.Close()
 	ctx := context.Background()
-	store, err := control.OpenStore(ctx, nc, "t")
+	store, err := control.OpenStore(ctx, nc, "t", 0)
 	if err != nil {
 		t.Fatal(err)
 	}

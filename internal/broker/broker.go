@@ -5,7 +5,6 @@ package broker
 import (
 	"errors"
 	"fmt"
-	"net/url"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -21,12 +20,9 @@ type Config struct {
 	StoreDir string
 	// Name is the server name (needed for clustering); default "signet".
 	Name string
-	// ClusterName, ClusterListen and Routes make the node part of a cluster:
-	// ClusterListen is "host:port", Routes are "nats://host:port" URLs of the
-	// other nodes.
-	ClusterName   string
-	ClusterListen string
-	Routes        []string
+	// Topology makes the broker a cluster node, a leafnode hub or a DR
+	// site's leafnode (see Topology); zero is a single broker.
+	Topology
 	// MaxPayload bounds a message; default 1 MiB.
 	MaxPayload int32
 	// Debug logs the server's own messages to stderr.
@@ -93,24 +89,8 @@ func Start(cfg Config) (*server.Server, error) {
 		}
 		opts.TLSConfig, opts.TLS, opts.TLSVerify, opts.TLSTimeout = tc, true, cfg.TLSClientCA != "", 2
 	}
-	if cfg.ClusterListen != "" {
-		u, err := url.Parse("nats://" + cfg.ClusterListen)
-		if err != nil {
-			return nil, fmt.Errorf("broker: cluster listen address %q: %w", cfg.ClusterListen, err)
-		}
-		opts.Cluster.Name = cfg.ClusterName
-		if opts.Cluster.Name == "" {
-			opts.Cluster.Name = "signet"
-		}
-		opts.Cluster.Host = u.Hostname()
-		fmt.Sscanf(u.Port(), "%d", &opts.Cluster.Port)
-		for _, r := range cfg.Routes {
-			ru, err := url.Parse(r)
-			if err != nil {
-				return nil, fmt.Errorf("broker: route %q: %w", r, err)
-			}
-			opts.Routes = append(opts.Routes, ru)
-		}
+	if err := cfg.Topology.apply(opts); err != nil {
+		return nil, err
 	}
 	opts.DontListen = cfg.Provision != nil
 	s, err := server.NewServer(opts)

@@ -41,14 +41,14 @@ func TestStartServesJetStream(t *testing.T) {
 // the other.
 func TestClusterRoutesMessages(t *testing.T) {
 	portA, portB := freePort(t), freePort(t)
-	a, err := broker.Start(broker.Config{Port: -1, StoreDir: t.TempDir(), Name: "n1", ClusterListen: fmt.Sprintf("127.0.0.1:%d", portA),
-		Routes: []string{fmt.Sprintf("nats://127.0.0.1:%d", portB)}})
+	a, err := broker.Start(broker.Config{Port: -1, StoreDir: t.TempDir(), Name: "n1", Topology: broker.Topology{ClusterListen: fmt.Sprintf("127.0.0.1:%d", portA),
+		Routes: []string{fmt.Sprintf("nats://127.0.0.1:%d", portB)}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Shutdown()
-	b, err := broker.Start(broker.Config{Port: -1, StoreDir: t.TempDir(), Name: "n2", ClusterListen: fmt.Sprintf("127.0.0.1:%d", portB),
-		Routes: []string{fmt.Sprintf("nats://127.0.0.1:%d", portA)}})
+	b, err := broker.Start(broker.Config{Port: -1, StoreDir: t.TempDir(), Name: "n2", Topology: broker.Topology{ClusterListen: fmt.Sprintf("127.0.0.1:%d", portB),
+		Routes: []string{fmt.Sprintf("nats://127.0.0.1:%d", portA)}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -85,15 +85,13 @@ func keygenRun(_ context.Context, g *globalOptions, o *keygenOptions) error {
 }
 
 type brokerOptions struct {
-	listen      string
-	port        int
-	store       string
-	name        string
-	cluster     string
-	clusterName string
-	routes      []string
-	debug       bool
-	lock        brokerAuthOptions
+	listen string
+	port   int
+	store  string
+	name   string
+	topo   broker.Topology
+	debug  bool
+	lock   brokerAuthOptions
 }
 
 func newBrokerCmd(g *globalOptions) *cobra.Command {
@@ -111,9 +109,7 @@ func newBrokerCmd(g *globalOptions) *cobra.Command {
 	f.IntVar(&o.port, "port", 4222, "client port")
 	f.StringVar(&o.store, "store", "", "JetStream store directory (default ./signet-broker)")
 	f.StringVar(&o.name, "name", "", "server name (required and unique per node in a cluster)")
-	f.StringVar(&o.cluster, "cluster", "", "cluster listen address host:port (makes this a cluster node)")
-	f.StringVar(&o.clusterName, "cluster-name", "signet", "cluster name")
-	f.StringArrayVar(&o.routes, "route", nil, "nats://host:port of another cluster node (repeatable)")
+	addTopologyFlags(f, &o.topo)
 	f.BoolVar(&o.debug, "debug", false, "log the server's own messages")
 	addBrokerAuthFlags(f, &o.lock)
 	c.AddCommand(newBrokerInitCmd(g), newBrokerProvisionCmd(g))
@@ -124,11 +120,11 @@ func brokerRun(ctx context.Context, g *globalOptions, o *brokerOptions) error {
 	if o.store == "" {
 		o.store = "signet-broker"
 	}
-	if o.cluster != "" && o.name == "" {
-		return usageErrorf("a cluster node needs --name, unique in the cluster")
+	if err := checkTopology(o.name, o.topo); err != nil {
+		return err
 	}
 	cfg := broker.Config{Host: o.listen, Port: o.port, StoreDir: o.store, Name: o.name,
-		ClusterName: o.clusterName, ClusterListen: o.cluster, Routes: o.routes, Debug: o.debug}
+		Topology: o.topo, Debug: o.debug}
 	if err := o.lock.apply(&cfg); err != nil {
 		return err
 	}

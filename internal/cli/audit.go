@@ -94,7 +94,7 @@ func auditStream(ctx context.Context, g *globalOptions, cfg *ClientConfig) (*nat
 		return nil, nil, withHint(fmt.Errorf("connect to broker %s: %w", strings.Join(cfg.NATS.URLs, ","), err),
 			"is the broker running? start one with `signet broker` or a whole fleet with `signet lab`")
 	}
-	js, err := jetstream.New(nc)
+	js, err := cfg.NATS.JetStream(nc)
 	if err != nil {
 		nc.Close()
 		return nil, nil, err

@@ -154,7 +154,12 @@ func (g *globalOptions) connect(ctx context.Context) (*session, error) {
 	s := &session{cfg: cfg, nc: nc, signer: signer}
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if reg, err := bus.OpenRegistry(rctx, nc, cfg.Collective); err == nil {
+	js, err := cfg.NATS.JetStream(nc)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	if reg, err := bus.OpenRegistryIn(rctx, js, cfg.Collective); err == nil {
 		s.reg = reg
 	} else if !errors.Is(err, bus.ErrNoRegistry) {
 		g.logger().Warn("registry unavailable, using broadcast discovery", "err", err)

@@ -135,7 +135,7 @@ func loadClientConfig(path, env string, getenv func(string) string) (*ClientConf
 	over(&cfg.Key, "SIGNET_KEY")
 	over(&cfg.KnownHosts, "SIGNET_KNOWN_HOSTS")
 	if v := getenv("SIGNET_NATS_URL"); v != "" {
-		cfg.NATS.URLs = strings.Split(v, ",")
+		cfg.NATS.URLs = config.SplitURLs(v)
 	}
 	cfg.defaults(getenv)
 	return cfg, nil
@@ -184,7 +184,7 @@ func (c *ClientConfig) overlay(p *ClientConfig) {
 	set(&c.Apps, p.Apps)
 	set(&c.Runs, p.Runs)
 	c.Release.Overlay(&p.Release)
-	if len(p.NATS.URLs) > 0 || p.NATS.Creds != "" || p.NATS.User != "" || p.NATS.NKeyFile != "" {
+	if len(p.NATS.URLs) > 0 || p.NATS.Creds != "" || p.NATS.User != "" || p.NATS.NKeyFile != "" || p.NATS.JetStreamDomain != "" {
 		c.NATS = p.NATS
 	}
 	if len(p.ResumeKeys) > 0 {

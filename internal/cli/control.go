@@ -43,7 +43,12 @@ func (g *globalOptions) controlSession(ctx context.Context, o *controlOptions) (
 	if err != nil {
 		return nil, err
 	}
-	store, err := control.OpenStore(ctx, s.nc, s.cfg.Collective)
+	js, err := s.cfg.NATS.JetStream(s.nc)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	store, err := control.OpenStoreIn(ctx, js, s.cfg.Collective, s.cfg.NATS.Replicas)
 	if err != nil {
 		s.Close()
 		return nil, withHint(err, "revocations and locks need a broker with JetStream (signet broker has it)")

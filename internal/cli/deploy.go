@@ -12,7 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
 	"github.com/signetbus/signet/bus"
@@ -86,7 +85,7 @@ func (g *globalOptions) workflowSession(ctx context.Context) (*workflowSession, 
 	if err != nil {
 		return nil, err
 	}
-	js, err := jetstream.New(s.nc)
+	js, err := s.cfg.NATS.JetStream(s.nc)
 	if err != nil {
 		s.Close()
 		return nil, err
@@ -105,7 +104,7 @@ func (g *globalOptions) workflowSession(ctx context.Context) (*workflowSession, 
 		s.Close()
 		return nil, err
 	}
-	store, err := workflows.NewKVStore(ctx, js, workflows.KVConfig{Signer: bus.KeySigner(s.signer), ResumeKeys: resumeKeys, Log: g.logger()})
+	store, err := workflows.NewKVStore(ctx, js, workflows.KVConfig{Signer: bus.KeySigner(s.signer), ResumeKeys: resumeKeys, Log: g.logger(), Replicas: s.cfg.NATS.Replicas})
 	if err != nil {
 		s.Close()
 		return nil, withHint(err, "workflows keep their state and locks in JetStream: the broker needs JetStream enabled")

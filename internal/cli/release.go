@@ -7,7 +7,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
 	"github.com/signetbus/signet/internal/redact"
@@ -206,7 +205,7 @@ func releaseRecords(ctx context.Context, g *globalOptions, ws *workflowSession, 
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	js, err := jetstream.New(ws.nc)
+	js, err := ws.cfg.NATS.JetStream(ws.nc)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -223,7 +222,7 @@ func releaseRecords(ctx context.Context, g *globalOptions, ws *workflowSession, 
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("release: require_done_in %s: %w", requireDoneIn, err)
 	}
-	djs, err := jetstream.New(s.nc)
+	djs, err := s.cfg.NATS.JetStream(s.nc)
 	if err != nil {
 		s.Close()
 		return nil, nil, nil, err

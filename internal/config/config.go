@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -40,6 +41,38 @@ type NATS struct {
 	CAFile   string `yaml:"ca_file"`
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
+	// Replicas is how many copies JetStream keeps of the buckets and
+	// streams signet creates (registry, run state, locks, control, audit):
+	// 0, the default, is 3 on a cluster and 1 on a single broker; 1 to 5
+	// sets it (a two-node cluster wants 1).
+	Replicas int `yaml:"replicas"`
+	// JetStreamDomain is the JetStream domain that holds the collective's
+	// registry, run state, locks, control bucket and audit stream, when it
+	// is not the broker's own: a client on the hub names a DR site's
+	// domain ("dr", the DR broker's --domain) to reach it through the
+	// leafnode. Empty is the connected broker's domain.
+	JetStreamDomain string `yaml:"jetstream_domain"`
+}
+
+// SplitURLs reads a broker URL list as SIGNET_NATS_URL and
+// SIGNETD_NATS_URL give it: comma-separated, spaces around the commas
+// ignored ("nats://n1:4222, nats://n2:4222").
+func SplitURLs(v string) []string {
+	var out []string
+	for _, u := range strings.Split(v, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// JetStream is the JetStream API of the configured domain on nc.
+func (c NATS) JetStream(nc *nats.Conn) (jetstream.JetStream, error) {
+	if c.JetStreamDomain != "" {
+		return jetstream.NewWithDomain(nc, c.JetStreamDomain)
+	}
+	return jetstream.New(nc)
 }
 
 // AuthOptions turns the credentials and TLS settings into nats.go options;

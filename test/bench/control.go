@@ -13,6 +13,7 @@ import (
 	"github.com/signetbus/signet/agents"
 	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/bus/control"
+	"github.com/signetbus/signet/internal/replicas"
 )
 
 // controlReach measures, on a running fleet, how long from publishing an
@@ -22,7 +23,7 @@ import (
 // revokes the operator's key once (which ends the fleet's use).
 func controlReach(nc *nats.Conn, c *bus.Client, op ssh.Signer, collective string, auditOf func(i int) string, n, rounds int) error {
 	ctx := context.Background()
-	store, err := control.OpenStore(ctx, nc, collective)
+	store, err := control.OpenStore(ctx, nc, collective, replicas.Auto)
 	if err != nil {
 		return err
 	}

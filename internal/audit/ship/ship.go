@@ -31,6 +31,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/signetbus/signet/internal/audit"
+	"github.com/signetbus/signet/internal/replicas"
 )
 
 // Stream is the JetStream stream that holds a collective's audit lines.
@@ -39,10 +40,11 @@ func Stream(collective string) string { return "signet_audit_" + collective }
 // Subject is where one host's audit lines are published.
 func Subject(collective, identity string) string { return collective + ".audit." + identity }
 
-// EnsureStream creates the audit stream if it does not exist. The stream
-// keeps everything (no age or size limit): retention is the operator's
-// choice, see docs/operations.md.
-func EnsureStream(ctx context.Context, js jetstream.JetStream, collective string) (jetstream.Stream, error) {
+// EnsureStream creates the audit stream with n copies (replicas.Auto: 3
+// on a cluster, 1 otherwise) if it does not exist. The stream keeps
+// everything (no age or size limit): retention and replicas of an
+// existing stream are the operator's choice, see docs/operations.md.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, collective string, n int) (jetstream.Stream, error) {
 	st, err := js.Stream(ctx, Stream(collective))
 	if err == nil {
 		return st, nil
@@ -50,11 +52,11 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, collective string
 	if !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil, fmt.Errorf("ship: audit stream: %w", err)
 	}
-	st, err = js.CreateStream(ctx, jetstream.StreamConfig{
+	st, err = replicas.CreateStream(ctx, js, jetstream.StreamConfig{
 		Name: Stream(collective), Subjects: []string{collective + ".audit.>"},
 		Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute,
 		Description: "signet audit records and checkpoints, one subject per host",
-	})
+	}, n)
 	if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 		return nil, fmt.Errorf("ship: create audit stream: %w", err)
 	}
@@ -76,6 +78,10 @@ type Config struct {
 	// State is the file that remembers the last acknowledged seq; default
 	// Path + ".shipped".
 	State string
+	// Replicas is how many copies the broker keeps of the audit stream
+	// when the shipper creates it; replicas.Auto (0): 3 on a cluster, 1 on
+	// a single broker.
+	Replicas int
 	// Wake is signalled when the log was written (audit.Log.Written).
 	Wake <-chan struct{}
 	// Poll is how often the file is read without a Wake; default 1s.
@@ -220,7 +226,7 @@ func (s *Shipper) Run(ctx context.Context) error {
 		}
 	}()
 	ectx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-	_, _ = EnsureStream(ectx, s.js, s.cfg.Collective) // publish retries if the broker is down
+	_, _ = EnsureStream(ectx, s.js, s.cfg.Collective, s.cfg.Replicas) // publish retries if the broker is down
 	cancel()
 	// The log ends below the seq already shipped: it was moved aside or
 	// replaced, and a new chain started. Ship the new chain; verify
@@ -360,7 +366,7 @@ func (s *Shipper) publish(ctx context.Context, seq uint64, line []byte) error {
 		}
 		// The stream may be missing (a new broker, or deleted): make it.
 		ectx, ecancel := context.WithTimeout(ctx, s.cfg.Timeout)
-		_, _ = EnsureStream(ectx, s.js, s.cfg.Collective)
+		_, _ = EnsureStream(ectx, s.js, s.cfg.Collective, s.cfg.Replicas)
 		ecancel()
 		select {
 		case <-ctx.Done():

@@ -12,6 +12,7 @@ import (
 	"github.com/signetbus/signet/bus/control"
 	"github.com/signetbus/signet/internal/audit/ship"
 	"github.com/signetbus/signet/internal/keys/keytest"
+	"github.com/signetbus/signet/internal/replicas"
 	"github.com/signetbus/signet/workflows"
 )
 
@@ -62,7 +63,7 @@ func lockedServes(t *testing.T, l *locked) {
 	defer r.Shutdown(context.Background())
 
 	// The host's side: register, watch the controls, ship an audit line.
-	reg, err := bus.CreateRegistry(ctx, web1, collective, time.Minute)
+	reg, err := bus.CreateRegistry(ctx, web1, collective, time.Minute, replicas.Auto)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +83,7 @@ func lockedServes(t *testing.T, l *locked) {
 	if e := <-w.Updates(); e != nil {
 		t.Fatalf("empty control bucket sent %v", e.Key())
 	}
-	if _, err := ship.EnsureStream(ctx, hjs, collective); err != nil {
+	if _, err := ship.EnsureStream(ctx, hjs, collective, replicas.Auto); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := hjs.Publish(ctx, ship.Subject(collective, "web1"), []byte(`{"seq":1}`)); err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/bus/control"
 	"github.com/signetbus/signet/internal/audit/ship"
+	"github.com/signetbus/signet/internal/replicas"
 	"github.com/signetbus/signet/workflows"
 	"github.com/signetbus/signet/workflows/release"
 )
@@ -44,25 +45,25 @@ func Buckets(ctx context.Context, nc *nats.Conn, o Options) error {
 	if err != nil {
 		return fmt.Errorf("provision: %w", err)
 	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, bus.RegistryConfig(o.Collective, o.RegistryTTL)); err != nil {
+	if _, err := replicas.KeyValue(ctx, js, bus.RegistryConfig(o.Collective, o.RegistryTTL), replicas.Auto); err != nil {
 		return fmt.Errorf("provision: registry bucket: %w", err)
 	}
 	if err := noRollup(ctx, js, "KV_"+bus.RegistryBucket(o.Collective)); err != nil {
 		return err
 	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, control.BucketConfig(o.Collective)); err != nil {
+	if _, err := replicas.KeyValue(ctx, js, control.BucketConfig(o.Collective), replicas.Auto); err != nil {
 		return fmt.Errorf("provision: control bucket: %w", err)
 	}
-	if _, err := ship.EnsureStream(ctx, js, o.Collective); err != nil {
+	if _, err := ship.EnsureStream(ctx, js, o.Collective, replicas.Auto); err != nil {
 		return fmt.Errorf("provision: %w", err)
 	}
 	if _, err := workflows.NewKVStore(ctx, js, workflows.KVConfig{LockTTL: o.LockTTL}); err != nil {
 		return fmt.Errorf("provision: %w", err)
 	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, bus.ApprovalBucketConfig(o.Collective)); err != nil {
+	if _, err := replicas.KeyValue(ctx, js, bus.ApprovalBucketConfig(o.Collective), replicas.Auto); err != nil {
 		return fmt.Errorf("provision: approvals bucket: %w", err)
 	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, release.RecordsBucketConfig()); err != nil {
+	if _, err := replicas.KeyValue(ctx, js, release.RecordsBucketConfig(), replicas.Auto); err != nil {
 		return fmt.Errorf("provision: release records bucket: %w", err)
 	}
 	return nil

@@ -1,0 +1,97 @@
+package broker
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Topology is where a broker sits in a production deployment: a node of a
+// cluster (routes to its peers, JetStream replicated across them), a hub
+// that accepts leafnode connections from a DR site, or a DR site's broker
+// that connects to the hub as a leafnode. The zero value is a single
+// broker.
+type Topology struct {
+	// ClusterName, ClusterListen and Routes make the node part of a cluster:
+	// ClusterListen is "host:port", Routes are "nats://host:port" URLs of the
+	// other nodes (listing this node's own address too is harmless).
+	ClusterName   string
+	ClusterListen string
+	Routes        []string
+	// LeafListen is "host:port" where DR brokers connect as leafnodes.
+	LeafListen string
+	// LeafAdvertise is the "host:port" DR brokers reach LeafListen at,
+	// when that is not its own address (NAT, a load balancer, a tunnel).
+	// The hub tells connected DR brokers every node's address, so that
+	// they fail over to another node by themselves.
+	LeafAdvertise string
+	// LeafRemotes are "nats-leaf://host:port" (or nats://) URLs of the
+	// hub's leafnode listeners; set on a DR broker. Several URLs are tried
+	// in turn, so list every node of the hub cluster.
+	LeafRemotes []string
+	// Domain is the JetStream domain. A DR broker needs its own ("dr"), so
+	// that its hosts' registry and control bucket stay on its side of the
+	// leafnode and a hub client can still reach them as $JS.dr.API.
+	Domain string
+}
+
+// apply sets the server options of the topology.
+func (t Topology) apply(opts *server.Options) error {
+	opts.JetStreamDomain = t.Domain
+	if t.ClusterListen != "" {
+		host, port, err := hostPort(t.ClusterListen)
+		if err != nil {
+			return fmt.Errorf("broker: cluster listen address %q: %w", t.ClusterListen, err)
+		}
+		opts.Cluster.Name = t.ClusterName
+		if opts.Cluster.Name == "" {
+			opts.Cluster.Name = "signet"
+		}
+		opts.Cluster.Host, opts.Cluster.Port = host, port
+		for _, r := range t.Routes {
+			ru, err := url.Parse(r)
+			if err != nil || ru.Host == "" {
+				return fmt.Errorf("broker: route %q: want nats://host:port", r)
+			}
+			opts.Routes = append(opts.Routes, ru)
+		}
+	} else if len(t.Routes) > 0 {
+		return fmt.Errorf("broker: routes need a cluster listen address")
+	}
+	if t.LeafListen != "" {
+		host, port, err := hostPort(t.LeafListen)
+		if err != nil {
+			return fmt.Errorf("broker: leafnode listen address %q: %w", t.LeafListen, err)
+		}
+		opts.LeafNode.Host, opts.LeafNode.Port = host, port
+		opts.LeafNode.Advertise = t.LeafAdvertise
+	}
+	if len(t.LeafRemotes) > 0 {
+		remote := &server.RemoteLeafOpts{}
+		for _, r := range t.LeafRemotes {
+			ru, err := url.Parse(r)
+			if err != nil || ru.Host == "" {
+				return fmt.Errorf("broker: leafnode remote %q: want nats-leaf://host:port", r)
+			}
+			remote.URLs = append(remote.URLs, ru)
+		}
+		opts.LeafNode.Remotes = append(opts.LeafNode.Remotes, remote)
+	}
+	return nil
+}
+
+// hostPort splits "host:port"; port -1 picks a free one.
+func hostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < -1 || port > 65535 {
+		return "", 0, fmt.Errorf("port %q is not a number from 1 to 65535", p)
+	}
+	return host, port, nil
+}

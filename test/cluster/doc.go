@@ -1,0 +1,12 @@
+// Package cluster holds the tests of signet on a production broker
+// topology, all on loopback in one process: a three-node `signet broker`
+// cluster with JetStream replicated three times, hundreds of signed
+// responders spread across its nodes, and a DR site whose broker joins the
+// cluster as a leafnode.
+//
+// The tests kill a node in the middle of a rolling deploy and cut the
+// leafnode, then check what the operator sees: the deploy rides through
+// (or halts in a state that --resume finishes), no action runs twice on
+// any host, the registry, run state and locks survive, and DR hosts are
+// reported by name as not responding while production carries on.
+package cluster
