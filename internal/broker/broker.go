@@ -5,7 +5,9 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -31,6 +33,10 @@ type Config struct {
 	MaxPayload int32
 	// Debug logs the server's own messages to stderr.
 	Debug bool
+	// MonitorListen, "host:port", serves nats-server's HTTP monitoring
+	// endpoints (/varz, /connz, /jsz, /healthz ...); empty serves none.
+	// The caller checks the address (metrics.CheckListen).
+	MonitorListen string
 }
 
 // Start starts the broker and waits until it accepts connections.
@@ -58,6 +64,16 @@ func Start(cfg Config) (*server.Server, error) {
 	}
 	if opts.MaxPayload == 0 {
 		opts.MaxPayload = 1 << 20
+	}
+	if cfg.MonitorListen != "" {
+		host, port, err := net.SplitHostPort(cfg.MonitorListen)
+		if err != nil {
+			return nil, fmt.Errorf("broker: monitor listen address %q: %w", cfg.MonitorListen, err)
+		}
+		opts.HTTPHost = host
+		if opts.HTTPPort, err = strconv.Atoi(port); err != nil {
+			return nil, fmt.Errorf("broker: monitor listen address %q: bad port", cfg.MonitorListen)
+		}
 	}
 	if cfg.ClusterListen != "" {
 		u, err := url.Parse("nats://" + cfg.ClusterListen)

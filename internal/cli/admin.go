@@ -93,6 +93,7 @@ type brokerOptions struct {
 	clusterName string
 	routes      []string
 	debug       bool
+	monitor     brokerMonitorOptions
 }
 
 func newBrokerCmd(g *globalOptions) *cobra.Command {
@@ -114,6 +115,7 @@ func newBrokerCmd(g *globalOptions) *cobra.Command {
 	f.StringVar(&o.clusterName, "cluster-name", "signet", "cluster name")
 	f.StringArrayVar(&o.routes, "route", nil, "nats://host:port of another cluster node (repeatable)")
 	f.BoolVar(&o.debug, "debug", false, "log the server's own messages")
+	addBrokerMonitorFlags(f, &o.monitor)
 	return c
 }
 
@@ -124,12 +126,16 @@ func brokerRun(ctx context.Context, g *globalOptions, o *brokerOptions) error {
 	if o.cluster != "" && o.name == "" {
 		return usageErrorf("a cluster node needs --name, unique in the cluster")
 	}
+	if err := o.monitor.check(); err != nil {
+		return err
+	}
 	s, err := broker.Start(broker.Config{Host: o.listen, Port: o.port, StoreDir: o.store, Name: o.name,
-		ClusterName: o.clusterName, ClusterListen: o.cluster, Routes: o.routes, Debug: o.debug})
+		ClusterName: o.clusterName, ClusterListen: o.cluster, Routes: o.routes, Debug: o.debug,
+		MonitorListen: o.monitor.listen})
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(g.io.Err, "broker listening on %s (JetStream store %s); Ctrl-C stops it\n", s.ClientURL(), o.store)
+	fmt.Fprintf(g.io.Err, "broker listening on %s (JetStream store %s%s); Ctrl-C stops it\n", s.ClientURL(), o.store, o.monitor.describe())
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	<-ctx.Done()
