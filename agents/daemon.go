@@ -280,7 +280,7 @@ func (g *registrar) refresh(ctx context.Context) error {
 	n := g.host.Node()
 	err := g.reg.Put(ctx, &bus.Registration{
 		Identity: n.Identity, Collective: g.cfg.Collective, Facts: n.Facts, Agents: n.Agents, Classes: n.Classes,
-		HostKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(g.hostKey.PublicKey()))), Version: g.version,
+		HostKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(g.hostKey.PublicKey()))), Version: g.version, Protocol: bus.ProtocolVersion,
 		Started: g.started, Updated: time.Now(),
 	})
 	if err != nil {

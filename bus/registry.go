@@ -22,10 +22,23 @@ type Registration struct {
 	// HostKey is the host's public key in authorized_keys form. It is
 	// informational: clients trust host keys from their known_hosts file,
 	// never from the registry, which anyone on the broker could write.
-	HostKey string    `json:"host_key"`
-	Version string    `json:"version"`
-	Started time.Time `json:"started"`
-	Updated time.Time `json:"updated"`
+	HostKey string `json:"host_key"`
+	// Version is the signetd release (internal/version.Version).
+	Version string `json:"version"`
+	// Protocol is the newest protocol version the host speaks
+	// (ProtocolVersion); 0 in the entries of hosts older than this field,
+	// which speak version 1.
+	Protocol int       `json:"protocol,omitempty"`
+	Started  time.Time `json:"started"`
+	Updated  time.Time `json:"updated"`
+}
+
+// ProtocolOf is the protocol version a registration says its host speaks.
+func (r *Registration) ProtocolOf() int {
+	if r.Protocol == 0 {
+		return 1
+	}
+	return r.Protocol
 }
 
 // Node returns the registration as a filter target.

@@ -98,6 +98,7 @@ to signetd on every host, which verifies, authorizes, runs, signs its reply and 
 		newRevokeCmd(g),
 		newLockCmd(g),
 		newUnlockCmd(g),
+		newStatusCmd(g),
 	)
 	markUsage(root)
 	return root
