@@ -47,6 +47,11 @@ type ClientConfig struct {
 	Logger   *slog.Logger
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Protocol is the protocol version requests are signed in,
+	// MinProtocolVersion to ProtocolVersion; 0 means ProtocolVersion. An
+	// operator pins the older one while hosts of the previous release
+	// remain (client config protocol:, docs/upgrading.md).
+	Protocol int
 }
 
 // Client sends signed requests and collects verified replies.
@@ -63,6 +68,12 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, errors.New("bus: client needs Conn, Signer and HostKeys")
 	}
 	if err := CheckCollective(cfg.Collective); err != nil {
+		return nil, err
+	}
+	if cfg.Protocol == 0 {
+		cfg.Protocol = ProtocolVersion
+	}
+	if err := CheckClientProtocol(cfg.Protocol); err != nil {
 		return nil, err
 	}
 	if cfg.Now == nil {
@@ -205,6 +216,7 @@ func (c *Client) Do(ctx context.Context, q Query) (*Outcome, error) {
 			return nil, err
 		}
 	}
+
 	if q.Timeout <= 0 {
 		q.Timeout = 10 * time.Second
 	}

@@ -123,7 +123,7 @@ func (c *Client) send(ctx context.Context, q Query, targets []string, broadcast 
 	parts, once := chunks(targets, broadcast)
 	for _, chunk := range parts {
 		req := &Request{
-			Version:    ProtocolVersion,
+			Version:    c.cfg.Protocol,
 			ID:         NewID(),
 			Sender:     Sender{User: c.cfg.User, Key: c.fp},
 			Collective: c.cfg.Collective,
@@ -504,6 +504,12 @@ func (c *Client) verifySigned(frame []byte) (Result, *Reply) {
 		return Result{Identity: id, Status: ResultForged, Error: err.Error()}, nil
 	}
 	r := Result{Identity: id, Reply: rep}
+	if err := checkReplyVersion(rep.Version); err != nil {
+		// Signed by the host, but in a protocol this client does not
+		// speak: the host's answer, and a failure.
+		r.Status, r.Error = ResultFailed, err.Error()
+		return r, rep
+	}
 	switch rep.Status {
 	case StatusOK:
 		r.Status = ResultOK

@@ -159,7 +159,7 @@ func (g *globalOptions) connect(ctx context.Context) (*session, error) {
 		g.logger().Warn("registry unavailable, using broadcast discovery", "err", err)
 	}
 	s.client, err = bus.NewClient(bus.ClientConfig{Conn: nc, Collective: cfg.Collective, Signer: signer, User: cfg.User,
-		HostKeys: known, Registry: s.reg, Logger: g.logger()})
+		HostKeys: known, Registry: s.reg, Logger: g.logger(), Protocol: cfg.Protocol})
 	if err != nil {
 		nc.Close()
 		return nil, err
