@@ -227,6 +227,7 @@ func checkFleet(ctx context.Context, g *globalOptions, o *statusOptions) (*fleet
 	}
 	defer nc.Close()
 	var regs []*bus.Registration
+	var lost *bus.RegistryLostError
 	reg, err := bus.OpenRegistry(ctx, nc, cfg.Collective)
 	switch {
 	case errors.Is(err, bus.ErrNoRegistry):
@@ -234,6 +235,11 @@ func checkFleet(ctx context.Context, g *globalOptions, o *statusOptions) (*fleet
 	case err != nil:
 		return nil, err
 	default:
+		// A registry the broker lost and the hosts are refilling is not
+		// the fleet: said, so that missing hosts are read in its light.
+		if err := reg.Check(ctx); err != nil && !errors.As(err, &lost) {
+			return nil, err
+		}
 		if regs, err = reg.List(ctx); err != nil {
 			return nil, err
 		}
@@ -241,7 +247,14 @@ func checkFleet(ctx context.Context, g *globalOptions, o *statusOptions) (*fleet
 	if match != nil {
 		regs = slices.DeleteFunc(regs, func(r *bus.Registration) bool { return !match.Match(r.Node()) })
 	}
-	return judgeFleet(regs, inventory, o, th, o.now()), nil
+	st := judgeFleet(regs, inventory, o, th, o.now())
+	if lost != nil {
+		if st.Code < StatusWarning {
+			st.Code, st.Status = StatusWarning, statusNames[StatusWarning]
+		}
+		st.Summary = oneLine(strings.TrimPrefix(lost.Error(), "bus: ")) + "; " + st.Summary
+	}
+	return st, nil
 }
 
 // judgeFleet decides the verdict from the registrations.

@@ -62,7 +62,7 @@ func register(t *testing.T, l *lab.Lab, entry map[string]any) {
 
 func entry(id, version string, updated time.Time, facts map[string]string) map[string]any {
 	return map[string]any{"identity": id, "collective": "lab", "facts": facts, "agents": []string{"rpcutil"},
-		"host_key": "", "version": version, "started": updated.Add(-time.Hour), "updated": updated}
+		"host_key": "", "version": version, "started": time.Now(), "updated": updated}
 }
 
 // runStatus runs `signet status ARGS` and returns its exit code and
@@ -149,6 +149,13 @@ health: {url: "http://127.0.0.1:1/"}
 	if err := json.Unmarshal([]byte(out), &st); err != nil || code != StatusCritical || st.Status != "CRITICAL" || st.Registered != 5 {
 		t.Errorf("--json: exit %d, %v: %s", code, err, out)
 	}
+
+	// A host that was running an hour before this registry existed: the
+	// broker lost its state and the fleet is registering again.
+	old := entry("web7", "1.2.3", time.Now(), map[string]string{"env": "lab", "role": "web"})
+	old["started"] = time.Now().Add(-time.Hour)
+	register(t, l, old)
+	check("registry lost", StatusCritical, []string{"SIGNET STATUS CRITICAL - the fleet registry was created again", "web6 (protocol 4)"}, "--expect", "7")
 }
 
 // TestStatusUnknownWithoutBroker: a check that cannot read the registry is
