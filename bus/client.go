@@ -123,6 +123,9 @@ type Query struct {
 	// request goes to, after discovery and Limit (a progress display's
 	// total).
 	OnTargets func(n int)
+	// protocol, when set, is the version to sign in instead of the
+	// client's (retryOlder).
+	protocol int
 	// OnSigned, if set, is called with each signed request frame before it
 	// is sent (signet rpc --record keeps them for later verification).
 	OnSigned func(frame []byte) error
@@ -293,6 +296,7 @@ func (c *Client) Do(ctx context.Context, q Query) (*Outcome, error) {
 	if targets = known; len(targets) == 0 {
 		return finish(nil)
 	}
+	q = c.holdOlder(q)
 	batch := q.Batch
 	if batch <= 0 || batch > len(targets) {
 		batch = len(targets)
@@ -308,7 +312,11 @@ func (c *Client) Do(ctx context.Context, q Query) (*Outcome, error) {
 			}
 		}
 		end := min(i+batch, len(targets))
+		from := len(out.Results)
 		if err := c.send(ctx, q, targets[i:end], broadcast, out, start); err != nil {
+			return finish(err)
+		}
+		if err := c.retryOlder(ctx, q, out, from, start); err != nil {
 			return finish(err)
 		}
 	}

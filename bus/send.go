@@ -123,7 +123,7 @@ func (c *Client) send(ctx context.Context, q Query, targets []string, broadcast 
 	parts, once := chunks(targets, broadcast)
 	for _, chunk := range parts {
 		req := &Request{
-			Version:    c.cfg.Protocol,
+			Version:    c.signIn(q),
 			ID:         NewID(),
 			Sender:     Sender{User: c.cfg.User, Key: c.fp},
 			Collective: c.cfg.Collective,

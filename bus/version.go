@@ -1,9 +1,11 @@
 package bus
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Protocol versions. The version is the "v" field of every request and
@@ -20,9 +22,12 @@ import (
 // A host accepts requests of MinProtocolVersion to ProtocolVersion and
 // replies in the request's version; a client accepts replies of those
 // versions. Anything else is refused with a message naming both sides'
-// versions. So hosts may be upgraded before clients; a client upgraded
-// first is refused by the hosts still on the previous release until it
-// is told to sign in the older version (ClientConfig.Protocol).
+// versions. So hosts may be upgraded before clients. A client upgraded
+// first negotiates: a host of the previous release refuses its request for
+// its version, in a reply signed by the host and bound to the request, and
+// the client sends the request again to that host in the host's version
+// (retryOlder). ClientConfig.Protocol pins the older version instead, and
+// saves that round trip.
 const MinProtocolVersion = max(ProtocolVersion-1, 1)
 
 // ErrProtocol is wrapped by the errors that refuse a protocol version.
@@ -84,4 +89,61 @@ func newerVersion(payload []byte) bool {
 		V int `json:"v"`
 	}
 	return json.Unmarshal(payload, &p) == nil && p.V > ProtocolVersion
+}
+
+// speaksPrevious reports whether r is a host's refusal of a request in
+// protocol v because it speaks only v-1.
+func speaksPrevious(r Result, v int) bool {
+	return r.Status == ResultRefused && r.Reply != nil && r.Reply.Code == CodeVersion && r.Reply.Version == v-1 && v-1 >= MinProtocolVersion
+}
+
+// holdOlder keeps q.OnResult from reporting the refusals retryOlder will
+// replace: the host is reported once, with the answer to the retry.
+func (c *Client) holdOlder(q Query) Query {
+	if q.OnResult == nil {
+		return q
+	}
+	v, report := c.signIn(q), q.OnResult
+	q.OnResult = func(r Result) {
+		if !speaksPrevious(r, v) {
+			report(r)
+		}
+	}
+	return q
+}
+
+// signIn is the version a query's requests are signed in.
+func (c *Client) signIn(q Query) int {
+	if q.protocol != 0 {
+		return q.protocol
+	}
+	return c.cfg.Protocol
+}
+
+// retryOlder sends q again, in the previous protocol, to the hosts among
+// out.Results[from:] that refused it for its version and speak that
+// protocol (hosts of the previous release), and puts their new results in
+// place of the refusals. Such a refusal is signed by the host's key and
+// bound to the request's frame, so only the host can cause the retry.
+func (c *Client) retryOlder(ctx context.Context, q Query, out *Outcome, from int, start time.Time) error {
+	v := c.signIn(q)
+	if v <= MinProtocolVersion {
+		return nil
+	}
+	var older []string
+	kept := append([]Result(nil), out.Results[:from]...)
+	for _, r := range out.Results[from:] {
+		if speaksPrevious(r, v) {
+			older = append(older, r.Identity)
+			continue
+		}
+		kept = append(kept, r)
+	}
+	if len(older) == 0 {
+		return nil
+	}
+	c.log.Debug("hosts speak the previous protocol; sending again in it", "protocol", v-1, "hosts", older)
+	out.Results = kept
+	q.protocol = v - 1
+	return c.send(ctx, q, older, false, out, start)
 }

@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/signetbus/signet/internal/wire"
@@ -186,5 +188,96 @@ func TestOlderProtocolClient(t *testing.T) {
 		if _, err := NewClient(ClientConfig{Conn: f.nc, Collective: "test", Signer: f.operator, HostKeys: f.keys, Protocol: v}); !errors.Is(err, ErrProtocol) {
 			t.Errorf("Protocol %d: %v, want ErrProtocol", v, err)
 		}
+	}
+}
+
+// startOldHost answers as a signetd of the protocol 1 release did (see
+// testdata/v1/refusal_of_newer.json): a request in its protocol runs, any
+// other is refused, signed and bound to the frame, with "protocol version
+// N, this host speaks 1". The old release's code cannot run here; this
+// speaks its protocol byte for byte.
+func startOldHost(t *testing.T, f *fleet, id string) {
+	t.Helper()
+	hk := newSigner(t)
+	f.keys[id] = hk.PublicKey()
+	const old = 1
+	handler := func(m *nats.Msg) {
+		req, _, err := ParseRequest(m.Data)
+		if err != nil || (len(req.Targets) > 0 && !slices.Contains(req.Targets, id)) {
+			return
+		}
+		rep := &Reply{Version: old, RequestID: req.ID, Identity: id, Agent: req.Agent, Action: req.Action,
+			Time: time.Now().UnixMilli(), RequestDigest: FrameDigest(m.Data)}
+		if req.Version != old {
+			rep.Status, rep.Code, rep.Error = StatusRefused, CodeVersion, fmt.Sprintf("protocol version %d, this host speaks %d", req.Version, old)
+		} else {
+			rep.Status, rep.Summary = StatusOK, "pong"
+		}
+		frame, err := SignReply(hk, rep)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		m.Respond(frame)
+	}
+	for _, subj := range []string{NodeSubject("test", id), AgentSubject("test", "rpcutil")} {
+		if _, err := f.nc.Subscribe(subj, handler); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestClientNegotiatesWithOlderHost: a client of this release, with no
+// protocol pinned, asks a fleet of one host of this release and one of the
+// previous release, directly and by broadcast: the old host refuses the
+// new protocol, the client sends it the request again in the old one, and
+// both hosts answer ok, each in its own version.
+func TestClientNegotiatesWithOlderHost(t *testing.T) {
+	if MinProtocolVersion == ProtocolVersion {
+		t.Skip("only one protocol version spoken")
+	}
+	f := startFleet(t, 1)
+	startOldHost(t, f, "old1")
+	c := f.client(t, f.operator, nil)
+	for _, q := range []Query{
+		{Agent: "rpcutil", Action: "ping", Targets: []string{"web1", "old1"}, Timeout: 5 * time.Second},
+		{Agent: "rpcutil", Action: "ping", Expected: []string{"web1", "old1"}, Timeout: 5 * time.Second},
+	} {
+		var reported []string
+		q.OnResult = func(r Result) { reported = append(reported, r.Identity+"="+string(r.Status)) }
+		out, err := c.Do(context.Background(), q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if statuses(out) != "old1=ok web1=ok" || len(out.Results) != 2 {
+			t.Fatalf("targets %v expected %v: %s %+v", q.Targets, q.Expected, statuses(out), out.Results)
+		}
+		for _, r := range out.Results {
+			want := ProtocolVersion
+			if r.Identity == "old1" {
+				want = MinProtocolVersion
+			}
+			if r.Reply.Version != want {
+				t.Errorf("%s answered in protocol %d, want %d", r.Identity, r.Reply.Version, want)
+			}
+		}
+		if len(out.RequestIDs) < 2 {
+			t.Errorf("request ids %v: the old host was not sent a request of its own", out.RequestIDs)
+		}
+		if slices.Sort(reported); !slices.Equal(reported, []string{"old1=ok", "web1=ok"}) {
+			t.Errorf("OnResult reported %v, want each host once, with its final answer", reported)
+		}
+	}
+	// Pinned to the old protocol, the client needs no second round.
+	pinned, err := NewClient(ClientConfig{Conn: f.nc, Collective: "test", Signer: f.operator, User: "alice", HostKeys: f.keys, Protocol: MinProtocolVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := pinned.Do(context.Background(), Query{Agent: "rpcutil", Action: "ping", Targets: []string{"web1", "old1"}, Timeout: 5 * time.Second})
+	if err != nil || statuses(out) != "old1=ok web1=ok" || len(out.RequestIDs) != 1 {
+		t.Fatalf("pinned: %v %s %v", err, statuses(out), out.RequestIDs)
 	}
 }
