@@ -219,7 +219,6 @@ func (c *Client) Do(ctx context.Context, q Query) (*Outcome, error) {
 			return nil, err
 		}
 	}
-
 	if q.Timeout <= 0 {
 		q.Timeout = 10 * time.Second
 	}
