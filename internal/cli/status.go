@@ -60,7 +60,7 @@ func newStatusCmd(g *globalOptions) *cobra.Command {
 		Short: "Check the fleet for Nagios/Icinga: hosts expected vs registered, stale registrations, version skew",
 		Long: `status reads the fleet registry and prints one Nagios plugin line with perfdata:
 
-  SIGNET STATUS WARNING - 11 of 12 expected hosts registered; missing: web7 | registered=11;;;0 ...
+  SIGNET STATUS WARNING - 1 of 12 expected hosts not registered: web7 | registered=11;;;0 ...
 
 It exits 0 OK, 1 WARNING, 2 CRITICAL or 3 UNKNOWN (broker unreachable, bad
 arguments). The expected hosts come from --inventory FILE (one identity a
