@@ -13,6 +13,7 @@ import (
 	"github.com/signetbus/signet/internal/audit"
 	"github.com/signetbus/signet/internal/audit/ship"
 	"github.com/signetbus/signet/internal/keys"
+	"github.com/signetbus/signet/internal/metrics"
 )
 
 // StartAuditChain makes the audit log sign checkpoints with the host key
@@ -22,6 +23,11 @@ import (
 // a last checkpoint, so a clean stop ends the log on a signed line. Run
 // calls it; the lab may too.
 func StartAuditChain(ctx context.Context, cfg *Config, aud *audit.Log, hostKey ssh.Signer, nc *nats.Conn, log *slog.Logger) (stop func()) {
+	return startAuditChain(ctx, cfg, aud, hostKey, nc, log, nil)
+}
+
+// startAuditChain is StartAuditChain; m, when set, exports the shipping lag.
+func startAuditChain(ctx context.Context, cfg *Config, aud *audit.Log, hostKey ssh.Signer, nc *nats.Conn, log *slog.Logger, m metrics.Host) (stop func()) {
 	aud.Identity, aud.Signer, aud.CheckpointEvery = cfg.Identity, hostKey, cfg.Audit.CheckpointRecords
 	if cfg.HostCertificate != "" {
 		// Checkpoints carry it: a bastion that trusts the host CA, with no
@@ -56,6 +62,9 @@ func StartAuditChain(ctx context.Context, cfg *Config, aud *audit.Log, hostKey s
 		if err != nil {
 			log.Error("audit shipping off: cannot start it", "err", err)
 		} else {
+			if m != nil {
+				m.WatchAuditShipping(aud.Seq, sh.Acked)
+			}
 			wg.Go(func() {
 				if err := sh.Run(ctx); err != nil && ctx.Err() == nil {
 					log.Error("audit shipping stopped", "err", err)

@@ -114,6 +114,14 @@ type Config struct {
 	ExternalDir string `yaml:"external_dir"`
 	// Log configures operational logs (not the audit log).
 	Log LogConfig `yaml:"log"`
+	// MetricsListen serves Prometheus metrics on http://ADDR/metrics, for
+	// example 127.0.0.1:9464; empty (the default) serves none. It must be
+	// a loopback address unless MetricsAllowRemote.
+	MetricsListen string `yaml:"metrics_listen"`
+	// MetricsAllowRemote allows a MetricsListen address that is not a
+	// loopback one (the metrics name agents, actions and refusal reasons:
+	// expose them only to the monitoring network); default false.
+	MetricsAllowRemote bool `yaml:"metrics_allow_remote"`
 
 	file string // the file it was loaded from, for errors
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/signetbus/signet/internal/audit"
 	"github.com/signetbus/signet/internal/facts"
 	"github.com/signetbus/signet/internal/keys"
+	"github.com/signetbus/signet/internal/metrics"
 	"github.com/signetbus/signet/internal/redact"
 	"github.com/signetbus/signet/internal/yamlerr"
 	"github.com/signetbus/signet/plugins"
@@ -80,6 +81,10 @@ type RunOptions struct {
 	// Reload is signalled on SIGHUP: trust, policy and the audit log are
 	// reopened without dropping requests in flight.
 	Reload <-chan struct{}
+	// Metrics serves the metrics when the config sets metrics_listen (the
+	// signetd binary passes the Prometheus exporter, metrics/prom); nil
+	// refuses such a config.
+	Metrics metrics.Exporter
 }
 
 // Run is signetd: it loads everything the config names, connects to the
@@ -116,12 +121,19 @@ func Run(ctx context.Context, cfg *Config, o RunOptions) error {
 		return err
 	}
 	defer aud.Close()
+	met, err := startMetrics(ctx, cfg, host, o.Metrics, o.Version, log)
+	if err != nil {
+		return err
+	}
 	nc, err := Connect(cfg.NATS, "signetd "+cfg.Identity, log)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	defer StartAuditChain(ctx, cfg, aud, plainKey, nc, log)()
+	if met != nil {
+		met.WatchConn(nc)
+	}
+	defer startAuditChain(ctx, cfg, aud, plainKey, nc, log, met)()
 	reload := o.Reload
 	go func() {
 		for {
@@ -139,7 +151,7 @@ func Run(ctx context.Context, cfg *Config, o RunOptions) error {
 		}
 	}()
 	log.Info("signetd starting", "collective", cfg.Collective, "agents", host.Node().Agents, "host_key", keys.Fingerprint(hostKey.PublicKey()))
-	return Serve(ctx, ServeOptions{Conn: nc, Host: host, HostKey: hostKey, Audit: aud, Config: cfg, Version: o.Version, Logger: serveLog})
+	return Serve(ctx, ServeOptions{Conn: nc, Host: host, HostKey: hostKey, Audit: aud, Config: cfg, Version: o.Version, Logger: serveLog, Metrics: met})
 }
 
 // ServeOptions wire one host to a broker connection.
@@ -154,6 +166,8 @@ type ServeOptions struct {
 	// Ready, when set, is called once the responder's subscriptions have
 	// reached the broker: a request sent after it is not lost.
 	Ready func()
+	// Metrics, when set, counts requests and registry refreshes.
+	Metrics metrics.Host
 }
 
 // Serve runs the responder and the registry refresh for one host until ctx
@@ -168,11 +182,15 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	if aud, ok := o.Audit.(*audit.Log); ok && aud.Sensitive == nil {
 		aud.Sensitive = o.Host.SensitiveParams // never write a declared secret
 	}
+	aud := o.Audit
+	if o.Metrics != nil {
+		aud = o.Metrics.Auditor(aud)
+	}
 	responderLog := log // the responder names the host itself
 	log = log.With("identity", o.Host.Node().Identity)
 	r, err := bus.NewResponder(bus.ResponderConfig{
 		Conn: o.Conn, Collective: cfg.Collective, HostKey: o.HostKey, Node: o.Host.Node,
-		Trust: o.Host, Handler: o.Host, Audit: o.Audit, Logger: responderLog,
+		Trust: o.Host, Handler: o.Host, Audit: aud, Logger: responderLog,
 		MaxRequestBytes: cfg.MaxRequestBytes, MaxTTL: cfg.MaxTTL.D(), ClockSkew: cfg.ClockSkew.D(), MaxConcurrent: cfg.MaxConcurrent,
 		ReplayCacheSize: cfg.ReplayCacheSize, ReplayKeyShare: cfg.ReplayKeyShare,
 		FloodWindow: cfg.FloodWindow.D(), FloodRecords: cfg.FloodRecords, FloodReplies: cfg.FloodReplies,
@@ -187,7 +205,7 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	if o.Ready != nil {
 		o.Ready()
 	}
-	reg := &registrar{conn: o.Conn, host: o.Host, hostKey: o.HostKey, cfg: cfg, version: o.Version, log: log, started: time.Now()}
+	reg := &registrar{conn: o.Conn, host: o.Host, hostKey: o.HostKey, cfg: cfg, version: o.Version, log: log, started: time.Now(), metrics: o.Metrics}
 	regDone := make(chan struct{})
 	go func() { defer close(regDone); reg.loop(ctx) }()
 	<-ctx.Done()
@@ -210,6 +228,7 @@ type registrar struct {
 	log     *slog.Logger
 	started time.Time
 	reg     *bus.Registry
+	metrics metrics.Host // nil: no metrics
 }
 
 // loop refreshes the registration every third of the registry TTL, at
@@ -224,7 +243,11 @@ func (g *registrar) loop(ctx context.Context) {
 	defer poll.Stop()
 	for {
 		reconnects := g.conn.Stats().Reconnects
-		if err := g.refresh(ctx); err != nil {
+		err := g.refresh(ctx)
+		if g.metrics != nil {
+			g.metrics.Registered(err, time.Now())
+		}
+		if err != nil {
 			g.log.Warn("registry refresh failed; will retry", "err", err)
 			wait := backoff + time.Duration(rand.Int64N(int64(backoff/2)+1))
 			backoff = min(backoff*2, maxBackoff, every)
@@ -263,7 +286,7 @@ func (g *registrar) refresh(ctx context.Context) error {
 	n := g.host.Node()
 	err := g.reg.Put(ctx, g.hostKey, &bus.Registration{
 		Identity: n.Identity, Collective: g.cfg.Collective, Facts: n.Facts, Agents: n.Agents, Classes: n.Classes,
-		HostKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(g.hostKey.PublicKey()))), Version: g.version,
+		HostKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(g.hostKey.PublicKey()))), Version: g.version, Protocol: bus.ProtocolVersion,
 		Started: g.started, Updated: time.Now(),
 	})
 	if err != nil {

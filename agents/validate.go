@@ -17,6 +17,7 @@ import (
 	"github.com/signetbus/signet/internal/audit"
 	"github.com/signetbus/signet/internal/facts"
 	"github.com/signetbus/signet/internal/keys"
+	"github.com/signetbus/signet/internal/metrics"
 	"github.com/signetbus/signet/internal/replicas"
 )
 
@@ -120,6 +121,11 @@ func (c *Config) Validate() error {
 	for key, p := range map[string]string{"host_key": c.HostKey, "authorized_keys": c.AuthorizedKeys, "policy": c.Policy, "audit_log": c.AuditLog} {
 		if strings.TrimSpace(p) == "" {
 			add(&ConfigError{Key: key, Msg: "must name a file"})
+		}
+	}
+	if c.MetricsListen != "" {
+		if err := metrics.CheckListen(c.MetricsListen, c.MetricsAllowRemote); err != nil {
+			add(&ConfigError{Key: "metrics_listen", Msg: err.Error()})
 		}
 	}
 	add(maxRequestBytesRange.check("max_request_bytes", c.MaxRequestBytes))

@@ -43,6 +43,11 @@ type ClientConfig struct {
 	Logger   *slog.Logger
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Protocol is the protocol version requests are signed in,
+	// MinProtocolVersion to ProtocolVersion; 0 means ProtocolVersion. An
+	// operator pins the older one while hosts of the previous release
+	// remain (client config protocol:, docs/upgrading.md).
+	Protocol int
 }
 
 // Client sends signed requests and collects verified replies.
@@ -59,6 +64,12 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, errors.New("bus: client needs Conn, Signer and HostKeys")
 	}
 	if err := CheckCollective(cfg.Collective); err != nil {
+		return nil, err
+	}
+	if cfg.Protocol == 0 {
+		cfg.Protocol = ProtocolVersion
+	}
+	if err := CheckClientProtocol(cfg.Protocol); err != nil {
 		return nil, err
 	}
 	if cfg.Now == nil {
@@ -123,6 +134,9 @@ type Query struct {
 	// request goes to, after discovery and Limit (a progress display's
 	// total).
 	OnTargets func(n int)
+	// protocol, when set, is the version to sign in instead of the
+	// client's (retryOlder).
+	protocol int
 	// OnSigned, if set, is called with each signed request frame before it
 	// is sent (signet rpc --record keeps them for later verification).
 	OnSigned func(frame []byte) error
@@ -295,6 +309,7 @@ func (c *Client) Do(ctx context.Context, q Query) (*Outcome, error) {
 	if targets = known; len(targets) == 0 {
 		return finish(nil)
 	}
+	q = c.holdOlder(q)
 	batch := q.Batch
 	if batch <= 0 || batch > len(targets) {
 		batch = len(targets)
@@ -310,7 +325,11 @@ func (c *Client) Do(ctx context.Context, q Query) (*Outcome, error) {
 			}
 		}
 		end := min(i+batch, len(targets))
+		from := len(out.Results)
 		if err := c.send(ctx, q, targets[i:end], broadcast, out, start); err != nil {
+			return finish(err)
+		}
+		if err := c.retryOlder(ctx, q, out, from, start); err != nil {
 			return finish(err)
 		}
 	}

@@ -73,7 +73,8 @@
 // it, is dropped silently BEFORE any signature verify (changing those
 // fields breaks the signature, so only a forged copy can be dropped this
 // way); the id is 32 lowercase hex digits; signature namespace; key trusted (authorized_keys), or its certificate's CA (see Certificates); signature
-// valid; claimed fingerprint matches the key; protocol version; collective;
+// valid; claimed fingerprint matches the key; protocol version
+// (MinProtocolVersion to ProtocolVersion, see version.go); collective;
 // TTL within the host's maximum; not dated in the future beyond the clock
 // skew; not expired; not signed before the responder started (the replay
 // cache is in memory, so a restart cannot reopen the replay window); a

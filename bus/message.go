@@ -16,8 +16,11 @@ import (
 	"github.com/signetbus/signet/internal/wire"
 )
 
-// ProtocolVersion is the version of the request and reply payloads.
-const ProtocolVersion = 1
+// ProtocolVersion is the newest version of the request and reply payloads
+// this release speaks; it also speaks MinProtocolVersion (see version.go
+// for what each version is and how hosts and clients of neighbouring
+// releases work together).
+const ProtocolVersion = 2
 
 // SSHSIG namespaces. A request signature can never pass as a reply
 // signature, or the other way round.
@@ -206,23 +209,37 @@ func open(frame []byte, kind wire.Kind, v any, numbers bool) (*Opened, error) {
 	if env.Kind != kind {
 		return nil, fmt.Errorf("envelope carries %q, want %q", env.Kind, kind)
 	}
-	dec := json.NewDecoder(bytes.NewReader(env.Payload))
-	if numbers {
-		// Request params keep integers exact; validation coerces them.
-		dec.UseNumber()
-	}
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return nil, fmt.Errorf("decode payload: %w", err)
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("decode payload: trailing data")
+	if err := decodePayload(env.Payload, v, numbers, true); err != nil {
+		// A payload of a newer protocol may carry fields this release
+		// does not know: it is decoded so that its version can be
+		// refused by name (the version check comes after the signature's).
+		if !newerVersion(env.Payload) || decodePayload(env.Payload, v, numbers, false) != nil {
+			return nil, err
+		}
 	}
 	sig, err := sshsig.Parse(env.Sig)
 	if err != nil {
 		return &Opened{Envelope: env}, err
 	}
 	return &Opened{Envelope: env, Sig: sig}, nil
+}
+
+func decodePayload(payload []byte, v any, numbers, strict bool) error {
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	if numbers {
+		// Request params keep integers exact; validation coerces them.
+		dec.UseNumber()
+	}
+	if strict {
+		dec.DisallowUnknownFields()
+	}
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("decode payload: %w", err)
+	}
+	if dec.More() {
+		return fmt.Errorf("decode payload: trailing data")
+	}
+	return nil
 }
 
 // ParseRequest decodes a request frame without checking its signature.

@@ -26,10 +26,23 @@ type Registration struct {
 	// informational: clients trust host keys from their known_hosts file,
 	// never from the registry. The entry itself is signed by the host
 	// (SignRegistration), and clients ignore entries that do not verify.
-	HostKey string    `json:"host_key"`
-	Version string    `json:"version"`
-	Started time.Time `json:"started"`
-	Updated time.Time `json:"updated"`
+	HostKey string `json:"host_key"`
+	// Version is the signetd release (internal/version.Version).
+	Version string `json:"version"`
+	// Protocol is the newest protocol version the host speaks
+	// (ProtocolVersion); 0 in the entries of hosts older than this field,
+	// which speak version 1.
+	Protocol int       `json:"protocol,omitempty"`
+	Started  time.Time `json:"started"`
+	Updated  time.Time `json:"updated"`
+}
+
+// ProtocolOf is the protocol version a registration says its host speaks.
+func (r *Registration) ProtocolOf() int {
+	if r.Protocol == 0 {
+		return 1
+	}
+	return r.Protocol
 }
 
 // Node returns the registration as a filter target.

@@ -388,7 +388,7 @@ type exchange struct {
 
 // sign fills in the responder's part of a reply and signs it.
 func (r *Responder) sign(x *exchange, rep *Reply) ([]byte, error) {
-	rep.Version = ProtocolVersion
+	rep.Version = replyVersion(x.req)
 	rep.Identity = x.node.Identity
 	rep.Time = r.cfg.Now().UnixMilli()
 	rep.DurationMS = x.rec.DurationMS
@@ -672,8 +672,8 @@ func (r *Responder) authenticate(req *Request, o *Opened) (*Principal, *refusal)
 // checkRequest applies the protocol rules after authentication. A refusal
 // with an empty code means the request is not for this host.
 func (r *Responder) checkRequest(req *Request, node *Node, direct bool, now time.Time) *refusal {
-	if req.Version != ProtocolVersion {
-		return &refusal{CodeVersion, fmt.Sprintf("protocol version %d, this host speaks %d", req.Version, ProtocolVersion)}
+	if err := checkRequestVersion(req.Version); err != nil {
+		return &refusal{CodeVersion, err.Error()}
 	}
 	if req.Collective != r.cfg.Collective {
 		return &refusal{CodeCollective, fmt.Sprintf("request is for collective %q, this host is in %q", req.Collective, r.cfg.Collective)}

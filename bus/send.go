@@ -123,7 +123,7 @@ func (c *Client) send(ctx context.Context, q Query, targets []string, broadcast 
 	parts, once := chunks(targets, broadcast)
 	for _, chunk := range parts {
 		req := &Request{
-			Version:    ProtocolVersion,
+			Version:    c.signIn(q),
 			ID:         NewID(),
 			Sender:     Sender{User: c.cfg.User, Key: c.fp},
 			Collective: c.cfg.Collective,
@@ -136,6 +136,12 @@ func (c *Client) send(ctx context.Context, q Query, targets []string, broadcast 
 			TTL:        int((q.TTL + time.Second - 1) / time.Second),
 			Approval:   q.Approval,
 			Provenance: q.Provenance,
+		}
+		if req.Version < 2 {
+			// Protocol 1 had no provenance, and its hosts refuse a field
+			// they do not know: a host of the previous release gets the
+			// step without it (its audit lacks the run and the ticket).
+			req.Provenance = nil
 		}
 		frame, err := SignRequest(c.cfg.Signer, req)
 		if err != nil {
@@ -506,6 +512,12 @@ func (c *Client) verifySigned(frame []byte) (Result, *Reply) {
 		return Result{Identity: id, Status: ResultForged, Error: err.Error()}, nil
 	}
 	r := Result{Identity: id, Reply: rep}
+	if err := checkReplyVersion(rep.Version); err != nil {
+		// Signed by the host, but in a protocol this client does not
+		// speak: the host's answer, and a failure.
+		r.Status, r.Error = ResultFailed, err.Error()
+		return r, rep
+	}
 	switch rep.Status {
 	case StatusOK:
 		r.Status = ResultOK

@@ -5,9 +5,12 @@ import (
 	"context"
 	"os"
 
+	"github.com/signetbus/signet/internal/metrics/prom"
 	"github.com/signetbus/signet/internal/signetd"
 )
 
 func main() {
-	os.Exit(signetd.Main(context.Background(), os.Args[1:], signetd.StdIO()))
+	stdio := signetd.StdIO()
+	stdio.Metrics = prom.Export // the Prometheus exporter: linked into signetd only
+	os.Exit(signetd.Main(context.Background(), os.Args[1:], stdio))
 }

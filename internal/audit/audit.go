@@ -145,6 +145,13 @@ func (l *Log) Reopen() error {
 	return nil
 }
 
+// Seq is the seq of the last line written (0 before the first).
+func (l *Log) Seq() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.seq
+}
+
 // Audit writes one record, redacted by Redact. A record that cannot be
 // written whole (a full disk, an I/O error) is an error.
 func (l *Log) Audit(rec *bus.AuditRecord) error {

@@ -5,6 +5,8 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -44,6 +46,10 @@ type Config struct {
 	// there, so no host finds them missing and tries, without the right
 	// to, to create them.
 	Provision func(*server.Server) error
+	// MonitorListen, "host:port", serves nats-server's HTTP monitoring
+	// endpoints (/varz, /connz, /jsz, /healthz ...); empty serves none.
+	// The caller checks the address (metrics.CheckListen).
+	MonitorListen string
 }
 
 // Start starts the broker and waits until it accepts connections.
@@ -71,6 +77,16 @@ func Start(cfg Config) (*server.Server, error) {
 	}
 	if opts.MaxPayload == 0 {
 		opts.MaxPayload = 1 << 20
+	}
+	if cfg.MonitorListen != "" {
+		host, port, err := net.SplitHostPort(cfg.MonitorListen)
+		if err != nil {
+			return nil, fmt.Errorf("broker: monitor listen address %q: %w", cfg.MonitorListen, err)
+		}
+		opts.HTTPHost = host
+		if opts.HTTPPort, err = strconv.Atoi(port); err != nil {
+			return nil, fmt.Errorf("broker: monitor listen address %q: bad port", cfg.MonitorListen)
+		}
 	}
 	if cfg.AuthConfig != "" {
 		fo, err := server.ProcessConfigFile(cfg.AuthConfig)

@@ -85,13 +85,14 @@ func keygenRun(_ context.Context, g *globalOptions, o *keygenOptions) error {
 }
 
 type brokerOptions struct {
-	listen string
-	port   int
-	store  string
-	name   string
-	topo   broker.Topology
-	debug  bool
-	lock   brokerAuthOptions
+	listen  string
+	port    int
+	store   string
+	name    string
+	topo    broker.Topology
+	debug   bool
+	lock    brokerAuthOptions
+	monitor brokerMonitorOptions
 }
 
 func newBrokerCmd(g *globalOptions) *cobra.Command {
@@ -112,6 +113,7 @@ func newBrokerCmd(g *globalOptions) *cobra.Command {
 	addTopologyFlags(f, &o.topo)
 	f.BoolVar(&o.debug, "debug", false, "log the server's own messages")
 	addBrokerAuthFlags(f, &o.lock)
+	addBrokerMonitorFlags(f, &o.monitor)
 	c.AddCommand(newBrokerInitCmd(g), newBrokerProvisionCmd(g))
 	return c
 }
@@ -123,8 +125,11 @@ func brokerRun(ctx context.Context, g *globalOptions, o *brokerOptions) error {
 	if err := checkTopology(o.name, o.topo); err != nil {
 		return err
 	}
+	if err := o.monitor.check(); err != nil {
+		return err
+	}
 	cfg := broker.Config{Host: o.listen, Port: o.port, StoreDir: o.store, Name: o.name,
-		Topology: o.topo, Debug: o.debug}
+		Topology: o.topo, Debug: o.debug, MonitorListen: o.monitor.listen}
 	if err := o.lock.apply(&cfg); err != nil {
 		return err
 	}
@@ -135,7 +140,7 @@ func brokerRun(ctx context.Context, g *globalOptions, o *brokerOptions) error {
 	if w := o.lock.warning(); w != "" {
 		fmt.Fprintln(g.io.Err, w)
 	}
-	fmt.Fprintf(g.io.Err, "broker listening on %s (JetStream store %s); Ctrl-C stops it\n", s.ClientURL(), o.store)
+	fmt.Fprintf(g.io.Err, "broker listening on %s (JetStream store %s%s); Ctrl-C stops it\n", s.ClientURL(), o.store, o.monitor.describe())
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	<-ctx.Done()

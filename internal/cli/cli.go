@@ -100,6 +100,7 @@ to signetd on every host, which verifies, authorizes, runs, signs its reply and 
 		newUnlockCmd(g),
 		newApproveCmd(g),
 		newApprovalsCmd(g),
+		newStatusCmd(g),
 	)
 	markUsage(root)
 	return root
@@ -165,7 +166,7 @@ func (g *globalOptions) connect(ctx context.Context) (*session, error) {
 		g.logger().Warn("registry unavailable, using broadcast discovery", "err", err)
 	}
 	s.client, err = bus.NewClient(bus.ClientConfig{Conn: nc, Collective: cfg.Collective, Signer: signer, User: cfg.User,
-		HostKeys: known, Registry: s.reg, Logger: g.logger()})
+		HostKeys: known, Registry: s.reg, Logger: g.logger(), Protocol: cfg.Protocol})
 	if err != nil {
 		nc.Close()
 		return nil, err

@@ -17,6 +17,7 @@ import (
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/internal/config"
 	"github.com/signetbus/signet/internal/yamlerr"
 	"github.com/signetbus/signet/workflows/release"
@@ -68,6 +69,11 @@ type ClientConfig struct {
 	// Runs is where deploy and workflow run logs are written; default
 	// ~/.local/state/signet/runs.
 	Runs string `yaml:"runs"`
+	// Protocol is the protocol version requests are signed in; default
+	// the newest this signet speaks. Set it to the previous one (this
+	// release speaks both) while hosts of the previous release remain:
+	// see docs/upgrading.md.
+	Protocol int `yaml:"protocol"`
 	// Environments are profiles (dev, dr, prod): each may set its own
 	// collective, broker, key and known hosts. Select with --env or SIGNET_ENV.
 	Environments map[string]*ClientConfig `yaml:"environments"`
@@ -138,6 +144,11 @@ func loadClientConfig(path, env string, getenv func(string) string) (*ClientConf
 		cfg.NATS.URLs = config.SplitURLs(v)
 	}
 	cfg.defaults(getenv)
+	if cfg.Protocol != 0 {
+		if err := bus.CheckClientProtocol(cfg.Protocol); err != nil {
+			return nil, usageErrorf("config: protocol: %v", err)
+		}
+	}
 	return cfg, nil
 }
 
@@ -198,6 +209,9 @@ func (c *ClientConfig) overlay(p *ClientConfig) {
 	}
 	if p.TTL != 0 {
 		c.TTL = p.TTL
+	}
+	if p.Protocol != 0 {
+		c.Protocol = p.Protocol
 	}
 }
 

@@ -29,6 +29,8 @@ const (
 //   - bus.ErrNoMatch: no host matched the filter (ExitNoMatch).
 //   - *partialFailure: the outcome is printed and some host failed or did
 //     not answer (ExitFailed, nothing more printed).
+//   - *checkResult: signet status printed its Nagios line; its code (0 OK,
+//     1 WARNING, 2 CRITICAL, 3 UNKNOWN) is the exit code.
 
 // usageError is a mistake in how signet was called.
 type usageError struct{ msg string }
@@ -72,6 +74,10 @@ func exitCode(err error, stderr io.Writer, prog string) int {
 	var pf *partialFailure
 	if errors.As(err, &pf) {
 		return ExitFailed
+	}
+	var cr *checkResult
+	if errors.As(err, &cr) {
+		return cr.code // a monitoring check's verdict, already printed (signet status)
 	}
 	fmt.Fprintf(stderr, "%s: %s\n", prog, redact.String(err.Error()))
 	var he *hintError

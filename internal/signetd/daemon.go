@@ -22,6 +22,7 @@ import (
 
 	"github.com/signetbus/signet/agents"
 	"github.com/signetbus/signet/internal/keys"
+	"github.com/signetbus/signet/internal/metrics"
 	"github.com/signetbus/signet/internal/version"
 	_ "github.com/signetbus/signet/plugins/all" // the plugin whitelist
 )
@@ -49,6 +50,10 @@ type IO struct {
 	Out    io.Writer
 	Err    io.Writer
 	Getenv func(string) string
+	// Metrics serves metrics_listen: cmd/signetd passes the Prometheus
+	// exporter (metrics/prom), which only that binary links. Nil refuses a
+	// config that sets metrics_listen.
+	Metrics metrics.Exporter
 }
 
 // StdIO returns the process's standard streams and environment.
@@ -201,7 +206,7 @@ func daemonRun(ctx context.Context, stdio *IO, o *daemonOptions) error {
 			}
 		}
 	}()
-	return agents.Run(ctx, cfg, agents.RunOptions{Version: version.Version, Logger: log, Reload: reload})
+	return agents.Run(ctx, cfg, agents.RunOptions{Version: version.Version, Logger: log, Reload: reload, Metrics: stdio.Metrics})
 }
 
 func daemonLogger(stdio *IO, c agents.LogConfig) (*slog.Logger, error) {

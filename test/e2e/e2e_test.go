@@ -6,7 +6,9 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,14 +24,20 @@ import (
 	"github.com/signetbus/signet/internal/broker"
 	"github.com/signetbus/signet/internal/cli"
 	"github.com/signetbus/signet/internal/keys"
+	"github.com/signetbus/signet/internal/metrics/prom"
+	"github.com/signetbus/signet/internal/signetd"
 	"github.com/signetbus/signet/internal/stage"
 	"github.com/signetbus/signet/internal/stage/stagetest"
 )
 
 func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
-		"signet":  func() { os.Exit(cli.Main(context.Background(), os.Args[1:], cli.StdIO())) },
-		"signetd": func() { os.Exit(cli.DaemonMain(context.Background(), os.Args[1:], cli.StdIO())) },
+		"signet": func() { os.Exit(cli.Main(context.Background(), os.Args[1:], cli.StdIO())) },
+		"signetd": func() {
+			stdio := signetd.StdIO()
+			stdio.Metrics = prom.Export // as cmd/signetd does
+			os.Exit(signetd.Main(context.Background(), os.Args[1:], stdio))
+		},
 	})
 }
 
@@ -44,6 +52,7 @@ func TestScripts(t *testing.T) {
 			"freeport": cmdFreePort,
 			"stage":    cmdStage,
 			"backends": cmdBackends,
+			"httpget":  cmdHTTPGet,
 		},
 		Condition:           condition,
 		RequireExplicitExec: true,
@@ -297,4 +306,21 @@ func cmdStage(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("stage: %s: no health url line (\"  url: ...\") to replace", appFile)
 	}
 	ts.Check(os.WriteFile(ts.MkAbs(appFile), []byte(strings.Join(lines, "\n")), 0o644))
+}
+
+// httpget URL fetches URL and writes the body to stdout; a status other
+// than 200 fails.
+func cmdHTTPGet(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: httpget URL")
+	}
+	resp, err := http.Get(args[0])
+	ts.Check(err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	ts.Check(err)
+	if resp.StatusCode != http.StatusOK {
+		ts.Fatalf("GET %s: %s\n%s", args[0], resp.Status, b)
+	}
+	ts.Stdout().Write(b)
 }

@@ -1,0 +1,141 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func freeTCPPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// getJSON fetches http://addr/path into v.
+func getJSON(t *testing.T, addr, path string, v any) {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", path, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+}
+
+// TestBrokerMonitorListen runs `signet broker --monitor-listen` and reads
+// the real monitoring endpoints: /varz counts the client that connected
+// and the messages it sent, /jsz reports JetStream usage, /healthz is ok.
+func TestBrokerMonitorListen(t *testing.T) {
+	port, mport := freeTCPPort(t), freeTCPPort(t)
+	maddr := "127.0.0.1:" + strconv.Itoa(mport)
+	ctx, cancel := context.WithCancel(context.Background())
+	var errb syncBuffer
+	done := make(chan int)
+	go func() {
+		done <- Main(ctx, []string{"broker", "--port", strconv.Itoa(port), "--store", t.TempDir(), "--monitor-listen", maddr},
+			IO{In: strings.NewReader(""), Out: &errb, Err: &errb, Getenv: func(string) string { return "" }})
+	}()
+	defer func() {
+		cancel()
+		if code := <-done; code != 0 {
+			t.Errorf("signet broker exited %d: %s", code, errb.String())
+		}
+	}()
+	var nc *nats.Conn
+	var err error
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if nc, err = nats.Connect("nats://127.0.0.1:" + strconv.Itoa(port)); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("broker did not come up: %v\n%s", err, errb.String())
+	}
+	defer nc.Close()
+	for range 5 {
+		if err := nc.Publish("signet.test", []byte("hello")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var varz struct {
+		Connections   int   `json:"connections"`
+		InMsgs        int64 `json:"in_msgs"`
+		InBytes       int64 `json:"in_bytes"`
+		SlowConsumers int64 `json:"slow_consumers"`
+	}
+	getJSON(t, maddr, "/varz", &varz)
+	if varz.Connections < 1 || varz.InMsgs < 5 || varz.InBytes < 25 {
+		t.Errorf("/varz: %+v, want at least 1 connection, 5 messages, 25 bytes in", varz)
+	}
+	var jsz struct {
+		Config struct {
+			StoreDir string `json:"store_dir"`
+		} `json:"config"`
+		Memory  *uint64 `json:"memory"`
+		Storage *uint64 `json:"storage"`
+	}
+	getJSON(t, maddr, "/jsz", &jsz)
+	if jsz.Memory == nil || jsz.Storage == nil || jsz.Config.StoreDir == "" {
+		t.Errorf("/jsz has no JetStream usage: %+v", jsz)
+	}
+	var health struct {
+		Status string `json:"status"`
+	}
+	getJSON(t, maddr, "/healthz", &health)
+	if health.Status != "ok" {
+		t.Errorf("/healthz: %q", health.Status)
+	}
+	if !strings.Contains(errb.String(), "monitoring on http://"+maddr+"/varz") {
+		t.Errorf("the status line does not name the monitoring address: %s", errb.String())
+	}
+}
+
+// TestBrokerMonitorListenMustBeLoopback: the monitoring endpoints name
+// every connection and account; they are not served beyond this machine
+// unless allowed.
+func TestBrokerMonitorListenMustBeLoopback(t *testing.T) {
+	var out syncBuffer
+	code := Main(context.Background(), []string{"broker", "--store", t.TempDir(), "--monitor-listen", "0.0.0.0:8222"},
+		IO{In: strings.NewReader(""), Out: &out, Err: &out, Getenv: func(string) string { return "" }})
+	if code != 2 || !strings.Contains(out.String(), "--monitor-listen: metrics: listen address is not a loopback address") {
+		t.Fatalf("exit %d: %s", code, out.String())
+	}
+}
