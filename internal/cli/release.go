@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/internal/redact"
 
 	"github.com/signetbus/signet/workflows"
@@ -52,6 +53,9 @@ type releaseDeployer struct {
 	ws   *workflowSession
 	env  string
 	soft <-chan struct{}
+	// prov is the release's provenance: the ticket and the CI build land
+	// in every audit record of every deploy.
+	prov deploy.Provenance
 	// apps records each deploy, for --json.
 	apps []releaseApp
 }
@@ -114,7 +118,8 @@ func (d *releaseDeployer) Deploy(ctx context.Context, app, version string, log i
 		d.apps = append(d.apps, rec)
 	}()
 	_, err = deploy.Run(ctx, d.soft, deploy.Options{AppFile: file, Version: version, Env: d.env, Yes: true, Output: log,
-		Format: "text", LogFile: logFile, Caller: d.ws.caller, Store: d.ws.store, User: d.ws.cfg.User, Log: d.g.logger()})
+		Format: "text", LogFile: logFile, Caller: d.ws.caller, Store: d.ws.store, User: d.ws.cfg.User, Log: d.g.logger(),
+		Provenance: d.prov})
 	return err
 }
 
@@ -169,7 +174,7 @@ func releaseRun(ctx context.Context, g *globalOptions, o *releaseOptions, ref st
 	if o.skipDRCheck {
 		skip = o.reason
 	}
-	d := &releaseDeployer{g: g, ws: ws, env: env, soft: soft}
+	d := &releaseDeployer{g: g, ws: ws, env: env, soft: soft, prov: releaseProvenance(g, ref)}
 	err = release.Run(ctx, release.Options{Ticket: ticket, Chat: chat, Mail: mailer, Deployer: d,
 		In: g.io.In, Out: out, Yes: o.yes, Env: env, User: ws.cfg.User, Log: g.logger(),
 		Ref: ref, Records: records, RequireDoneIn: rc.RequireDoneIn, DoneIn: doneIn, SkipDoneCheck: skip})
@@ -233,4 +238,24 @@ func releaseRecords(ctx context.Context, g *globalOptions, ws *workflowSession, 
 		return nil, nil, nil, fmt.Errorf("release: require_done_in %s: %w", requireDoneIn, err)
 	}
 	return records, doneIn, s.Close, nil
+}
+
+// releaseProvenance is what every deploy of a release carries into the
+// hosts' audit: the ticket reference and, under Jenkins, its BUILD_URL
+// (credentials dropped). A reference the hosts would refuse (a long file
+// path) is left out, with a warning, rather than failing the release.
+func releaseProvenance(g *globalOptions, ref string) deploy.Provenance {
+	p := deploy.Provenance{Ticket: ref}
+	if u := g.io.Getenv("BUILD_URL"); u != "" {
+		p.BuildURL = deploy.CleanBuildURL(u)
+	}
+	if err := (&bus.Provenance{Ticket: p.Ticket}).Check(); err != nil {
+		g.logger().Warn("the ticket reference is not recorded in the hosts' audit", "err", err)
+		p.Ticket = ""
+	}
+	if err := (&bus.Provenance{BuildURL: p.BuildURL}).Check(); err != nil {
+		g.logger().Warn("BUILD_URL is not recorded in the hosts' audit", "err", err)
+		p.BuildURL = ""
+	}
+	return p
 }
