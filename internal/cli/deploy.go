@@ -182,6 +182,10 @@ func (g *globalOptions) workflowExit(err error) error {
 	if errors.As(err, &rl) {
 		return withHint(err, fmt.Sprintf("hosts register again within seconds of reconnecting: wait %s and retry, and check the fleet with `signet ping`", (rl.Refresh-rl.Age).Round(time.Second)))
 	}
+	var mh *workflows.MissingHostsError
+	if errors.As(err, &mh) {
+		return withHint(err, "start the missing hosts' signetd (check with `signet ping -I HOST`), or deploy without them with --allow-missing")
+	}
 	var lost *workflows.LockLostError
 	if errors.As(err, &lost) {
 		return withHint(err, "another run may hold the lock now: check who does before you resume this run")
@@ -206,6 +210,19 @@ func (g *globalOptions) workflowExit(err error) error {
 type deployOptions struct {
 	runFlags
 	policy policyFlags
+	fleet  fleetFlags
+}
+
+// fleetFlags say which hosts a deploy expects (docs/workflows.md,
+// "Knowing the fleet").
+type fleetFlags struct {
+	inventory    string
+	allowMissing bool
+}
+
+func (f *fleetFlags) register(c *cobra.Command) {
+	c.Flags().StringVar(&f.inventory, "inventory", "", "file naming the hosts the deploy expects, one per line (default: the app's hosts in the registry)")
+	c.Flags().BoolVar(&f.allowMissing, "allow-missing", false, "start even though expected hosts do not answer the preflight ping; they are left out and recorded")
 }
 
 // policyFlags override the app file's capacity and failure policy
@@ -249,6 +266,7 @@ maintenance off. The first failure stops the run. See docs/workflows.md.`,
 	}
 	o.register(c)
 	o.policy.register(c)
+	o.fleet.register(c)
 	return c
 }
 
@@ -268,6 +286,7 @@ func deployRun(ctx context.Context, g *globalOptions, o *deployOptions, args []s
 	opts := deploy.Options{Env: g.env, Yes: o.yes, Plan: o.plan, Output: g.io.Out, Format: o.output,
 		Caller: ws.caller, Store: ws.store, User: ws.cfg.User, Log: g.logger()}
 	opts.Policy = o.policy.policy()
+	opts.Inventory, opts.AllowMissing = o.fleet.inventory, o.fleet.allowMissing
 	if opts.Env == "" {
 		opts.Env = g.io.Getenv("SIGNET_ENV")
 	}

@@ -69,6 +69,16 @@ type Options struct {
 	// Policy overrides the app file's capacity and failure policy: the
 	// command-line flags.
 	Policy Policy
+	// Inventory, when set, is a file naming the hosts the deploy expects,
+	// one identity per line; by default it expects the hosts its filter
+	// finds in the registry. Every expected host must answer a preflight
+	// ping (preflight.go).
+	Inventory string
+	// AllowMissing lets the run start without the expected hosts that are
+	// missing; they are named in the run state and the run log.
+	AllowMissing bool
+	// PreflightTimeout bounds the preflight ping; default 10s.
+	PreflightTimeout time.Duration
 }
 
 // Policy is a command-line override of the capacity and failure policy;
@@ -133,6 +143,10 @@ func Run(ctx context.Context, soft <-chan struct{}, opts Options) (*workflows.Re
 	if err != nil {
 		return nil, fmt.Errorf("deploy %s: discover %s: %w", a.Name, strings.Join(filter, " "), err)
 	}
+	pf, hosts, err := opts.preflight(ctx, hosts, filter)
+	if err != nil {
+		return nil, fmt.Errorf("deploy %s/%s: %w", a.Name, opts.Env, err)
+	}
 	batches, err := workflows.Plan(hosts, a.Batching)
 	if err != nil {
 		return nil, fmt.Errorf("deploy %s/%s: %w (filter %s)", a.Name, opts.Env, err, strings.Join(filter, " "))
@@ -150,6 +164,7 @@ func Run(ctx context.Context, soft <-chan struct{}, opts Options) (*workflows.Re
 			return nil, fmt.Errorf("deploy %s: %w", a.Name, err)
 		}
 		pv.Limits = &lim
+		pv.Preflight = pf
 		return nil, pv.Write(opts.Output, opts.Format)
 	}
 	if !opts.Yes {
@@ -158,6 +173,8 @@ func Run(ctx context.Context, soft <-chan struct{}, opts Options) (*workflows.Re
 	st := workflows.NewRunState("deploy", batches, vars)
 	st.App, st.Env, st.Version, st.User = a.Name, opts.Env, opts.Version, opts.User
 	st.Zones = zones
+	st.Preflight = pf
+	summary += missingNote(pf)
 	return execute(ctx, soft, a, st, summary, opts)
 }
 

@@ -193,7 +193,9 @@ func (f *Fleet) Call(ctx context.Context, c workflows.Call) ([]workflows.Result,
 		if c.Agent == "haproxy" {
 			line += fmt.Sprintf("@%v", c.Params["server"])
 		}
-		f.log = append(f.log, line)
+		if c.Agent != "rpcutil" { // the preflight ping is not a change
+			f.log = append(f.log, line)
+		}
 		var r workflows.Result
 		if msg, ok := f.Fail[key]; ok {
 			r = workflows.Result{Error: msg}
@@ -214,6 +216,8 @@ func str(p map[string]any, k string) string { s, _ := p[k].(string); return s }
 func (f *Fleet) run(h string, n *Node, c workflows.Call) workflows.Result {
 	p := c.Params
 	switch c.Agent + "." + c.Action {
+	case "rpcutil.ping":
+		return workflows.Result{Summary: "pong"}
 	case "package.update":
 		v := str(p, "version")
 		if n.Held {
