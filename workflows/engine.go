@@ -173,7 +173,11 @@ func (e *Engine) Run(ctx context.Context, soft <-chan struct{}, job *Job) (*Reca
 	r.mu.Unlock()
 
 	status := StatusDone
-	for pos, bi := range r.batchOrder() {
+	order := r.batchOrder()
+	if job.Workflow.Strategy == StrategyWindow {
+		status, order = r.window(ctx, soft, stopped), nil
+	}
+	for pos, bi := range order {
 		batch := r.st.Batches[bi]
 		if ctx.Err() != nil {
 			status = StatusInterrupted

@@ -98,6 +98,12 @@ type Batching struct {
 	AllowSameZone bool `yaml:"allow_same_zone,omitempty" json:"allow_same_zone,omitempty"`
 	// Pause waits between batches ("30s"); a soft stop ends the wait.
 	Pause time.Duration `yaml:"pause,omitempty" json:"pause,omitempty"`
+	// Strategy is "batches" (default: lock-step batches) or "window": a
+	// sliding window in which the next host starts as soon as one
+	// finishes, within the caps (window.go). A window keeps at most one
+	// host per zone out at once unless max_unavailable_per_zone or
+	// allow_same_zone says otherwise; it has no pause.
+	Strategy string `yaml:"strategy,omitempty" json:"strategy,omitempty"`
 	// Capacity: max_unavailable, max_unavailable_per_zone and
 	// max_failures, inline.
 	Capacity `yaml:",inline"`
@@ -284,6 +290,9 @@ func (b Batching) Validate() error {
 	}
 	if b.Pause < 0 {
 		return fmt.Errorf("pause: want a positive duration, found %s", b.Pause)
+	}
+	if err := checkStrategy(b); err != nil {
+		return err
 	}
 	return b.Capacity.Validate()
 }

@@ -229,6 +229,7 @@ func (f *fleetFlags) register(c *cobra.Command) {
 // (docs/workflows.md, "Capacity and failure policy").
 type policyFlags struct {
 	maxUnavailable, maxUnavailablePerZone, maxFailures, onFailure string
+	strategy                                                      string
 }
 
 func (p *policyFlags) register(c *cobra.Command) {
@@ -237,10 +238,11 @@ func (p *policyFlags) register(c *cobra.Command) {
 	f.StringVar(&p.maxUnavailablePerZone, "max-unavailable-per-zone", "", "most hosts out of rotation at once per zone: N or N%")
 	f.StringVar(&p.maxFailures, "max-failures", "", "hosts that may fail before the run stops starting hosts: N or N% (default 0)")
 	f.StringVar(&p.onFailure, "on-failure", "", "hold, rollback or stop_now (stop the hosts in progress too)")
+	f.StringVar(&p.strategy, "strategy", "", "batches (lock-step) or window (the next host starts as soon as one finishes, within the caps)")
 }
 
 func (p *policyFlags) policy() deploy.Policy {
-	return deploy.Policy{MaxUnavailable: p.maxUnavailable, MaxUnavailablePerZone: p.maxUnavailablePerZone, MaxFailures: p.maxFailures, OnFailure: p.onFailure}
+	return deploy.Policy{MaxUnavailable: p.maxUnavailable, MaxUnavailablePerZone: p.maxUnavailablePerZone, MaxFailures: p.maxFailures, OnFailure: p.onFailure, Strategy: p.strategy}
 }
 
 func newDeployCmd(g *globalOptions) *cobra.Command {

@@ -51,8 +51,8 @@ type App struct {
 	// Health is the check that must pass before the host is enabled.
 	Health Health `yaml:"health"`
 	// Batching: batch_size ("2" or "25%", default 1), zone_fact (default
-	// "zone"), allow_same_zone (default false), pause between batches, and
-	// the capacity policy max_unavailable (default the batch size),
+	// "zone"), allow_same_zone (default false), pause between batches,
+	// strategy (batches, default, or window), and the capacity policy max_unavailable (default the batch size),
 	// max_unavailable_per_zone and max_failures (default 0), inline.
 	workflows.Batching `yaml:",inline"`
 	// Maintenance is how long monitoring is muted per host; default 30m. It
@@ -120,6 +120,9 @@ type Override struct {
 	MaxFailures           *string  `yaml:"max_failures,omitempty"`
 	LBFilter              []string `yaml:"lb_filter,omitempty"`
 	HealthURL             *string  `yaml:"health_url,omitempty"`
+
+	// Strategy overrides batches or window.
+	Strategy *string `yaml:"strategy,omitempty"`
 }
 
 // LoadApp reads and validates an app file.
@@ -299,6 +302,9 @@ func (a *App) apply(o Override) {
 	}
 	if o.HealthURL != nil {
 		a.Health.URL = *o.HealthURL
+	}
+	if o.Strategy != nil {
+		a.Strategy = *o.Strategy
 	}
 }
 

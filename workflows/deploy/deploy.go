@@ -88,6 +88,8 @@ type Policy struct {
 	MaxUnavailablePerZone string
 	MaxFailures           string
 	OnFailure             string
+	// Strategy is batches or window.
+	Strategy string
 }
 
 // apply sets the overrides on a (ForEnv applied) and validates the result.
@@ -95,7 +97,7 @@ func (p Policy) apply(a *App) error {
 	for _, f := range []struct {
 		v   string
 		dst *string
-	}{{p.MaxUnavailable, &a.MaxUnavailable}, {p.MaxUnavailablePerZone, &a.MaxUnavailablePerZone}, {p.MaxFailures, &a.MaxFailures}, {p.OnFailure, &a.OnFailure}} {
+	}{{p.MaxUnavailable, &a.MaxUnavailable}, {p.MaxUnavailablePerZone, &a.MaxUnavailablePerZone}, {p.MaxFailures, &a.MaxFailures}, {p.OnFailure, &a.OnFailure}, {p.Strategy, &a.Strategy}} {
 		if f.v != "" {
 			*f.dst = f.v
 		}
