@@ -23,9 +23,10 @@ var ErrNotRegistered = errors.New("bus: host not in the fleet registry")
 // broker that does not answer at once must not delay the request.
 const registryLookup = 2 * time.Second
 
-// lookupMany is how many targets are looked up one by one; more are
-// checked against one listing of the registry.
-const lookupMany = 16
+// lookupMany is the most targets the check looks up, one registry read
+// each; a request naming more is sent without it (a large fan-out must not
+// pay a read per host, nor a listing of the whole registry).
+const lookupMany = 64
 
 // Get returns identity's registration, or ErrNotRegistered.
 func (r *Registry) Get(ctx context.Context, identity string) (*Registration, error) {
@@ -56,37 +57,20 @@ func notRegisteredError(id string) string {
 // timeout, as before.
 func (c *Client) unregistered(ctx context.Context, targets []string) []string {
 	reg := c.cfg.Registry
-	if reg == nil || len(targets) == 0 {
+	if reg == nil || len(targets) == 0 || len(targets) > lookupMany {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, registryLookup)
 	defer cancel()
 	var missing []string
-	if len(targets) > lookupMany {
-		regs, err := reg.list(ctx)
-		if err != nil {
+	for _, t := range targets {
+		_, err := reg.Get(ctx, t)
+		switch {
+		case errors.Is(err, ErrNotRegistered):
+			missing = append(missing, t)
+		case err != nil:
 			c.log.Debug("unknown-host check skipped: registry not readable", "err", err)
 			return nil
-		}
-		known := make(map[string]bool, len(regs))
-		for _, r := range regs {
-			known[r.Identity] = true
-		}
-		for _, t := range targets {
-			if !known[t] {
-				missing = append(missing, t)
-			}
-		}
-	} else {
-		for _, t := range targets {
-			_, err := reg.Get(ctx, t)
-			switch {
-			case errors.Is(err, ErrNotRegistered):
-				missing = append(missing, t)
-			case err != nil:
-				c.log.Debug("unknown-host check skipped: registry not readable", "err", err)
-				return nil
-			}
 		}
 	}
 	if len(missing) == 0 {
