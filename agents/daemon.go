@@ -150,6 +150,9 @@ type ServeOptions struct {
 	// Ready, when set, is called once the responder's subscriptions have
 	// reached the broker: a request sent after it is not lost.
 	Ready func()
+	// BootID is published in the registry entry; default: read from
+	// /proc/sys/kernel/random/boot_id (empty when it cannot be read).
+	BootID string
 }
 
 // Serve runs the responder and the registry refresh for one host until ctx
@@ -181,7 +184,10 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	if o.Ready != nil {
 		o.Ready()
 	}
-	reg := &registrar{conn: o.Conn, host: o.Host, hostKey: o.HostKey, cfg: cfg, version: o.Version, log: log, started: time.Now()}
+	reg := &registrar{conn: o.Conn, host: o.Host, hostKey: o.HostKey, cfg: cfg, version: o.Version, log: log, started: time.Now(), bootID: o.BootID}
+	if reg.bootID == "" {
+		reg.bootID, _ = facts.BootID(facts.BootIDFile)
+	}
 	regDone := make(chan struct{})
 	go func() { defer close(regDone); reg.loop(ctx) }()
 	<-ctx.Done()
@@ -204,6 +210,7 @@ type registrar struct {
 	log     *slog.Logger
 	started time.Time
 	reg     *bus.Registry
+	bootID  string
 }
 
 // loop refreshes the registration every third of the registry TTL, at
@@ -258,7 +265,7 @@ func (g *registrar) refresh(ctx context.Context) error {
 	err := g.reg.Put(ctx, &bus.Registration{
 		Identity: n.Identity, Collective: g.cfg.Collective, Facts: n.Facts, Agents: n.Agents, Classes: n.Classes,
 		HostKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(g.hostKey.PublicKey()))), Version: g.version,
-		Started: g.started, Updated: time.Now(),
+		Started: g.started, Updated: time.Now(), BootID: g.bootID,
 	})
 	if err != nil {
 		g.reg = nil

@@ -26,6 +26,11 @@ type Registration struct {
 	Version string    `json:"version"`
 	Started time.Time `json:"started"`
 	Updated time.Time `json:"updated"`
+
+	// BootID is the id of the host's current boot (Linux's
+	// /proc/sys/kernel/random/boot_id): a new one after a reboot, the same
+	// after a reconnect or a signetd restart. Empty when unknown.
+	BootID string `json:"boot_id,omitempty"`
 }
 
 // Node returns the registration as a filter target.

@@ -79,6 +79,13 @@ type Step struct {
 	// {{previous}}. An empty value or an already set variable is kept.
 	Capture map[string]string `yaml:"capture,omitempty" json:"capture,omitempty"`
 
+	// WaitBoot, on a step that reboots the host (agent reboot), waits up
+	// to this long after the call until the host's signetd registers
+	// again with a new boot id ("10m"); the step fails if it does not.
+	// The host going down before it answers is not a failure. Only with
+	// target each.
+	WaitBoot time.Duration `yaml:"wait_boot,omitempty" json:"wait_boot,omitempty"`
+
 	// Check, for built-in steps, judges the answers instead of the default
 	// check (all OK, Expect holds). It returns the failure detail, such as
 	// "want 1.4.2, installed 1.4.1". vars are the expanded host variables.
@@ -262,6 +269,9 @@ func ValidateSteps(steps []Step) error {
 			if f == "" || filterBadRE.MatchString(f) || strings.HasPrefix(f, "-") {
 				return fmt.Errorf("step %s: filter %q: empty, leading '-' or shell metacharacters", s.Name, f)
 			}
+		}
+		if s.WaitBoot < 0 || s.WaitBoot > maxWaitBoot || s.WaitBoot > 0 && s.Target == TargetBroadcast {
+			return fmt.Errorf("step %s: wait_boot: want 0 to 24h, on a step with target each, found %s", s.Name, s.WaitBoot)
 		}
 		if s.Timeout < 0 || s.Timeout > 24*time.Hour {
 			return fmt.Errorf("step %s: timeout: want 0 to 24h, found %s", s.Name, s.Timeout)

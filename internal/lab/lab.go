@@ -58,6 +58,10 @@ type HostInfo struct {
 	Identity string
 	Zone     string
 	Dir      string
+	// BootID, when set, is the boot id the host registers with on its
+	// next StartHost (a test simulates a reboot by changing it); default
+	// the machine's.
+	BootID string
 }
 
 // Lab is a running local fleet.
@@ -271,7 +275,7 @@ func (l *Lab) StartHost(id string) error {
 		defer aud.Close()
 		defer host.Close()
 		ready := func() { close(started) } // subscriptions flushed: requests from now on reach it
-		if err := agents.Serve(hctx, agents.ServeOptions{Conn: nc, Host: host, HostKey: l.keys[id], Audit: aud, Config: cfg, Version: l.opts.Version, Logger: log, Ready: ready}); err != nil {
+		if err := agents.Serve(hctx, agents.ServeOptions{Conn: nc, Host: host, HostKey: l.keys[id], Audit: aud, Config: cfg, Version: l.opts.Version, Logger: log, Ready: ready, BootID: h.BootID}); err != nil {
 			l.mu.Lock()
 			l.errs = append(l.errs, fmt.Errorf("%s: %w", id, err))
 			l.mu.Unlock()

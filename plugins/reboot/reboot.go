@@ -16,11 +16,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/signetbus/signet/internal/command"
+	"github.com/signetbus/signet/internal/facts"
 	"github.com/signetbus/signet/plugins"
 )
 
@@ -31,9 +30,6 @@ const Name = "reboot"
 
 // DefaultCommand reboots through systemd.
 var DefaultCommand = []string{"systemctl", "reboot"}
-
-// DefaultBootIDFile is where Linux keeps the id of the current boot.
-const DefaultBootIDFile = "/proc/sys/kernel/random/boot_id"
 
 // Config is the plugin's section of the host config.
 type Config struct {
@@ -55,7 +51,7 @@ var _ plugins.Plugin = (*Reboot)(nil)
 
 // New builds the plugin from its config.
 func New(raw json.RawMessage) (plugins.Plugin, error) {
-	cfg := Config{Command: DefaultCommand, BootIDFile: DefaultBootIDFile}
+	cfg := Config{Command: DefaultCommand, BootIDFile: facts.BootIDFile}
 	if err := plugins.DecodeConfig(Name, raw, &cfg); err != nil {
 		return nil, err
 	}
@@ -63,7 +59,7 @@ func New(raw json.RawMessage) (plugins.Plugin, error) {
 		return nil, errors.New("plugin reboot: config: command: want a program and its arguments, such as [systemctl, reboot]")
 	}
 	if cfg.BootIDFile == "" {
-		cfg.BootIDFile = DefaultBootIDFile
+		cfg.BootIDFile = facts.BootIDFile
 	}
 	return &Reboot{cfg: cfg}, nil
 }
@@ -87,7 +83,7 @@ func (r *Reboot) Run(ctx context.Context, req *plugins.Request) (*plugins.Result
 	if req.Action != "reboot" {
 		return nil, fmt.Errorf("reboot: unknown action %q", req.Action)
 	}
-	id, err := BootID(r.cfg.BootIDFile)
+	id, err := facts.BootID(r.cfg.BootIDFile)
 	if err != nil {
 		return nil, fmt.Errorf("reboot: %w", err)
 	}
@@ -95,17 +91,4 @@ func (r *Reboot) Run(ctx context.Context, req *plugins.Request) (*plugins.Result
 		return nil, fmt.Errorf("reboot: %w", err)
 	}
 	return &plugins.Result{Changed: true, Summary: "rebooting (boot id " + id + ")", Data: map[string]any{"boot_id": id}}, nil
-}
-
-// BootID reads a boot id file such as /proc/sys/kernel/random/boot_id.
-func BootID(path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("read boot id: %w", err)
-	}
-	id := strings.TrimSpace(string(b))
-	if id == "" || len(id) > 64 {
-		return "", fmt.Errorf("read boot id: %s holds no boot id", path)
-	}
-	return id, nil
 }

@@ -28,6 +28,9 @@ type Node struct {
 	Running, Maintenance bool
 	// Unhealthy makes the health check fail even when the version is right.
 	Unhealthy bool
+	// BootID is the boot id the host is registered with ("1" at first); a
+	// test simulates a reboot by changing it (boot.go).
+	BootID string
 }
 
 // Fleet is an in-memory fleet. Zero value is not usable; use New.
@@ -59,7 +62,7 @@ func New(hosts []string, zones []string) *Fleet {
 		Silent: map[string]bool{}, Fail: map[string]string{}, Handlers: map[string]func(string, *Node, map[string]any) workflows.Result{}}
 	for i, h := range hosts {
 		f.Nodes[h] = &Node{Facts: map[string]string{"env": "prod", "zone": zones[i%len(zones)], "role": "app"},
-			Agents: []string{"package", "service", "maintenance", "health"}, Installed: "1.4.1", Previous: "1.4.0", Running: true}
+			Agents: []string{"package", "service", "maintenance", "health"}, Installed: "1.4.1", Previous: "1.4.0", Running: true, BootID: "1"}
 	}
 	for _, lb := range []string{"lb1", "lb2"} {
 		f.Nodes[lb] = &Node{Facts: map[string]string{"lb": "prod", "role": "lb"}, Agents: []string{"haproxy"}}
