@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/signetbus/signet/internal/command"
@@ -51,9 +52,13 @@ var _ plugins.Plugin = (*Reboot)(nil)
 
 // New builds the plugin from its config.
 func New(raw json.RawMessage) (plugins.Plugin, error) {
-	cfg := Config{Command: DefaultCommand, BootIDFile: facts.BootIDFile}
+	var cfg Config
 	if err := plugins.DecodeConfig(Name, raw, &cfg); err != nil {
 		return nil, err
+	}
+	if cfg.Command == nil {
+		// A copy: decoding into the default would overwrite it.
+		cfg.Command = slices.Clone(DefaultCommand)
 	}
 	if len(cfg.Command) == 0 || cfg.Command[0] == "" {
 		return nil, errors.New("plugin reboot: config: command: want a program and its arguments, such as [systemctl, reboot]")

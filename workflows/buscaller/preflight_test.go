@@ -19,10 +19,11 @@ import (
 
 // startLab starts a lab fleet (embedded broker, real responders with their
 // registry entries) and returns it with a signed caller on its registry.
-func startLab(t *testing.T, hosts int) (*lab.Lab, *buscaller.Caller) {
+func startLab(t *testing.T, o lab.Options) (*lab.Lab, *buscaller.Caller) {
 	t.Helper()
 	ctx := context.Background()
-	l, err := lab.Start(ctx, lab.Options{Dir: t.TempDir(), Hosts: hosts})
+	o.Dir = t.TempDir()
+	l, err := lab.Start(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +59,7 @@ func startLab(t *testing.T, hosts int) (*lab.Lab, *buscaller.Caller) {
 // all three with their reasons; only the killed host, which the registry
 // still lists, costs the ping's timeout.
 func TestPreflightOverTheBus(t *testing.T) {
-	l, c := startLab(t, 4)
+	l, c := startLab(t, lab.Options{Hosts: 4})
 	ctx := context.Background()
 	l.StopHost("web2")
 	l.KillHost("web3")
