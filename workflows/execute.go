@@ -32,6 +32,10 @@ type Exec struct {
 	// User is the operator, such as "alice@bastion"; it names the lock holder.
 	User string
 	Log  *slog.Logger
+	// View, when set, builds the sink that shows the run to people in
+	// place of the text Output (the CLI's live view on a terminal); the
+	// run log still gets every event.
+	View func(job *Job) Sink
 }
 
 // Execute takes the lock, runs the job with the outputs wired and releases
@@ -43,11 +47,18 @@ func Execute(ctx context.Context, soft <-chan struct{}, x Exec) (*Recap, error) 
 	if x.User == "" {
 		return nil, errors.New("workflows: the operator's name is required for the lock")
 	}
-	sink, closeLog, err := sinks(x.Output, x.Format, x.LogFile)
+	out := x.Output
+	if x.View != nil {
+		out = nil
+	}
+	sink, closeLog, err := sinks(out, x.Format, x.LogFile)
 	if err != nil {
 		return nil, err
 	}
 	defer closeLog()
+	if x.View != nil {
+		sink = Tee(x.View(x.Job), sink)
+	}
 	held, err := x.Store.Lock(ctx, x.LockName, Lease{Kind: x.Kind, Holder: x.User, Run: x.Job.State.ID, Since: time.Now()})
 	if err != nil {
 		return nil, err

@@ -340,6 +340,9 @@ func deployRun(ctx context.Context, g *globalOptions, o *deployOptions, args []s
 		}
 		opts.Yes = true
 	}
+	if liveViewOn(*g.io, o.output) {
+		opts.View = newLiveView(g.io.Out, colorOn(*g.io)).sink // liveview.go
+	}
 	ctx, soft, stop := interrupts(ctx, g.io.Err)
 	defer stop()
 	if o.resume != "" {

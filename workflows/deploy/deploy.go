@@ -79,6 +79,9 @@ type Options struct {
 	AllowMissing bool
 	// PreflightTimeout bounds the preflight ping; default 10s.
 	PreflightTimeout time.Duration
+	// View, when set, shows the run in place of the text Output (the
+	// CLI's live view on a terminal).
+	View func(job *workflows.Job) workflows.Sink
 }
 
 // Policy is a command-line override of the capacity and failure policy;
@@ -244,7 +247,8 @@ func execute(ctx context.Context, soft <-chan struct{}, a *App, st *workflows.Ru
 	o := &observer{app: a, caller: opts.Caller, version: st.Version, silent: silent}
 	job := &workflows.Job{Workflow: w, State: st, Summary: summary, Prepare: o.prepare, Silent: silent}
 	return workflows.Execute(ctx, soft, workflows.Exec{Job: job, Kind: "deploy", LockName: a.Name + "/" + st.Env,
-		Output: opts.Output, Format: opts.Format, LogFile: opts.LogFile, Caller: opts.Caller, Store: opts.Store, User: opts.User, Log: opts.Log})
+		Output: opts.Output, Format: opts.Format, LogFile: opts.LogFile, Caller: opts.Caller, Store: opts.Store, User: opts.User, Log: opts.Log,
+		View: opts.View})
 }
 
 func dur(d time.Duration) string { return d.String() }
