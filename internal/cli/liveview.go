@@ -27,11 +27,12 @@ import (
 //	  web5  done
 //	  web6  failed         update: want 1.4.2, installed 1.4.1
 type liveView struct {
-	mu    sync.Mutex
-	w     io.Writer
-	color bool
-	width int
-	now   func() time.Time
+	mu     sync.Mutex
+	w      io.Writer
+	color  bool
+	width  int
+	height int // the most host lines shown
+	now    func() time.Time
 
 	run, summary  string
 	caps          string
@@ -67,10 +68,10 @@ func colorOn(stdio IO) bool {
 }
 
 func newLiveView(w io.Writer, color bool) *liveView {
-	v := &liveView{w: w, color: color, width: 100, now: time.Now, state: map[string]*liveHost{}}
+	v := &liveView{w: w, color: color, width: 100, height: 20, now: time.Now, state: map[string]*liveHost{}}
 	if f, ok := w.(*os.File); ok {
-		if cols, _, err := term.GetSize(int(f.Fd())); err == nil && cols > 20 {
-			v.width = cols
+		if cols, rows, err := term.GetSize(int(f.Fd())); err == nil && cols > 20 {
+			v.width, v.height = cols, max(rows-6, 3)
 		}
 	}
 	return v
@@ -175,15 +176,28 @@ func (v *liveView) redraw() {
 		status += "  " + v.paint(red, fmt.Sprintf("%d failed", v.failed))
 	}
 	status += "  " + clock(v.now().Sub(v.start))
-	if v.caps != "" {
-		status += "  " + v.caps
-	}
 	lines = append(lines, status)
+	if v.caps != "" {
+		lines = append(lines, "caps: "+v.caps)
+	}
 	if v.batch > 0 {
 		lines = append(lines, fmt.Sprintf("batch %d/%d", v.batch, v.nbatch))
 	}
+	// A batch (or window) taller than the terminal shows only the hosts
+	// in progress and the failed ones, and counts the rest: a frame that
+	// scrolls cannot be redrawn in place.
+	short := len(v.hosts) > v.height
+	var hidden, waiting int
 	for _, name := range v.hosts {
 		h := v.state[name]
+		if short && (h == nil || h.status == workflows.HostDone) {
+			if h == nil {
+				waiting++
+			} else {
+				hidden++
+			}
+			continue
+		}
 		switch {
 		case h == nil:
 			lines = append(lines, fmt.Sprintf("  %-10s %s", name, v.paint(dim, "waiting")))
@@ -194,6 +208,9 @@ func (v *liveView) redraw() {
 		default:
 			lines = append(lines, fmt.Sprintf("  %-10s %s %5s", name, v.paint(yellow, fmt.Sprintf("%-14s", h.step)), v.now().Sub(h.since).Round(100*time.Millisecond)))
 		}
+	}
+	if short {
+		lines = append(lines, v.paint(dim, fmt.Sprintf("  and %d done, %d waiting", hidden, waiting)))
 	}
 	var b strings.Builder
 	if v.lines > 0 {

@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -74,7 +75,8 @@ func TestLiveView(t *testing.T) {
 	frame := lastFrame(out)
 	for _, want := range []string{
 		"run r1: deploy middleware 1.4.2 to prod\n",
-		"[################....] 5/6 hosts  1 failed  0:44  max_unavailable 3, max_failures 0, on_failure hold\n",
+		"[################....] 5/6 hosts  1 failed  0:44\n",
+		"caps: max_unavailable 3, max_failures 0, on_failure hold\n",
 		"batch 2/2\n",
 		"  web4       health          2.1s\n",
 		"  web5       done\n",
@@ -84,11 +86,11 @@ func TestLiveView(t *testing.T) {
 			t.Errorf("frame lacks %q:\n%s", want, frame)
 		}
 	}
-	if strings.Contains(out, "\x1b[3") {
+	if regexp.MustCompile(`\x1b\[[0-9;]*m`).MatchString(out) {
 		t.Errorf("colour without colour: %q", out)
 	}
 	// The frame is redrawn in place: one cursor move up per redraw.
-	if !strings.Contains(out, "\x1b[6A") {
+	if !strings.Contains(out, "\x1b[7A") {
 		t.Errorf("no redraw in place: %q", out)
 	}
 
@@ -100,7 +102,7 @@ func TestLiveView(t *testing.T) {
 		t.Fatal(err)
 	}
 	end := buf.String()
-	if !strings.HasPrefix(end, "\x1b[6A\x1b[J") || !strings.Contains(end, "run r1 failed after 44s\nerror: web6: update: want 1.4.2\nRECAP\n") {
+	if !strings.HasPrefix(end, "\x1b[7A\x1b[J") || !strings.Contains(end, "run r1 failed after 44s\nerror: web6: update: want 1.4.2\nRECAP\n") {
 		t.Errorf("end %q: want the frame erased, then the status line, the error and the recap", end)
 	}
 }
@@ -149,5 +151,16 @@ func TestTruncate(t *testing.T) {
 	}
 	if got := truncate("abc", 10); got != "abc" {
 		t.Errorf("truncate = %q", got)
+	}
+}
+
+// TestLiveViewTallBatch: a batch taller than the terminal lists only the
+// hosts in progress and the failed ones, so that the frame never scrolls.
+func TestLiveViewTallBatch(t *testing.T) {
+	v := newLiveView(&bytes.Buffer{}, false)
+	v.height = 2
+	frame := lastFrame(feed(t, v).String())
+	if strings.Contains(frame, "web5") || !strings.Contains(frame, "web4") || !strings.Contains(frame, "web6") || !strings.Contains(frame, "and 1 done, 0 waiting") {
+		t.Errorf("tall batch frame:\n%s", frame)
 	}
 }
