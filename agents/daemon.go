@@ -181,12 +181,18 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		return err
 	}
 	go o.Host.watchControl(ctx, o.Conn, o.Audit, log) // revocations and locks
-	if o.Ready != nil {
-		o.Ready()
-	}
 	reg := &registrar{conn: o.Conn, host: o.Host, hostKey: o.HostKey, cfg: cfg, version: o.Version, log: log, started: time.Now(), bootID: o.BootID}
 	if reg.bootID == "" {
 		reg.bootID, _ = facts.BootID(facts.BootIDFile)
+	}
+	// Registered before Ready: clients refuse a direct request to a host
+	// the registry does not know (bus/unregistered.go). The loop below
+	// retries a first write that fails.
+	fctx, fcancel := context.WithTimeout(ctx, 2*time.Second)
+	reg.refresh(fctx)
+	fcancel()
+	if o.Ready != nil {
+		o.Ready()
 	}
 	regDone := make(chan struct{})
 	go func() { defer close(regDone); reg.loop(ctx) }()

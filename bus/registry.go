@@ -153,7 +153,9 @@ var listAttempt = 5 * time.Second
 // its entry twice during one listing could still be missed; hosts rewrite
 // theirs every RegistryTTL/3 (10 s by default).
 func (r *Registry) list(ctx context.Context) ([]*Registration, error) {
-	w, err := r.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	// Delete markers are read too: the newest message may be a host
+	// leaving, and waiting for a message that recent must see it.
+	w, err := r.kv.WatchAll(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -174,7 +176,7 @@ func (r *Registry) list(ctx context.Context) ([]*Registration, error) {
 					return nil, err
 				}
 				bs, ok := st.(*jetstream.KeyValueBucketStatus)
-				if !ok || maxRev >= bs.StreamInfo().State.LastSeq {
+				if !ok || maxRev >= bs.StreamInfo().State.LastSeq || bs.StreamInfo().State.Msgs == 0 {
 					return sortedRegs(byKey), nil
 				}
 				until = bs.StreamInfo().State.LastSeq
@@ -182,7 +184,10 @@ func (r *Registry) list(ctx context.Context) ([]*Registration, error) {
 			}
 			maxRev = max(maxRev, e.Revision())
 			var reg Registration
-			if err := json.Unmarshal(e.Value(), &reg); err == nil && reg.Identity == e.Key() {
+			switch {
+			case e.Operation() != jetstream.KeyValuePut:
+				delete(byKey, e.Key()) // the host left
+			case json.Unmarshal(e.Value(), &reg) == nil && reg.Identity == e.Key():
 				byKey[e.Key()] = &reg
 			} // a malformed entry is skipped, not fatal
 			if !initial && maxRev >= until {
