@@ -252,9 +252,14 @@ func newDeployCmd(g *globalOptions) *cobra.Command {
 		Short: "Roll VERSION of APP out across its hosts, batch by batch",
 		Long: `deploy rolls an app out batch by batch: per host, maintenance on, drain from every
 HAProxy, stop, update the package, check the version, start, health check, enable,
-maintenance off. The first failure stops the run. See docs/workflows.md.`,
+maintenance off. The first failure stops the run. Before touching a host it pings
+every expected host (the app's hosts in the registry, or --inventory) and refuses to
+start with any missing unless --allow-missing. --strategy window starts the next
+host as soon as one finishes, within the caps. See docs/workflows.md.`,
 		Example: `  signet deploy middleware 1.4.2 --env prod --plan
   signet deploy middleware 1.4.2 --env dev --yes --output json     # Jenkins
+  signet deploy middleware 1.4.2 --env prod --inventory prod-middleware.hosts --plan
+  signet deploy middleware 1.4.2 --env prod --yes --strategy window --allow-missing
   signet deploy --resume 7f3a9c`,
 		Args: func(c *cobra.Command, args []string) error {
 			if o.resume != "" {
