@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/signetbus/signet/internal/stage"
 )
 
 // TestDeployPreflightMissingHost kills one responder of the real stage
@@ -30,18 +32,12 @@ func TestDeployPreflightMissingHost(t *testing.T) {
 		}
 	}
 
-	before := auditSizes(t, s)
+	before := auditMarks(t, s)
 	code, _, errOut = signet(t, s, nil, "deploy", "demo", "1.1", "--env", s.Env, "--yes")
 	if code != 1 || !strings.Contains(errOut, "1 of 6 expected hosts missing, nothing was touched: "+victim) || !strings.Contains(errOut, "hint: ") || !strings.Contains(errOut, "--allow-missing") {
 		t.Fatalf("deploy with %s dead: exit %d, stderr:\n%s\nwant exit 1 naming it, with a hint", victim, code, errOut)
 	}
-	for h, n := range auditSizes(t, s) {
-		// The preflight ping is audited like any request; nothing else
-		// may have reached a host.
-		if h != victim && n-before[h] > 4096 {
-			t.Errorf("%s: audit log grew by %d bytes on a refused deploy", h, n-before[h])
-		}
-	}
+	onlyPreflightPings(t, s, before)
 	for h, v := range s.Serving(context.Background()) {
 		if v != "1.0" && h != victim {
 			t.Errorf("%s serves %s after a refused deploy, want 1.0", h, v)
@@ -60,6 +56,20 @@ func TestDeployPreflightMissingHost(t *testing.T) {
 	for h, v := range s.Serving(ctx) {
 		if h != victim && v != "1.1" {
 			t.Errorf("%s serves %q, want 1.1", h, v)
+		}
+	}
+}
+
+// onlyPreflightPings checks that since marks (audit record counts) every
+// host's audit log got nothing but the preflight's rpcutil ping: a --plan
+// asks who answers, and touches nothing.
+func onlyPreflightPings(t *testing.T, s *stage.Stage, marks map[string]int) {
+	t.Helper()
+	for _, h := range s.Hosts {
+		for _, r := range readAudit(t, s, h.Identity, marks[h.Identity]) {
+			if r.Agent != "rpcutil" || r.Action != "ping" {
+				t.Errorf("%s: audit record %s.%s (%s) after --plan, want only the preflight ping", h.Identity, r.Agent, r.Action, r.Decision)
+			}
 		}
 	}
 }
