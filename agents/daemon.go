@@ -168,6 +168,9 @@ type ServeOptions struct {
 	Ready func()
 	// Metrics, when set, counts requests and registry refreshes.
 	Metrics metrics.Host
+	// BootID is published in the registry entry; default: read from
+	// /proc/sys/kernel/random/boot_id (empty when it cannot be read).
+	BootID string
 }
 
 // Serve runs the responder and the registry refresh for one host until ctx
@@ -202,10 +205,19 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		return err
 	}
 	go o.Host.watchControl(ctx, o.Conn, cfg.NATS.Replicas, o.Audit, log) // revocations and locks
+	reg := &registrar{conn: o.Conn, host: o.Host, hostKey: o.HostKey, cfg: cfg, version: o.Version, log: log, started: time.Now(), metrics: o.Metrics, bootID: o.BootID}
+	if reg.bootID == "" {
+		reg.bootID, _ = facts.BootID(facts.BootIDFile)
+	}
+	// Registered before Ready: clients refuse a direct request to a host
+	// the registry does not know (bus/unregistered.go). The loop below
+	// retries a first write that fails.
+	fctx, fcancel := context.WithTimeout(ctx, 2*time.Second)
+	reg.refresh(fctx)
+	fcancel()
 	if o.Ready != nil {
 		o.Ready()
 	}
-	reg := &registrar{conn: o.Conn, host: o.Host, hostKey: o.HostKey, cfg: cfg, version: o.Version, log: log, started: time.Now(), metrics: o.Metrics}
 	regDone := make(chan struct{})
 	go func() { defer close(regDone); reg.loop(ctx) }()
 	<-ctx.Done()
@@ -229,6 +241,7 @@ type registrar struct {
 	started time.Time
 	reg     *bus.Registry
 	metrics metrics.Host // nil: no metrics
+	bootID  string
 }
 
 // loop refreshes the registration every third of the registry TTL, at
@@ -287,7 +300,7 @@ func (g *registrar) refresh(ctx context.Context) error {
 	err := g.reg.Put(ctx, g.hostKey, &bus.Registration{
 		Identity: n.Identity, Collective: g.cfg.Collective, Facts: n.Facts, Agents: n.Agents, Classes: n.Classes,
 		HostKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(g.hostKey.PublicKey()))), Version: g.version, Protocol: bus.ProtocolVersion,
-		Started: g.started, Updated: time.Now(),
+		Started: g.started, Updated: time.Now(), BootID: g.bootID,
 	})
 	if err != nil {
 		g.reg = nil

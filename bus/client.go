@@ -310,6 +310,23 @@ func (c *Client) Do(ctx context.Context, q Query) (*Outcome, error) {
 		return finish(nil)
 	}
 	q = c.holdOlder(q)
+	// A host named directly that the registry does not know fails at
+	// once, by name, instead of being waited for (unregistered.go).
+	if len(q.Targets) > 0 {
+		if missing := c.unregistered(ctx, targets); len(missing) > 0 {
+			targets = slices.DeleteFunc(targets, func(t string) bool { return slices.Contains(missing, t) })
+			for _, t := range missing {
+				r := Result{Identity: t, Status: ResultNotRegistered, Error: notRegisteredError(t)}
+				out.Results = append(out.Results, r)
+				if q.OnResult != nil {
+					q.OnResult(r)
+				}
+			}
+			if len(targets) == 0 {
+				return finish(nil)
+			}
+		}
+	}
 	batch := q.Batch
 	if batch <= 0 || batch > len(targets) {
 		batch = len(targets)

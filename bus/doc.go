@@ -132,6 +132,15 @@
 // broadcast rpcutil ping (an open broadcast, the only one) and then names
 // the hosts that answered.
 //
+// A request sent directly to named hosts (Query.Targets, `signet rpc -I`)
+// is checked against the registry first: a named host without an entry
+// gets the result "not registered" at once, naming it, and is not sent
+// the request nor waited for (one registry read per named host, for up to
+// 64 hosts). The check is skipped, and the host waited for as before, when
+// there is no registry, when it cannot be read within two seconds, for a
+// request naming more than 64 hosts, or while the registry is being
+// refilled after the broker lost its state (Registry.Check).
+//
 // # Targets and large fleets
 //
 // Wire form: Request.Targets is a JSON array of identities, each at most

@@ -35,6 +35,11 @@ type Registration struct {
 	Protocol int       `json:"protocol,omitempty"`
 	Started  time.Time `json:"started"`
 	Updated  time.Time `json:"updated"`
+
+	// BootID is the id of the host's current boot (Linux's
+	// /proc/sys/kernel/random/boot_id): a new one after a reboot, the same
+	// after a reconnect or a signetd restart. Empty when unknown.
+	BootID string `json:"boot_id,omitempty"`
 }
 
 // ProtocolOf is the protocol version a registration says its host speaks.
@@ -196,7 +201,9 @@ var listAttempt = 5 * time.Second
 // its entry twice during one listing could still be missed; hosts rewrite
 // theirs every RegistryTTL/3 (10 s by default).
 func (r *Registry) list(ctx context.Context) ([]*Registration, error) {
-	w, err := r.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	// Delete markers are read too: the newest message may be a host
+	// leaving, and waiting for a message that recent must see it.
+	w, err := r.kv.WatchAll(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -217,17 +224,22 @@ func (r *Registry) list(ctx context.Context) ([]*Registration, error) {
 					return nil, err
 				}
 				bs, ok := st.(*jetstream.KeyValueBucketStatus)
-				if !ok || maxRev >= bs.StreamInfo().State.LastSeq {
+				if !ok || maxRev >= bs.StreamInfo().State.LastSeq || bs.StreamInfo().State.Msgs == 0 {
 					return sortedRegs(byKey), nil
 				}
 				until = bs.StreamInfo().State.LastSeq
 				continue
 			}
 			maxRev = max(maxRev, e.Revision())
-			if reg := r.decode(e.Key(), e.Value()); reg != nil {
-				byKey[e.Key()] = reg
-			} else {
-				delete(byKey, e.Key()) // a later forged value does not keep the earlier one
+			switch {
+			case e.Operation() != jetstream.KeyValuePut:
+				delete(byKey, e.Key()) // the host left
+			default:
+				if reg := r.decode(e.Key(), e.Value()); reg != nil {
+					byKey[e.Key()] = reg
+				} else {
+					delete(byKey, e.Key()) // a later forged value does not keep the earlier one
+				}
 			}
 			if !initial && maxRev >= until {
 				return sortedRegs(byKey), nil

@@ -91,12 +91,16 @@ type Limits struct {
 	// PeakUnavailable is the most hosts the run counted out of rotation
 	// at once (recap only).
 	PeakUnavailable int `json:"peak_unavailable"`
+
+	// Strategy is "window" for a sliding window, "" for batches.
+	Strategy string `json:"strategy,omitempty"`
 }
 
 // ResolveLimits applies a run's policy to its hosts: batches (for the
 // default cap, the batch size) and zones (host to zone; a host without
 // one is in zone "").
 func ResolveLimits(b Batching, onFailure string, batches [][]string, zones map[string]string) (Limits, error) {
+	b = windowZoneCap(b)
 	n := 0
 	for _, bt := range batches {
 		n += len(bt)
@@ -105,6 +109,9 @@ func ResolveLimits(b Batching, onFailure string, batches [][]string, zones map[s
 		onFailure = OnFailureHold
 	}
 	l := Limits{OnFailure: onFailure, MaxUnavailablePerZone: b.MaxUnavailablePerZone}
+	if b.Strategy == StrategyWindow {
+		l.Strategy = StrategyWindow
+	}
 	var err error
 	if l.MaxUnavailable, err = ParseCount("max_unavailable", b.MaxUnavailable, n, false); err != nil {
 		return l, err
@@ -137,6 +144,9 @@ func ResolveLimits(b Batching, onFailure string, batches [][]string, zones map[s
 // String is the one-line policy shown by --plan and the recap.
 func (l Limits) String() string {
 	s := fmt.Sprintf("max_unavailable %d", l.MaxUnavailable)
+	if l.Strategy == StrategyWindow {
+		s = "sliding window, " + s
+	}
 	if l.MaxUnavailablePerZone != "" {
 		s += fmt.Sprintf(", max_unavailable_per_zone %s", l.MaxUnavailablePerZone)
 		if strings.HasSuffix(l.MaxUnavailablePerZone, "%") {

@@ -187,7 +187,11 @@ func (e *Engine) Run(ctx context.Context, soft <-chan struct{}, job *Job) (*Reca
 	r.mu.Unlock()
 
 	status := StatusDone
-	for pos, bi := range r.batchOrder() {
+	order := r.batchOrder()
+	if job.Workflow.Strategy == StrategyWindow {
+		status, order = r.window(ctx, soft, stopped), nil
+	}
+	for pos, bi := range order {
 		batch := r.st.Batches[bi]
 		if ctx.Err() != nil {
 			status = StatusInterrupted
@@ -695,6 +699,9 @@ func (r *run) step(ctx context.Context, batch int, host string, hs *HostState, s
 
 // do performs the call of a step and judges it.
 func (e *Engine) do(ctx context.Context, host string, step Step, vars map[string]string, silent *Silent) (results []Result, skipped []string, changed bool, summary, detail string) {
+	if step.WaitBoot > 0 {
+		return e.reboot(ctx, host, step, vars, silent) // reboot.go
+	}
 	results, changed, summary, detail = e.call(ctx, host, step, vars, silent, &skipped)
 	return results, skipped, changed, summary, detail
 }

@@ -112,6 +112,8 @@ type PlanView struct {
 	Batches [][]PlanHost `json:"batches"`
 	// Limits is the capacity and failure policy the run would keep to.
 	Limits *Limits `json:"limits,omitempty"`
+	// Preflight is the check of the fleet: expected, answered, missing.
+	Preflight *Preflight `json:"preflight,omitempty"`
 }
 
 // BuildPlan expands the steps for every host of the batches.
@@ -168,6 +170,9 @@ func (p *PlanView) Write(w io.Writer, format string) error {
 	if p.Limits != nil {
 		fmt.Fprintf(w, "policy: %s\n", p.Limits)
 	}
+	if p.Preflight != nil {
+		p.Preflight.WriteText(w)
+	}
 	for i, b := range p.Batches {
 		var names []string
 		for _, h := range b {
@@ -190,7 +195,7 @@ func (p *PlanView) Write(w io.Writer, format string) error {
 
 // redacted is a copy of the plan with every step's parameters redacted.
 func (p *PlanView) redacted() *PlanView {
-	out := &PlanView{Summary: p.Summary, Limits: p.Limits}
+	out := &PlanView{Summary: p.Summary, Limits: p.Limits, Preflight: p.Preflight}
 	for _, b := range p.Batches {
 		nb := make([]PlanHost, len(b))
 		for i, h := range b {

@@ -61,6 +61,11 @@ type RunState struct {
 	Error   string            `json:"error,omitempty"`
 	Started time.Time         `json:"started"`
 	Updated time.Time         `json:"updated"`
+
+	// Preflight is the check of the fleet before the run started: the
+	// hosts expected, and those missing when --allow-missing let it start
+	// without them (preflight.go).
+	Preflight *Preflight `json:"preflight,omitempty"`
 }
 
 // HostState is one host's recorded progress.

@@ -79,6 +79,13 @@ type Step struct {
 	// {{previous}}. An empty value or an already set variable is kept.
 	Capture map[string]string `yaml:"capture,omitempty" json:"capture,omitempty"`
 
+	// WaitBoot, on a step that reboots the host (agent reboot), waits up
+	// to this long after the call until the host's signetd registers
+	// again with a new boot id ("10m"); the step fails if it does not.
+	// The host going down before it answers is not a failure. Only with
+	// target each.
+	WaitBoot time.Duration `yaml:"wait_boot,omitempty" json:"wait_boot,omitempty"`
+
 	// Check, for built-in steps, judges the answers instead of the default
 	// check (all OK, Expect holds). It returns the failure detail, such as
 	// "want 1.4.2, installed 1.4.1". vars are the expanded host variables.
@@ -98,6 +105,12 @@ type Batching struct {
 	AllowSameZone bool `yaml:"allow_same_zone,omitempty" json:"allow_same_zone,omitempty"`
 	// Pause waits between batches ("30s"); a soft stop ends the wait.
 	Pause time.Duration `yaml:"pause,omitempty" json:"pause,omitempty"`
+	// Strategy is "batches" (default: lock-step batches) or "window": a
+	// sliding window in which the next host starts as soon as one
+	// finishes, within the caps (window.go). A window keeps at most one
+	// host per zone out at once unless max_unavailable_per_zone or
+	// allow_same_zone says otherwise; it has no pause.
+	Strategy string `yaml:"strategy,omitempty" json:"strategy,omitempty"`
 	// Capacity: max_unavailable, max_unavailable_per_zone and
 	// max_failures, inline.
 	Capacity `yaml:",inline"`
@@ -271,6 +284,9 @@ func ValidateSteps(steps []Step) error {
 				return fmt.Errorf("step %s: filter %q: empty, leading '-' or shell metacharacters", s.Name, f)
 			}
 		}
+		if s.WaitBoot < 0 || s.WaitBoot > maxWaitBoot || s.WaitBoot > 0 && s.Target == TargetBroadcast {
+			return fmt.Errorf("step %s: wait_boot: want 0 to 24h, on a step with target each, found %s", s.Name, s.WaitBoot)
+		}
 		if s.Timeout < 0 || s.Timeout > 24*time.Hour {
 			return fmt.Errorf("step %s: timeout: want 0 to 24h, found %s", s.Name, s.Timeout)
 		}
@@ -298,6 +314,9 @@ func (b Batching) Validate() error {
 	}
 	if b.Pause < 0 {
 		return fmt.Errorf("pause: want a positive duration, found %s", b.Pause)
+	}
+	if err := checkStrategy(b); err != nil {
+		return err
 	}
 	return b.Capacity.Validate()
 }

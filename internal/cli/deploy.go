@@ -194,6 +194,10 @@ func (g *globalOptions) workflowExit(err error) error {
 	if errors.As(err, &rl) {
 		return withHint(err, fmt.Sprintf("hosts register again within seconds of reconnecting: wait %s and retry, and check the fleet with `signet ping`", (rl.Refresh-rl.Age).Round(time.Second)))
 	}
+	var mh *workflows.MissingHostsError
+	if errors.As(err, &mh) {
+		return withHint(err, "start the missing hosts' signetd (check with `signet ping -I HOST`), or deploy without them with --allow-missing")
+	}
 	var lost *workflows.LockLostError
 	if errors.As(err, &lost) {
 		return withHint(err, "another run may hold the lock now: check who does before you resume this run")
@@ -221,12 +225,26 @@ type deployOptions struct {
 	approval approvalFlags
 	rollout  rolloutFlags
 	prov     provenanceFlags
+	fleet    fleetFlags
+}
+
+// fleetFlags say which hosts a deploy expects (docs/workflows.md,
+// "Knowing the fleet").
+type fleetFlags struct {
+	inventory    string
+	allowMissing bool
+}
+
+func (f *fleetFlags) register(c *cobra.Command) {
+	c.Flags().StringVar(&f.inventory, "inventory", "", "file naming the hosts the deploy expects, one per line (default: the app's hosts in the registry)")
+	c.Flags().BoolVar(&f.allowMissing, "allow-missing", false, "start even though expected hosts do not answer the preflight ping; they are left out and recorded")
 }
 
 // policyFlags override the app file's capacity and failure policy
 // (docs/workflows.md, "Capacity and failure policy").
 type policyFlags struct {
 	maxUnavailable, maxUnavailablePerZone, maxFailures, onFailure string
+	strategy                                                      string
 }
 
 func (p *policyFlags) register(c *cobra.Command) {
@@ -235,10 +253,11 @@ func (p *policyFlags) register(c *cobra.Command) {
 	f.StringVar(&p.maxUnavailablePerZone, "max-unavailable-per-zone", "", "most hosts out of rotation at once per zone: N or N%")
 	f.StringVar(&p.maxFailures, "max-failures", "", "hosts that may fail before the run stops starting hosts: N or N% (default 0)")
 	f.StringVar(&p.onFailure, "on-failure", "", "hold, rollback or stop_now (stop the hosts in progress too)")
+	f.StringVar(&p.strategy, "strategy", "", "batches (lock-step) or window (the next host starts as soon as one finishes, within the caps)")
 }
 
 func (p *policyFlags) policy() deploy.Policy {
-	return deploy.Policy{MaxUnavailable: p.maxUnavailable, MaxUnavailablePerZone: p.maxUnavailablePerZone, MaxFailures: p.maxFailures, OnFailure: p.onFailure}
+	return deploy.Policy{MaxUnavailable: p.maxUnavailable, MaxUnavailablePerZone: p.maxUnavailablePerZone, MaxFailures: p.maxFailures, OnFailure: p.onFailure, Strategy: p.strategy}
 }
 
 func newDeployCmd(g *globalOptions) *cobra.Command {
@@ -248,10 +267,15 @@ func newDeployCmd(g *globalOptions) *cobra.Command {
 		Short: "Roll VERSION of APP out across its hosts, batch by batch",
 		Long: `deploy rolls an app out batch by batch: per host, maintenance on, drain from every
 HAProxy, stop, update the package, check the version, start, health check, enable,
-maintenance off. The first failure stops the run. See docs/workflows.md.`,
+maintenance off. The first failure stops the run. Before touching a host it pings
+every expected host (the app's hosts in the registry, or --inventory) and refuses to
+start with any missing unless --allow-missing. --strategy window starts the next
+host as soon as one finishes, within the caps. See docs/workflows.md.`,
 		Example: `  signet deploy middleware 1.4.2 --env prod --plan
   signet deploy middleware 1.4.2 --env dev --yes --output json     # Jenkins
   signet deploy middleware 1.4.2 --env prod --yes --on-failure rollback --ticket CHG-1234 --sha256 3a7d...
+  signet deploy middleware 1.4.2 --env prod --inventory prod-middleware.hosts --plan
+  signet deploy middleware 1.4.2 --env prod --yes --strategy window --allow-missing
   signet deploy --resume 7f3a9c`,
 		Args: func(c *cobra.Command, args []string) error {
 			if o.resume != "" || o.rollout.promote != "" || o.rollout.abort != "" {
@@ -268,6 +292,7 @@ maintenance off. The first failure stops the run. See docs/workflows.md.`,
 	o.approval.register(c)
 	o.rollout.register(c)
 	o.prov.register(c)
+	o.fleet.register(c)
 	return c
 }
 
@@ -313,6 +338,7 @@ func deployRun(ctx context.Context, g *globalOptions, o *deployOptions, args []s
 	opts.Policy = o.policy.policy()
 	opts.Rollout = o.rollout.rollout()
 	opts.Provenance = prov
+	opts.Inventory, opts.AllowMissing = o.fleet.inventory, o.fleet.allowMissing
 	if opts.Env == "" {
 		opts.Env = g.io.Getenv("SIGNET_ENV")
 	}

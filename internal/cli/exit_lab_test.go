@@ -41,23 +41,24 @@ func TestREADMEExitCodes(t *testing.T) {
 // host is still silent prints the answers that came in and says it was
 // interrupted, instead of printing nothing.
 func TestInterruptedPingKeepsAnswers(t *testing.T) {
-	l, err := lab.Start(context.Background(), lab.Options{Dir: t.TempDir(), Hosts: 1})
+	l, err := lab.Start(context.Background(), lab.Options{Dir: t.TempDir(), Hosts: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Stop()
 	env := map[string]string{"SIGNET_CONFIG": l.ClientConfig, "USER": "tester"}
-	// web9 is known (web1's key under its name) but never runs: a host
-	// missing from known_hosts would be reported at once, without a wait.
-	knownHostsAs(t, l.ClientConfig, "web1", "web9")
+	// web2 is killed: its registry entry outlives it, so the ping waits
+	// for it (a host missing from known_hosts or from the registry would
+	// be reported at once, without a wait).
+	l.KillHost("web2")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var out, errb bytes.Buffer
 	done := make(chan int)
 	go func() {
-		done <- Main(ctx, []string{"ping", "-I", "web1", "-I", "web9", "-t", "1m"}, IO{In: strings.NewReader(""), Out: &out, Err: &errb, Getenv: envMap(env)})
+		done <- Main(ctx, []string{"ping", "-I", "web1", "-I", "web2", "-t", "1m"}, IO{In: strings.NewReader(""), Out: &out, Err: &errb, Getenv: envMap(env)})
 	}()
-	// web9 does not run, so the ping waits for it; web1 answers within
+	// web2 does not run, so the ping waits for it; web1 answers within
 	// milliseconds. Interrupt once the wait is clearly under way.
 	time.Sleep(2 * time.Second)
 	cancel()
@@ -68,7 +69,7 @@ func TestInterruptedPingKeepsAnswers(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^web1\s+ok\s`).MatchString(out.String()) {
 		t.Errorf("web1's answer is not printed:\n%s", out.String())
 	}
-	if !strings.Contains(out.String(), "web9") || !strings.Contains(errb.String(), "interrupted before every host answered") {
+	if !strings.Contains(out.String(), "web2") || !strings.Contains(errb.String(), "interrupted before every host answered") {
 		t.Errorf("the interruption is not reported:\nstdout %s\nstderr %s", out.String(), errb.String())
 	}
 }

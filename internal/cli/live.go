@@ -28,9 +28,10 @@ type liveView struct {
 	mu    sync.Mutex
 	w     io.Writer
 	color bool
-	width func() int
-	now   func() time.Time
-	buf   []byte // a partial event line
+	// width and height are the terminal's columns and rows (0: unknown).
+	width, height func() int
+	now           func() time.Time
+	buf           []byte // a partial event line
 
 	summary   string
 	run       string
@@ -59,9 +60,9 @@ type liveHost struct {
 }
 
 // newLiveView starts a view writing to w. color follows NO_COLOR; width
-// gives the terminal's columns (0: unknown).
-func newLiveView(w io.Writer, color bool, width func() int) *liveView {
-	v := &liveView{w: w, color: color, width: width, now: time.Now, hosts: map[string]*liveHost{}, stop: make(chan struct{})}
+// and height give the terminal's size (0: unknown).
+func newLiveView(w io.Writer, color bool, width, height func() int) *liveView {
+	v := &liveView{w: w, color: color, width: width, height: height, now: time.Now, hosts: map[string]*liveHost{}, stop: make(chan struct{})}
 	v.tick = time.NewTicker(time.Second)
 	go func() {
 		for {
@@ -249,12 +250,23 @@ func (v *liveView) block() []string {
 		}
 	}
 	out = append(out, v.fit(bar, ""))
-	for _, name := range v.active {
+	if v.gate != "" {
+		out = append(out, v.fit("  last "+v.gate, ""))
+	}
+	// A window or a batch taller than the terminal would scroll the top
+	// of the block out of reach of the redraw: show what fits and count
+	// the rest.
+	shown := v.active
+	if h := v.height(); h > 0 && len(out)+len(shown) > h-1 {
+		n := max(h-2-len(out), 0)
+		shown = shown[:min(n, len(shown))]
+	}
+	for _, name := range shown {
 		h := v.hosts[name]
 		out = append(out, v.fit(fmt.Sprintf("  %-12s %-22s %s", name, h.step, now.Sub(h.since).Round(time.Second)), yellow))
 	}
-	if v.gate != "" {
-		out = append(out, v.fit("  last "+v.gate, ""))
+	if more := len(v.active) - len(shown); more > 0 {
+		out = append(out, v.fit(fmt.Sprintf("  ... and %d more hosts in progress", more), yellow))
 	}
 	return out
 }
@@ -309,7 +321,7 @@ func (g *globalOptions) runOutput(output string) (io.Writer, string, func()) {
 		}
 		return g.io.Out, output, func() {}
 	}
-	width := func() int { return 0 }
+	width, height := func() int { return 0 }, func() int { return 0 }
 	if f, ok := g.io.Out.(*os.File); ok {
 		width = func() int {
 			w, _, err := term.GetSize(int(f.Fd()))
@@ -318,7 +330,14 @@ func (g *globalOptions) runOutput(output string) (io.Writer, string, func()) {
 			}
 			return w
 		}
+		height = func() int {
+			_, h, err := term.GetSize(int(f.Fd()))
+			if err != nil {
+				return 0
+			}
+			return h
+		}
 	}
-	v := newLiveView(g.io.Out, g.io.Getenv("NO_COLOR") == "", width)
+	v := newLiveView(g.io.Out, g.io.Getenv("NO_COLOR") == "", width, height)
 	return v, "json", v.Close
 }

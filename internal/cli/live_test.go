@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,7 +38,7 @@ func feed(t *testing.T, v *liveView, events ...workflows.Event) {
 func TestLiveView(t *testing.T) {
 	for _, color := range []bool{true, false} {
 		var out strings.Builder
-		v := newLiveView(&out, color, func() int { return 60 })
+		v := newLiveView(&out, color, func() int { return 60 }, func() int { return 0 })
 		clock := time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC)
 		v.now = func() time.Time { return clock }
 		feed(t, v,
@@ -150,5 +151,31 @@ func TestWorkflowLiveOnALab(t *testing.T) {
 	}
 	if strings.Contains(s, `"type"`) || strings.Contains(s, "m\x1b[0m") || strings.Contains(s, "\x1b[33m") {
 		t.Errorf("JSON or colour (NO_COLOR is set) on the screen:\n%q", s)
+	}
+}
+
+// TestLiveViewTallBatch: a batch of 40 hosts in progress on a 12-row
+// terminal shows what fits and counts the rest, so the block never
+// scrolls out of reach of its redraw.
+func TestLiveViewTallBatch(t *testing.T) {
+	var out strings.Builder
+	v := newLiveView(&out, false, func() int { return 80 }, func() int { return 12 })
+	defer v.Close()
+	v.now = func() time.Time { return time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC) }
+	var hosts []string
+	events := []workflows.Event{{Type: workflows.EventRunStart, Run: "r1", Summary: "deploy web 1.4.2", Batches: 1, HostCount: 40}}
+	for i := 1; i <= 40; i++ {
+		h := fmt.Sprintf("web%d", i)
+		hosts = append(hosts, h)
+		events = append(events, workflows.Event{Type: workflows.EventStepStart, Host: h, Step: "update"})
+	}
+	events = append([]workflows.Event{events[0], {Type: workflows.EventBatchStart, Batch: 1, Batches: 1, Hosts: hosts}}, events[1:]...)
+	feed(t, v, events...)
+	block := v.block()
+	if len(block) > 11 {
+		t.Fatalf("block of %d lines on a 12-row terminal:\n%s", len(block), strings.Join(block, "\n"))
+	}
+	if last := block[len(block)-1]; !strings.Contains(last, "... and 32 more hosts in progress") {
+		t.Fatalf("last line %q: want the hosts not shown counted", last)
 	}
 }

@@ -62,6 +62,10 @@ type HostInfo struct {
 	Identity string
 	Zone     string
 	Dir      string
+	// BootID, when set, is the boot id the host registers with on its
+	// next StartHost (a test simulates a reboot by changing it); default
+	// the machine's.
+	BootID string
 }
 
 // Lab is a running local fleet.
@@ -301,8 +305,8 @@ func (l *Lab) StartHost(id string) error {
 		defer close(done)
 		defer aud.Close()
 		defer host.Close()
-		ready := func() { close(started) }                                                                                                                                                                // subscriptions flushed: requests from now on reach it
-		if err := agents.Serve(hctx, agents.ServeOptions{Conn: nc, Host: host, HostKey: l.keys[id], Audit: aud, Config: cfg, Version: l.opts.Version, Logger: l.opts.Logger, Ready: ready}); err != nil { // Serve names the host
+		ready := func() { close(started) }                                                                                                                                                                                  // subscriptions flushed: requests from now on reach it
+		if err := agents.Serve(hctx, agents.ServeOptions{Conn: nc, Host: host, HostKey: l.keys[id], Audit: aud, Config: cfg, Version: l.opts.Version, Logger: l.opts.Logger, Ready: ready, BootID: h.BootID}); err != nil { // Serve names the host
 			l.mu.Lock()
 			l.errs = append(l.errs, fmt.Errorf("%s: %w", id, err))
 			l.mu.Unlock()

@@ -8,5 +8,6 @@ import (
 	_ "github.com/signetbus/signet/plugins/health"      // health: http and tcp checks
 	_ "github.com/signetbus/signet/plugins/maintenance" // maintenance: Alertmanager silences, Icinga 2 downtimes
 	_ "github.com/signetbus/signet/plugins/packages"    // package: apt/dpkg and dnf/rpm
+	_ "github.com/signetbus/signet/plugins/reboot"      // reboot: systemctl reboot (or the configured command)
 	_ "github.com/signetbus/signet/plugins/service"     // service: systemd and runit
 )

@@ -10,7 +10,7 @@ import (
 // declares a usable DDL: named actions, known input types, patterns that
 // compile and defaults that pass their own rules.
 func TestWhitelist(t *testing.T) {
-	want := []string{"haproxy", "health", "maintenance", "package", "service"}
+	want := []string{"haproxy", "health", "maintenance", "package", "reboot", "service"}
 	got := plugins.Names()
 	if len(got) != len(want) {
 		t.Fatalf("registered %v, want %v", got, want)

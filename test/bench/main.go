@@ -12,7 +12,9 @@
 //   - with -fleet, `signet ping` (registry, signed broadcast, verified
 //     replies) to fleets of real signetd processes on one broker;
 //   - with -lab, in-process lab fleets (as `signet lab --hosts N` runs
-//     them): memory per responder, registry discovery and ping.
+//     them): memory per responder, registry discovery and ping;
+//   - with -window-hosts, a rolling deploy in lock-step batches against a
+//     sliding window, with one host made slower.
 //
 // Run it with `go run ./test/bench` (see docs/performance.md).
 package main
@@ -58,6 +60,9 @@ func main() {
 	fleet := flag.String("fleet", "", "sizes of real signetd fleets to ping, e.g. 10,50,200 (empty skips)")
 	fleetControl := flag.Int("fleet-control", 0, "with -fleet: rounds of lock and unlock timed on each fleet, then one revocation (0 skips)")
 	labSizes := flag.String("lab", "", "sizes of in-process lab fleets: memory per responder, registry discovery, ping (e.g. 1000,5000; empty skips)")
+	windowHosts := flag.Int("window-hosts", 0, "hosts of the batches-vs-window deploy with one host made slower (0 skips)")
+	windowStep := flag.Duration("window-step", 100*time.Millisecond, "with -window-hosts: the time every call takes")
+	windowSlow := flag.Duration("window-slow", 10*time.Second, "with -window-hosts: how much slower web1's update is")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the signed fan-out runs to this file (and, with -lab, heap profiles to FILE.labN.heap)")
 	flag.Parse()
 	profile = *cpuprofile
@@ -115,6 +120,10 @@ func main() {
 	if *deployHosts > 0 {
 		fmt.Println()
 		check(deployOverhead(*deployHosts, *rounds))
+	}
+	if *windowHosts > 0 {
+		fmt.Println()
+		check(windowVsBatches(*windowHosts, *windowStep, *windowSlow))
 	}
 	if *rss {
 		fmt.Println()

@@ -51,8 +51,8 @@ type App struct {
 	// Health is the check that must pass before the host is enabled.
 	Health Health `yaml:"health"`
 	// Batching: batch_size ("2" or "25%", default 1), zone_fact (default
-	// "zone"), allow_same_zone (default false), pause between batches, and
-	// the capacity policy max_unavailable (default the batch size),
+	// "zone"), allow_same_zone (default false), pause between batches,
+	// strategy (batches, default, or window), and the capacity policy max_unavailable (default the batch size),
 	// max_unavailable_per_zone and max_failures (default 0), inline.
 	workflows.Batching `yaml:",inline"`
 	// Maintenance is how long monitoring is muted per host; default 30m. It
@@ -140,6 +140,9 @@ type Override struct {
 	// Canary and Gates replace the app's (a canary in prod only, say).
 	Canary *workflows.Canary `yaml:"canary,omitempty"`
 	Gates  *workflows.Gates  `yaml:"gates,omitempty"`
+
+	// Strategy overrides batches or window.
+	Strategy *string `yaml:"strategy,omitempty"`
 }
 
 // LoadApp reads and validates an app file.
@@ -334,6 +337,9 @@ func (a *App) apply(o Override) {
 	}
 	if o.Gates != nil {
 		a.Gates = o.Gates
+	}
+	if o.Strategy != nil {
+		a.Strategy = *o.Strategy
 	}
 }
 

@@ -79,6 +79,16 @@ type Options struct {
 	// Provenance is the ticket, CI build URL and artifact digest of a new
 	// run (a resumed run keeps its recorded ones).
 	Provenance Provenance
+	// Inventory, when set, is a file naming the hosts the deploy expects,
+	// one identity per line; by default it expects the hosts its filter
+	// finds in the registry. Every expected host must answer a preflight
+	// ping (preflight.go).
+	Inventory string
+	// AllowMissing lets the run start without the expected hosts that are
+	// missing; they are named in the run state and the run log.
+	AllowMissing bool
+	// PreflightTimeout bounds the preflight ping; default 10s.
+	PreflightTimeout time.Duration
 }
 
 // Policy is a command-line override of the capacity and failure policy;
@@ -88,6 +98,8 @@ type Policy struct {
 	MaxUnavailablePerZone string
 	MaxFailures           string
 	OnFailure             string
+	// Strategy is batches or window.
+	Strategy string
 }
 
 // apply sets the overrides on a (ForEnv applied) and validates the result.
@@ -95,7 +107,7 @@ func (p Policy) apply(a *App) error {
 	for _, f := range []struct {
 		v   string
 		dst *string
-	}{{p.MaxUnavailable, &a.MaxUnavailable}, {p.MaxUnavailablePerZone, &a.MaxUnavailablePerZone}, {p.MaxFailures, &a.MaxFailures}, {p.OnFailure, &a.OnFailure}} {
+	}{{p.MaxUnavailable, &a.MaxUnavailable}, {p.MaxUnavailablePerZone, &a.MaxUnavailablePerZone}, {p.MaxFailures, &a.MaxFailures}, {p.OnFailure, &a.OnFailure}, {p.Strategy, &a.Strategy}} {
 		if f.v != "" {
 			*f.dst = f.v
 		}
@@ -146,6 +158,10 @@ func Run(ctx context.Context, soft <-chan struct{}, opts Options) (*workflows.Re
 	if err != nil {
 		return nil, fmt.Errorf("deploy %s: discover %s: %w", a.Name, strings.Join(filter, " "), err)
 	}
+	pf, hosts, err := opts.preflight(ctx, hosts, filter)
+	if err != nil {
+		return nil, fmt.Errorf("deploy %s/%s: %w", a.Name, opts.Env, err)
+	}
 	var canary *workflows.CanaryState
 	var batches [][]string
 	if a.Canary != nil {
@@ -179,6 +195,7 @@ func Run(ctx context.Context, soft <-chan struct{}, opts Options) (*workflows.Re
 			return nil, fmt.Errorf("deploy %s: %w", a.Name, err)
 		}
 		pv.Limits = &lim
+		pv.Preflight = pf
 		return nil, pv.Write(opts.Output, opts.Format)
 	}
 	if !opts.Yes {
@@ -200,6 +217,8 @@ func Run(ctx context.Context, soft <-chan struct{}, opts Options) (*workflows.Re
 	if err := opts.Provenance.record(a, st); err != nil {
 		return nil, err
 	}
+	st.Preflight = pf
+	summary += missingNote(pf)
 	return execute(ctx, soft, a, st, summary, opts)
 }
 

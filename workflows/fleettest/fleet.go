@@ -28,6 +28,9 @@ type Node struct {
 	Running, Maintenance bool
 	// Unhealthy makes the health check fail even when the version is right.
 	Unhealthy bool
+	// BootID is the boot id the host is registered with ("1" at first); a
+	// test simulates a reboot by changing it (boot.go).
+	BootID string
 }
 
 // Fleet is an in-memory fleet. Zero value is not usable; use New.
@@ -59,7 +62,7 @@ func New(hosts []string, zones []string) *Fleet {
 		Silent: map[string]bool{}, Fail: map[string]string{}, Handlers: map[string]func(string, *Node, map[string]any) workflows.Result{}}
 	for i, h := range hosts {
 		f.Nodes[h] = &Node{Facts: map[string]string{"env": "prod", "zone": zones[i%len(zones)], "role": "app"},
-			Agents: []string{"package", "service", "maintenance", "health"}, Installed: "1.4.1", Previous: "1.4.0", Running: true}
+			Agents: []string{"package", "service", "maintenance", "health"}, Installed: "1.4.1", Previous: "1.4.0", Running: true, BootID: "1"}
 	}
 	for _, lb := range []string{"lb1", "lb2"} {
 		f.Nodes[lb] = &Node{Facts: map[string]string{"lb": "prod", "role": "lb"}, Agents: []string{"haproxy"}}
@@ -193,7 +196,9 @@ func (f *Fleet) Call(ctx context.Context, c workflows.Call) ([]workflows.Result,
 		if c.Agent == "haproxy" {
 			line += fmt.Sprintf("@%v", c.Params["server"])
 		}
-		f.log = append(f.log, line)
+		if c.Agent != "rpcutil" { // the preflight ping is not a change
+			f.log = append(f.log, line)
+		}
 		var r workflows.Result
 		if msg, ok := f.Fail[key]; ok {
 			r = workflows.Result{Error: msg}
@@ -214,6 +219,8 @@ func str(p map[string]any, k string) string { s, _ := p[k].(string); return s }
 func (f *Fleet) run(h string, n *Node, c workflows.Call) workflows.Result {
 	p := c.Params
 	switch c.Agent + "." + c.Action {
+	case "rpcutil.ping":
+		return workflows.Result{Summary: "pong"}
 	case "package.update":
 		v := str(p, "version")
 		if n.Held {
