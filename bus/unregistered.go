@@ -2,7 +2,6 @@ package bus
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -28,7 +27,11 @@ const registryLookup = 2 * time.Second
 // pay a read per host, nor a listing of the whole registry).
 const lookupMany = 64
 
-// Get returns identity's registration, or ErrNotRegistered.
+// Get returns identity's registration, or ErrNotRegistered. The entry is
+// decoded as List decodes it: signed by the host (verified against
+// known_hosts when the registry has them, see Verify), so an entry
+// that does not verify counts as none. The reboot step reads boot ids
+// through it: the broker cannot fake a host's return.
 func (r *Registry) Get(ctx context.Context, identity string) (*Registration, error) {
 	e, err := r.kv.Get(ctx, identity)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -37,11 +40,11 @@ func (r *Registry) Get(ctx context.Context, identity string) (*Registration, err
 	if err != nil {
 		return nil, fmt.Errorf("registry: get %s: %w", identity, err)
 	}
-	var reg Registration
-	if err := json.Unmarshal(e.Value(), &reg); err != nil || reg.Identity != identity {
-		return nil, fmt.Errorf("registry: entry of %s is malformed", identity)
+	reg := r.decode(identity, e.Value())
+	if reg == nil {
+		return nil, fmt.Errorf("%w (its entry does not verify or is malformed)", ErrNotRegistered)
 	}
-	return &reg, nil
+	return reg, nil
 }
 
 // notRegisteredError says why a named host was not sent a request.

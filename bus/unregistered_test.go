@@ -2,9 +2,12 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // TestDirectRequestToUnregisteredHost: a request sent directly (-I) to a
@@ -68,3 +71,33 @@ func TestDirectRequestRegistryUntrusted(t *testing.T) {
 		t.Fatalf("got %s", got)
 	}
 }
+
+// TestRegistryGetVerifies: Get (the unknown-host check, the reboot
+// step's boot id) reads an entry as List does: one signed by the host
+// is returned, one written by someone else counts as no entry, so the
+// broker can neither fake a host's presence nor a new boot.
+func TestRegistryGetVerifies(t *testing.T) {
+	_, reg := testRegistry(t, "get", time.Minute)
+	host, mallory := newSigner(t), newSigner(t)
+	reg.Verify(hostKeyMap{"web1": host.PublicKey(), "web2": host.PublicKey()}, nil)
+	ctx := context.Background()
+	if err := reg.Put(ctx, host, &Registration{Identity: "web1", Collective: "get", BootID: "b1", Started: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Put(ctx, mallory, &Registration{Identity: "web2", Collective: "get", BootID: "b2", Started: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := reg.Get(ctx, "web1"); err != nil || r.BootID != "b1" {
+		t.Fatalf("web1: %+v %v", r, err)
+	}
+	if r, err := reg.Get(ctx, "web2"); !errors.Is(err, ErrNotRegistered) {
+		t.Fatalf("web2 signed by another key: %+v %v, want ErrNotRegistered", r, err)
+	}
+	if _, err := reg.Get(ctx, "web3"); !errors.Is(err, ErrNotRegistered) {
+		t.Fatalf("web3: %v", err)
+	}
+}
+
+type hostKeyMap map[string]ssh.PublicKey
+
+func (m hostKeyMap) Lookup(id string) (ssh.PublicKey, bool) { k, ok := m[id]; return k, ok }
