@@ -95,6 +95,27 @@ func (s *slots) acquire(stop func() bool, host string) (bool, *CapacityError) {
 	}
 }
 
+// acquireReady counts, in order and without waiting, the hosts at the
+// head of hosts that fit under the caps now, and returns how many.
+func (s *slots) acquireReady(stop func() bool, hosts []string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, h := range hosts {
+		if stop() {
+			break
+		}
+		if ok, _, _ := s.fits(h); !ok {
+			break
+		}
+		s.out[h] = true
+		s.running++
+		s.lim.PeakUnavailable = max(s.lim.PeakUnavailable, len(s.out))
+		n++
+	}
+	return n
+}
+
 // release ends host's run: it stays counted when it is left out of
 // rotation.
 func (s *slots) release(host string, out bool) {
@@ -141,12 +162,31 @@ func (s *slots) peak() int {
 }
 
 // dispatch starts the hosts of one batch, each when it fits under the
-// caps, and waits for them. Hosts it could not start stay pending.
+// caps, and waits for them. Hosts it could not start stay pending. The
+// hosts that fit at once are counted together before any starts: a host
+// that fails within moments must not keep its batch-mates, which fit and
+// were about to start with it, from starting (they finish their steps,
+// as hosts in progress do).
 func (r *run) dispatch(ctx context.Context, batch int, todo []string) {
 	todo = r.slots.outFirst(todo)
 	var wg sync.WaitGroup
 	stop := func() bool { return ctx.Err() != nil || r.noDispatch.Load() || r.stopped.Load() }
-	for _, h := range todo {
+	start := func(h string) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.host(ctx, batch, h)
+			r.mu.Lock()
+			out := leftOut(r.st.Hosts[h])
+			r.mu.Unlock()
+			r.slots.release(h, out)
+		}()
+	}
+	ready := r.slots.acquireReady(stop, todo)
+	for _, h := range todo[:ready] {
+		start(h)
+	}
+	for _, h := range todo[ready:] {
 		ok, capErr := r.slots.acquire(stop, h)
 		if capErr != nil {
 			// This host can never fit (hosts left out fill its cap);
@@ -164,15 +204,7 @@ func (r *run) dispatch(ctx context.Context, batch int, todo []string) {
 		if !ok {
 			break
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r.host(ctx, batch, h)
-			r.mu.Lock()
-			out := leftOut(r.st.Hosts[h])
-			r.mu.Unlock()
-			r.slots.release(h, out)
-		}()
+		start(h)
 	}
 	wg.Wait()
 }
