@@ -25,6 +25,9 @@ func (r *run) rollbackReason() string {
 	r.firstMu.Lock()
 	defer r.firstMu.Unlock()
 	if len(r.failures) == 0 {
+		if r.gateErr != nil {
+			return "rollback of run " + r.st.ID + " after " + r.gateErr.Error()
+		}
 		return "rollback of run " + r.st.ID
 	}
 	return "rollback of run " + r.st.ID + " after " + r.failures[0].Error()
@@ -121,8 +124,12 @@ func (r *run) rollbackTouched(ctx context.Context, status string) {
 	if status != StatusFailed || r.job.Workflow.OnFailure != OnFailureRollback || ctx.Err() != nil {
 		return
 	}
+	// A failed gate, a canary's failed bake or an aborted canary ends the
+	// run failed as surely as a spent failure budget: the version already
+	// deployed is what the gate or the bake judged bad.
 	r.firstMu.Lock()
-	spent := len(r.failures) > r.lim.MaxFailures && r.lockErr == nil
+	judged := r.gateErr != nil
+	spent := (len(r.failures) > r.lim.MaxFailures || judged) && r.lockErr == nil
 	r.firstMu.Unlock()
 	if !spent {
 		return
@@ -141,6 +148,13 @@ func (r *run) rollbackTouched(ctx context.Context, status string) {
 			}
 			switch hs.Status {
 			case HostDone, HostStopped:
+			case HostFailed:
+				// A host that failed a step had its own rollback then
+				// (hs.Rollback says how); one failed by the canary's bake
+				// has not.
+				if !judged {
+					continue
+				}
 			default:
 				continue
 			}

@@ -502,3 +502,40 @@ func TestCanaryDecisionKeptWhenTheClientStops(t *testing.T) {
 		t.Fatalf("resumed: want the promotion acted on, found %v %v", err, touched(f))
 	}
 }
+
+// TestCanaryRolledBackOnFailure: with on_failure: rollback, a canary
+// that fails its bake is restored to the version it had, through the
+// rollback's own steps (back in rotation only after its health check),
+// and the recap says so; no other host is touched. Before, a bake or gate
+// failure was not a host failure, and the canary kept the bad version.
+func TestCanaryRolledBackOnFailure(t *testing.T) {
+	f := fleet9()
+	before := f.Node("web5").Installed
+	ev := &evlog{}
+	ev.hook = func(e workflows.Event) {
+		switch {
+		case e.Type == workflows.EventCanary && e.Status == workflows.CanaryBaking:
+			f.Update(func(f *fleettest.Fleet) { f.Nodes["web5"].Unhealthy = true })
+		case e.Type == workflows.EventStepStart && e.Rollback && e.Host == "web5":
+			// The version it goes back to serves.
+			f.Update(func(f *fleettest.Fleet) { f.Nodes["web5"].Unhealthy = false })
+		}
+	}
+	o := canaryOpts(t, f, workflows.NewMemStore(), ev, &workflows.Canary{Hosts: []string{"web5"}, Bake: time.Hour, Interval: 100 * time.Millisecond})
+	o.Policy = Policy{OnFailure: workflows.OnFailureRollback}
+	recap, err := Run(context.Background(), nil, o)
+	var se *workflows.StepError
+	if !errors.As(err, &se) || se.Host != "web5" || se.Step != "bake health" {
+		t.Fatalf("want the bake's health check of web5 failed, found %v", err)
+	}
+	n := f.Node("web5")
+	if n.Installed != before || n.Maintenance || f.IsDrained("web5") || !n.Running {
+		t.Fatalf("web5 %+v drained=%v: want back on %s, in rotation", n, f.IsDrained("web5"), before)
+	}
+	if got := recap.Host("web5").Rollback; got != "rolled back from 1.4.2 to "+before {
+		t.Fatalf("recap rollback %q", got)
+	}
+	if got := touched(f); len(got) != 0 {
+		t.Fatalf("hosts on 1.4.2 after the rollback: %v", got)
+	}
+}
