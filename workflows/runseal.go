@@ -45,15 +45,11 @@ func SealRunState(signer ssh.Signer, st *RunState) ([]byte, error) {
 	if signer == nil {
 		return nil, errors.New("workflows: a signer is required to save run state")
 	}
-	b, err := json.Marshal(st)
-	if err != nil {
-		return nil, err
-	}
-	sig, err := sshsig.Sign(rand.Reader, signer, RunStateNamespace, b)
+	b, sig, err := sshsig.SignJSON(rand.Reader, signer, RunStateNamespace, st)
 	if err != nil {
 		return nil, fmt.Errorf("sign run state: %w", err)
 	}
-	return json.Marshal(sealedState{State: b, Signature: sig.Marshal()})
+	return json.Marshal(sealedState{State: b, Signature: sig})
 }
 
 // OpenRunState verifies a sealed state and returns it with its signer. The
@@ -66,23 +62,12 @@ func OpenRunState(b []byte, trusted []ssh.PublicKey) (*RunState, ssh.PublicKey, 
 	if len(sealed.Signature) == 0 || len(sealed.State) == 0 {
 		return nil, nil, ErrStateUnsigned
 	}
-	sig, err := sshsig.Parse(sealed.Signature)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", ErrStateSignature, err)
-	}
-	pub, err := sig.Verify(RunStateNamespace, sealed.State)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", ErrStateSignature, err)
-	}
-	allowed := false
-	for _, k := range trusted {
-		if k != nil && bytes.Equal(k.Marshal(), pub.Marshal()) {
-			allowed = true
-			break
-		}
-	}
-	if !allowed {
+	pub, err := sshsig.OpenSigned(sealed.Signature, RunStateNamespace, sealed.State, trusted)
+	switch {
+	case errors.Is(err, sshsig.ErrUntrustedSigner):
 		return nil, pub, fmt.Errorf("%w: %s", ErrStateSigner, ssh.FingerprintSHA256(pub))
+	case err != nil:
+		return nil, nil, fmt.Errorf("%w: %w", ErrStateSignature, err)
 	}
 	dec := json.NewDecoder(bytes.NewReader(sealed.State))
 	dec.DisallowUnknownFields()

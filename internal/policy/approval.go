@@ -74,39 +74,21 @@ type approvalLines struct {
 }
 
 func approvalLinesOf(root *yaml.Node) []approvalLines {
-	if root.Kind != yaml.DocumentNode || len(root.Content) == 0 || root.Content[0].Kind != yaml.MappingNode {
-		return nil
-	}
-	m := root.Content[0]
 	var out []approvalLines
-	for i := 0; i+1 < len(m.Content); i += 2 {
-		if m.Content[i].Value != "approvals" || m.Content[i+1].Kind != yaml.SequenceNode {
-			continue
-		}
-		for _, item := range m.Content[i+1].Content {
-			al := approvalLines{entry: item.Line}
-			if item.Kind == yaml.MappingNode {
-				for j := 0; j+1 < len(item.Content); j += 2 {
-					k, v := item.Content[j], item.Content[j+1]
-					var items []int
-					for _, c := range v.Content {
-						items = append(items, c.Line)
-					}
-					switch k.Value {
-					case "role":
-						al.role = k.Line
-					case "count":
-						al.count = k.Line
-					case "actions":
-						al.actions = items
-					case "where":
-						al.where = items
-					}
-				}
+	eachListItem(root, "approvals", func(line int) { out = append(out, approvalLines{entry: line}) },
+		func(name string, line int, items []int) {
+			al := &out[len(out)-1]
+			switch name {
+			case "role":
+				al.role = line
+			case "count":
+				al.count = line
+			case "actions":
+				al.actions = items
+			case "where":
+				al.where = items
 			}
-			out = append(out, al)
-		}
-	}
+		})
 	return out
 }
 

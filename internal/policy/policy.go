@@ -226,38 +226,50 @@ type specLines struct {
 }
 
 func ruleLines(root *yaml.Node) []specLines {
+	var out []specLines
+	eachListItem(root, "rules", func(line int) { out = append(out, specLines{rule: line}) },
+		func(name string, line int, items []int) {
+			sl := &out[len(out)-1]
+			switch name {
+			case "roles":
+				sl.roles = line
+			case "allow":
+				sl.allow = items
+			case "where":
+				sl.where = items
+			}
+		})
+	return out
+}
+
+// eachListItem walks the items of the top-level list key of a YAML
+// document, for the line numbers of error messages: item is called with
+// each item's line, then field with each of the item's keys, the key's
+// line and the lines of the key's list items (if it is a list).
+func eachListItem(root *yaml.Node, key string, item func(line int), field func(name string, line int, items []int)) {
 	if root.Kind != yaml.DocumentNode || len(root.Content) == 0 || root.Content[0].Kind != yaml.MappingNode {
-		return nil
+		return
 	}
 	m := root.Content[0]
-	var out []specLines
 	for i := 0; i+1 < len(m.Content); i += 2 {
-		if m.Content[i].Value != "rules" || m.Content[i+1].Kind != yaml.SequenceNode {
+		if m.Content[i].Value != key || m.Content[i+1].Kind != yaml.SequenceNode {
 			continue
 		}
-		for _, item := range m.Content[i+1].Content {
-			sl := specLines{rule: item.Line}
-			if item.Kind == yaml.MappingNode {
-				for j := 0; j+1 < len(item.Content); j += 2 {
-					k, v := item.Content[j], item.Content[j+1]
-					var items []int
-					for _, c := range v.Content {
-						items = append(items, c.Line)
-					}
-					switch k.Value {
-					case "roles":
-						sl.roles = k.Line
-					case "allow":
-						sl.allow = items
-					case "where":
-						sl.where = items
-					}
-				}
+		for _, it := range m.Content[i+1].Content {
+			item(it.Line)
+			if it.Kind != yaml.MappingNode {
+				continue
 			}
-			out = append(out, sl)
+			for j := 0; j+1 < len(it.Content); j += 2 {
+				k, v := it.Content[j], it.Content[j+1]
+				var items []int
+				for _, c := range v.Content {
+					items = append(items, c.Line)
+				}
+				field(k.Value, k.Line, items)
+			}
 		}
 	}
-	return out
 }
 
 func ruleLinesAt(all []specLines, i int) specLines {

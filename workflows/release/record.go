@@ -111,15 +111,11 @@ func SealRecord(signer ssh.Signer, r *Record) ([]byte, error) {
 	if signer == nil {
 		return nil, errors.New("release: a signer is required to record a release")
 	}
-	b, err := json.Marshal(r)
-	if err != nil {
-		return nil, err
-	}
-	sig, err := sshsig.Sign(rand.Reader, signer, RecordNamespace, b)
+	b, sig, err := sshsig.SignJSON(rand.Reader, signer, RecordNamespace, r)
 	if err != nil {
 		return nil, fmt.Errorf("release: sign the record: %w", err)
 	}
-	return json.Marshal(sealedRecord{Record: b, Signature: sig.Marshal()})
+	return json.Marshal(sealedRecord{Record: b, Signature: sig})
 }
 
 // OpenRecord verifies a sealed record and returns it with its signer,
@@ -129,23 +125,12 @@ func OpenRecord(b []byte, trusted []ssh.PublicKey) (*Record, ssh.PublicKey, erro
 	if err := json.Unmarshal(b, &sealed); err != nil || len(sealed.Record) == 0 || len(sealed.Signature) == 0 {
 		return nil, nil, fmt.Errorf("%w: not a signed record", ErrRecordSignature)
 	}
-	sig, err := sshsig.Parse(sealed.Signature)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", ErrRecordSignature, err)
-	}
-	pub, err := sig.Verify(RecordNamespace, sealed.Record)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", ErrRecordSignature, err)
-	}
-	trustedKey := false
-	for _, k := range trusted {
-		if k != nil && bytes.Equal(k.Marshal(), pub.Marshal()) {
-			trustedKey = true
-			break
-		}
-	}
-	if !trustedKey {
+	pub, err := sshsig.OpenSigned(sealed.Signature, RecordNamespace, sealed.Record, trusted)
+	switch {
+	case errors.Is(err, sshsig.ErrUntrustedSigner):
 		return nil, pub, fmt.Errorf("%w: signed by %s, which is neither this operator's key nor in resume_keys", ErrRecordSignature, ssh.FingerprintSHA256(pub))
+	case err != nil:
+		return nil, nil, fmt.Errorf("%w: %w", ErrRecordSignature, err)
 	}
 	dec := json.NewDecoder(bytes.NewReader(sealed.Record))
 	dec.DisallowUnknownFields()
