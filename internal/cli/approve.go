@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -85,15 +84,7 @@ func (g *globalOptions) runApproved(ctx context.Context, q *queryFlags, af *appr
 	}
 	fmt.Fprintf(g.io.Err, "approved by %s; sending\n", strings.Join(approverNames(approvals), ", "))
 	query.Approval = &bus.ApprovalProof{Subject: sub, Approvals: approvals}
-	prog := newProgress(g.io.Err, progressOn(*g.io, q.noProgress), agent+" "+action)
-	query.OnResult = prog.result
-	query.OnTargets = prog.targets
-	o, err := s.client.Do(ctx, query)
-	prog.done()
-	if errors.Is(err, bus.ErrNoMatch) {
-		return o, explainNoMatch(ctx, s, query)
-	}
-	return o, err
+	return g.send(ctx, s, q, query)
 }
 
 func approverNames(sas []bus.SignedApproval) []string {

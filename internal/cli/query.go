@@ -154,7 +154,13 @@ func (g *globalOptions) run(ctx context.Context, q *queryFlags, agent, action st
 	if err != nil {
 		return nil, err
 	}
-	prog := newProgress(g.io.Err, progressOn(*g.io, q.noProgress), agent+" "+action)
+	return g.send(ctx, s, q, query)
+}
+
+// send sends query, counting the replies on a terminal's stderr, and
+// explains a filter that matched no host.
+func (g *globalOptions) send(ctx context.Context, s *session, q *queryFlags, query bus.Query) (*bus.Outcome, error) {
+	prog := newProgress(g.io.Err, progressOn(*g.io, q.noProgress), query.Agent+" "+query.Action)
 	query.OnResult = prog.result
 	query.OnTargets = prog.targets
 	o, err := s.client.Do(ctx, query)
