@@ -99,6 +99,10 @@ type Job struct {
 	// CanaryChecks are the steps run on every canary host at each check
 	// of the bake (the deploy's health check), when State.Canary is set.
 	CanaryChecks []Step
+	// ReconcileEvery is how often the run looks for a load balancer that
+	// answers again after a partial broadcast left it out (reconcile.go);
+	// default DefaultReconcileEvery.
+	ReconcileEvery time.Duration
 	// DecisionPoll is how often a waiting canary reads the stored state
 	// for a decision; default DefaultDecisionPoll.
 	DecisionPoll time.Duration
@@ -166,6 +170,12 @@ func (e *Engine) Run(ctx context.Context, soft <-chan struct{}, job *Job) (*Reca
 	stopped := &r.stopped
 	watchDone := make(chan struct{})
 	defer close(watchDone)
+	// A load balancer that comes back is brought up to date while the run
+	// goes on; the loop ends before the recap is made.
+	reconcileStop, reconcileEnded := make(chan struct{}), make(chan struct{})
+	go func() { defer close(reconcileEnded); r.reconcileLoop(ctx, reconcileStop) }()
+	stopReconcile := sync.OnceFunc(func() { close(reconcileStop); <-reconcileEnded })
+	defer stopReconcile()
 	if soft != nil {
 		go func() {
 			select {
@@ -244,6 +254,10 @@ func (e *Engine) Run(ctx context.Context, soft <-chan struct{}, job *Job) (*Reca
 	if r.failed.Load() {
 		status = StatusFailed
 	}
+	stopReconcile()
+	// One more pass: a load balancer back since the last tick is brought
+	// up to date before the recap names it (a dead one costs its ping).
+	r.reconcile(ctx)
 	r.rollbackTouched(ctx, status)
 
 	r.mu.Lock()

@@ -66,6 +66,18 @@ func (s *Silent) Add(hosts ...string) {
 	}
 }
 
+// Remove takes hosts off the silent list: they answer again.
+func (s *Silent) Remove(hosts ...string) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, h := range hosts {
+		delete(s.hosts, h)
+	}
+}
+
 // Has reports whether host is silent.
 func (s *Silent) Has(host string) bool {
 	if s == nil {

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/workflows"
 )
 
@@ -87,6 +88,9 @@ type Options struct {
 	// AllowMissing lets the run start without the expected hosts that are
 	// missing; they are named in the run state and the run log.
 	AllowMissing bool
+	// ReconcileEvery is how often the run looks for a load balancer that
+	// answers again (workflows.Job.ReconcileEvery); tests shorten it.
+	ReconcileEvery time.Duration
 	// PreflightTimeout bounds the preflight ping; default 10s.
 	PreflightTimeout time.Duration
 }
@@ -158,7 +162,19 @@ func Run(ctx context.Context, soft <-chan struct{}, opts Options) (*workflows.Re
 	if err != nil {
 		return nil, fmt.Errorf("deploy %s: discover %s: %w", a.Name, strings.Join(filter, " "), err)
 	}
-	pf, hosts, err := opts.preflight(ctx, hosts, filter)
+	// The preflight is the run's first request: it carries the run's id
+	// (chosen now, given to the run state below), ticket and build URL,
+	// so every audit record of the run names them. A --plan's ping carries
+	// the ticket and build URL only: it starts no run.
+	runID := workflows.NewRunID()
+	prov := &bus.Provenance{Ticket: opts.Provenance.Ticket, BuildURL: opts.Provenance.BuildURL}
+	if err := prov.Check(); err != nil {
+		return nil, fmt.Errorf("deploy %s: %w", a.Name, err)
+	}
+	if !opts.Plan {
+		prov.Run = runID
+	}
+	pf, hosts, err := opts.preflight(workflows.WithProvenance(ctx, prov), hosts, filter)
 	if err != nil {
 		return nil, fmt.Errorf("deploy %s/%s: %w", a.Name, opts.Env, err)
 	}
@@ -211,6 +227,7 @@ func Run(ctx context.Context, soft <-chan struct{}, opts Options) (*workflows.Re
 		}
 	}
 	st := workflows.NewRunState("deploy", batches, vars)
+	st.ID = runID
 	st.App, st.Env, st.Version, st.User = a.Name, opts.Env, opts.Version, opts.User
 	st.Zones = zones
 	st.Canary = canary
@@ -293,7 +310,7 @@ func execute(ctx context.Context, soft <-chan struct{}, a *App, st *workflows.Ru
 	silent := &workflows.Silent{}
 	o := &observer{app: a, caller: opts.Caller, version: st.Version, silent: silent, digests: a.SHA256}
 	job := &workflows.Job{Workflow: w, State: st, Summary: summary, Prepare: o.prepare, Silent: silent,
-		Gates: a.Gates, DecisionPoll: opts.Rollout.DecisionPoll}
+		Gates: a.Gates, DecisionPoll: opts.Rollout.DecisionPoll, ReconcileEvery: opts.ReconcileEvery}
 	if st.Canary != nil {
 		job.CanaryChecks = a.canaryChecks()
 	}

@@ -24,9 +24,6 @@ type provLog struct {
 func (p *provLog) hook(want *bus.Provenance) func(ctx context.Context, host string, c workflows.Call) {
 	return func(ctx context.Context, host string, c workflows.Call) {
 		got := workflows.ProvenanceFrom(ctx)
-		if got == nil && c.Agent == "rpcutil" && c.Action == "ping" {
-			return // the preflight, sent before the run (and its id) exists
-		}
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		if got == nil || got.Run == "" || got.Ticket != want.Ticket || got.BuildURL != want.BuildURL {

@@ -44,6 +44,10 @@ type Fleet struct {
 	Available []string
 	// Silent lists "host agent.action" calls that get no answer.
 	Silent map[string]bool
+	// ReportSilent makes a broadcast report its silent matching hosts as
+	// no response, as the bus does when the registry lists the hosts a
+	// broadcast expects; without it they are simply absent.
+	ReportSilent bool
 	// Fail lists "host agent.action" calls that fail with the given error.
 	Fail map[string]string
 	// Hook runs before each call reaches a host (once per targeted host,
@@ -187,7 +191,7 @@ func (f *Fleet) Call(ctx context.Context, c workflows.Call) ([]workflows.Result,
 		n := f.Nodes[h]
 		if n == nil || f.Silent[key] {
 			f.mu.Unlock()
-			if len(c.Hosts) > 0 {
+			if len(c.Hosts) > 0 || (f.ReportSilent && n != nil) {
 				out = append(out, workflows.Result{Host: h, NoResponse: true})
 			}
 			continue
