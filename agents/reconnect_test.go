@@ -1,17 +1,16 @@
 package agents
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/internal/broker"
+	"github.com/signetbus/signet/internal/testio"
 )
 
 // TestReconnectDelay: signetd retries about every second, as the client
@@ -31,23 +30,6 @@ func TestReconnectDelay(t *testing.T) {
 	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestReconnectLogNamesBroker: while the broker is down, signetd logs at
 // warn level which broker it cannot reach and why, and logs the
 // reconnection.
@@ -58,7 +40,7 @@ func TestReconnectLogNamesBroker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs testio.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	url := fmt.Sprintf("nats://alice:secret@127.0.0.1:%d", port)
 	nc, err := Connect(NATSConfig{URLs: []string{url}}, "test", log)

@@ -14,6 +14,7 @@ import (
 	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/internal/audit"
 	"github.com/signetbus/signet/internal/broker/brokertest"
+	"github.com/signetbus/signet/internal/testio"
 	"github.com/signetbus/signet/plugins"
 )
 
@@ -56,13 +57,13 @@ func (vault) Run(_ context.Context, r *plugins.Request) (*plugins.Result, error)
 // client to send signed requests.
 type secretHost struct {
 	client *bus.Client
-	audit  *syncBuffer
-	log    *syncBuffer
+	audit  *testio.Buffer
+	log    *testio.Buffer
 }
 
 func newSecretHost(t *testing.T) *secretHost {
 	f := newFixture(t, "admin", "rules:\n  - roles: [admin]\n    allow: [\"*\"]\n")
-	sh := &secretHost{audit: &syncBuffer{}, log: &syncBuffer{}}
+	sh := &secretHost{audit: &testio.Buffer{}, log: &testio.Buffer{}}
 	log := slog.New(slog.NewJSONHandler(sh.log, nil))
 	h, err := NewHost(HostOptions{Identity: "web1", Collective: "t", Plugins: map[string]plugins.Plugin{"vault": vault{}},
 		AuthorizedKeys: f.cfg.AuthorizedKeys, Policy: f.cfg.Policy, ActionTimeout: time.Minute, Logger: log})

@@ -7,29 +7,13 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/signetbus/signet/internal/testio"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func freeTCPPort(t *testing.T) int {
 	t.Helper()
@@ -64,7 +48,7 @@ func TestBrokerMonitorListen(t *testing.T) {
 	port, mport := freeTCPPort(t), freeTCPPort(t)
 	maddr := "127.0.0.1:" + strconv.Itoa(mport)
 	ctx, cancel := context.WithCancel(context.Background())
-	var errb syncBuffer
+	var errb testio.Buffer
 	done := make(chan int)
 	go func() {
 		done <- Main(ctx, []string{"broker", "--port", strconv.Itoa(port), "--store", t.TempDir(), "--monitor-listen", maddr},
@@ -132,7 +116,7 @@ func TestBrokerMonitorListen(t *testing.T) {
 // every connection and account; they are not served beyond this machine
 // unless allowed.
 func TestBrokerMonitorListenMustBeLoopback(t *testing.T) {
-	var out syncBuffer
+	var out testio.Buffer
 	code := Main(context.Background(), []string{"broker", "--store", t.TempDir(), "--monitor-listen", "0.0.0.0:8222"},
 		IO{In: strings.NewReader(""), Out: &out, Err: &out, Getenv: func(string) string { return "" }})
 	if code != 2 || !strings.Contains(out.String(), "--monitor-listen: metrics: listen address is not a loopback address") {

@@ -6,12 +6,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/signetbus/signet/internal/keys"
 	"github.com/signetbus/signet/internal/lab"
+	"github.com/signetbus/signet/internal/testio"
 )
 
 // TestKeygenWritesWhereTheClientLooks: the key `signet keygen` writes by
@@ -232,7 +232,7 @@ func TestHAProxyState(t *testing.T) {
 func TestLabNamesSignetAsRun(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var out bytes.Buffer
-	errb := &lockedBuffer{}
+	errb := &testio.Buffer{}
 	done := make(chan int)
 	go func() {
 		done <- Main(ctx, []string{"lab", "--hosts", "1", "--dir", t.TempDir()}, IO{In: strings.NewReader(""), Out: &out, Err: errb, Getenv: envMap(nil)})
@@ -248,22 +248,4 @@ func TestLabNamesSignetAsRun(t *testing.T) {
 	if !strings.Contains(errb.String(), "  "+want+"\n") {
 		t.Fatalf("want %q in:\n%s", want, errb.String())
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe to read while a command writes it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/signetbus/signet/internal/testio"
 )
 
 // TestREADMELabCA runs the README's certificate-mode commands: `signet lab
@@ -23,11 +25,11 @@ func TestREADMELabCA(t *testing.T) {
 	}
 	dir := filepath.Join(t.TempDir(), ".lab-ca")
 	ctx, cancel := context.WithCancel(context.Background())
-	labErr := &lockedBuffer{}
+	labErr := &testio.Buffer{}
 	done := make(chan int, 1)
 	go func() {
 		done <- Main(ctx, []string{"lab", "--ca", "--hosts", "2", "--dir", dir},
-			IO{In: strings.NewReader(""), Out: &lockedBuffer{}, Err: labErr, Getenv: envMap(map[string]string{"USER": "tester"})})
+			IO{In: strings.NewReader(""), Out: &testio.Buffer{}, Err: labErr, Getenv: envMap(map[string]string{"USER": "tester"})})
 	}()
 	t.Cleanup(func() {
 		cancel()

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/signetbus/signet/bus"
+	"github.com/signetbus/signet/internal/testio"
 )
 
 // TestClientConfigProtocol: `protocol:` in the client config signs in the
@@ -29,7 +30,7 @@ func TestClientConfigProtocol(t *testing.T) {
 		return p
 	}
 	run := func(cfg string, args ...string) (int, string, string) {
-		var out, errb syncBuffer
+		var out, errb testio.Buffer
 		code := Main(context.Background(), append([]string{"--config", cfg}, args...),
 			IO{In: strings.NewReader(""), Out: &out, Err: &errb, Getenv: func(string) string { return "" }})
 		return code, out.String(), errb.String()

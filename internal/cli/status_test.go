@@ -16,6 +16,7 @@ import (
 	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/internal/keys/keytest"
 	"github.com/signetbus/signet/internal/lab"
+	"github.com/signetbus/signet/internal/testio"
 )
 
 // statusLab is a lab of three real responders (signetd 1.2.3, facts env=lab,
@@ -72,7 +73,7 @@ func entry(id, version string, updated time.Time, facts map[string]string) map[s
 // stdout; stdout must be exactly one Nagios line.
 func runStatus(t *testing.T, config string, args ...string) (int, string) {
 	t.Helper()
-	var out, errb syncBuffer
+	var out, errb testio.Buffer
 	code := Main(context.Background(), append([]string{"status", "--config", config}, args...),
 		IO{In: strings.NewReader(""), Out: &out, Err: &errb, Getenv: func(string) string { return "" }})
 	if strings.Count(out.String(), "\n") != 1 && !strings.Contains(strings.Join(args, " "), "--json") {
@@ -177,7 +178,7 @@ func TestStatusUnknownWithoutBroker(t *testing.T) {
 // minutes of silence).
 func TestStatusStaleRealEntries(t *testing.T) {
 	l := statusLab(t)
-	var out syncBuffer
+	var out testio.Buffer
 	g := &globalOptions{io: &IO{Out: &out, Err: &out, Getenv: func(string) string { return "" }}, config: l.ClientConfig}
 	o := &statusOptions{expect: 3, stale: 75 * time.Second, warnMissing: "0", critMissing: "0", warnStale: "0", critStale: "1",
 		timeout: 10 * time.Second, now: func() time.Time { return time.Now().Add(2 * time.Minute) }}

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,25 +15,8 @@ import (
 	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/internal/broker/brokertest"
 	"github.com/signetbus/signet/internal/keys/keytest"
+	"github.com/signetbus/signet/internal/testio"
 )
-
-// lockedBuffer is the daemon's stderr, read while it runs.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 type onlyKey struct{ k ssh.PublicKey }
 
@@ -50,7 +32,7 @@ func TestLogLinesNameTheHostOnce(t *testing.T) {
 	d := newDaemonFiles(t)
 	d.write(t, `nats: {urls: ["`+srv.ClientURL()+`"]}`)
 	ctx, cancel := context.WithCancel(context.Background())
-	stderr := &lockedBuffer{}
+	stderr := &testio.Buffer{}
 	done := make(chan int, 1)
 	go func() {
 		var out bytes.Buffer

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 
 	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/internal/broker/brokertest"
+	"github.com/signetbus/signet/internal/testio"
 )
 
 // TestLogrotateReopensAuditLog runs the packaged logrotate config with the
@@ -53,7 +53,7 @@ func TestLogrotateReopensAuditLog(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	d := exec.CommandContext(ctx, bin, "--config", conf)
-	stderr := &lockedBuffer{}
+	stderr := &testio.Buffer{}
 	d.Stderr = stderr
 	if err := d.Start(); err != nil {
 		t.Fatal(err)
@@ -141,23 +141,4 @@ func TestLogrotateReopensAuditLog(t *testing.T) {
 	if fi, err := os.Stat(audit); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("the new audit log: %v, mode %v, want 0600", err, fi.Mode().Perm())
 	}
-}
-
-// lockedBuffer is a bytes.Buffer that signetd's output and the test's
-// error messages may use at the same time.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
