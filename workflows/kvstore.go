@@ -57,7 +57,10 @@ type KVStore struct {
 	runs, locks jetstream.KeyValue
 }
 
-var _ Store = (*KVStore)(nil)
+var (
+	_ Store   = (*KVStore)(nil)
+	_ Updater = (*KVStore)(nil)
+)
 
 // NewKVStore creates (or updates) the buckets and returns the store.
 func NewKVStore(ctx context.Context, js jetstream.JetStream, cfg KVConfig) (*KVStore, error) {
@@ -218,6 +221,52 @@ func (s *KVStore) Load(ctx context.Context, id string) (*RunState, error) {
 		return nil, fmt.Errorf("load run %s: %w: the stored state is of run %s", id, ErrStateInvalid, st.ID)
 	}
 	return st, nil
+}
+
+// Update implements Updater with the bucket's compare-and-set: the state
+// is read with its revision, and written only if the key still has that
+// revision; after a concurrent write it is read (and verified) again.
+func (s *KVStore) Update(ctx context.Context, id string, fn func(*RunState) error) error {
+	key, err := runKey(id)
+	if err != nil {
+		return fmt.Errorf("update run: %w", err)
+	}
+	kv, err := s.runsKV(ctx, false)
+	if err != nil {
+		return fmt.Errorf("update run %s: %w", id, err)
+	}
+	for range updateAttempts {
+		e, err := kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return fmt.Errorf("load run %s: %w", id, ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("load run %s: %w", id, err)
+		}
+		st, _, err := OpenRunState(e.Value(), s.trusted)
+		if err != nil {
+			return fmt.Errorf("load run %s: %w", id, err)
+		}
+		if st.ID != id {
+			return fmt.Errorf("load run %s: %w: the stored state is of run %s", id, ErrStateInvalid, st.ID)
+		}
+		if err := fn(st); err != nil {
+			return err
+		}
+		b, err := SealRunState(s.cfg.Signer, st)
+		if err != nil {
+			return fmt.Errorf("save run %s: %w", id, err)
+		}
+		_, err = kv.Update(ctx, key, b, e.Revision())
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("save run %s: %w", id, err)
+		}
+		// Written by someone else since the read: read it again.
+	}
+	return fmt.Errorf("save run %s: %w", id, ErrConflict)
 }
 
 // Lock implements Store: Create on the key succeeds only when nobody holds

@@ -247,6 +247,30 @@ func (m *MemStore) Load(_ context.Context, id string) (*RunState, error) {
 	return &st, nil
 }
 
+// Update implements Updater: fn runs under the store's lock, so no write
+// comes in between.
+func (m *MemStore) Update(_ context.Context, id string, fn func(*RunState) error) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, ok := m.runs[id]
+	if !ok {
+		return fmt.Errorf("load run %s: %w", id, ErrNotFound)
+	}
+	var st RunState
+	if err := json.Unmarshal(b, &st); err != nil {
+		return fmt.Errorf("load run %s: %w", id, err)
+	}
+	if err := fn(&st); err != nil {
+		return err
+	}
+	b, err := json.Marshal(&st)
+	if err != nil {
+		return fmt.Errorf("save run %s: %w", id, err)
+	}
+	m.runs[id] = b
+	return nil
+}
+
 // Lock implements Store.
 func (m *MemStore) Lock(_ context.Context, name string, lease Lease) (Held, error) {
 	m.mu.Lock()

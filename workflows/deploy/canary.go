@@ -149,10 +149,12 @@ func Decide(ctx context.Context, soft <-chan struct{}, d Decision, opts Options)
 	if st.Workflow != "deploy" {
 		return nil, fmt.Errorf("%s %s: want a deploy run, found workflow %q", d.Decision, d.Run, st.Workflow)
 	}
-	if err := workflows.Decide(st, d.Decision, opts.User, time.Now()); err != nil {
-		return nil, err
-	}
-	if err := opts.Store.Save(ctx, st); err != nil {
+	// Recorded with a compare-and-set: of two operators deciding at
+	// once, one is told the other already decided.
+	if _, err := workflows.RecordDecision(ctx, opts.Store, d.Run, d.Decision, opts.User, time.Now()); err != nil {
+		if errors.Is(err, workflows.ErrNotWaiting) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("%s %s: record the decision: %w", d.Decision, d.Run, err)
 	}
 	opts.Yes = true
