@@ -62,13 +62,21 @@ func ApprovalBucketConfig(collective string) jetstream.KeyValueConfig {
 		Description: "signet pending requests and approvals of collective " + collective, TTL: approvalBucketTTL}
 }
 
-// OpenApprovalStore opens the collective's approvals bucket, creating it
-// when missing.
+// OpenApprovalStore opens the collective's approvals bucket in the
+// JetStream domain of the broker nc is connected to, creating it when
+// missing.
 func OpenApprovalStore(ctx context.Context, nc *nats.Conn, collective string) (*ApprovalStore, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("approvals: %w", err)
 	}
+	return OpenApprovalStoreIn(ctx, js, collective)
+}
+
+// OpenApprovalStoreIn is OpenApprovalStore through js: another JetStream
+// domain's (a DR site's, reached through its leafnode, where its
+// requesters submit) when js was made for it.
+func OpenApprovalStoreIn(ctx context.Context, js jetstream.JetStream, collective string) (*ApprovalStore, error) {
 	// Open before creating: on a locked-down broker clients may not create
 	// streams, and the broker provisions the bucket (ApprovalBucketConfig).
 	kv, err := js.KeyValue(ctx, ApprovalBucket(collective))

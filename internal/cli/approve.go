@@ -63,7 +63,7 @@ func (g *globalOptions) runApproved(ctx context.Context, q *queryFlags, af *appr
 	if err != nil {
 		return nil, err
 	}
-	store, err := bus.OpenApprovalStore(ctx, s.nc, s.cfg.Collective)
+	store, err := s.approvalStore(ctx)
 	if err != nil {
 		return nil, withHint(err, "approvals need a broker with JetStream (signet broker has it)")
 	}
@@ -134,7 +134,7 @@ func approveRun(ctx context.Context, g *globalOptions, o *approveOptions, id str
 		return err
 	}
 	defer s.Close()
-	store, err := bus.OpenApprovalStore(ctx, s.nc, s.cfg.Collective)
+	store, err := s.approvalStore(ctx)
 	if err != nil {
 		return err
 	}
@@ -237,7 +237,7 @@ func approvalsRun(ctx context.Context, g *globalOptions, _ *approvalsOptions) er
 		return err
 	}
 	defer s.Close()
-	store, err := bus.OpenApprovalStore(ctx, s.nc, s.cfg.Collective)
+	store, err := s.approvalStore(ctx)
 	if err != nil {
 		return err
 	}
@@ -306,7 +306,7 @@ func (g *globalOptions) planApprover(ws *workflowSession, af *approvalFlags, inf
 		if err != nil {
 			return err
 		}
-		store, err := bus.OpenApprovalStore(ctx, ws.nc, ws.cfg.Collective)
+		store, err := ws.approvalStore(ctx)
 		if err != nil {
 			return withHint(err, "approvals need a broker with JetStream (signet broker has it)")
 		}
