@@ -13,23 +13,23 @@ import (
 	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/bus/control"
 	"github.com/signetbus/signet/internal/audit/ship"
-	"github.com/signetbus/signet/internal/broker"
 	"github.com/signetbus/signet/internal/config"
 )
 
 // TestReplySubjectGap pins what nats-server's subject permissions cannot
-// stop (docs/security.md, "Where the server publishes for a user"): it
+// stop (docs/security.md, "Where the broker publishes for a user"): it
 // checks the subject a user publishes on, never the reply subject of a
 // request nor a push consumer's deliver subject, and JetStream answers on
 // them as the account's own internal client. So an operator's broker
-// account that may read any bucket it writes has the broker deliver the
-// bytes it wrote onto any subject, whichever read it uses: a push
-// consumer (also one created through the filter-pinning
-// $JS.API.CONSUMER.CREATE.S.NAME.FILTER form), a pull consumer's next
-// request, or a direct get. It reaches another operator's inbox, a key
-// of the control bucket only admins may write, and another host's audit
-// subject. Every one of those is signed or chained, and the readers drop
-// what does not verify (the tests named in docs/security.md).
+// account has the broker deliver what it may read onto any subject,
+// whichever read it uses: a push consumer (also one created through the
+// filter-pinning $JS.API.CONSUMER.CREATE.S.NAME.FILTER form), a pull
+// consumer's next request, a direct get; it reaches another operator's
+// inbox, a key of the control bucket only admins may write, and another
+// host's audit subject. That is why operators read the buckets they write
+// only by message gets (TestBucketsClientsWriteDeliverNowhere): what they
+// can place elsewhere is a copy of a message a host or an admin signed,
+// or the broker's JSON, never bytes of their own.
 //
 // When this test fails, nats-server has started to check these subjects:
 // tighten PermissionsFor and the docs accordingly.
@@ -37,6 +37,7 @@ func TestReplySubjectGap(t *testing.T) {
 	l := startLocked(t)
 	alice, alicev := l.connect(t, "alice")
 	bob, _ := l.connect(t, "bob")
+	web1, _ := l.connect(t, "web1")
 	root, _ := l.connect(t, "root")
 	bobInbox := config.InboxPrefix(l.users["bob"].NKey)
 	got := make(chan *nats.Msg, 64)
@@ -47,26 +48,22 @@ func TestReplySubjectGap(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
-	// alice writes bytes of her choosing into the approvals bucket, and
-	// into a workflow bucket she may not consume at all.
-	approvals := "KV_" + bus.ApprovalBucket(collective)
-	for _, k := range []string{"request.x", "request.y"} {
-		if _, err := kv(t, alice, bus.ApprovalBucket(collective)).Put(ctx, k, []byte("forged "+k)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := kv(t, alice, broker.RunsBucket).Put(ctx, "x", []byte("forged")); err != nil {
+	// web1's registry entry, which alice may read.
+	registry := bus.RegistryBucket(collective)
+	if _, err := kv(t, web1, registry).Put(ctx, "web1", []byte("web1's entry")); err != nil {
 		t.Fatal(err)
 	}
-	delivered := func(t *testing.T, subject, data string) {
+	stream := "KV_" + registry
+	entry := "$KV." + registry + ".web1"
+	delivered := func(t *testing.T, subject string) {
 		t.Helper()
 		for {
 			select {
 			case m := <-got:
 				// A consumer delivers with the stream subject on the wire,
 				// routed by the deliver subject to bob's subscription.
-				if string(m.Data) == data && (m.Subject == subject || strings.HasPrefix(m.Subject, "$KV.")) {
-					t.Logf("bob received alice's bytes (%s, on %s)", subject, m.Subject)
+				if string(m.Data) == "web1's entry" && (m.Subject == subject || m.Subject == entry) {
+					t.Logf("bob received web1's entry (%s, on %s)", subject, m.Subject)
 					return
 				}
 			case err := <-alicev:
@@ -83,11 +80,16 @@ func TestReplySubjectGap(t *testing.T) {
 		}
 		alice.Flush()
 	}
+	js, _ := jetstream.New(alice)
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	t.Run("push consumer through the filter-pinning create", func(t *testing.T) {
 		// With a filter, nats.go creates it on
-		// $JS.API.CONSUMER.CREATE.STREAM.NAME.FILTER, and the server
-		// checks the filter against the subject, not the deliver subject.
+		// $JS.API.CONSUMER.CREATE.STREAM.NAME.FILTER; the server checks
+		// the filter against the subject, not the deliver subject.
 		to := bobInbox + ".push"
 		// A push consumer delivers only while the deliver subject has
 		// interest as such (a literal subscription, like a host's
@@ -96,54 +98,43 @@ func TestReplySubjectGap(t *testing.T) {
 			t.Fatal(err)
 		}
 		bob.Flush()
-		js, _ := jetstream.New(alice)
-		st, err := js.Stream(ctx, approvals)
-		if err != nil {
-			t.Fatal(err)
-		}
 		if _, err := st.CreateOrUpdatePushConsumer(ctx, jetstream.ConsumerConfig{Name: "c1", DeliverSubject: to,
-			AckPolicy: jetstream.AckNonePolicy, FilterSubject: "$KV." + bus.ApprovalBucket(collective) + ".request.x"}); err != nil {
+			AckPolicy: jetstream.AckNonePolicy, FilterSubject: entry}); err != nil {
 			t.Fatal(err)
 		}
-		delivered(t, to, "forged request.x")
+		delivered(t, to)
 	})
 	t.Run("pull consumer next with a reply subject", func(t *testing.T) {
-		js, _ := jetstream.New(alice)
-		st, err := js.Stream(ctx, approvals)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Name: "c2", AckPolicy: jetstream.AckNonePolicy,
-			FilterSubject: "$KV." + bus.ApprovalBucket(collective) + ".request.y"}); err != nil {
+		if _, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Name: "c2", AckPolicy: jetstream.AckNonePolicy, FilterSubject: entry}); err != nil {
 			t.Fatal(err)
 		}
 		to := bobInbox + ".pull"
-		request("$JS.API.CONSUMER.MSG.NEXT."+approvals+".c2", to, map[string]any{"batch": 1})
-		delivered(t, to, "forged request.y")
+		request("$JS.API.CONSUMER.MSG.NEXT."+stream+".c2", to, map[string]any{"batch": 1})
+		delivered(t, to)
 	})
-	t.Run("direct get of a bucket without consumers", func(t *testing.T) {
+	t.Run("direct get", func(t *testing.T) {
 		to := bobInbox + ".direct"
-		request("$JS.API.DIRECT.GET.KV_"+broker.RunsBucket, to, map[string]any{"last_by_subj": "$KV." + broker.RunsBucket + ".x"})
-		delivered(t, to, "forged")
+		request("$JS.API.DIRECT.GET."+stream, to, map[string]any{"last_by_subj": entry})
+		delivered(t, to)
 	})
 	t.Run("into the control bucket and another host's audit", func(t *testing.T) {
 		locks := "$KV." + control.Bucket(collective) + "." + control.KindLocks
 		audit := ship.Subject(collective, "web2.example.com")
 		for _, to := range []string{locks, audit} {
-			request("$JS.API.DIRECT.GET.KV_"+broker.RunsBucket, to, map[string]any{"last_by_subj": "$KV." + broker.RunsBucket + ".x"})
+			request("$JS.API.DIRECT.GET."+stream, to, map[string]any{"last_by_subj": entry})
 		}
 		time.Sleep(200 * time.Millisecond)
 		e, err := kv(t, root, control.Bucket(collective)).Get(ctx, control.KindLocks)
-		if err != nil || string(e.Value()) != "forged" {
+		if err != nil || string(e.Value()) != "web1's entry" {
 			t.Fatalf("locks key after the direct get: %v %v (nats-server checks it now: update docs/security.md)", e, err)
 		}
-		js, _ := jetstream.New(root)
-		st, err := js.Stream(ctx, ship.Stream(collective))
+		rjs, _ := jetstream.New(root)
+		ast, err := rjs.Stream(ctx, ship.Stream(collective))
 		if err != nil {
 			t.Fatal(err)
 		}
-		m, err := st.GetLastMsgForSubject(ctx, audit)
-		if err != nil || string(m.Data) != "forged" {
+		m, err := ast.GetLastMsgForSubject(ctx, audit)
+		if err != nil || string(m.Data) != "web1's entry" {
 			t.Fatalf("web2's audit subject after the direct get: %v (nats-server checks it now: update docs/security.md)", err)
 		}
 		// What the hosts and admins make of it: the locks document does
