@@ -16,7 +16,8 @@ import (
 // names the admin but is no request, so verify does not ask it for a
 // signed request (lockdown_ops.txtar found every such record reported as
 // "keeps no signed request"). A request record made to look like one (its
-// subject changed, its evidence dropped) is still reported.
+// subject changed, its evidence and even its request id dropped) is still
+// reported: it names an agent and action.
 func TestVerifyAcceptsControlRecords(t *testing.T) {
 	key, op := keytest.Signer(t), keytest.Signer(t)
 	fp := ssh.FingerprintSHA256(op.PublicKey())
@@ -35,10 +36,15 @@ func TestVerifyAcceptsControlRecords(t *testing.T) {
 		t.Fatalf("findings %v, %d request signatures verified; want none and 1", rep.Findings, rep.Hosts[0].Requests)
 	}
 
-	disguised := audittest.Record(t, op, "alice", "web1", "r2", "package", "update", nil)
-	disguised.Subject, disguised.Frame = "control.locks", nil
-	rep = Verify(FileLines(signedLog(t, key, recs[0], disguised), "audit.jsonl"), VerifyOptions{HostKey: keysOf("web1", key), FromStart: true})
-	if len(rep.Findings) != 1 || !strings.Contains(rep.Findings[0].Detail, "keeps no signed request") {
-		t.Fatalf("a request record dressed as a control record: findings %v", rep.Findings)
+	for _, noID := range []bool{false, true} {
+		disguised := audittest.Record(t, op, "alice", "web1", "r2", "package", "update", nil)
+		disguised.Subject, disguised.Frame = "control.locks", nil
+		if noID {
+			disguised.RequestID = ""
+		}
+		rep = Verify(FileLines(signedLog(t, key, recs[0], disguised), "audit.jsonl"), VerifyOptions{HostKey: keysOf("web1", key), FromStart: true})
+		if len(rep.Findings) != 1 || !strings.Contains(rep.Findings[0].Detail, "keeps no signed request") {
+			t.Fatalf("a request record dressed as a control record (request id dropped: %v): findings %v", noID, rep.Findings)
+		}
 	}
 }

@@ -325,11 +325,11 @@ func FileLines(data []byte, name string) []Line {
 
 // controlRecord says whether e is a host's record of a control document
 // it applied or refused (a lock, an unlock, a revocation: subject
-// "control.KIND", no request id). It names the admin who signed the
-// document but is no request, so it keeps no signed request; the document
-// itself stays in the control bucket's history and the host's
-// control_state. Like every line, it is covered by the chain and the
-// checkpoints.
+// "control.KIND", no request id, agent or action). It names the admin who
+// signed the document but is no request, so it keeps no signed request;
+// the document itself stays in the control bucket's history and the
+// host's control_state. Like every line, it is covered by the chain and
+// the checkpoints.
 func controlRecord(e *Entry) bool {
-	return e.RequestID == "" && strings.HasPrefix(e.Subject, "control.")
+	return e.RequestID == "" && e.Agent == "" && e.Action == "" && strings.HasPrefix(e.Subject, "control.")
 }
