@@ -113,8 +113,14 @@ func kvRead(bucket string) []string { return streamRead("KV_" + bucket) }
 // host's audit subject: TestReplySubjectGap). A message get answers in the
 // broker's JSON, which no reader takes for anything else.
 func kvGetPut(bucket string) []string {
+	return append(kvGet(bucket), "$KV."+bucket+".>")
+}
+
+// kvGet is opening a bucket and getting its keys by message gets, as
+// kvGetPut without writes.
+func kvGet(bucket string) []string {
 	s := "KV_" + bucket
-	return []string{"$JS.API.STREAM.INFO." + s, "$JS.API.STREAM.MSG.GET." + s, "$KV." + bucket + ".>"}
+	return []string{"$JS.API.STREAM.INFO." + s, "$JS.API.STREAM.MSG.GET." + s}
 }
 
 // PermissionsFor returns the subject permissions of u in collective; nil for
@@ -151,7 +157,11 @@ func PermissionsFor(collective string, u User) *Permissions {
 	case RoleClient:
 		pub := []string{collective + ".agent.*", collective + ".node.>"}
 		pub = append(pub, kvRead(registryBucket(collective))...)
-		pub = append(pub, kvRead(controlBucket(collective))...)
+		// The revocation list and locks: message gets only (signet lock
+		// --list). A raw read (consumer, direct get) of an older
+		// admin-signed document could name the bucket's key as its reply
+		// subject and make that document current again.
+		pub = append(pub, kvGet(controlBucket(collective))...)
 		pub = append(pub, streamRead(auditStream(collective))...)
 		// Deploy runs and locks: get and write, no consumer (kvGetPut).
 		pub = append(pub, kvGetPut(RunsBucket)...)

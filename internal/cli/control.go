@@ -79,7 +79,10 @@ func (g *globalOptions) controlSession(ctx context.Context, o *controlOptions) (
 func (cs *controlSession) update(ctx context.Context, kind string, edit func(*control.Document) error) (*control.Document, error) {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	ctx, refused := cancelOnRefusal(ctx, cs.nc, "$KV."+control.Bucket(cs.cfg.Collective)+".")
+	// An operator's broker user may neither read the bucket's history
+	// (a consumer) nor write it.
+	bucket := control.Bucket(cs.cfg.Collective)
+	ctx, refused := cancelOnRefusal(ctx, cs.nc, "$KV."+bucket+".", "$JS.API.CONSUMER.CREATE.KV_"+bucket+".")
 	d, err := cs.store.Update(ctx, control.UpdateOptions{Kind: kind, Signer: cs.signer, By: cs.cfg.User, TrustBase: cs.trust, Edit: edit})
 	if err != nil && refused() {
 		return nil, withHint(fmt.Errorf("the broker refused to store the %s document: your broker user may not write the control bucket %s", kind, control.Bucket(cs.cfg.Collective)),
@@ -89,12 +92,12 @@ func (cs *controlSession) update(ctx context.Context, kind string, edit func(*co
 }
 
 // cancelOnRefusal returns a context that ends as soon as the broker
-// refuses nc a publish on a subject starting with prefix (a permissions
+// refuses nc a publish on a subject starting with one of prefixes (a permissions
 // violation, which nats.go reports only asynchronously: the publish
 // itself would wait for its acknowledgement until ctx ends), and a
 // function that says whether it did. The connection's error handler is
 // called as before.
-func cancelOnRefusal(ctx context.Context, nc *nats.Conn, prefix string) (context.Context, func() bool) {
+func cancelOnRefusal(ctx context.Context, nc *nats.Conn, prefixes ...string) (context.Context, func() bool) {
 	ctx, cancel := context.WithCancel(ctx)
 	var hit atomic.Bool
 	prev := nc.ErrorHandler()
@@ -102,9 +105,14 @@ func cancelOnRefusal(ctx context.Context, nc *nats.Conn, prefix string) (context
 		if prev != nil {
 			prev(c, sub, err)
 		}
-		if errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), `Publish to "`+prefix) {
-			hit.Store(true)
-			cancel()
+		if !errors.Is(err, nats.ErrPermissionViolation) {
+			return
+		}
+		for _, p := range prefixes {
+			if strings.Contains(err.Error(), `Publish to "`+p) {
+				hit.Store(true)
+				cancel()
+			}
 		}
 	})
 	context.AfterFunc(ctx, func() { nc.SetErrorHandler(prev) })

@@ -67,8 +67,9 @@ func Buckets(ctx context.Context, nc *nats.Conn, o Options) error {
 	if _, err := replicas.KeyValue(ctx, js, release.RecordsBucketConfig(), replicas.Auto); err != nil {
 		return fmt.Errorf("provision: release records bucket: %w", err)
 	}
-	// The buckets operators write are read by message gets only.
-	for _, b := range []string{bus.ApprovalBucket(o.Collective), broker.RunsBucket, broker.LocksBucket, release.RecordsBucket} {
+	// The buckets operators write, and the control bucket, are read by
+	// operators with message gets only (broker.PermissionsFor).
+	for _, b := range []string{bus.ApprovalBucket(o.Collective), broker.RunsBucket, broker.LocksBucket, release.RecordsBucket, control.Bucket(o.Collective)} {
 		if err := noDirect(ctx, js, "KV_"+b); err != nil {
 			return err
 		}
