@@ -50,9 +50,16 @@ type Pending struct {
 	Approvals []SignedApproval
 }
 
-// ApprovalStore is a collective's approvals bucket.
+// ApprovalStore is a collective's approvals bucket. It reads the bucket
+// with message gets only, never a consumer: on a locked-down broker
+// (internal/broker PermissionsFor) operators write this bucket, and a
+// consumer of a stream one writes lets one have the broker publish its
+// bytes on any subject (nats-server does not check a deliver or reply
+// subject against the requester's permissions; docs/security.md).
 type ApprovalStore struct {
-	kv jetstream.KeyValue
+	kv     jetstream.KeyValue
+	st     jetstream.Stream
+	bucket string
 }
 
 // ApprovalBucketConfig is the approvals bucket of a collective, as the
@@ -62,13 +69,21 @@ func ApprovalBucketConfig(collective string) jetstream.KeyValueConfig {
 		Description: "signet pending requests and approvals of collective " + collective, TTL: approvalBucketTTL}
 }
 
-// OpenApprovalStore opens the collective's approvals bucket, creating it
-// when missing.
+// OpenApprovalStore opens the collective's approvals bucket in the
+// JetStream domain of the broker nc is connected to, creating it when
+// missing.
 func OpenApprovalStore(ctx context.Context, nc *nats.Conn, collective string) (*ApprovalStore, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("approvals: %w", err)
 	}
+	return OpenApprovalStoreIn(ctx, js, collective)
+}
+
+// OpenApprovalStoreIn is OpenApprovalStore through js: another JetStream
+// domain's (a DR site's, reached through its leafnode, where its
+// requesters submit) when js was made for it.
+func OpenApprovalStoreIn(ctx context.Context, js jetstream.JetStream, collective string) (*ApprovalStore, error) {
 	// Open before creating: on a locked-down broker clients may not create
 	// streams, and the broker provisions the bucket (ApprovalBucketConfig).
 	kv, err := js.KeyValue(ctx, ApprovalBucket(collective))
@@ -78,7 +93,45 @@ func OpenApprovalStore(ctx context.Context, nc *nats.Conn, collective string) (*
 	if err != nil {
 		return nil, fmt.Errorf("approvals: open bucket %s: %w", ApprovalBucket(collective), err)
 	}
-	return &ApprovalStore{kv: kv}, nil
+	st, err := js.Stream(ctx, "KV_"+ApprovalBucket(collective))
+	if err != nil {
+		return nil, fmt.Errorf("approvals: open bucket %s: %w", ApprovalBucket(collective), err)
+	}
+	return &ApprovalStore{kv: kv, st: st, bucket: ApprovalBucket(collective)}, nil
+}
+
+// maxScan bounds how many stored messages one listing reads.
+const maxScan = 100_000
+
+// entries returns the current value of every key of the bucket that
+// starts with prefix ("request." or "approval.ID."), read by message gets
+// one after another through the stream (the next message at or after a
+// sequence on the prefix's subjects); deleted and purged keys are left
+// out.
+func (s *ApprovalStore) entries(ctx context.Context, prefix string) (map[string][]byte, error) {
+	subjects := "$KV." + s.bucket + "."
+	out := map[string][]byte{}
+	seq := uint64(1)
+	for n := 0; ; n++ {
+		if n == maxScan {
+			return nil, fmt.Errorf("approvals: more than %d entries under %s in bucket %s: someone floods it; an admin purges it (nats kv purge)", maxScan, prefix, s.bucket)
+		}
+		m, err := s.st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subjects+prefix+">"))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("approvals: read bucket %s: %w", s.bucket, err)
+		}
+		key := strings.TrimPrefix(m.Subject, subjects)
+		switch m.Header.Get("KV-Operation") {
+		case "DEL", "PURGE":
+			delete(out, key)
+		default:
+			out[key] = m.Data
+		}
+		seq = m.Sequence + 1
+	}
 }
 
 // Submit signs a pending request with the requester's key and stores it.
@@ -185,47 +238,35 @@ func (s *ApprovalStore) Get(ctx context.Context, id string) (*Pending, error) {
 	if p.Request.ID != id {
 		return nil, fmt.Errorf("%w: entry request.%s holds request %s", ErrApproval, id, p.Request.ID)
 	}
-	keys, err := s.kv.ListKeys(ctx, jetstream.MetaOnly())
+	approvals, err := s.entries(ctx, "approval."+id+".")
 	if err != nil {
 		return nil, err
 	}
-	for k := range keys.Keys() {
-		if !strings.HasPrefix(k, "approval."+id+".") {
-			continue
-		}
-		if sa, ok := s.approval(ctx, k); ok {
-			p.Approvals = append(p.Approvals, *sa)
+	keys := make([]string, 0, len(approvals))
+	for k := range approvals {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		var sa SignedApproval
+		if json.Unmarshal(approvals[k], &sa) == nil {
+			p.Approvals = append(p.Approvals, sa)
 		}
 	}
 	return p, nil
-}
-
-func (s *ApprovalStore) approval(ctx context.Context, key string) (*SignedApproval, bool) {
-	e, err := s.kv.Get(ctx, key)
-	if err != nil {
-		return nil, false
-	}
-	var sa SignedApproval
-	if json.Unmarshal(e.Value(), &sa) != nil {
-		return nil, false
-	}
-	return &sa, true
 }
 
 // List returns every pending request whose subject has not expired,
 // oldest first, with its approvals. Entries that do not verify are left
 // out.
 func (s *ApprovalStore) List(ctx context.Context, now time.Time) ([]*Pending, error) {
-	lister, err := s.kv.ListKeys(ctx)
+	requests, err := s.entries(ctx, "request.")
 	if err != nil {
 		return nil, err
 	}
 	var out []*Pending
-	for k := range lister.Keys() {
-		id, ok := strings.CutPrefix(k, "request.")
-		if !ok {
-			continue
-		}
+	for k := range requests {
+		id := strings.TrimPrefix(k, "request.")
 		p, err := s.Get(ctx, id)
 		if err != nil || p.Request.Subject.Expires < now.UnixMilli() {
 			continue
@@ -257,11 +298,6 @@ func (p *Pending) Valid(now time.Time) []SignedApproval {
 // other than the requester's (see Valid), and returns them; it gives up
 // when ctx ends or the subject expires.
 func (s *ApprovalStore) Wait(ctx context.Context, id string, n int, now func() time.Time) ([]SignedApproval, error) {
-	w, err := s.kv.Watch(ctx, "approval."+id+".*")
-	if err != nil {
-		return nil, err
-	}
-	defer w.Stop()
 	for {
 		p, err := s.Get(ctx, id)
 		if err != nil {
@@ -274,14 +310,14 @@ func (s *ApprovalStore) Wait(ctx context.Context, id string, n int, now func() t
 		if left <= 0 {
 			return nil, fmt.Errorf("%w: request %s expired while waiting for approval", ErrApproval, id)
 		}
+		// Polled, not watched: a watch is a consumer (see ApprovalStore).
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-time.After(left):
-		case _, ok := <-w.Updates():
-			if !ok {
-				return nil, fmt.Errorf("approvals: watch of request %s ended", id)
-			}
+		case <-time.After(min(left, waitPoll)):
 		}
 	}
 }
+
+// waitPoll is how often Wait looks for new approvals.
+const waitPoll = 250 * time.Millisecond

@@ -108,3 +108,69 @@ func TestApprovalStoreFlow(t *testing.T) {
 		t.Fatalf("approval %+v %v, want carol's", a, err)
 	}
 }
+
+// TestApprovalStoreUsesNoConsumer: listing, getting and waiting read the
+// bucket by message gets only, never through a consumer (a locked-down
+// broker refuses operators consumers on buckets they write; see
+// ApprovalStore), and a deleted approval or another request's approval is
+// not counted.
+func TestApprovalStoreUsesNoConsumer(t *testing.T) {
+	s := brokertest.Start(t)
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	store, err := OpenApprovalStore(ctx, nc, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice, carol, dave := keytest.Signer(t), keytest.Signer(t), keytest.Signer(t)
+	now := time.Now()
+	sub := ApprovalSubject{Kind: SubjectRequest, Collective: "t", Requester: ssh.FingerprintSHA256(alice.PublicKey()), RequesterName: "alice",
+		Reason: "CHG-2", Expires: now.Add(time.Hour).UnixMilli(), Agent: "rpcutil", Action: "ping", Targets: []string{"web1"}}
+	id, other := NewID(), NewID()
+	for _, i := range []string{id, other} {
+		if err := store.Submit(ctx, alice, &PendingRequest{ID: i, Subject: sub, Created: now.UnixMilli()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, a := range []struct {
+		s  ssh.Signer
+		id string
+	}{{carol, id}, {dave, id}, {dave, other}} {
+		sa, err := SignApproval(a.s, "x", &sub, now, now.Add(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := store.Approve(ctx, a.id, sa); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := store.kv.Delete(ctx, "approval."+id+"."+keyTag(ssh.FingerprintSHA256(dave.PublicKey()))); err != nil {
+		t.Fatal(err)
+	}
+	list, err := store.List(ctx, now)
+	if err != nil || len(list) != 2 {
+		t.Fatalf("listed %d pending (%v), want 2", len(list), err)
+	}
+	p, err := store.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Approvals) != 1 {
+		t.Fatalf("%d approvals of %s, want carol's only (dave's deleted, his other one for another request)", len(p.Approvals), id)
+	}
+	if v, err := store.Wait(ctx, id, 1, time.Now); err != nil || len(v) != 1 {
+		t.Fatalf("wait: %d %v", len(v), err)
+	}
+	info, err := store.st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Consumers != 0 {
+		t.Fatalf("the store made %d consumers of its bucket", info.State.Consumers)
+	}
+}

@@ -48,8 +48,16 @@ func OpenStore(ctx context.Context, nc *nats.Conn, collective string, n int) (*S
 
 // OpenStoreIn is OpenStore through js: another JetStream domain's (a DR
 // site's, whose hosts watch the bucket there) when js was made for it.
+//
+// An existing bucket is opened as it is: on a locked-down broker only
+// admins may create or change streams (the broker provisions the bucket),
+// and an operator who only reads it (signet lock --list) may not even ask
+// for the account's JetStream limits, which creating needs.
 func OpenStoreIn(ctx context.Context, js jetstream.JetStream, collective string, n int) (*Store, error) {
-	kv, err := replicas.KeyValue(ctx, js, BucketConfig(collective), n)
+	kv, err := js.KeyValue(ctx, Bucket(collective))
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = replicas.KeyValue(ctx, js, BucketConfig(collective), n)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("control: open bucket %s: %w", Bucket(collective), err)
 	}

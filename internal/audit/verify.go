@@ -205,7 +205,7 @@ func Verify(lines []Line, o VerifyOptions) *Report {
 				continue
 			}
 			if cur.e.Signed == nil {
-				if cur.e.Principal != "" {
+				if cur.e.Principal != "" && !controlRecord(cur.e) {
 					add(host, s, FindingSignature, cur.where, "the record of an authenticated request (operator %s) keeps no signed request", cur.e.Principal)
 				}
 				continue
@@ -321,4 +321,15 @@ func FileLines(data []byte, name string) []Line {
 		data = data[i+1:]
 	}
 	return out
+}
+
+// controlRecord says whether e is a host's record of a control document
+// it applied or refused (a lock, an unlock, a revocation: subject
+// "control.KIND", no request id, agent or action). It names the admin who
+// signed the document but is no request, so it keeps no signed request;
+// the document itself stays in the control bucket's history and the
+// host's control_state. Like every line, it is covered by the chain and
+// the checkpoints.
+func controlRecord(e *Entry) bool {
+	return e.RequestID == "" && e.Agent == "" && e.Action == "" && strings.HasPrefix(e.Subject, "control.")
 }

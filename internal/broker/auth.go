@@ -100,19 +100,27 @@ func streamRead(stream string) []string {
 func kvRead(bucket string) []string { return streamRead("KV_" + bucket) }
 
 // kvGetPut is what getting and writing the keys of a bucket needs, without
-// a consumer: opening it, direct and message gets, and writes (puts,
+// a consumer or a direct get: opening it, message gets, and writes (puts,
 // creates, updates, deletes and purges are all publishes to $KV.BUCKET.KEY).
+// The broker provisions these buckets without direct gets (nats.go then
+// gets keys with $JS.API.STREAM.MSG.GET).
 //
-// No consumer, on purpose: nats-server does not check a push consumer's
-// deliver subject against its creator's permissions, so whoever may both
-// write a stream and create consumers on it can publish any bytes on any
-// subject (a probe delivered a bucket value into another client's inbox
-// and onto a host's request subject). Users get consumers only on streams
-// they cannot write.
+// No consumer and no direct get, on purpose: nats-server checks neither a
+// push consumer's deliver subject nor a request's reply subject against
+// the requester's permissions, so whoever may both write a stream and read
+// it raw can have the broker publish any bytes on any subject (a probe put
+// a bucket value into another client's inbox, the control bucket and a
+// host's audit subject: TestReplySubjectGap). A message get answers in the
+// broker's JSON, which no reader takes for anything else.
 func kvGetPut(bucket string) []string {
+	return append(kvGet(bucket), "$KV."+bucket+".>")
+}
+
+// kvGet is opening a bucket and getting its keys by message gets, as
+// kvGetPut without writes.
+func kvGet(bucket string) []string {
 	s := "KV_" + bucket
-	return []string{"$JS.API.STREAM.INFO." + s, "$JS.API.STREAM.MSG.GET." + s, "$JS.API.DIRECT.GET." + s,
-		"$JS.API.DIRECT.GET." + s + ".>", "$KV." + bucket + ".>"}
+	return []string{"$JS.API.STREAM.INFO." + s, "$JS.API.STREAM.MSG.GET." + s}
 }
 
 // PermissionsFor returns the subject permissions of u in collective; nil for
@@ -149,19 +157,19 @@ func PermissionsFor(collective string, u User) *Permissions {
 	case RoleClient:
 		pub := []string{collective + ".agent.*", collective + ".node.>"}
 		pub = append(pub, kvRead(registryBucket(collective))...)
-		pub = append(pub, kvRead(controlBucket(collective))...)
+		// The revocation list and locks: message gets only (signet lock
+		// --list). A raw read (consumer, direct get) of an older
+		// admin-signed document could name the bucket's key as its reply
+		// subject and make that document current again.
+		pub = append(pub, kvGet(controlBucket(collective))...)
 		pub = append(pub, streamRead(auditStream(collective))...)
 		// Deploy runs and locks: get and write, no consumer (kvGetPut).
 		pub = append(pub, kvGetPut(RunsBucket)...)
 		pub = append(pub, kvGetPut(LocksBucket)...)
 		pub = append(pub, kvGetPut(ReleasesBucket)...)
-		// Pending requests and approvals: written, listed and watched.
-		// The one bucket clients both write and read through consumers;
-		// what the deliver-subject gap lets them inject, they could
-		// publish on request subjects anyway, and every entry is signed
-		// (see docs/security.md).
-		pub = append(pub, kvRead(approvalsBucket(collective))...)
-		pub = append(pub, "$KV."+approvalsBucket(collective)+".>")
+		// Pending requests and approvals: written, and listed by message
+		// gets (bus.ApprovalStore uses no consumer).
+		pub = append(pub, kvGetPut(approvalsBucket(collective))...)
 		return &Permissions{Publish: pub, Subscribe: []string{inbox}}
 	}
 	return nil

@@ -63,9 +63,9 @@ func (g *globalOptions) runApproved(ctx context.Context, q *queryFlags, af *appr
 	if err != nil {
 		return nil, err
 	}
-	store, err := bus.OpenApprovalStore(ctx, s.nc, s.cfg.Collective)
+	store, err := s.approvalStore(ctx)
 	if err != nil {
-		return nil, withHint(err, "approvals need a broker with JetStream (signet broker has it)")
+		return nil, err
 	}
 	now := time.Now()
 	sub := bus.ApprovalSubject{Kind: bus.SubjectRequest, Collective: s.cfg.Collective,
@@ -129,15 +129,11 @@ func approveRun(ctx context.Context, g *globalOptions, o *approveOptions, id str
 	if err := bus.CheckID(id); err != nil {
 		return usageErrorf("%v", err)
 	}
-	s, err := g.connect(ctx)
+	s, store, err := g.approvalSession(ctx)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	store, err := bus.OpenApprovalStore(ctx, s.nc, s.cfg.Collective)
-	if err != nil {
-		return err
-	}
 	p, err := store.Get(ctx, id)
 	if err != nil {
 		return withHint(err, "`signet approvals` lists the pending requests")
@@ -232,15 +228,11 @@ func newApprovalsCmd(g *globalOptions) *cobra.Command {
 }
 
 func approvalsRun(ctx context.Context, g *globalOptions, _ *approvalsOptions) error {
-	s, err := g.connect(ctx)
+	s, store, err := g.approvalSession(ctx)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	store, err := bus.OpenApprovalStore(ctx, s.nc, s.cfg.Collective)
-	if err != nil {
-		return err
-	}
 	now := time.Now()
 	list, err := store.List(ctx, now)
 	if err != nil {
@@ -306,9 +298,9 @@ func (g *globalOptions) planApprover(ws *workflowSession, af *approvalFlags, inf
 		if err != nil {
 			return err
 		}
-		store, err := bus.OpenApprovalStore(ctx, ws.nc, ws.cfg.Collective)
+		store, err := ws.approvalStore(ctx)
 		if err != nil {
-			return withHint(err, "approvals need a broker with JetStream (signet broker has it)")
+			return err
 		}
 		now := time.Now()
 		sub := bus.ApprovalSubject{Kind: bus.SubjectPlan, Collective: ws.cfg.Collective,

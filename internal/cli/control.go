@@ -3,13 +3,16 @@ package cli
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 	"golang.org/x/crypto/ssh"
 
@@ -76,7 +79,45 @@ func (g *globalOptions) controlSession(ctx context.Context, o *controlOptions) (
 func (cs *controlSession) update(ctx context.Context, kind string, edit func(*control.Document) error) (*control.Document, error) {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	return cs.store.Update(ctx, control.UpdateOptions{Kind: kind, Signer: cs.signer, By: cs.cfg.User, TrustBase: cs.trust, Edit: edit})
+	// An operator's broker user may neither read the bucket's history
+	// (a consumer) nor write it.
+	bucket := control.Bucket(cs.cfg.Collective)
+	ctx, refused := cancelOnRefusal(ctx, cs.nc, "$KV."+bucket+".", "$JS.API.CONSUMER.CREATE.KV_"+bucket+".")
+	d, err := cs.store.Update(ctx, control.UpdateOptions{Kind: kind, Signer: cs.signer, By: cs.cfg.User, TrustBase: cs.trust, Edit: edit})
+	if err != nil && refused() {
+		return nil, withHint(fmt.Errorf("the broker refused to store the %s document: your broker user may not write the control bucket %s", kind, bucket),
+			"on a locked-down broker only admin users write revocations and locks: use an admin's nkey_file (signet broker init --admin NAME)")
+	}
+	return d, err
+}
+
+// cancelOnRefusal returns a context that ends as soon as the broker
+// refuses nc a publish on a subject starting with one of prefixes (a
+// permissions violation, which nats.go reports only asynchronously: the
+// publish itself would wait for its acknowledgement until ctx ends), and
+// a function that says whether it did. The connection's error handler is
+// called as before, and put back when ctx ends, which the caller makes
+// sure of (a deadline, or its own cancel).
+func cancelOnRefusal(ctx context.Context, nc *nats.Conn, prefixes ...string) (context.Context, func() bool) {
+	ctx, cancel := context.WithCancel(ctx)
+	var hit atomic.Bool
+	prev := nc.ErrorHandler()
+	nc.SetErrorHandler(func(c *nats.Conn, sub *nats.Subscription, err error) {
+		if prev != nil {
+			prev(c, sub, err)
+		}
+		if !errors.Is(err, nats.ErrPermissionViolation) {
+			return
+		}
+		for _, p := range prefixes {
+			if strings.Contains(err.Error(), `Publish to "`+p) {
+				hit.Store(true)
+				cancel()
+			}
+		}
+	})
+	context.AfterFunc(ctx, func() { nc.SetErrorHandler(prev) })
+	return ctx, hit.Load
 }
 
 // current prints the current document of kind.

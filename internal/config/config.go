@@ -47,10 +47,10 @@ type NATS struct {
 	// sets it (a two-node cluster wants 1).
 	Replicas int `yaml:"replicas"`
 	// JetStreamDomain is the JetStream domain that holds the collective's
-	// registry, run state, locks, control bucket and audit stream, when it
-	// is not the broker's own: a client on the hub names a DR site's
-	// domain ("dr", the DR broker's --domain) to reach it through the
-	// leafnode. Empty is the connected broker's domain.
+	// registry, run state, locks, control bucket, approvals and audit
+	// stream, when it is not the broker's own: a client on the hub names a
+	// DR site's domain ("dr", the DR broker's --domain) to reach it
+	// through the leafnode. Empty is the connected broker's domain.
 	JetStreamDomain string `yaml:"jetstream_domain"`
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/bus/control"
 	"github.com/signetbus/signet/internal/audit/ship"
+	"github.com/signetbus/signet/internal/broker"
 	"github.com/signetbus/signet/internal/replicas"
 	"github.com/signetbus/signet/workflows"
 	"github.com/signetbus/signet/workflows/release"
@@ -65,6 +66,36 @@ func Buckets(ctx context.Context, nc *nats.Conn, o Options) error {
 	}
 	if _, err := replicas.KeyValue(ctx, js, release.RecordsBucketConfig(), replicas.Auto); err != nil {
 		return fmt.Errorf("provision: release records bucket: %w", err)
+	}
+	// The buckets operators write, and the control bucket, are read by
+	// operators with message gets only (broker.PermissionsFor).
+	for _, b := range []string{bus.ApprovalBucket(o.Collective), broker.RunsBucket, broker.LocksBucket, release.RecordsBucket, control.Bucket(o.Collective)} {
+		if err := noDirect(ctx, js, "KV_"+b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// noDirect turns off direct gets on a stream. A direct get answers with
+// the raw message on the request's reply subject, which nats-server does
+// not check against the requester's permissions: on a bucket operators
+// write, one could have the broker publish bytes of their choosing on any
+// subject (into another operator's inbox, the control bucket, a host's
+// audit subject). Without direct gets nats.go reads keys with message
+// gets, whose answer is the broker's JSON.
+func noDirect(ctx context.Context, js jetstream.JetStream, stream string) error {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("provision: %s: %w", stream, err)
+	}
+	cfg := st.CachedInfo().Config
+	if !cfg.AllowDirect {
+		return nil
+	}
+	cfg.AllowDirect = false
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("provision: %s: turn off direct gets: %w", stream, err)
 	}
 	return nil
 }
