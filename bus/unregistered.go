@@ -33,18 +33,39 @@ const lookupMany = 64
 // that does not verify counts as none. The reboot step reads boot ids
 // through it: the broker cannot fake a host's return.
 func (r *Registry) Get(ctx context.Context, identity string) (*Registration, error) {
-	e, err := r.kv.Get(ctx, identity)
+	value, err := r.get(ctx, identity)
+	if err != nil {
+		return nil, err
+	}
+	reg := r.decode(identity, value)
+	if reg == nil {
+		return nil, fmt.Errorf("%w (its entry does not verify or is malformed)", ErrNotRegistered)
+	}
+	return reg, nil
+}
+
+// get reads identity's entry: with a direct get while a lazy registry has
+// not opened its bucket (a request to named hosts reads their entries and
+// nothing else), through the opened bucket otherwise.
+func (r *Registry) get(ctx context.Context, identity string) ([]byte, error) {
+	if !r.opened() {
+		v, err := r.directGet(ctx, identity)
+		if !errors.Is(err, errNoDirectGet) {
+			return v, err
+		}
+	}
+	kv, err := r.bucket(ctx)
+	if err != nil {
+		return nil, err
+	}
+	e, err := kv.Get(ctx, identity)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, ErrNotRegistered
 	}
 	if err != nil {
 		return nil, fmt.Errorf("registry: get %s: %w", identity, err)
 	}
-	reg := r.decode(identity, e.Value())
-	if reg == nil {
-		return nil, fmt.Errorf("%w (its entry does not verify or is malformed)", ErrNotRegistered)
-	}
-	return reg, nil
+	return e.Value(), nil
 }
 
 // notRegisteredError says why a named host was not sent a request.

@@ -180,8 +180,18 @@ type session struct {
 	cfg    *ClientConfig
 	nc     *nats.Conn
 	client *bus.Client
-	reg    *bus.Registry
+	reg    *bus.Registry // opened on first use: see registry
 	signer ssh.Signer
+}
+
+// registry opens the fleet registry and returns it, or nil when the broker
+// has none (or it cannot be opened: logged), for commands that do without
+// one.
+func (s *session) registry(ctx context.Context) *bus.Registry {
+	if s.reg.Open(ctx) != nil {
+		return nil
+	}
+	return s.reg
 }
 
 func (s *session) Close() {
@@ -222,18 +232,14 @@ func (g *globalOptions) connect(ctx context.Context) (*session, error) {
 			"is the broker running? start one with `signet broker` or a whole fleet with `signet lab`")
 	}
 	s := &session{cfg: cfg, nc: nc, signer: signer}
-	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
 	js, err := cfg.NATS.JetStream(nc)
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	if reg, err := bus.OpenRegistryIn(rctx, js, cfg.Collective); err == nil {
-		s.reg = reg
-	} else if !errors.Is(err, bus.ErrNoRegistry) {
-		g.logger().Warn("registry unavailable, using broadcast discovery", "err", err)
-	}
+	// Opened on first use: most commands never list it, and a request to
+	// named hosts reads only their entries (bus.LazyRegistry).
+	s.reg = bus.LazyRegistry(js, cfg.Collective, g.logger())
 	s.client, err = bus.NewClient(bus.ClientConfig{Conn: nc, Collective: cfg.Collective, Signer: signer, User: cfg.User,
 		HostKeys: known, Registry: s.reg, Logger: g.logger(), Protocol: cfg.Protocol})
 	if err != nil {
