@@ -16,7 +16,10 @@ import (
 	"github.com/signetbus/signet/internal/lab"
 )
 
-var startupBefore = flag.String("startup.before", "", "an older signet binary to measure beside this tree's (BenchmarkStartup)")
+var (
+	startupBefore   = flag.String("startup.before", "", "an older signet binary to measure beside this tree's (BenchmarkStartup)")
+	startupPackaged = flag.Bool("startup.packaged", false, "build signet and signetd as the packages do: CGO_ENABLED=0, -trimpath, -ldflags \"-s -w\" (BenchmarkStartup)")
+)
 
 // BenchmarkStartup measures the client's fixed cost: whole processes of
 // `signet --version` and `signet ping -I web1` (to a three-host in-process
@@ -25,14 +28,21 @@ var startupBefore = flag.String("startup.before", "", "an older signet binary to
 // the machine's load falls on all of them alike. It reports, per command,
 // the minimum and median wall time, the median CPU time (user + system, from
 // the child's rusage) and the median of minor page faults. With
-// -startup.before=PATH an older signet binary runs in the same rounds:
+// -startup.before=PATH an older signet binary runs in the same rounds; with
+// -startup.packaged both binaries are built as the .deb and .rpm build
+// them (static, stripped):
 //
 //	go test ./test/bench -run '^$' -bench Startup -benchtime 40x -args -startup.before=/tmp/signet.old
 func BenchmarkStartup(b *testing.B) {
 	dir := b.TempDir()
 	build := func(name, pkg string, env ...string) string {
 		bin := filepath.Join(dir, name)
-		cmd := exec.Command("go", "build", "-o", bin, pkg)
+		args := []string{"build", "-o", bin}
+		if *startupPackaged {
+			args = append(args, "-trimpath", "-ldflags", "-s -w") // as packaging/stage.go
+			env = append(env, "CGO_ENABLED=0")
+		}
+		cmd := exec.Command("go", append(args, pkg)...)
 		cmd.Env = append(os.Environ(), env...)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			b.Fatalf("build %s: %v\n%s", pkg, err, out)
