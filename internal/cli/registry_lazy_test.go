@@ -111,6 +111,17 @@ func TestNamedHostsDoNotOpenTheRegistry(t *testing.T) {
 		}
 	}
 
+	// A command that does not read the registry does not open it.
+	for _, args := range [][]string{{"approvals"}} {
+		code, out, got := run(args...)
+		if code != ExitOK {
+			t.Fatalf("signet %s: exit %d\n%s", strings.Join(args, " "), code, out)
+		}
+		if slices.ContainsFunc(got, func(s string) bool { return strings.Contains(s, "signet_registry_") }) {
+			t.Errorf("signet %s sent %q: it does not need the registry", strings.Join(args, " "), got)
+		}
+	}
+
 	// A host that left: its entry is gone, the registry is checked, and
 	// the host is reported by name at once.
 	calls.during(t, func() { l.StopHost("web3") }) // its own requests are not counted
