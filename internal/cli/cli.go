@@ -42,7 +42,7 @@ func Main(ctx context.Context, args []string, stdio IO) int {
 	if stdio.Getenv == nil {
 		stdio.Getenv = os.Getenv
 	}
-	root := newRootCmd(&stdio, commandFor(args))
+	root := newRootCmd(&stdio, func(root *cobra.Command) int { return commandFor(root, args) })
 	root.SetArgs(args)
 	root.SetIn(stdio.In)
 	root.SetOut(stdio.Out)
@@ -57,7 +57,7 @@ func Command(stdio IO) *cobra.Command {
 	if stdio.Getenv == nil {
 		stdio.Getenv = os.Getenv
 	}
-	return newRootCmd(&stdio, allCommands)
+	return newRootCmd(&stdio, func(*cobra.Command) int { return allCommands })
 }
 
 // globalOptions are the flags every client command shares.
@@ -110,22 +110,31 @@ const (
 // the first argument that is not a flag, the root alone for a bare
 // --version, and the whole tree for anything else (help, completion, an
 // unknown or misspelt command, so that its suggestions come from every
-// command). The root's persistent flags that take a value are skipped with
-// their value.
-func commandFor(args []string) int {
+// command). The root's persistent flags that take a value (--config,
+// --env) are skipped with their value, as root's flag set says.
+func commandFor(root *cobra.Command, args []string) int {
+	pf := root.PersistentFlags()
+	takesValue := func(a string) bool { // a flag without "=value"
+		f := pf.Lookup(strings.TrimPrefix(a, "--"))
+		if !strings.HasPrefix(a, "--") {
+			f = pf.ShorthandLookup(strings.TrimPrefix(a, "-"))
+		}
+		return f != nil && f.NoOptDefVal == ""
+	}
 	version := false
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		switch {
 		case a == "--":
 			return allCommands
-		case a == "--config" || a == "--env":
-			i++ // the flag's value
 		case a == "-h" || a == "--help":
 			return allCommands
 		case a == "-v" || a == "--version":
 			version = true
 		case strings.HasPrefix(a, "-"):
+			if !strings.Contains(a, "=") && len(a) > 1 && (strings.HasPrefix(a, "--") || len(a) == 2) && takesValue(a) {
+				i++ // the flag's value
+			}
 		default:
 			for n, e := range commandList {
 				if a == e.name || slices.Contains(e.aliases, a) {
@@ -141,8 +150,9 @@ func commandFor(args []string) int {
 	return allCommands
 }
 
-// newRootCmd builds the root command with the commands which says.
-func newRootCmd(stdio *IO, which int) *cobra.Command {
+// newRootCmd builds the root command with the commands that which picks,
+// given the root and its flags.
+func newRootCmd(stdio *IO, pick func(root *cobra.Command) int) *cobra.Command {
 	g := &globalOptions{io: stdio}
 	root := &cobra.Command{
 		Use:   "signet",
@@ -158,7 +168,7 @@ to signetd on every host, which verifies, authorizes, runs, signs its reply and 
 	pf.StringVar(&g.config, "config", "", "client config file (default $SIGNET_CONFIG or ~/.config/signet/client.yaml)")
 	pf.StringVar(&g.env, "env", "", "environment profile from the config (dev, dr, prod...); default $SIGNET_ENV")
 	pf.BoolVarP(&g.json, "json", "j", false, "print machine-readable JSON")
-	switch which {
+	switch which := pick(root); which {
 	case allCommands:
 		for _, e := range commandList {
 			root.AddCommand(e.build(g))

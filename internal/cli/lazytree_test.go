@@ -54,6 +54,7 @@ func TestLazyTreeMatchesTheWholeTree(t *testing.T) {
 		{}, {"--help"}, {"help"}, {"help", "ping"}, {"--version"}, {"-v"}, {"pnig"}, {"--env"},
 		{"ping", "--bogus"}, {"rpc", "--help", "--env", "dev"}, {"--config", "x.yaml", "find", "--help"},
 		{"-j", "--", "ping"}, {"completion", "--help"}, {"__complete", "pi"}, {"broker", "init", "--help"},
+		{"--config=x.yaml", "ping", "--help"}, {"--env", "ping", "status", "--help"}, {"-jv"}, {"-I", "web1", "ping"},
 	}
 	var walk func(c *cobra.Command, path []string)
 	walk = func(c *cobra.Command, path []string) {
