@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -86,12 +87,19 @@ func (c *Client) unregistered(ctx context.Context, targets []string) []string {
 	}
 	ctx, cancel := context.WithTimeout(ctx, registryLookup)
 	defer cancel()
+	// One read per target, all in flight together: one round trip for
+	// the check, not one per host.
+	errs := make([]error, len(targets))
+	var wg sync.WaitGroup
+	for i, t := range targets {
+		wg.Go(func() { _, errs[i] = reg.Get(ctx, t) })
+	}
+	wg.Wait()
 	var missing []string
-	for _, t := range targets {
-		_, err := reg.Get(ctx, t)
+	for i, err := range errs {
 		switch {
 		case errors.Is(err, ErrNotRegistered):
-			missing = append(missing, t)
+			missing = append(missing, targets[i])
 		case err != nil:
 			c.log.Debug("unknown-host check skipped: registry not readable", "err", err)
 			return nil
