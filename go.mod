@@ -3,6 +3,7 @@ module github.com/signetbus/signet
 go 1.26.8
 
 require (
+	filippo.io/edwards25519 v1.2.0
 	github.com/emersion/go-sasl v0.0.0-20241020182733-b788ff22d5a6
 	github.com/emersion/go-smtp v0.25.1
 	github.com/goreleaser/nfpm/v2 v2.45.2

@@ -35,8 +35,9 @@ type ClientConfig struct {
 	// reported as such and never counted as a success.
 	HostKeys HostKeys
 	// Registry, when set, gives the expected hosts of a request so that it
-	// finishes as soon as they have all answered. Without it the client
-	// discovers hosts by broadcast, waiting DiscoveryTimeout. Unless the
+	// finishes as soon as they have all answered. Without it (or when a
+	// LazyRegistry finds no bucket) the client discovers hosts by
+	// broadcast, waiting DiscoveryTimeout. Unless the
 	// caller already called Registry.Verify, NewClient makes it verify
 	// entries against HostKeys and log each one it ignores.
 	Registry *Registry
@@ -361,7 +362,7 @@ func (c *Client) discover(ctx context.Context, q Query) ([]string, error) {
 	}
 	if c.cfg.Registry != nil {
 		regs, err := c.cfg.Registry.List(ctx)
-		if err != nil {
+		if err != nil && !errors.Is(err, ErrNoRegistry) { // none: a lazy registry found no bucket
 			return nil, err
 		}
 		var ids []string

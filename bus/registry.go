@@ -58,7 +58,9 @@ func (r *Registration) Node() *Node {
 // Registry is the fleet registry: a JetStream key-value bucket with one key
 // per responder, expiring when a responder stops refreshing it.
 type Registry struct {
-	kv jetstream.KeyValue
+	kv jetstream.KeyValue // nil until a lazy registry opens it
+	// lazy is set by LazyRegistry: the bucket is opened on first use.
+	lazy *lazyOpen
 	// keys and report are set by Verify; verified caches what verified.
 	mu       sync.Mutex
 	keys     HostKeys
@@ -138,7 +140,11 @@ func (r *Registry) Put(ctx context.Context, signer ssh.Signer, reg *Registration
 	if err != nil {
 		return err
 	}
-	if _, err := r.kv.Put(ctx, reg.Identity, b); err != nil {
+	kv, err := r.bucket(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := kv.Put(ctx, reg.Identity, b); err != nil {
 		return fmt.Errorf("registry: put %s: %w", reg.Identity, err)
 	}
 	return nil
@@ -146,7 +152,11 @@ func (r *Registry) Put(ctx context.Context, signer ssh.Signer, reg *Registration
 
 // Delete removes a registration, as a responder does when it stops.
 func (r *Registry) Delete(ctx context.Context, identity string) error {
-	if err := r.kv.Delete(ctx, identity); err != nil {
+	kv, err := r.bucket(ctx)
+	if err != nil {
+		return err
+	}
+	if err := kv.Delete(ctx, identity); err != nil {
 		return fmt.Errorf("registry: delete %s: %w", identity, err)
 	}
 	return nil
@@ -203,7 +213,11 @@ var listAttempt = 5 * time.Second
 func (r *Registry) list(ctx context.Context) ([]*Registration, error) {
 	// Delete markers are read too: the newest message may be a host
 	// leaving, and waiting for a message that recent must see it.
-	w, err := r.kv.WatchAll(ctx)
+	kv, err := r.bucket(ctx)
+	if err != nil {
+		return nil, err
+	}
+	w, err := kv.WatchAll(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -219,7 +233,7 @@ func (r *Registry) list(ctx context.Context) ([]*Registration, error) {
 			}
 			if e == nil { // the watcher's marker
 				initial = false
-				st, err := r.kv.Status(ctx)
+				st, err := kv.Status(ctx)
 				if err != nil {
 					return nil, err
 				}
@@ -288,9 +302,13 @@ const registrySlack = 5 * time.Second
 // registry (deploy, workflows) must not take a half-filled registry for
 // the fleet.
 func (r *Registry) Check(ctx context.Context) error {
+	kv, err := r.bucket(ctx)
+	if err != nil {
+		return err
+	}
 	var st jetstream.KeyValueStatus
-	err := attempts(ctx, func(actx context.Context) (err error) {
-		st, err = r.kv.Status(actx)
+	err = attempts(ctx, func(actx context.Context) (err error) {
+		st, err = kv.Status(actx)
 		return err
 	})
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -33,18 +34,39 @@ const lookupMany = 64
 // that does not verify counts as none. The reboot step reads boot ids
 // through it: the broker cannot fake a host's return.
 func (r *Registry) Get(ctx context.Context, identity string) (*Registration, error) {
-	e, err := r.kv.Get(ctx, identity)
+	value, err := r.get(ctx, identity)
+	if err != nil {
+		return nil, err
+	}
+	reg := r.decode(identity, value)
+	if reg == nil {
+		return nil, fmt.Errorf("%w (its entry does not verify or is malformed)", ErrNotRegistered)
+	}
+	return reg, nil
+}
+
+// get reads identity's entry: with a direct get while a lazy registry has
+// not opened its bucket (a request to named hosts reads their entries and
+// nothing else), through the opened bucket otherwise.
+func (r *Registry) get(ctx context.Context, identity string) ([]byte, error) {
+	if !r.opened() {
+		v, err := r.directGet(ctx, identity)
+		if !errors.Is(err, errNoDirectGet) {
+			return v, err
+		}
+	}
+	kv, err := r.bucket(ctx)
+	if err != nil {
+		return nil, err
+	}
+	e, err := kv.Get(ctx, identity)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, ErrNotRegistered
 	}
 	if err != nil {
 		return nil, fmt.Errorf("registry: get %s: %w", identity, err)
 	}
-	reg := r.decode(identity, e.Value())
-	if reg == nil {
-		return nil, fmt.Errorf("%w (its entry does not verify or is malformed)", ErrNotRegistered)
-	}
-	return reg, nil
+	return e.Value(), nil
 }
 
 // notRegisteredError says why a named host was not sent a request.
@@ -65,12 +87,19 @@ func (c *Client) unregistered(ctx context.Context, targets []string) []string {
 	}
 	ctx, cancel := context.WithTimeout(ctx, registryLookup)
 	defer cancel()
+	// One read per target, all in flight together: one round trip for
+	// the check, not one per host.
+	errs := make([]error, len(targets))
+	var wg sync.WaitGroup
+	for i, t := range targets {
+		wg.Go(func() { _, errs[i] = reg.Get(ctx, t) })
+	}
+	wg.Wait()
 	var missing []string
-	for _, t := range targets {
-		_, err := reg.Get(ctx, t)
+	for i, err := range errs {
 		switch {
 		case errors.Is(err, ErrNotRegistered):
-			missing = append(missing, t)
+			missing = append(missing, targets[i])
 		case err != nil:
 			c.log.Debug("unknown-host check skipped: registry not readable", "err", err)
 			return nil

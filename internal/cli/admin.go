@@ -161,8 +161,8 @@ func newPluginsCmd(g *globalOptions) *cobra.Command {
 			}
 			defer s.Close()
 			count := map[string][]string{}
-			if s.reg != nil {
-				regs, err := s.reg.List(cmd.Context())
+			if reg := s.registry(cmd.Context()); reg != nil {
+				regs, err := reg.List(cmd.Context())
 				if err != nil {
 					return err
 				}

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -35,9 +36,13 @@ type IO struct {
 }
 
 // Main runs signet with args and returns the exit code. It is the one place
-// where errors become exit codes.
+// where errors become exit codes. It builds only the command args name (see
+// commandFor): every run pays for its command tree before it does anything.
 func Main(ctx context.Context, args []string, stdio IO) int {
-	root := Command(stdio)
+	if stdio.Getenv == nil {
+		stdio.Getenv = os.Getenv
+	}
+	root := newRootCmd(&stdio, func(root *cobra.Command) int { return commandFor(root, args) })
 	root.SetArgs(args)
 	root.SetIn(stdio.In)
 	root.SetOut(stdio.Out)
@@ -46,13 +51,13 @@ func Main(ctx context.Context, args []string, stdio IO) int {
 	return exitCode(err, stdio.Err, "signet")
 }
 
-// Command is signet's command tree, for Main and for the packaging
-// command that generates man pages and shell completions from it.
+// Command is signet's whole command tree, for the packaging command that
+// generates man pages and shell completions from it.
 func Command(stdio IO) *cobra.Command {
 	if stdio.Getenv == nil {
 		stdio.Getenv = os.Getenv
 	}
-	return newRootCmd(&stdio)
+	return newRootCmd(&stdio, func(*cobra.Command) int { return allCommands })
 }
 
 // globalOptions are the flags every client command shares.
@@ -63,7 +68,91 @@ type globalOptions struct {
 	io     *IO
 }
 
-func newRootCmd(stdio *IO) *cobra.Command {
+// commandList is signet's commands, in the order help lists them: the one
+// place a command is registered. name and aliases are the command's own, so
+// that Main can build only the command a run names
+// (TestCommandListNamesItsCommands).
+var commandList = []struct {
+	name    string
+	aliases []string
+	build   func(*globalOptions) *cobra.Command
+}{
+	{"keygen", nil, newKeygenCmd},
+	{"broker", nil, newBrokerCmd},
+	{"ping", nil, newPingCmd},
+	{"discover", []string{"find"}, newDiscoverCmd},
+	{"facts", nil, newFactsCmd},
+	{"inventory", nil, newInventoryCmd},
+	{"rpc", nil, newRPCCmd},
+	{"plugins", nil, newPluginsCmd},
+	{"describe", nil, newDescribeCmd},
+	{"lab", nil, newLabCmd},
+	{"deploy", nil, newDeployCmd},
+	{"workflow", nil, newWorkflowCmd},
+	{"release", nil, newReleaseCmd},
+	{"demo", nil, newDemoCmd},
+	{"audit", nil, newAuditCmd},
+	{"revoke", nil, newRevokeCmd},
+	{"lock", nil, newLockCmd},
+	{"unlock", nil, newUnlockCmd},
+	{"approve", nil, newApproveCmd},
+	{"approvals", nil, newApprovalsCmd},
+	{"status", nil, newStatusCmd},
+}
+
+// Which commands newRootCmd builds: one index into commandList, or one of these.
+const (
+	allCommands = -1 // help, completion, an unknown command: the whole tree
+	noCommand   = -2 // --version: the root alone
+)
+
+// commandFor picks what the run named by args needs: the command named by
+// the first argument that is not a flag, the root alone for a bare
+// --version, and the whole tree for anything else (help, completion, an
+// unknown or misspelt command, so that its suggestions come from every
+// command). The root's persistent flags that take a value (--config,
+// --env) are skipped with their value, as root's flag set says.
+func commandFor(root *cobra.Command, args []string) int {
+	pf := root.PersistentFlags()
+	takesValue := func(a string) bool { // a flag without "=value"
+		f := pf.Lookup(strings.TrimPrefix(a, "--"))
+		if !strings.HasPrefix(a, "--") {
+			f = pf.ShorthandLookup(strings.TrimPrefix(a, "-"))
+		}
+		return f != nil && f.NoOptDefVal == ""
+	}
+	version := false
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			return allCommands
+		case a == "-h" || a == "--help":
+			return allCommands
+		case a == "-v" || a == "--version":
+			version = true
+		case strings.HasPrefix(a, "-"):
+			if !strings.Contains(a, "=") && len(a) > 1 && (strings.HasPrefix(a, "--") || len(a) == 2) && takesValue(a) {
+				i++ // the flag's value
+			}
+		default:
+			for n, e := range commandList {
+				if a == e.name || slices.Contains(e.aliases, a) {
+					return n
+				}
+			}
+			return allCommands
+		}
+	}
+	if version {
+		return noCommand
+	}
+	return allCommands
+}
+
+// newRootCmd builds the root command with the commands that which picks,
+// given the root and its flags.
+func newRootCmd(stdio *IO, pick func(root *cobra.Command) int) *cobra.Command {
 	g := &globalOptions{io: stdio}
 	root := &cobra.Command{
 		Use:   "signet",
@@ -79,29 +168,19 @@ to signetd on every host, which verifies, authorizes, runs, signs its reply and 
 	pf.StringVar(&g.config, "config", "", "client config file (default $SIGNET_CONFIG or ~/.config/signet/client.yaml)")
 	pf.StringVar(&g.env, "env", "", "environment profile from the config (dev, dr, prod...); default $SIGNET_ENV")
 	pf.BoolVarP(&g.json, "json", "j", false, "print machine-readable JSON")
-	root.AddCommand(
-		newKeygenCmd(g),
-		newBrokerCmd(g),
-		newPingCmd(g),
-		newDiscoverCmd(g),
-		newFactsCmd(g),
-		newInventoryCmd(g),
-		newRPCCmd(g),
-		newPluginsCmd(g),
-		newDescribeCmd(g),
-		newLabCmd(g),
-		newDeployCmd(g),
-		newWorkflowCmd(g),
-		newReleaseCmd(g),
-		newDemoCmd(g),
-		newAuditCmd(g),
-		newRevokeCmd(g),
-		newLockCmd(g),
-		newUnlockCmd(g),
-		newApproveCmd(g),
-		newApprovalsCmd(g),
-		newStatusCmd(g),
-	)
+	switch which := pick(root); which {
+	case allCommands:
+		for _, e := range commandList {
+			root.AddCommand(e.build(g))
+		}
+	case noCommand:
+	default:
+		// One command: cobra's help and completion commands are not
+		// needed, as the run names another.
+		root.CompletionOptions.DisableDefaultCmd = true
+		root.SetHelpCommand(&cobra.Command{Hidden: true})
+		root.AddCommand(commandList[which].build(g))
+	}
 	markUsage(root)
 	return root
 }
@@ -111,8 +190,18 @@ type session struct {
 	cfg    *ClientConfig
 	nc     *nats.Conn
 	client *bus.Client
-	reg    *bus.Registry
+	reg    *bus.Registry // opened on first use: see registry
 	signer ssh.Signer
+}
+
+// registry opens the fleet registry and returns it, or nil when the broker
+// has none (or it cannot be opened: logged), for commands that do without
+// one.
+func (s *session) registry(ctx context.Context) *bus.Registry {
+	if s.reg.Open(ctx) != nil {
+		return nil
+	}
+	return s.reg
 }
 
 func (s *session) Close() {
@@ -153,18 +242,14 @@ func (g *globalOptions) connect(ctx context.Context) (*session, error) {
 			"is the broker running? start one with `signet broker` or a whole fleet with `signet lab`")
 	}
 	s := &session{cfg: cfg, nc: nc, signer: signer}
-	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
 	js, err := cfg.NATS.JetStream(nc)
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	if reg, err := bus.OpenRegistryIn(rctx, js, cfg.Collective); err == nil {
-		s.reg = reg
-	} else if !errors.Is(err, bus.ErrNoRegistry) {
-		g.logger().Warn("registry unavailable, using broadcast discovery", "err", err)
-	}
+	// Opened on first use: most commands never list it, and a request to
+	// named hosts reads only their entries (bus.LazyRegistry).
+	s.reg = bus.LazyRegistry(js, cfg.Collective, g.logger())
 	s.client, err = bus.NewClient(bus.ClientConfig{Conn: nc, Collective: cfg.Collective, Signer: signer, User: cfg.User,
 		HostKeys: known, Registry: s.reg, Logger: g.logger(), Protocol: cfg.Protocol})
 	if err != nil {

@@ -90,7 +90,7 @@ func (g *globalOptions) workflowSession(ctx context.Context) (*workflowSession, 
 		s.Close()
 		return nil, err
 	}
-	if s.reg == nil {
+	if s.registry(ctx) == nil {
 		// Workflows need JetStream, and every signetd keeps its entry in
 		// the registry there: no registry means the broker lost its state
 		// (or no host has connected yet), not a fleet to discover by
