@@ -68,6 +68,20 @@ func TestSignerHandsOver(t *testing.T) {
 	}
 }
 
+// A private key whose public half is another key's is refused: signing
+// with it would let two signatures of one message reveal the secret.
+func TestMismatchedPublicHalfRefused(t *testing.T) {
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	other, _, _ := ed25519.GenerateKey(rand.Reader)
+	bad := append(append(ed25519.PrivateKey{}, priv[:ed25519.SeedSize]...), other...)
+	if _, err := New(bad); err == nil {
+		t.Fatal("a key with another key's public half was accepted")
+	}
+	if _, err := New(priv); err != nil {
+		t.Fatalf("a good key was refused: %v", err)
+	}
+}
+
 func BenchmarkSign(b *testing.B) {
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	msg := []byte("a signed signet request of a hundred bytes or so, as the client signs them on every command")
