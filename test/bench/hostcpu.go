@@ -27,19 +27,19 @@ type hostCPUOptions struct {
 	// bins are the signetd binaries to compare, each optionally preceded
 	// by KEY=VALUE environment words ("GOMAXPROCS=1 /tmp/signetd"); ""
 	// builds ./cmd/signetd.
-	bins []string
-	extra    string        // YAML appended to every host's config
-	perf     string        // with a path: `perf record` one host of each fleet in the first round
+	bins  []string
+	extra string // YAML appended to every host's config
+	perf  string // with a path: `perf record` one host of each fleet in the first round
 }
 
 // cpuFleet is one fleet of real signetd processes of one binary.
 type cpuFleet struct {
 	label      string
 	collective string
-	pids  []int
-	ids   []string
-	c     *bus.Client
-	stop  func()
+	pids       []int
+	ids        []string
+	c          *bus.Client
+	stop       func()
 }
 
 // hostCPU starts, for each binary, a fleet of o.hosts real signetd
@@ -81,7 +81,7 @@ func hostCPU(s *server.Server, dir string, op ssh.Signer, o hostCPUOptions) erro
 	for r := -1; r < o.rounds; r++ {
 		for _, f := range fleets {
 			if r == 0 && o.perf != "" {
-				stopPerf := startPerf(f.pids[0], o.perf + "." + f.collective)
+				stopPerf := startPerf(f.pids[0], o.perf+"."+f.collective)
 				if _, _, err := f.block(o); err != nil {
 					return err
 				}
