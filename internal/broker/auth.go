@@ -13,6 +13,7 @@ import (
 
 	"github.com/signetbus/signet/internal/config"
 	"github.com/signetbus/signet/internal/grammar"
+	"github.com/signetbus/signet/internal/shard"
 )
 
 // Role is what a broker user may do (see PermissionsFor).
@@ -137,17 +138,22 @@ func PermissionsFor(collective string, u User) *Permissions {
 		}
 		// Watching the revocation list and locks.
 		pub = append(pub, kvRead(controlBucket(collective))...)
+		sub := []string{
+			collective + ".agent.*",
+			collective + ".node." + u.Name,
+			inbox,
+		}
+		// Its own shard subjects only (bus.ShardSubject).
+		for _, size := range shard.Sizes {
+			sub = append(sub, fmt.Sprintf("%s.shard.%d.%d", collective, size, shard.Of(u.Name, size)))
+		}
 		return &Permissions{
-			Publish: pub,
-			Subscribe: []string{
-				collective + ".agent.*",
-				collective + ".node." + u.Name,
-				inbox,
-			},
+			Publish:        pub,
+			Subscribe:      sub,
 			AllowResponses: true,
 		}
 	case RoleClient:
-		pub := []string{collective + ".agent.*", collective + ".node.>"}
+		pub := []string{collective + ".agent.*", collective + ".node.>", collective + ".shard.>"}
 		pub = append(pub, kvRead(registryBucket(collective))...)
 		pub = append(pub, kvRead(controlBucket(collective))...)
 		pub = append(pub, streamRead(auditStream(collective))...)

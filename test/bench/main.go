@@ -72,8 +72,7 @@ func main() {
 	hostCPUBins := flag.String("signetd", "", "with -host-cpu: comma-separated signetd binaries to compare (empty: build ./cmd/signetd)")
 	hostCPUExtra := flag.String("host-cpu-config", "", "with -host-cpu: YAML lines added to every host's config")
 	hostCPUPerf := flag.String("host-cpu-perf", "", "with -host-cpu: `perf record -g` one host of each fleet during an extra block, to FILE.cpuN")
-	upload := flag.String("upload", "", "target counts (e.g. 1000,10000): bytes a fleet-wide request uploads today and with shard subjects (empty skips)")
-	uploadShards := flag.String("upload-shards", "256,1024,4096", "with -upload: shard counts of the design to measure")
+	upload := flag.String("upload", "", "fleet sizes (e.g. 1000,10000): bytes of a fleet-wide ping, chunks per host against once per shard (empty skips)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the signed fan-out runs to this file (and, with -lab, heap profiles to FILE.labN.heap)")
 	flag.Parse()
 	profile = *cpuprofile
@@ -120,16 +119,10 @@ func main() {
 	}
 	if *upload != "" {
 		fmt.Println()
-		var shards []int
-		for _, f := range strings.Split(*uploadShards, ",") {
-			n, err := strconv.Atoi(strings.TrimSpace(f))
-			check(err)
-			shards = append(shards, n)
-		}
 		for _, f := range strings.Split(*upload, ",") {
 			n, err := strconv.Atoi(strings.TrimSpace(f))
 			check(err)
-			check(uploadBytes(s, op, n, shards))
+			check(uploadBytes(s, op, authFile, policyFile, n))
 		}
 	}
 	if *labSizes != "" {
