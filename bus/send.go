@@ -85,8 +85,10 @@ type hostState struct {
 	resendAt  time.Time
 	// direct is set when a host whose chunk went to its shard subject is
 	// sent it on its own subject instead: it did not answer within a
-	// third of the timeout, or nobody listens on the shard subject.
-	direct bool
+	// third of the timeout while most of its chunk did, or nobody listens
+	// on the shard subject (deafShard).
+	direct    bool
+	deafShard bool
 }
 
 // reply is a reply checked by a verifier.
@@ -138,6 +140,7 @@ func (c *Client) send(ctx context.Context, q Query, targets []string, broadcast 
 	}
 	viaShard := map[*sentRequest]bool{}
 	shardInbox := map[string]bool{}
+	answered := map[*sentRequest]int{} // final results per shard chunk
 	for _, sc := range shardParts {
 		parts = append(parts, sc.targets)
 	}
@@ -307,10 +310,13 @@ func (c *Client) send(ctx context.Context, q Query, targets []string, broadcast 
 		return publish(st.sent, host)
 	}
 	// A host sent its chunk on its shard subject that has not answered
-	// within a third of the timeout is sent it on its own subject: its
-	// broker may have refused it the shard subscription, and only its own
-	// subject tells "not connected" (no responders) apart from slow. A
-	// host that already ran it answers with its kept reply.
+	// within a third of the timeout, while at least half of its chunk
+	// has, is sent it on its own subject: its broker may have refused it
+	// the shard subscription, and only its own subject tells "not
+	// connected" (no responders) apart from slow. A host that already ran
+	// it answers with its kept reply. While most of the chunk is silent
+	// too, the hosts are slow, not deaf: sending them all their chunks
+	// again would undo what the shard saved.
 	for _, st := range hosts {
 		if viaShard[st.sent] {
 			schedule(st, sentAt.Add(q.Timeout/3))
@@ -326,6 +332,7 @@ wait:
 				// its chunk on its own subject now.
 				for _, h := range byInbox[rp.inbox] {
 					if st := hosts[h]; st.result < 0 && !st.direct {
+						st.deafShard = true
 						schedule(st, c.cfg.Now())
 					}
 				}
@@ -384,6 +391,7 @@ wait:
 					unschedule(st)
 					st.frame = rp.frame
 					st.result = add(rp.r)
+					answered[st.sent]++
 					if !open {
 						pending--
 					}
@@ -439,6 +447,10 @@ wait:
 					continue
 				}
 				if viaShard[st.sent] && !st.direct {
+					if !st.deafShard && 2*answered[st.sent] < len(st.sent.targets) {
+						st.resendAt = now.Add(q.Timeout / 6) // its chunk is slow: look again later
+						continue
+					}
 					st.direct = true // from now on, its own subject
 				} else if st.sent.subject != "" && !st.direct { // a broadcast goes out once for all its hosts
 					if again[st.sent] {
