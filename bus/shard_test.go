@@ -19,12 +19,16 @@ type countHandler struct {
 	mu   *sync.Mutex
 	runs map[string]int
 	id   string
+	gate <-chan struct{} // when set, every action waits for it to close
 }
 
 func (h countHandler) Handle(ctx context.Context, c *Call) *Reply {
 	h.mu.Lock()
 	h.runs[h.id]++
 	h.mu.Unlock()
+	if h.gate != nil {
+		<-h.gate
+	}
 	return &Reply{Status: StatusOK, Summary: "pong"}
 }
 
@@ -32,7 +36,7 @@ func (h countHandler) Handle(ctx context.Context, c *Call) *Reply {
 // naming them all is sent in chunks; each registers, with the shard
 // sizes it listens on when listens(i), and claims them in the registry
 // when claims(i).
-func shardFleet(t *testing.T, n int, listens, claims func(i int) bool) (*fleet, *Registry, *sync.Mutex, map[string]int) {
+func shardFleet(t *testing.T, n int, listens, claims func(i int) bool, gate ...<-chan struct{}) (*fleet, *Registry, *sync.Mutex, map[string]int) {
 	t.Helper()
 	s := brokertest.Start(t)
 	nc, err := nats.Connect(s.ClientURL())
@@ -57,7 +61,10 @@ func shardFleet(t *testing.T, n int, listens, claims func(i int) bool) (*fleet, 
 		node := &Node{Identity: id, Agents: []string{"rpcutil"}, Facts: map[string]string{"n": fmt.Sprint(i)}}
 		f.audits[id] = &memAudit{}
 		cfg := ResponderConfig{Conn: nc, Collective: "test", HostKey: hk, Node: func() *Node { return node },
-			Trust: f.trust, Handler: countHandler{mu, runs, id}, Audit: f.audits[id]}
+			Trust: f.trust, Handler: countHandler{mu, runs, id, nil}, Audit: f.audits[id]}
+		if len(gate) > 0 {
+			cfg.Handler = countHandler{mu, runs, id, gate[0]}
+		}
 		if listens(i) {
 			cfg.Shards = shard.Sizes
 		}
@@ -166,6 +173,46 @@ func TestOlderHostsAndDeafShardsStillGetTheirChunk(t *testing.T) {
 	for id, k := range runs {
 		if k != 1 {
 			t.Errorf("%s ran the request %d times", id, k)
+		}
+	}
+}
+
+// A fleet that is slow to answer (every action takes longer than a third
+// of the timeout) is not sent its chunks again on each host's own
+// subject: that would undo what the shard saved, and cost every host a
+// duplicate record.
+func TestSlowShardIsNotSentAgainPerHost(t *testing.T) {
+	all := func(int) bool { return true }
+	gate := make(chan struct{})
+	f, reg, mu, runs := shardFleet(t, 80, all, all, gate)
+	c, nc := ownClient(t, f, reg)
+	// The first look at silent hosts is at 2s (a third of 6s), the next
+	// at 3s; the actions finish at 2.5s.
+	time.AfterFunc(2500*time.Millisecond, func() { close(gate) })
+	var out *Outcome
+	n := published(nc, func() {
+		var err error
+		out, err = c.Do(context.Background(), Query{Agent: "rpcutil", Action: "ping", Timeout: 6 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+	if ok, _, _ := out.Counts(); ok != 80 {
+		t.Fatalf("%d of 80 ok: %s", ok, statuses(out))
+	}
+	if n > 24 {
+		t.Errorf("the client published %d messages for 80 slow hosts: their chunks went out again per host", n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for id, k := range runs {
+		if k != 1 {
+			t.Errorf("%s ran the request %d times", id, k)
+		}
+	}
+	for id, a := range f.audits {
+		if r := a.find(CodeInProgress); r != nil {
+			t.Errorf("%s was sent a copy while it ran the request (%s %s)", id, r.Decision, r.Subject)
 		}
 	}
 }
