@@ -262,9 +262,10 @@ func NewResponder(cfg ResponderConfig) (*Responder, error) {
 }
 
 // Start subscribes to the host's direct subject, to the broadcast
-// subject of each of its agents and to its shard subjects (a request on
-// these names its targets: a host it does not name drops it unverified), and flushes the connection so the broker
-// has the subscriptions before Start returns: a request sent as soon as
+// subject of each of its agents and to its shard subjects (a host that a
+// request there does not name drops it unverified), and flushes the
+// connection so the broker has the subscriptions before Start returns: a
+// request sent as soon as
 // the responder reports itself ready is not lost. When the connection is
 // down (signetd started before the broker) the subscriptions are sent on
 // connect.

@@ -79,7 +79,7 @@ func (p *shardPlan) split(collective string, targets []string) (out []shardChunk
 			continue
 		}
 		for i := 0; i < len(g); i += directChunk {
-			out = append(out, shardChunk{subject: shardSubject(collective, size, n), targets: g[i:min(i+directChunk, len(g))]})
+			out = append(out, shardChunk{subject: shard.SubjectOf(collective, size, n), targets: g[i:min(i+directChunk, len(g))]})
 		}
 	}
 	return out, rest

@@ -3,7 +3,6 @@ package bus
 import (
 	"errors"
 	"fmt"
-	"strconv"
 
 	"github.com/signetbus/signet/internal/grammar"
 	"github.com/signetbus/signet/internal/shard"
@@ -88,11 +87,7 @@ func NodeSubject(collective, identity string) string {
 // SIZE). A host listens on it for each size it lists in its registry
 // entry (Registration.Shards).
 func ShardSubject(collective string, size int, identity string) string {
-	return shardSubject(collective, size, shard.Of(identity, size))
-}
-
-func shardSubject(collective string, size, n int) string {
-	return collective + ".shard." + strconv.Itoa(size) + "." + strconv.Itoa(n)
+	return shard.Subject(collective, size, identity)
 }
 
 // RegistryBucket is the JetStream key-value bucket responders register in.

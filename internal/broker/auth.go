@@ -145,7 +145,7 @@ func PermissionsFor(collective string, u User) *Permissions {
 		}
 		// Its own shard subjects only (bus.ShardSubject).
 		for _, size := range shard.Sizes {
-			sub = append(sub, fmt.Sprintf("%s.shard.%d.%d", collective, size, shard.Of(u.Name, size)))
+			sub = append(sub, shard.Subject(collective, size, u.Name))
 		}
 		return &Permissions{
 			Publish:        pub,

@@ -4,7 +4,10 @@
 // the broker's permission for a responder to listen on its own shards.
 package shard
 
-import "hash/fnv"
+import (
+	"hash/fnv"
+	"strconv"
+)
 
 // Sizes are the shard counts a host listens at: a client picks, per
 // request, the one whose shards hold at most a chunk (64) of its targets.
@@ -17,4 +20,15 @@ func Of(identity string, size int) int {
 	h := fnv.New32a()
 	h.Write([]byte(identity))
 	return int(h.Sum32() % uint32(size))
+}
+
+// Subject is the shard subject of identity's shard among size shards:
+// COLLECTIVE.shard.SIZE.N (bus.ShardSubject).
+func Subject(collective string, size int, identity string) string {
+	return SubjectOf(collective, size, Of(identity, size))
+}
+
+// SubjectOf is the subject of shard n among size shards.
+func SubjectOf(collective string, size, n int) string {
+	return collective + ".shard." + strconv.Itoa(size) + "." + strconv.Itoa(n)
 }

@@ -1,7 +1,6 @@
 package provision_test
 
 import (
-	"fmt"
 	"testing"
 
 	"github.com/nats-io/nats.go"
@@ -33,7 +32,7 @@ func TestLockdownShardSubjects(t *testing.T) {
 	}
 	web1v.quiet(t)
 	alicev.quiet(t)
-	other := fmt.Sprintf("%s.shard.4096.%d", collective, (shard.Of("web1", 4096)+1)%4096)
+	other := shard.SubjectOf(collective, 4096, (shard.Of("web1", 4096)+1)%4096)
 	web1.Subscribe(other, func(*nats.Msg) {})
 	web1.Flush()
 	web1v.refused(t, `Subscription to "`+other+`"`)
