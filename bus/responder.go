@@ -265,10 +265,9 @@ func NewResponder(cfg ResponderConfig) (*Responder, error) {
 // subject of each of its agents and to its shard subjects (a host that a
 // request there does not name drops it unverified), and flushes the
 // connection so the broker has the subscriptions before Start returns: a
-// request sent as soon as
-// the responder reports itself ready is not lost. When the connection is
-// down (signetd started before the broker) the subscriptions are sent on
-// connect.
+// request sent as soon as the responder reports itself ready is not lost.
+// When the connection is down (signetd started before the broker) the
+// subscriptions are sent on connect.
 func (r *Responder) Start() error {
 	n := r.cfg.Node()
 	subjects := []string{NodeSubject(r.cfg.Collective, n.Identity)}
