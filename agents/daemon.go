@@ -20,6 +20,7 @@ import (
 	"github.com/signetbus/signet/internal/keys"
 	"github.com/signetbus/signet/internal/metrics"
 	"github.com/signetbus/signet/internal/redact"
+	"github.com/signetbus/signet/internal/shard"
 	"github.com/signetbus/signet/internal/yamlerr"
 	"github.com/signetbus/signet/plugins"
 	"github.com/signetbus/signet/plugins/external"
@@ -197,6 +198,7 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		MaxRequestBytes: cfg.MaxRequestBytes, MaxTTL: cfg.MaxTTL.D(), ClockSkew: cfg.ClockSkew.D(), MaxConcurrent: cfg.MaxConcurrent,
 		ReplayCacheSize: cfg.ReplayCacheSize, ReplayKeyShare: cfg.ReplayKeyShare,
 		FloodWindow: cfg.FloodWindow.D(), FloodRecords: cfg.FloodRecords, FloodReplies: cfg.FloodReplies,
+		Shards: shard.Sizes, // and the registry entry says so (registrar.refresh)
 	})
 	if err != nil {
 		return err
@@ -301,6 +303,7 @@ func (g *registrar) refresh(ctx context.Context) error {
 		Identity: n.Identity, Collective: g.cfg.Collective, Facts: n.Facts, Agents: n.Agents, Classes: n.Classes,
 		HostKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(g.hostKey.PublicKey()))), Version: g.version, Protocol: bus.ProtocolVersion,
 		Started: g.started, Updated: time.Now(), BootID: g.bootID,
+		Shards: shard.Sizes, // the responder listens on them (Serve)
 	})
 	if err != nil {
 		g.reg = nil

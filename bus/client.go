@@ -144,6 +144,10 @@ type Query struct {
 	// Approval, when set, is carried by every request of the call (the
 	// two-person rule, see ApprovalProof).
 	Approval *ApprovalProof
+
+	// plan is what the registry listing of this call says about the
+	// hosts' shard subjects; nil when the registry was not listed.
+	plan *shardPlan
 }
 
 // ResultStatus classifies one host's outcome as the client sees it.
@@ -267,7 +271,9 @@ func (c *Client) Do(ctx context.Context, q Query) (*Outcome, error) {
 			targets = dedupe(q.Expected)
 		} else {
 			var err error
-			targets, err = c.discover(ctx, q)
+			var regs []*Registration
+			targets, regs, err = c.discover(ctx, q)
+			q.plan = newShardPlan(regs)
 			if err != nil {
 				if ctx.Err() != nil {
 					return finish(err)
@@ -354,16 +360,17 @@ func (c *Client) Do(ctx context.Context, q Query) (*Outcome, error) {
 	return finish(nil)
 }
 
-// discover returns the hosts the query should reach.
-func (c *Client) discover(ctx context.Context, q Query) ([]string, error) {
+// discover returns the hosts the query should reach and, when it listed
+// the registry, the listing.
+func (c *Client) discover(ctx context.Context, q Query) ([]string, []*Registration, error) {
 	m, err := q.Filter.Compile()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if c.cfg.Registry != nil {
 		regs, err := c.cfg.Registry.List(ctx)
 		if err != nil && !errors.Is(err, ErrNoRegistry) { // none: a lazy registry found no bucket
-			return nil, err
+			return nil, nil, err
 		}
 		var ids []string
 		for _, r := range regs {
@@ -372,7 +379,7 @@ func (c *Client) discover(ctx context.Context, q Query) ([]string, error) {
 			}
 		}
 		if len(regs) > 0 {
-			return ids, nil
+			return ids, regs, nil
 		}
 		c.log.Debug("registry empty, falling back to broadcast discovery")
 	}
@@ -382,7 +389,7 @@ func (c *Client) discover(ctx context.Context, q Query) ([]string, error) {
 	ping := Query{Agent: "rpcutil", Action: "ping", Filter: f, Timeout: q.DiscoveryTimeout, TTL: q.DiscoveryTimeout + 30*time.Second}
 	out := &Outcome{}
 	if err := c.send(ctx, ping, nil, true, out, c.cfg.Now()); err != nil {
-		return nil, fmt.Errorf("discovery: %w", err)
+		return nil, nil, fmt.Errorf("discovery: %w", err)
 	}
 	var ids []string
 	for _, r := range out.Results {
@@ -391,7 +398,7 @@ func (c *Client) discover(ctx context.Context, q Query) ([]string, error) {
 		}
 	}
 	sort.Strings(ids)
-	return ids, nil
+	return ids, nil, nil
 }
 
 func dedupe(ids []string) []string {

@@ -40,6 +40,13 @@ type Registration struct {
 	// /proc/sys/kernel/random/boot_id): a new one after a reboot, the same
 	// after a reconnect or a signetd restart. Empty when unknown.
 	BootID string `json:"boot_id,omitempty"`
+
+	// Shards are the shard counts at which the host listens on its shard
+	// subject (ShardSubject): a client publishes a chunk of a large
+	// request once per shard only to hosts that list the count here, and
+	// to the others on their own subjects. Empty for hosts older than
+	// this field.
+	Shards []int `json:"shards,omitempty"`
 }
 
 // ProtocolOf is the protocol version a registration says its host speaks.

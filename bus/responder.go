@@ -173,6 +173,12 @@ type ResponderConfig struct {
 	FloodWindow  time.Duration
 	FloodRecords int
 	FloodReplies int
+	// Shards are the shard counts (internal/shard.Sizes) at which the
+	// host also listens on its shard subject (ShardSubject), where a
+	// client publishes a chunk of a large request once for its shard; the
+	// host's registry entry must list exactly these (Registration.Shards).
+	// Empty: no shard subjects.
+	Shards []int
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }
@@ -255,12 +261,13 @@ func NewResponder(cfg ResponderConfig) (*Responder, error) {
 	}, nil
 }
 
-// Start subscribes to the host's direct subject and to the broadcast
-// subject of each of its agents, and flushes the connection so the broker
-// has the subscriptions before Start returns: a request sent as soon as
-// the responder reports itself ready is not lost. When the connection is
-// down (signetd started before the broker) the subscriptions are sent on
-// connect.
+// Start subscribes to the host's direct subject, to the broadcast
+// subject of each of its agents and to its shard subjects (a host that a
+// request there does not name drops it unverified), and flushes the
+// connection so the broker has the subscriptions before Start returns: a
+// request sent as soon as the responder reports itself ready is not lost.
+// When the connection is down (signetd started before the broker) the
+// subscriptions are sent on connect.
 func (r *Responder) Start() error {
 	n := r.cfg.Node()
 	subjects := []string{NodeSubject(r.cfg.Collective, n.Identity)}
@@ -268,6 +275,9 @@ func (r *Responder) Start() error {
 	sort.Strings(agents)
 	for _, a := range agents {
 		subjects = append(subjects, AgentSubject(r.cfg.Collective, a))
+	}
+	for _, size := range r.cfg.Shards {
+		subjects = append(subjects, ShardSubject(r.cfg.Collective, size, n.Identity))
 	}
 	r.mu.Lock()
 	for _, s := range subjects {

@@ -83,6 +83,12 @@ type hostState struct {
 	// nobody and earns no "no responders" status.
 	followups int
 	resendAt  time.Time
+	// direct is set when a host whose chunk went to its shard subject is
+	// sent it on its own subject instead: it did not answer within a
+	// third of the timeout while most of its chunk did, or nobody listens
+	// on the shard subject (deafShard).
+	direct    bool
+	deafShard bool
 }
 
 // reply is a reply checked by a verifier.
@@ -121,7 +127,24 @@ func (c *Client) send(ctx context.Context, q Query, targets []string, broadcast 
 	hosts := make(map[string]*hostState, len(targets))
 	byInbox := map[string][]string{}
 	parts, once := chunks(targets, broadcast)
-	for _, chunk := range parts {
+	// Chunks for hosts that listen on shard subjects go out once per
+	// shard (shardplan.go); the rest to each host's own subject.
+	var shardParts []shardChunk
+	if !once && broadcast && q.plan != nil {
+		var rest []string
+		shardParts, rest = q.plan.split(c.cfg.Collective, targets)
+		parts = nil
+		if len(rest) > 0 {
+			parts, _ = chunks(rest, false)
+		}
+	}
+	viaShard := map[*sentRequest]bool{}
+	shardInbox := map[string]bool{}
+	answered := map[*sentRequest]int{} // final results per shard chunk
+	for _, sc := range shardParts {
+		parts = append(parts, sc.targets)
+	}
+	for i, chunk := range parts {
 		req := &Request{
 			Version:    c.signIn(q),
 			ID:         NewID(),
@@ -159,9 +182,15 @@ func (c *Client) send(ctx context.Context, q Query, targets []string, broadcast 
 			s.inbox = box.add()
 			byInbox[s.inbox] = chunk
 		}
+		if j := i - (len(parts) - len(shardParts)); j >= 0 {
+			s.subject = shardParts[j].subject
+			s.inbox = box.add()
+			byInbox[s.inbox] = chunk
+			viaShard[s], shardInbox[s.inbox] = true, true
+		}
 		for _, t := range chunk {
 			st := &hostState{sent: s, result: -1, inbox: s.inbox}
-			if s.subject == "" {
+			if s.subject == "" || viaShard[s] { // its own inbox: the fallback goes to its own subject
 				st.inbox = box.add()
 				byInbox[st.inbox] = []string{t}
 			}
@@ -175,7 +204,7 @@ func (c *Client) send(ctx context.Context, q Query, targets []string, broadcast 
 	pending := len(targets)
 
 	publish := func(s *sentRequest, host string) error {
-		if s.subject != "" {
+		if s.subject != "" && (host == "" || !hosts[host].direct) {
 			if err := c.cfg.Conn.PublishMsg(&nats.Msg{Subject: s.subject, Reply: s.inbox, Data: s.frame}); err != nil {
 				return fmt.Errorf("publish: %w", err)
 			}
@@ -280,11 +309,33 @@ func (c *Client) send(ctx context.Context, q Query, targets []string, broadcast 
 		fired(st)
 		return publish(st.sent, host)
 	}
+	// A host sent its chunk on its shard subject that has not answered
+	// within a third of the timeout, while at least half of its chunk
+	// has, is sent it on its own subject: its broker may have refused it
+	// the shard subscription, and only its own subject tells "not
+	// connected" (no responders) apart from slow. A host that already ran
+	// it answers with its kept reply. While most of the chunk is silent
+	// too, the hosts are slow, not deaf: sending them all their chunks
+	// again would undo what the shard saved.
+	for _, st := range hosts {
+		if viaShard[st.sent] {
+			schedule(st, sentAt.Add(q.Timeout/3))
+		}
+	}
 wait:
 	for open || pending > 0 {
 		select {
 		case rp := <-results:
 			switch {
+			case rp.noResponders && shardInbox[rp.inbox]:
+				// Nobody listens on the shard subject: each host is sent
+				// its chunk on its own subject now.
+				for _, h := range byInbox[rp.inbox] {
+					if st := hosts[h]; st.result < 0 && !st.direct {
+						st.deafShard = true
+						schedule(st, c.cfg.Now())
+					}
+				}
 			case rp.noResponders:
 				// Nobody listened on the subject of that publish: the host
 				// is not (yet) connected. Send again with backoff.
@@ -327,6 +378,9 @@ wait:
 					continue
 				}
 				if nonFinal(rp.r.Reply) {
+					if viaShard[st.sent] && !st.direct {
+						unschedule(st) // it got the shard's chunk
+					}
 					if st.tentative == nil {
 						r := rp.r
 						st.tentative = &r
@@ -337,6 +391,7 @@ wait:
 					unschedule(st)
 					st.frame = rp.frame
 					st.result = add(rp.r)
+					answered[st.sent]++
 					if !open {
 						pending--
 					}
@@ -370,8 +425,8 @@ wait:
 					}
 					st.reconnects++
 					st.followups = maxReconnectFollowups
-					fired(st)                  // schedules the first follow-up
-					if st.sent.subject != "" { // a broadcast goes out once for all its hosts
+					fired(st)                                // schedules the first follow-up
+					if st.sent.subject != "" && !st.direct { // a broadcast goes out once for all its hosts
 						if again[st.sent] {
 							continue
 						}
@@ -391,7 +446,13 @@ wait:
 				if st.resendAt.IsZero() || now.Before(st.resendAt) {
 					continue
 				}
-				if st.sent.subject != "" { // a broadcast goes out once for all its hosts
+				if viaShard[st.sent] && !st.direct {
+					if !st.deafShard && 2*answered[st.sent] < len(st.sent.targets) {
+						st.resendAt = now.Add(q.Timeout / 6) // its chunk is slow: look again later
+						continue
+					}
+					st.direct = true // from now on, its own subject
+				} else if st.sent.subject != "" && !st.direct { // a broadcast goes out once for all its hosts
 					if again[st.sent] {
 						fired(st)
 						continue

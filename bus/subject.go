@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/signetbus/signet/internal/grammar"
+	"github.com/signetbus/signet/internal/shard"
 )
 
 // isID reports whether id is exactly 32 lowercase hex digits
@@ -79,6 +80,14 @@ func AgentSubject(collective, agent string) string {
 // NodeSubject is where direct requests for one host are sent.
 func NodeSubject(collective, identity string) string {
 	return collective + ".node." + identity
+}
+
+// ShardSubject is where chunks of a large request are published once for
+// the hosts of one shard: COLLECTIVE.shard.SIZE.N, N = shard.Of(identity,
+// SIZE). A host listens on it for each size it lists in its registry
+// entry (Registration.Shards).
+func ShardSubject(collective string, size int, identity string) string {
+	return shard.Subject(collective, size, identity)
 }
 
 // RegistryBucket is the JetStream key-value bucket responders register in.

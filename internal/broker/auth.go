@@ -13,6 +13,7 @@ import (
 
 	"github.com/signetbus/signet/internal/config"
 	"github.com/signetbus/signet/internal/grammar"
+	"github.com/signetbus/signet/internal/shard"
 )
 
 // Role is what a broker user may do (see PermissionsFor).
@@ -145,17 +146,22 @@ func PermissionsFor(collective string, u User) *Permissions {
 		}
 		// Watching the revocation list and locks.
 		pub = append(pub, kvRead(controlBucket(collective))...)
+		sub := []string{
+			collective + ".agent.*",
+			collective + ".node." + u.Name,
+			inbox,
+		}
+		// Its own shard subjects only (bus.ShardSubject).
+		for _, size := range shard.Sizes {
+			sub = append(sub, shard.Subject(collective, size, u.Name))
+		}
 		return &Permissions{
-			Publish: pub,
-			Subscribe: []string{
-				collective + ".agent.*",
-				collective + ".node." + u.Name,
-				inbox,
-			},
+			Publish:        pub,
+			Subscribe:      sub,
 			AllowResponses: true,
 		}
 	case RoleClient:
-		pub := []string{collective + ".agent.*", collective + ".node.>"}
+		pub := []string{collective + ".agent.*", collective + ".node.>", collective + ".shard.>"}
 		pub = append(pub, kvRead(registryBucket(collective))...)
 		// The revocation list and locks: message gets only (signet lock
 		// --list). A raw read (consumer, direct get) of an older

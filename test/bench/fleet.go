@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/signetbus/signet/bus"
@@ -22,12 +23,8 @@ import (
 // pings.
 func fleetPing(s *server.Server, dir string, op ssh.Signer, n, rounds, controlRounds int) (stats, error) {
 	bin := filepath.Join(dir, "signetd")
-	if _, err := os.Stat(bin); err != nil {
-		build := exec.Command("go", "build", "-o", bin, "./cmd/signetd")
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			return stats{}, fmt.Errorf("build signetd (run from the repository root): %w", err)
-		}
+	if err := buildSignetd(bin); err != nil {
+		return stats{}, err
 	}
 	fdir := filepath.Join(dir, fmt.Sprintf("fleet%d", n))
 	if err := os.MkdirAll(fdir, 0o700); err != nil {
@@ -66,32 +63,9 @@ control_state: %s
 	nc := connect(s.ClientURL())
 	defer nc.Close()
 	ctx := context.Background()
-	known := hostKeys{}
-	var reg *bus.Registry
-	deadline := time.Now().Add(2 * time.Minute)
-	for len(known) < n {
-		if time.Now().After(deadline) {
-			return stats{}, fmt.Errorf("only %d of %d signetd registered after 2m", len(known), n)
-		}
-		time.Sleep(200 * time.Millisecond)
-		if reg == nil {
-			r, err := bus.OpenRegistry(ctx, nc, "fleet")
-			if err != nil {
-				continue
-			}
-			reg = r
-		}
-		regs, err := reg.List(ctx)
-		if err != nil {
-			continue
-		}
-		for _, r := range regs {
-			// The bench trusts the registry's host keys; real clients
-			// use known_hosts.
-			if pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(r.HostKey)); err == nil {
-				known[r.Identity] = pub
-			}
-		}
+	known, reg, err := waitRegistered(nc, "fleet", n)
+	if err != nil {
+		return stats{}, err
 	}
 	c, err := bus.NewClient(bus.ClientConfig{Conn: nc, Collective: "fleet", Signer: op, User: "bench", HostKeys: known, Registry: reg})
 	if err != nil {
@@ -118,4 +92,37 @@ control_state: %s
 		}
 	}
 	return summarize(times), nil
+}
+
+// waitRegistered waits until n hosts of the collective are in its
+// registry and returns their host keys (the bench trusts the registry's
+// host keys; real clients use known_hosts) and the registry.
+func waitRegistered(nc *nats.Conn, collective string, n int) (hostKeys, *bus.Registry, error) {
+	ctx := context.Background()
+	known := hostKeys{}
+	var reg *bus.Registry
+	deadline := time.Now().Add(2 * time.Minute)
+	for len(known) < n {
+		if time.Now().After(deadline) {
+			return nil, nil, fmt.Errorf("only %d of %d signetd registered after 2m", len(known), n)
+		}
+		time.Sleep(200 * time.Millisecond)
+		if reg == nil {
+			r, err := bus.OpenRegistry(ctx, nc, collective)
+			if err != nil {
+				continue
+			}
+			reg = r
+		}
+		regs, err := reg.List(ctx)
+		if err != nil {
+			continue
+		}
+		for _, r := range regs {
+			if pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(r.HostKey)); err == nil {
+				known[r.Identity] = pub
+			}
+		}
+	}
+	return known, reg, nil
 }

@@ -11,6 +11,8 @@
 //   - idle RSS of a real signetd process;
 //   - with -fleet, `signet ping` (registry, signed broadcast, verified
 //     replies) to fleets of real signetd processes on one broker;
+//   - with -host-cpu, the CPU time real signetd processes spend per
+//     request, read from /proc (see hostcpu.go);
 //   - with -lab, in-process lab fleets (as `signet lab --hosts N` runs
 //     them): memory per responder, registry discovery and ping;
 //   - with -window-hosts, a rolling deploy in lock-step batches against a
@@ -63,6 +65,14 @@ func main() {
 	windowHosts := flag.Int("window-hosts", 0, "hosts of the batches-vs-window deploy with one host made slower (0 skips)")
 	windowStep := flag.Duration("window-step", 100*time.Millisecond, "with -window-hosts: the time every call takes")
 	windowSlow := flag.Duration("window-slow", 10*time.Second, "with -window-hosts: how much slower web1's update is")
+	hostCPUHosts := flag.Int("host-cpu", 0, "real signetd processes per fleet for the CPU-per-request measurement (0 skips)")
+	hostCPURequests := flag.Int("host-cpu-requests", 300, "with -host-cpu: signed pings to every host per round")
+	hostCPURounds := flag.Int("host-cpu-rounds", 3, "with -host-cpu: measured rounds per binary, alternating between binaries")
+	hostCPUGap := flag.Duration("host-cpu-gap", 2*time.Millisecond, "with -host-cpu: pause between two pings, so that every request wakes sleeping hosts")
+	hostCPUBins := flag.String("signetd", "", "with -host-cpu: comma-separated signetd binaries to compare (empty: build ./cmd/signetd)")
+	hostCPUExtra := flag.String("host-cpu-config", "", "with -host-cpu: YAML lines added to every host's config")
+	hostCPUPerf := flag.String("host-cpu-perf", "", "with -host-cpu: `perf record -g` one host of each fleet during an extra block, to FILE.cpuN")
+	upload := flag.String("upload", "", "fleet sizes (e.g. 1000,10000): bytes of a fleet-wide ping, chunks per host against once per shard (empty skips)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the signed fan-out runs to this file (and, with -lab, heap profiles to FILE.labN.heap)")
 	flag.Parse()
 	profile = *cpuprofile
@@ -100,6 +110,19 @@ func main() {
 			st, err := fleetPing(s, dir, op, n, *rounds, *fleetControl)
 			check(err)
 			fmt.Printf("signet ping to %d real signetd processes: %s\n", n, st)
+		}
+	}
+	if *hostCPUHosts > 0 {
+		fmt.Println()
+		check(hostCPU(s, dir, op, hostCPUOptions{hosts: *hostCPUHosts, requests: *hostCPURequests, rounds: *hostCPURounds,
+			gap: *hostCPUGap, bins: strings.Split(*hostCPUBins, ","), extra: *hostCPUExtra, perf: *hostCPUPerf}))
+	}
+	if *upload != "" {
+		fmt.Println()
+		for _, f := range strings.Split(*upload, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			check(err)
+			check(uploadBytes(s, op, authFile, policyFile, n))
 		}
 	}
 	if *labSizes != "" {

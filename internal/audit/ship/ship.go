@@ -90,7 +90,17 @@ type Config struct {
 	Retry time.Duration
 	// Timeout bounds the wait for one acknowledgement; default 5s.
 	Timeout time.Duration
-	Logger  *slog.Logger
+	// Linger is how long the shipper waits after a Wake before it reads
+	// the log, so that the lines of one request (its "started" record and
+	// its result) and of requests close together are read and shipped in
+	// one pass; default 20ms. Negative: no wait.
+	Linger time.Duration
+	// SaveEvery bounds how often the state file is rewritten; default 1s.
+	// Run saves it once more when it stops. After a crash at most the
+	// lines of the last SaveEvery are shipped again, and the stream drops
+	// those copies (its duplicate window is 2 minutes).
+	SaveEvery time.Duration
+	Logger    *slog.Logger
 }
 
 // Shipper ships one audit log.
@@ -102,6 +112,11 @@ type Shipper struct {
 	// down is set while the broker does not acknowledge, to log the outage
 	// once and its end once.
 	down bool
+	// saved is the seq in the state file; savedAt when it was written;
+	// saves counts the writes (tests).
+	saved   uint64
+	savedAt time.Time
+	saves   int
 }
 
 // New returns a shipper; Run starts it.
@@ -118,6 +133,12 @@ func New(cfg Config) (*Shipper, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 5 * time.Second
 	}
+	if cfg.Linger == 0 {
+		cfg.Linger = 20 * time.Millisecond
+	}
+	if cfg.SaveEvery <= 0 {
+		cfg.SaveEvery = time.Second
+	}
 	js, err := jetstream.New(cfg.Conn)
 	if err != nil {
 		return nil, fmt.Errorf("ship: %w", err)
@@ -132,6 +153,7 @@ func New(cfg Config) (*Shipper, error) {
 		return nil, err
 	}
 	s.acked.Store(seq)
+	s.saved = seq
 	return s, nil
 }
 
@@ -161,12 +183,29 @@ func (s *Shipper) saveState(seq uint64) error {
 	return os.Rename(tmp, s.cfg.State)
 }
 
+// save writes the acknowledged seq to the state file when it moved, at
+// most once per SaveEvery unless force: rewriting the file for every line
+// cost a host more CPU than shipping the line (docs/performance.md).
+func (s *Shipper) save(force bool) {
+	seq := s.acked.Load()
+	if seq == s.saved || (!force && time.Since(s.savedAt) < s.cfg.SaveEvery) {
+		return
+	}
+	s.saves++
+	if err := s.saveState(seq); err != nil {
+		s.log.Error("cannot save the shipped seq; after a restart lines are shipped again (the stream drops copies within 2 minutes)", "err", err)
+		return
+	}
+	s.saved, s.savedAt = seq, time.Now()
+}
+
 // file is the log being read.
 type file struct {
 	f       *os.File
 	ino     uint64
 	off     int64
 	pending []byte
+	buf     []byte // read buffer, kept between reads
 }
 
 func openFile(path string) (*file, error) {
@@ -192,7 +231,10 @@ func inode(st os.FileInfo) uint64 {
 // lines returns the complete lines added since the last call.
 // It returns after about 1 MiB, so a large log is shipped in pieces.
 func (f *file) lines() ([][]byte, error) {
-	buf := make([]byte, 64<<10)
+	if f.buf == nil {
+		f.buf = make([]byte, 64<<10)
+	}
+	buf := f.buf
 	var out [][]byte
 	for read := 0; read < 1<<20 || len(out) == 0; read += len(buf) {
 		n, err := f.f.ReadAt(buf, f.off)
@@ -205,6 +247,9 @@ func (f *file) lines() ([][]byte, error) {
 			}
 			out = append(out, f.pending[:i:i])
 			f.pending = f.pending[i+1:]
+		}
+		if len(f.pending) == 0 {
+			f.pending = nil // the lines out holds keep their own array
 		}
 		if err == io.EOF || n == 0 {
 			return out, nil
@@ -224,6 +269,7 @@ func (s *Shipper) Run(ctx context.Context) error {
 		if cur != nil {
 			cur.f.Close()
 		}
+		s.save(true)
 	}()
 	ectx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	_, _ = EnsureStream(ectx, s.js, s.cfg.Collective, s.cfg.Replicas) // publish retries if the broker is down
@@ -250,6 +296,11 @@ func (s *Shipper) Run(ctx context.Context) error {
 	}
 	tick := time.NewTicker(s.cfg.Poll)
 	defer tick.Stop()
+	// checkFile is set when the path must be looked at again: on the
+	// poll tick, and after a wake that found nothing new in the open file
+	// (the line went to a new file). A wake that found new lines needs no
+	// stat: a host writes a few lines per request.
+	checkFile := true
 	for {
 		if cur == nil {
 			f, err := openFile(s.cfg.Path)
@@ -259,28 +310,50 @@ func (s *Shipper) Run(ctx context.Context) error {
 			cur = f
 		}
 		if cur != nil {
+			before := cur.off
 			if err := s.drain(ctx, cur); err != nil {
 				return err
 			}
-			// Rotated: the old file is read to its end, then the new one.
-			if st, err := os.Stat(s.cfg.Path); err == nil && inode(st) != cur.ino {
-				if err := s.drain(ctx, cur); err != nil {
-					return err
+			if cur.off == before {
+				checkFile = true
+			}
+			if checkFile {
+				// Rotated: the old file is read to its end, then the new one.
+				if st, err := os.Stat(s.cfg.Path); err == nil && inode(st) != cur.ino {
+					if err := s.drain(ctx, cur); err != nil {
+						return err
+					}
+					cur.f.Close()
+					cur = nil
+					continue
+				} else if err == nil && st.Size() < cur.off {
+					s.log.Error("audit log shrank: it was truncated or replaced in place; shipping it again from its start", "size", st.Size(), "read", cur.off)
+					cur.off, cur.pending = 0, nil
+					continue
 				}
-				cur.f.Close()
-				cur = nil
-				continue
-			} else if err == nil && st.Size() < cur.off {
-				s.log.Error("audit log shrank: it was truncated or replaced in place; shipping it again from its start", "size", st.Size(), "read", cur.off)
-				cur.off, cur.pending = 0, nil
-				continue
 			}
 		}
+		s.save(false)
+		checkFile = false
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-s.cfg.Wake:
+			if s.cfg.Linger > 0 {
+				// Let the rest of the request's lines arrive: one pass
+				// then reads and ships them together.
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(s.cfg.Linger):
+				}
+				select {
+				case <-s.cfg.Wake: // already covered by this pass
+				default:
+				}
+			}
 		case <-tick.C:
+			checkFile = true
 		}
 	}
 }
@@ -304,36 +377,43 @@ func (s *Shipper) drain(ctx context.Context, f *file) error {
 // ship publishes the lines above the acknowledged seq, in order.
 func (s *Shipper) ship(ctx context.Context, lines [][]byte) error {
 	last := s.acked.Load()
-	shipped := false
 	for _, line := range lines {
-		var e chainFields
-		if err := json.Unmarshal(line, &e); err != nil || e.Seq == 0 {
+		seq := lineSeq(line)
+		if seq == 0 {
 			continue // not chained: verify reports it from the host file
 		}
-		if e.Seq <= last {
+		if seq <= last {
 			continue
 		}
-		if last > 0 && e.Seq != last+1 {
-			s.log.Error("audit log has a gap: shipping what is there, verify will report it", "after", last, "next", e.Seq)
+		if last > 0 && seq != last+1 {
+			s.log.Error("audit log has a gap: shipping what is there, verify will report it", "after", last, "next", seq)
 		}
-		if err := s.publish(ctx, e.Seq, line); err != nil {
+		if err := s.publish(ctx, seq, line); err != nil {
 			return err
 		}
-		last = e.Seq
+		last = seq
 		s.acked.Store(last)
-		shipped = true
-	}
-	if shipped {
-		if err := s.saveState(last); err != nil {
-			s.log.Error("cannot save the shipped seq; after a restart lines are shipped again (the stream drops copies within 2 minutes)", "err", err)
-		}
 	}
 	return nil
 }
 
-// chainFields are the only fields the shipper decodes.
-type chainFields struct {
-	Seq uint64 `json:"seq"`
+// lineSeq returns a line's seq, 0 when it has none. A line the log wrote
+// starts {"seq":N, (audit's chainLine), read without decoding the rest;
+// anything else is decoded as JSON.
+func lineSeq(line []byte) uint64 {
+	const prefix = `{"seq":`
+	if rest, ok := bytes.CutPrefix(line, []byte(prefix)); ok {
+		if i := bytes.IndexByte(rest, ','); i > 0 && i <= 20 {
+			if seq, err := strconv.ParseUint(string(rest[:i]), 10, 64); err == nil {
+				return seq
+			}
+		}
+	}
+	var e chainFields
+	if err := json.Unmarshal(line, &e); err != nil {
+		return 0
+	}
+	return e.Seq
 }
 
 // publish sends one line until the broker acknowledges it or ctx ends.
@@ -374,4 +454,9 @@ func (s *Shipper) publish(ctx context.Context, seq uint64, line []byte) error {
 		case <-time.After(s.cfg.Retry):
 		}
 	}
+}
+
+// chainFields are the only fields the shipper decodes.
+type chainFields struct {
+	Seq uint64 `json:"seq"`
 }

@@ -78,6 +78,10 @@ func (h *host) start(nc *nats.Conn, collective string) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	h.runShipper(sh)
+}
+
+func (h *host) runShipper(sh *Shipper) {
 	ctx, cancel := context.WithCancel(context.Background())
 	h.sh, h.cancel, h.done = sh, cancel, make(chan error, 1)
 	go func() { h.done <- sh.Run(ctx) }()
