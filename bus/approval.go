@@ -81,15 +81,55 @@ type ApprovalSubject struct {
 // ApprovalPlan is a deploy or release as approved: every call it will
 // make, with the hosts it may make it on.
 type ApprovalPlan struct {
-	// Workflow is "deploy" or "release"; App, Version and Env say what.
+	// Workflow is "deploy", "workflow" or "release"; App, Version and Env
+	// say what (for a release: the ticket's title and the manifest's
+	// SHA-256).
 	Workflow string `json:"workflow"`
 	App      string `json:"app"`
 	Version  string `json:"version"`
 	Env      string `json:"env,omitempty"`
 	// Batches are the hosts deployed, batch by batch.
 	Batches [][]string `json:"batches"`
-	// Steps are the distinct calls of the plan.
+	// Steps are the distinct calls of the plan (for a release: its own,
+	// such as the repository refresh).
 	Steps []PlanStep `json:"steps"`
+	// Deploys are a release's deploys, each a plan of its own, in the
+	// manifest's order. One approval of the release covers all of them.
+	Deploys []ApprovalPlan `json:"deploys,omitempty"`
+}
+
+// maxPlanDeploys bounds a release's deploys.
+const maxPlanDeploys = 256
+
+// AllSteps returns the plan's steps and those of its deploys.
+func (p *ApprovalPlan) AllSteps() []PlanStep {
+	out := append([]PlanStep(nil), p.Steps...)
+	for i := range p.Deploys {
+		out = append(out, p.Deploys[i].Steps...)
+	}
+	return out
+}
+
+// check checks a plan's form: it has steps, and only a release has
+// deploys, which have no deploys of their own.
+func (p *ApprovalPlan) check() error {
+	if len(p.Deploys) > 0 {
+		if p.Workflow != "release" {
+			return fmt.Errorf("%w: only a release plan has deploys, this is a %q plan", ErrApproval, p.Workflow)
+		}
+		if len(p.Deploys) > maxPlanDeploys {
+			return fmt.Errorf("%w: a release plan has at most %d deploys, this one %d", ErrApproval, maxPlanDeploys, len(p.Deploys))
+		}
+		for i := range p.Deploys {
+			if len(p.Deploys[i].Deploys) > 0 {
+				return fmt.Errorf("%w: deploy %d of the release has deploys of its own", ErrApproval, i+1)
+			}
+		}
+	}
+	if len(p.AllSteps()) == 0 {
+		return fmt.Errorf("%w: a plan subject needs a plan with steps", ErrApproval)
+	}
+	return nil
 }
 
 // PlanStep is one call of a plan: Agent.Action with exactly Params, on
@@ -178,8 +218,11 @@ func (s *ApprovalSubject) Check() error {
 			return fmt.Errorf("%w: %v", ErrApproval, err)
 		}
 	case SubjectPlan:
-		if s.Plan == nil || len(s.Plan.Steps) == 0 {
+		if s.Plan == nil {
 			return fmt.Errorf("%w: a plan subject needs a plan with steps", ErrApproval)
+		}
+		if err := s.Plan.check(); err != nil {
+			return err
 		}
 		if s.Agent != "" || s.Action != "" || s.Params != nil || len(s.Targets) > 0 || !s.Filter.IsZero() {
 			return fmt.Errorf("%w: a plan subject names its calls in its steps only", ErrApproval)
@@ -236,7 +279,7 @@ func (s *ApprovalSubject) Covers(req *Request, node *Node, requester string, ske
 		return coversAddress(s.Targets, s.Filter, req, node)
 	}
 	var why error
-	for _, st := range s.Plan.Steps {
+	for _, st := range s.Plan.AllSteps() {
 		if st.Agent != req.Agent || st.Action != req.Action || !sameParams(st.Params, req.Params) {
 			continue
 		}

@@ -62,3 +62,24 @@ func PlanSubject(pv *workflows.PlanView, info PlanInfo) (*bus.ApprovalPlan, erro
 	}
 	return p, nil
 }
+
+// SamePlan says how got differs from the approved plan want, or nil when
+// they have the same batches and steps (each made by PlanSubject).
+func SamePlan(got, want *bus.ApprovalPlan) error {
+	gb, _ := json.Marshal(got.Batches)
+	wb, _ := json.Marshal(want.Batches)
+	if string(gb) != string(wb) {
+		return fmt.Errorf("batches %s, approved %s", gb, wb)
+	}
+	if len(got.Steps) != len(want.Steps) {
+		return fmt.Errorf("%d distinct calls, approved %d", len(got.Steps), len(want.Steps))
+	}
+	for i := range got.Steps {
+		gs, _ := json.Marshal(got.Steps[i])
+		ws, _ := json.Marshal(want.Steps[i])
+		if string(gs) != string(ws) {
+			return fmt.Errorf("step %s is %s, approved %s", got.Steps[i].Name, gs, ws)
+		}
+	}
+	return nil
+}

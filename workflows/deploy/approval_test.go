@@ -96,8 +96,10 @@ func TestDeployApproveHookPlanCoversEveryStep(t *testing.T) {
 		t.Fatalf("deploy: %v\n%s", err, out.String())
 	}
 	// Seven steps on each of nine hosts, and the two HAProxy broadcasts
-	// per host on both load balancers.
-	if want := int64(9*7 + 9*2*2); cc.checked.Load() != want {
+	// per host on both load balancers; before each host is touched, the
+	// observer's package and maintenance status, and its HAProxy status
+	// on both load balancers.
+	if want := int64(9*7 + 9*2*2 + 9*(2+2)); cc.checked.Load() != want {
 		t.Errorf("checked %d step deliveries, want %d", cc.checked.Load(), want)
 	}
 }

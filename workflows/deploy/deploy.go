@@ -218,7 +218,7 @@ func Run(ctx context.Context, soft <-chan struct{}, opts Options) (*workflows.Re
 		return nil, fmt.Errorf("%s would touch %d hosts: confirm with --yes or look first with --plan", summary, len(hosts))
 	}
 	if opts.Approve != nil {
-		pv, err := workflows.BuildPlan(summary, batches, hosts, a.ZoneFact, a.Steps(), vars)
+		pv, err := workflows.BuildPlan(summary, batches, hosts, a.ZoneFact, a.approvalSteps(), vars)
 		if err != nil {
 			return nil, err
 		}
