@@ -74,8 +74,11 @@ type ApprovalSubject struct {
 	Filter  Filter         `json:"filter,omitzero"`
 	Targets []string       `json:"targets,omitempty"`
 
-	// For SubjectPlan: the plan.
+	// For SubjectPlan: the plan. For SubjectPlanTree: the plan as the
+	// approver sees it, left out of step requests (Header), and its root
+	// (approvaltree.go), which the approval's digest covers.
 	Plan *ApprovalPlan `json:"plan,omitempty"`
+	Root *PlanRoot     `json:"root,omitempty"`
 }
 
 // ApprovalPlan is a deploy or release as approved: every call it will
@@ -148,6 +151,9 @@ type PlanStep struct {
 type ApprovalProof struct {
 	Subject   ApprovalSubject  `json:"subject"`
 	Approvals []SignedApproval `json:"approvals,omitempty"`
+	// Step is, for a plan tree, the request's own call with the proof
+	// that it is under the approved root.
+	Step *LeafProof `json:"step,omitempty"`
 }
 
 // Approval is what an approver signs.
@@ -189,7 +195,14 @@ func canonical(v any) ([]byte, error) {
 
 // SubjectDigest is the lowercase hex SHA-256 of the subject's canonical
 // JSON: what an approver signs.
+//
+// For a plan tree the digest is that of the header (the subject without
+// the plan, holding its root): the same whether the plan is there or not.
 func SubjectDigest(s *ApprovalSubject) (string, error) {
+	if s.Kind == SubjectPlanTree {
+		h := s.Header()
+		s = &h
+	}
 	b, err := canonical(s)
 	if err != nil {
 		return "", fmt.Errorf("%w: encode subject: %v", ErrApproval, err)
@@ -208,7 +221,7 @@ func (s *ApprovalSubject) Check() error {
 	}
 	switch s.Kind {
 	case SubjectRequest:
-		if s.Plan != nil {
+		if s.Plan != nil || s.Root != nil {
 			return fmt.Errorf("%w: a request subject carries no plan", ErrApproval)
 		}
 		if err := CheckName("agent", s.Agent); err != nil {
@@ -217,7 +230,12 @@ func (s *ApprovalSubject) Check() error {
 		if err := CheckName("action", s.Action); err != nil {
 			return fmt.Errorf("%w: %v", ErrApproval, err)
 		}
+	case SubjectPlanTree:
+		return s.checkTree()
 	case SubjectPlan:
+		if s.Root != nil {
+			return fmt.Errorf("%w: a plan subject without a tree carries no root", ErrApproval)
+		}
 		if s.Plan == nil {
 			return fmt.Errorf("%w: a plan subject needs a plan with steps", ErrApproval)
 		}
@@ -228,7 +246,7 @@ func (s *ApprovalSubject) Check() error {
 			return fmt.Errorf("%w: a plan subject names its calls in its steps only", ErrApproval)
 		}
 	default:
-		return fmt.Errorf("%w: subject kind %q, want %q or %q", ErrApproval, s.Kind, SubjectRequest, SubjectPlan)
+		return fmt.Errorf("%w: subject kind %q, want %q, %q or %q", ErrApproval, s.Kind, SubjectRequest, SubjectPlanTree, SubjectPlan)
 	}
 	return nil
 }
@@ -277,6 +295,9 @@ func (s *ApprovalSubject) Covers(req *Request, node *Node, requester string, ske
 			return fmt.Errorf("%w: the request's parameters differ from the approved ones", ErrApproval)
 		}
 		return coversAddress(s.Targets, s.Filter, req, node)
+	}
+	if s.Kind == SubjectPlanTree {
+		return s.coversTree(req, node)
 	}
 	var why error
 	for _, st := range s.Plan.AllSteps() {

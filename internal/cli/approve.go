@@ -187,8 +187,11 @@ func showSubject(w io.Writer, p *bus.Pending) {
 	fmt.Fprintf(w, "reason:    %s\n", sub.Reason)
 	fmt.Fprintf(w, "expires:   %s\n", stampMS(sub.Expires))
 	fmt.Fprintf(w, "digest:    %s\n", p.Digest)
-	if sub.Kind == bus.SubjectPlan {
+	if sub.Plan != nil {
 		pl := sub.Plan
+		if sub.Root != nil {
+			fmt.Fprintf(w, "root:      %s over %d calls (each step request proves its call is one of them)\n", sub.Root.Hash, sub.Root.Leaves)
+		}
 		if pl.Workflow == "release" {
 			fmt.Fprintf(w, "plan:      release %s to %s (manifest sha256 %s)\n", pl.App, pl.Env, pl.Version)
 		} else {
@@ -291,7 +294,7 @@ func approvalsRun(ctx context.Context, g *globalOptions, _ *approvalsOptions) er
 		}
 		js = append(js, jp)
 		what := sub.Agent + "." + sub.Action + " " + paramsText(sub.Params) + " on " + addressText(sub.Targets, sub.Filter)
-		if sub.Kind == bus.SubjectPlan {
+		if sub.Plan != nil {
 			what = planText(sub.Plan)
 		}
 		approvals := "none"
@@ -351,9 +354,14 @@ func (g *globalOptions) submitPlan(ctx context.Context, ws *workflowSession, af 
 		return nil, withHint(err, "approvals need a broker with JetStream (signet broker has it)")
 	}
 	now := time.Now()
-	sub := bus.ApprovalSubject{Kind: bus.SubjectPlan, Collective: ws.cfg.Collective,
+	sub := bus.ApprovalSubject{Collective: ws.cfg.Collective,
 		Requester: ssh.FingerprintSHA256(bus.KeySigner(ws.signer).PublicKey()), RequesterName: ws.cfg.User,
-		Reason: af.reason, Expires: now.Add(af.expires).UnixMilli(), Plan: plan}
+		Reason: af.reason, Expires: now.Add(af.expires).UnixMilli()}
+	// Approved by its Merkle root: each step request carries its own
+	// step and a proof, not the plan (docs/security.md).
+	if err := sub.SetPlan(plan); err != nil {
+		return nil, err
+	}
 	id := bus.NewID()
 	if err := store.Submit(ctx, ws.signer, &bus.PendingRequest{ID: id, Subject: sub, Created: now.UnixMilli()}); err != nil {
 		return nil, err

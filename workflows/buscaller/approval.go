@@ -83,3 +83,28 @@ func SamePlan(got, want *bus.ApprovalPlan) error {
 	}
 	return nil
 }
+
+// approvalFor is what the query carries of b.Approval: a plan tree's
+// header, approvals and the query's own step with its proof; a call the
+// plan does not hold gets the header and approvals only (a host that needs
+// no approval for it runs it; one that does says it is not a step of the
+// plan). Any other approval is carried as it is.
+func (b *Caller) approvalFor(q bus.Query) (*bus.ApprovalProof, error) {
+	a := b.Approval
+	if a == nil || a.Subject.Kind != bus.SubjectPlanTree || a.Subject.Plan == nil {
+		return a, nil
+	}
+	b.treeMu.Lock()
+	if b.treeFor != a {
+		t, err := bus.NewPlanTree(a.Subject.Plan)
+		if err != nil {
+			b.treeMu.Unlock()
+			return nil, err
+		}
+		b.tree, b.treeFor = t, a
+	}
+	t := b.tree
+	b.treeMu.Unlock()
+	return &bus.ApprovalProof{Subject: a.Subject.Header(), Approvals: a.Approvals,
+		Step: t.ProveCall(q.Agent, q.Action, q.Params, q.Targets, q.Filter)}, nil
+}
