@@ -3,6 +3,7 @@ package agents
 import (
 	"context"
 	"fmt"
+	"math/bits"
 	"strings"
 	"testing"
 	"time"
@@ -143,4 +144,42 @@ func TestPlanTreeStepRefusals(t *testing.T) {
 
 	res = f.send(t, f.alice, "update", v2, carry(header, nil), "web1")
 	wantRefused(t, res, "web1", needsNone, "carries no step of the approved deploy of shop 2.0.0")
+}
+
+// The signed request of a plan-approved deploy's update step, as the bus
+// caller sends it, stays small whatever the plan's size; the whole plan
+// (kind plan, as before) grows with it. Run with -v for the figures.
+func TestPlanRequestSizes(t *testing.T) {
+	alice := signer(t)
+	carol := signer(t)
+	v2 := map[string]any{"package": "shop", "version": "2.0.0"}
+	for _, n := range []int{100, 300, 1000} {
+		plan := bigPlan(t, n)
+		base := bus.ApprovalSubject{Collective: "t", Requester: ssh.FingerprintSHA256(alice.PublicKey()),
+			RequesterName: "alice", Reason: "CHG-13", Expires: time.Now().Add(time.Hour).UnixMilli()}
+		full := base
+		full.Kind, full.Plan = bus.SubjectPlan, plan
+		tree := base
+		must(t, tree.SetPlan(plan))
+		frame := func(a *bus.ApprovalProof) int {
+			req := &bus.Request{Version: bus.ProtocolVersion, ID: bus.NewID(), Collective: "t", Agent: "package", Action: "update", Params: v2,
+				Targets: []string{"web1"}, Sender: bus.Sender{User: "alice"}, Created: time.Now().UnixMilli(), TTL: 60, Approval: a}
+			b, err := bus.SignRequest(alice, req)
+			must(t, err)
+			return len(b)
+		}
+		before := frame(&bus.ApprovalProof{Subject: full, Approvals: []bus.SignedApproval{approve(t, carol, "carol", &full, time.Hour)}})
+		caller := &buscaller.Caller{Approval: &bus.ApprovalProof{Subject: tree, Approvals: []bus.SignedApproval{approve(t, carol, "carol", &tree, time.Hour)}}}
+		carried, err := caller.CarriedApproval(bus.Query{Agent: "package", Action: "update", Params: v2, Targets: []string{"web1"}})
+		must(t, err)
+		if carried.Step == nil {
+			t.Fatalf("%d hosts: the update on web1 has no step proof", n)
+		}
+		after := frame(carried)
+		t.Logf("%4d hosts (%5d leaves): update request %6d bytes with the whole plan, %5d with its step and a %d-hash proof (a leaf's proof has at most %d)",
+			n, tree.Root.Leaves, before, after, len(carried.Step.Path), bits.Len(uint(tree.Root.Leaves-1)))
+		if after > 4096 {
+			t.Errorf("%d hosts: the step request is %d bytes, want at most 4 KiB", n, after)
+		}
+	}
 }

@@ -108,3 +108,9 @@ func (b *Caller) approvalFor(q bus.Query) (*bus.ApprovalProof, error) {
 	return &bus.ApprovalProof{Subject: a.Subject.Header(), Approvals: a.Approvals,
 		Step: t.ProveCall(q.Agent, q.Action, q.Params, q.Targets, q.Filter)}, nil
 }
+
+// CarriedApproval returns what a request for q carries of the caller's
+// approval (the figures of docs/security.md are measured with it).
+func (b *Caller) CarriedApproval(q bus.Query) (*bus.ApprovalProof, error) {
+	return b.approvalFor(q)
+}
