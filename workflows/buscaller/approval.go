@@ -114,3 +114,17 @@ func (b *Caller) approvalFor(q bus.Query) (*bus.ApprovalProof, error) {
 func (b *Caller) CarriedApproval(q bus.Query) (*bus.ApprovalProof, error) {
 	return b.approvalFor(q)
 }
+
+// PlanApproval returns the approved plan the calls carry (a plan or plan
+// tree subject), for the run's signed state; nil for none.
+func (b *Caller) PlanApproval() *bus.ApprovalProof {
+	if a := b.Approval; a != nil && (a.Subject.Kind == bus.SubjectPlanTree || a.Subject.Kind == bus.SubjectPlan) {
+		return a
+	}
+	return nil
+}
+
+// UsePlanApproval makes the calls carry a: a resumed run's approval.
+func (b *Caller) UsePlanApproval(a *bus.ApprovalProof) { b.Approval = a }
+
+var _ workflows.ApprovalCarrier = (*Caller)(nil)
