@@ -183,3 +183,25 @@ func TestPlanRequestSizes(t *testing.T) {
 		}
 	}
 }
+
+// The approvals bucket holds the whole plan of a 1,000-host deploy for
+// the approver, who sees it and recomputes its root.
+func TestApprovalStoreHoldsABigPlan(t *testing.T) {
+	f := newApFleet(t, "")
+	ctx := context.Background()
+	store, err := bus.OpenApprovalStore(ctx, f.nc, "t")
+	must(t, err)
+	sub := bus.ApprovalSubject{Collective: "t", Requester: ssh.FingerprintSHA256(f.alice.PublicKey()),
+		RequesterName: "alice", Reason: "CHG-14", Expires: time.Now().Add(time.Hour).UnixMilli()}
+	must(t, sub.SetPlan(bigPlan(t, 1000)))
+	id := bus.NewID()
+	must(t, store.Submit(ctx, f.alice, &bus.PendingRequest{ID: id, Subject: sub, Created: time.Now().UnixMilli()}))
+	p, err := store.Get(ctx, id)
+	must(t, err)
+	if p.Request.Subject.Plan == nil || *p.Request.Subject.Root != *sub.Root {
+		t.Fatalf("the pending plan came back without its plan or with another root")
+	}
+	sa, err := bus.SignApproval(f.carol, "carol", &p.Request.Subject, time.Now(), time.Now().Add(time.Hour))
+	must(t, err)
+	must(t, store.Approve(ctx, id, sa))
+}

@@ -33,11 +33,10 @@ func (d *releaseDeployer) planDeploy(ctx context.Context, app, version string) (
 		return nil, err
 	}
 	var plan *bus.ApprovalPlan
-	info := buscaller.PlanInfo{Workflow: "deploy", App: app, Version: version, Env: d.env}
 	_, err = deploy.Run(ctx, nil, deploy.Options{AppFile: file, Version: version, Env: d.env, Yes: true, Output: io.Discard,
 		Format: "text", Caller: d.ws.caller, Store: d.ws.store, User: d.ws.cfg.User, Log: d.g.logger(), Provenance: d.prov,
 		Approve: func(_ context.Context, pv *workflows.PlanView) error {
-			p, err := buscaller.PlanSubject(pv, info)
+			p, err := planOf(pv, app, version, d.env)
 			if err != nil {
 				return err
 			}
@@ -99,9 +98,8 @@ func (d *releaseDeployer) deployApprover(i int, app, version string) (func(conte
 		return nil, fmt.Errorf("deploy %s %s is not deploy %d of the approved release", app, version, i+1)
 	}
 	want := &d.approved.Deploys[i]
-	info := buscaller.PlanInfo{Workflow: "deploy", App: app, Version: version, Env: d.env}
 	return func(_ context.Context, pv *workflows.PlanView) error {
-		got, err := buscaller.PlanSubject(pv, info)
+		got, err := planOf(pv, app, version, d.env)
 		if err != nil {
 			return err
 		}
@@ -111,4 +109,9 @@ func (d *releaseDeployer) deployApprover(i int, app, version string) (func(conte
 		}
 		return nil
 	}, nil
+}
+
+// planOf is the approval plan of one deploy of a release.
+func planOf(pv *workflows.PlanView, app, version, env string) (*bus.ApprovalPlan, error) {
+	return buscaller.PlanSubject(pv, buscaller.PlanInfo{Workflow: "deploy", App: app, Version: version, Env: env})
 }
