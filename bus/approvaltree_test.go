@@ -240,3 +240,59 @@ func BenchmarkVerifyLeafProof(b *testing.B) {
 	}
 	b.ReportMetric(float64(len(p.Path)), "hashes")
 }
+
+// BenchmarkHostPlanCheck is the host's check of a plan-approved step
+// before the approvals' signatures: the subject covers the request (for a
+// tree, the proof) and its digest, with the whole plan carried (kind
+// plan) and with the tree, for plans of 10 calls per host.
+func BenchmarkHostPlanCheck(b *testing.B) {
+	for _, n := range []int{100, 300, 1000} {
+		plan := treePlan(n)
+		base := plan.Steps[0]
+		for i := 1; i < 10; i++ {
+			st := base
+			st.Params = map[string]any{"package": "shop", "version": "2.0.0", "step": i}
+			plan.Steps = append(plan.Steps, st)
+		}
+		host := "web0050.prod.example.com"
+		node := &Node{Identity: host}
+		req := &Request{Collective: "c", Agent: "package", Action: "update", Params: base.Params, Targets: []string{host}, Created: time.Now().UnixMilli()}
+		s := ApprovalSubject{Collective: "c", Requester: "SHA256:x", Reason: "r", Expires: time.Now().Add(time.Hour).UnixMilli()}
+		full := s
+		full.Kind, full.Plan = SubjectPlan, plan
+		tree := s
+		if err := tree.SetPlan(plan); err != nil {
+			b.Fatal(err)
+		}
+		tr, _ := NewPlanTree(plan)
+		for _, c := range []struct {
+			name  string
+			proof *ApprovalProof
+		}{
+			{"full", &ApprovalProof{Subject: full}},
+			{"tree", &ApprovalProof{Subject: tree.Header(), Step: tr.ProveCall("package", "update", base.Params, []string{host}, Filter{})}},
+		} {
+			// As the host decodes it from the request.
+			raw, _ := json.Marshal(c.proof)
+			dec := json.NewDecoder(bytes.NewReader(raw))
+			dec.UseNumber()
+			var got ApprovalProof
+			if err := dec.Decode(&got); err != nil {
+				b.Fatal(err)
+			}
+			r := *req
+			r.Approval = &got
+			b.Run(fmt.Sprintf("%s-%d", c.name, n), func(b *testing.B) {
+				for range b.N {
+					if err := got.Subject.Covers(&r, node, "SHA256:x", time.Second); err != nil {
+						b.Fatal(err)
+					}
+					if _, err := SubjectDigest(&got.Subject); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(len(raw)), "carried-bytes")
+			})
+		}
+	}
+}
