@@ -296,3 +296,22 @@ func BenchmarkHostPlanCheck(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkNewPlanTree is the requester's (and the approver's) cost of a
+// 1,000-host plan's tree: 10 calls per host, 10,001 leaves.
+func BenchmarkNewPlanTree(b *testing.B) {
+	plan := treePlan(1000)
+	base := plan.Steps[0]
+	for i := 1; i < 10; i++ {
+		st := base
+		st.Params = map[string]any{"package": "shop", "version": "2.0.0", "step": i}
+		plan.Steps = append(plan.Steps, st)
+	}
+	for range b.N {
+		t, err := NewPlanTree(plan)
+		if err != nil {
+			b.Fatal(err)
+		}
+		t.Prove(PlanLeaf{Agent: "package", Action: "update", Params: base.Params, Host: "web0500.prod.example.com"})
+	}
+}
