@@ -53,6 +53,10 @@ type PlanRoot struct {
 	Leaves   int    `json:"leaves"`
 	// Hash is the root, lowercase hex SHA-256.
 	Hash string `json:"hash"`
+	// Batches is the SHA-256 of the canonical JSON of the plan's batches
+	// (a release's: each deploy's), so the order the approver was shown is
+	// approved too; hosts check calls, not order.
+	Batches string `json:"batches_sha256"`
 }
 
 // PlanLeaf is one call a plan allows: Agent.Action with exactly Params on
@@ -119,6 +123,9 @@ func (s *ApprovalSubject) checkTree() error {
 		return err
 	}
 	if got := t.Root(); *got != *r {
+		if got.Hash == r.Hash && got.Leaves == r.Leaves {
+			return fmt.Errorf("%w: the plan shown does not have the approved root: its batches or what it deploys differ", ErrApproval)
+		}
 		return fmt.Errorf("%w: the plan shown does not have the approved root (%.12s over %d leaves, the plan gives %.12s over %d)",
 			ErrApproval, r.Hash, r.Leaves, got.Hash, got.Leaves)
 	}
@@ -289,8 +296,18 @@ func NewPlanTree(p *ApprovalPlan) (*PlanTree, error) {
 			}
 		}
 	}
+	batches := [][][]string{p.Batches}
+	for i := range p.Deploys {
+		batches = append(batches, p.Deploys[i].Batches)
+	}
+	bb, err := canonical(batches)
+	if err != nil {
+		return nil, fmt.Errorf("%w: encode plan batches: %v", ErrApproval, err)
+	}
+	bsum := sha256.Sum256(bb)
 	root := t.subtree(0, len(leaves))
-	t.root = PlanRoot{Workflow: p.Workflow, App: p.App, Version: p.Version, Env: p.Env, Leaves: len(leaves), Hash: hex.EncodeToString(root[:])}
+	t.root = PlanRoot{Workflow: p.Workflow, App: p.App, Version: p.Version, Env: p.Env, Leaves: len(leaves), Hash: hex.EncodeToString(root[:]),
+		Batches: hex.EncodeToString(bsum[:])}
 	return t, nil
 }
 

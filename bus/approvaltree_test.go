@@ -147,6 +147,15 @@ func TestPlanTreeSubject(t *testing.T) {
 	if d2, _ := SubjectDigest(&h); d1 != d2 {
 		t.Fatalf("digest with the plan %s, without %s", d1, d2)
 	}
+	// Batches shown in another order than approved: refused.
+	s.Plan.Batches = [][]string{s.Plan.Batches[0][1:], s.Plan.Batches[0][:1]}
+	if err := s.Check(); err == nil || !strings.Contains(err.Error(), "does not have the approved root") {
+		t.Fatalf("batches in another order: %v", err)
+	}
+	s.Plan.Batches = treePlan(5).Batches
+	if err := s.Check(); err != nil {
+		t.Fatal(err)
+	}
 	// The plan shown differs from the root: refused before signing.
 	s.Plan.Steps[0].Hosts = s.Plan.Steps[0].Hosts[1:]
 	if err := s.Check(); err == nil || !strings.Contains(err.Error(), "does not have the approved root") {
