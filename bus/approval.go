@@ -74,22 +74,65 @@ type ApprovalSubject struct {
 	Filter  Filter         `json:"filter,omitzero"`
 	Targets []string       `json:"targets,omitempty"`
 
-	// For SubjectPlan: the plan.
+	// For SubjectPlan: the plan. For SubjectPlanTree: the plan as the
+	// approver sees it, left out of step requests (Header), and its root
+	// (approvaltree.go), which the approval's digest covers.
 	Plan *ApprovalPlan `json:"plan,omitempty"`
+	Root *PlanRoot     `json:"root,omitempty"`
 }
 
 // ApprovalPlan is a deploy or release as approved: every call it will
 // make, with the hosts it may make it on.
 type ApprovalPlan struct {
-	// Workflow is "deploy" or "release"; App, Version and Env say what.
+	// Workflow is "deploy", "workflow" or "release"; App, Version and Env
+	// say what (for a release: the ticket's title and the manifest's
+	// SHA-256).
 	Workflow string `json:"workflow"`
 	App      string `json:"app"`
 	Version  string `json:"version"`
 	Env      string `json:"env,omitempty"`
 	// Batches are the hosts deployed, batch by batch.
 	Batches [][]string `json:"batches"`
-	// Steps are the distinct calls of the plan.
+	// Steps are the distinct calls of the plan (for a release: its own,
+	// such as the repository refresh).
 	Steps []PlanStep `json:"steps"`
+	// Deploys are a release's deploys, each a plan of its own, in the
+	// manifest's order. One approval of the release covers all of them.
+	Deploys []ApprovalPlan `json:"deploys,omitempty"`
+}
+
+// maxPlanDeploys bounds a release's deploys.
+const maxPlanDeploys = 256
+
+// AllSteps returns the plan's steps and those of its deploys.
+func (p *ApprovalPlan) AllSteps() []PlanStep {
+	out := append([]PlanStep(nil), p.Steps...)
+	for i := range p.Deploys {
+		out = append(out, p.Deploys[i].Steps...)
+	}
+	return out
+}
+
+// check checks a plan's form: it has steps, and only a release has
+// deploys, which have no deploys of their own.
+func (p *ApprovalPlan) check() error {
+	if len(p.Deploys) > 0 {
+		if p.Workflow != "release" {
+			return fmt.Errorf("%w: only a release plan has deploys, this is a %q plan", ErrApproval, p.Workflow)
+		}
+		if len(p.Deploys) > maxPlanDeploys {
+			return fmt.Errorf("%w: a release plan has at most %d deploys, this one %d", ErrApproval, maxPlanDeploys, len(p.Deploys))
+		}
+		for i := range p.Deploys {
+			if len(p.Deploys[i].Deploys) > 0 {
+				return fmt.Errorf("%w: deploy %d of the release has deploys of its own", ErrApproval, i+1)
+			}
+		}
+	}
+	if len(p.AllSteps()) == 0 {
+		return fmt.Errorf("%w: a plan subject needs a plan with steps", ErrApproval)
+	}
+	return nil
 }
 
 // PlanStep is one call of a plan: Agent.Action with exactly Params, on
@@ -108,6 +151,9 @@ type PlanStep struct {
 type ApprovalProof struct {
 	Subject   ApprovalSubject  `json:"subject"`
 	Approvals []SignedApproval `json:"approvals,omitempty"`
+	// Step is, for a plan tree, the request's own call with the proof
+	// that it is under the approved root.
+	Step *LeafProof `json:"step,omitempty"`
 }
 
 // Approval is what an approver signs.
@@ -149,7 +195,14 @@ func canonical(v any) ([]byte, error) {
 
 // SubjectDigest is the lowercase hex SHA-256 of the subject's canonical
 // JSON: what an approver signs.
+//
+// For a plan tree the digest is that of the header (the subject without
+// the plan, holding its root): the same whether the plan is there or not.
 func SubjectDigest(s *ApprovalSubject) (string, error) {
+	if s.Kind == SubjectPlanTree {
+		h := s.Header()
+		s = &h
+	}
 	b, err := canonical(s)
 	if err != nil {
 		return "", fmt.Errorf("%w: encode subject: %v", ErrApproval, err)
@@ -168,7 +221,7 @@ func (s *ApprovalSubject) Check() error {
 	}
 	switch s.Kind {
 	case SubjectRequest:
-		if s.Plan != nil {
+		if s.Plan != nil || s.Root != nil {
 			return fmt.Errorf("%w: a request subject carries no plan", ErrApproval)
 		}
 		if err := CheckName("agent", s.Agent); err != nil {
@@ -177,15 +230,23 @@ func (s *ApprovalSubject) Check() error {
 		if err := CheckName("action", s.Action); err != nil {
 			return fmt.Errorf("%w: %v", ErrApproval, err)
 		}
+	case SubjectPlanTree:
+		return s.checkTree()
 	case SubjectPlan:
-		if s.Plan == nil || len(s.Plan.Steps) == 0 {
+		if s.Root != nil {
+			return fmt.Errorf("%w: a plan subject without a tree carries no root", ErrApproval)
+		}
+		if s.Plan == nil {
 			return fmt.Errorf("%w: a plan subject needs a plan with steps", ErrApproval)
+		}
+		if err := s.Plan.check(); err != nil {
+			return err
 		}
 		if s.Agent != "" || s.Action != "" || s.Params != nil || len(s.Targets) > 0 || !s.Filter.IsZero() {
 			return fmt.Errorf("%w: a plan subject names its calls in its steps only", ErrApproval)
 		}
 	default:
-		return fmt.Errorf("%w: subject kind %q, want %q or %q", ErrApproval, s.Kind, SubjectRequest, SubjectPlan)
+		return fmt.Errorf("%w: subject kind %q, want %q, %q or %q", ErrApproval, s.Kind, SubjectRequest, SubjectPlanTree, SubjectPlan)
 	}
 	return nil
 }
@@ -235,8 +296,11 @@ func (s *ApprovalSubject) Covers(req *Request, node *Node, requester string, ske
 		}
 		return coversAddress(s.Targets, s.Filter, req, node)
 	}
+	if s.Kind == SubjectPlanTree {
+		return s.coversTree(req, node)
+	}
 	var why error
-	for _, st := range s.Plan.Steps {
+	for _, st := range s.Plan.AllSteps() {
 		if st.Agent != req.Agent || st.Action != req.Action || !sameParams(st.Params, req.Params) {
 			continue
 		}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"sort"
+	"time"
 )
 
 // Options run a custom workflow file (`signet workflow run FILE`).
@@ -123,6 +124,9 @@ func RunWorkflow(ctx context.Context, soft <-chan struct{}, o Options) (*Recap, 
 		return nil, fmt.Errorf("workflow %s would touch %d hosts: confirm with --yes or look first with --plan", w.Name, len(hosts))
 	}
 	if o.Approve != nil {
+		if w.OnFailure == OnFailureRollback {
+			return nil, RefuseRollback("workflow " + w.Name)
+		}
 		pv, err := BuildPlan(summary, batches, hosts, w.ZoneFact, w.Steps, vars)
 		if err != nil {
 			return nil, err
@@ -134,6 +138,7 @@ func RunWorkflow(ctx context.Context, soft <-chan struct{}, o Options) (*Recap, 
 	st := NewRunState(w.Name, batches, vars)
 	st.Env, st.Version, st.User = o.Env, o.Version, o.User
 	st.Zones = HostZones(hosts, w.ZoneFact)
+	RecordApproval(o.Caller, st)
 	return Execute(ctx, soft, Exec{Job: &Job{Workflow: w, State: st, Summary: summary}, Kind: "workflow " + w.Name, LockName: o.lockName(w),
 		Output: o.Output, Format: o.Format, LogFile: o.LogFile, Caller: o.Caller, Store: o.Store, User: o.User, Log: o.Log})
 }
@@ -169,6 +174,12 @@ func ResumeWorkflow(ctx context.Context, soft <-chan struct{}, runID string, o O
 	summary := fmt.Sprintf("resume workflow %s run %s", w.Name, runID)
 	if o.Plan {
 		return nil, planRemaining(o.Output, o.Format, summary, st, w.Steps)
+	}
+	if st.Approval != nil && w.OnFailure == OnFailureRollback {
+		return nil, RefuseRollback("resume " + runID)
+	}
+	if err := ResumeApproval(o.Caller, st, time.Now()); err != nil {
+		return nil, err
 	}
 	return Execute(ctx, soft, Exec{Job: &Job{Workflow: w, State: st, Summary: summary}, Kind: "workflow " + w.Name, LockName: o.lockName(w),
 		Output: o.Output, Format: o.Format, LogFile: o.LogFile, Caller: o.Caller, Store: o.Store, User: o.User, Log: o.Log})

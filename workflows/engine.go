@@ -218,7 +218,13 @@ func (e *Engine) Run(ctx context.Context, soft <-chan struct{}, job *Job) (*Reca
 		}
 		if pos > 0 && job.Workflow.Pause > 0 {
 			if !r.pause(ctx, job.Workflow.Pause, stopped) {
-				continue // the checks at the top of the loop decide
+				// Stopped or interrupted in the pause: not "continue",
+				// which would end the loop as done before the last batch.
+				status = StatusStopped
+				if ctx.Err() != nil {
+					status = StatusInterrupted
+				}
+				break
 			}
 		}
 		if err := r.beforeBatch(ctx, pos, bi, stopped); err != nil {

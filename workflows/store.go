@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/signetbus/signet/bus"
 )
 
 // Run statuses.
@@ -66,6 +68,10 @@ type RunState struct {
 	// hosts expected, and those missing when --allow-missing let it start
 	// without them (preflight.go).
 	Preflight *Preflight `json:"preflight,omitempty"`
+	// Approval is the approved plan and its approvals the run started
+	// under (the two-person rule), carried again when it is resumed
+	// (approval.go).
+	Approval *bus.ApprovalProof `json:"approval,omitempty"`
 }
 
 // HostState is one host's recorded progress.

@@ -27,9 +27,15 @@ type approvalFlags struct {
 }
 
 func (a *approvalFlags) register(c *cobra.Command) {
+	c.Flags().StringVar(&a.reason, "reason", "", "why, shown to the approver and signed into the approval (required with --wait-approval)")
+	a.registerWait(c)
+}
+
+// registerWait registers the flags but --reason, for a command that has
+// its own (release).
+func (a *approvalFlags) registerWait(c *cobra.Command) {
 	f := c.Flags()
 	f.BoolVar(&a.wait, "wait-approval", false, "submit the request for approval (signet approve ID), wait for it, then send it carrying the approvals")
-	f.StringVar(&a.reason, "reason", "", "why, shown to the approver and signed into the approval (required with --wait-approval)")
 	f.DurationVar(&a.expires, "approval-expires", time.Hour, "how long the request may wait for approval and be sent under it")
 	f.IntVar(&a.count, "approvals", 1, "how many approvals from other operators to wait for (the hosts' policy decides how many count)")
 }
@@ -177,14 +183,30 @@ func showSubject(w io.Writer, p *bus.Pending) {
 	fmt.Fprintf(w, "reason:    %s\n", sub.Reason)
 	fmt.Fprintf(w, "expires:   %s\n", stampMS(sub.Expires))
 	fmt.Fprintf(w, "digest:    %s\n", p.Digest)
-	if sub.Kind == bus.SubjectPlan {
+	if sub.Plan != nil {
 		pl := sub.Plan
-		fmt.Fprintf(w, "plan:      %s %s %s to %s\n", pl.Workflow, pl.App, pl.Version, pl.Env)
+		if sub.Root != nil {
+			fmt.Fprintf(w, "root:      %s over %d calls (each step request proves its call is one of them)\n", sub.Root.Hash, sub.Root.Leaves)
+		}
+		if pl.Workflow == "release" {
+			fmt.Fprintf(w, "plan:      release %s to %s (manifest sha256 %s)\n", pl.App, pl.Env, pl.Version)
+		} else {
+			fmt.Fprintf(w, "plan:      %s %s %s to %s\n", pl.Workflow, pl.App, pl.Version, pl.Env)
+		}
 		for i, b := range pl.Batches {
 			fmt.Fprintf(w, "batch %d:   %s\n", i+1, strings.Join(b, " "))
 		}
 		for _, st := range pl.Steps {
 			fmt.Fprintf(w, "step:      %s %s.%s %s on %s\n", st.Name, st.Agent, st.Action, paramsText(st.Params), addressText(st.Hosts, st.Filter))
+		}
+		for _, d := range pl.Deploys {
+			fmt.Fprintf(w, "deploy:    %s %s to %s\n", d.App, d.Version, d.Env)
+			for i, b := range d.Batches {
+				fmt.Fprintf(w, "  batch %d: %s\n", i+1, strings.Join(b, " "))
+			}
+			for _, st := range d.Steps {
+				fmt.Fprintf(w, "  step:    %s %s.%s %s on %s\n", st.Name, st.Agent, st.Action, paramsText(st.Params), addressText(st.Hosts, st.Filter))
+			}
 		}
 		return
 	}
@@ -264,8 +286,8 @@ func approvalsRun(ctx context.Context, g *globalOptions, _ *approvalsOptions) er
 		}
 		js = append(js, jp)
 		what := sub.Agent + "." + sub.Action + " " + paramsText(sub.Params) + " on " + addressText(sub.Targets, sub.Filter)
-		if sub.Kind == bus.SubjectPlan {
-			what = fmt.Sprintf("%s %s %s to %s (%d steps)", sub.Plan.Workflow, sub.Plan.App, sub.Plan.Version, sub.Plan.Env, len(sub.Plan.Steps))
+		if sub.Plan != nil {
+			what = planText(sub.Plan)
 		}
 		approvals := "none"
 		if len(names) > 0 {
@@ -289,6 +311,14 @@ func approvalsRun(ctx context.Context, g *globalOptions, _ *approvalsOptions) er
 	return nil
 }
 
+// planText is a plan in one line, for the list and the requester.
+func planText(pl *bus.ApprovalPlan) string {
+	if pl.Workflow == "release" {
+		return fmt.Sprintf("release %s to %s (%d deploys, %d steps)", pl.App, pl.Env, len(pl.Deploys), len(pl.AllSteps()))
+	}
+	return fmt.Sprintf("%s %s %s to %s (%d steps)", pl.Workflow, pl.App, pl.Version, pl.Env, len(pl.Steps))
+}
+
 // planApprover is the deploy's and workflow's approval hook: the plan
 // becomes an ApprovalSubject of kind plan, submitted for approval; once
 // approved, the caller carries it and its approvals on every step request.
@@ -298,26 +328,46 @@ func (g *globalOptions) planApprover(ws *workflowSession, af *approvalFlags, inf
 		if err != nil {
 			return err
 		}
-		store, err := ws.approvalStore(ctx)
+		proof, err := g.submitPlan(ctx, ws, af, plan)
 		if err != nil {
 			return err
 		}
-		now := time.Now()
-		sub := bus.ApprovalSubject{Kind: bus.SubjectPlan, Collective: ws.cfg.Collective,
-			Requester: ssh.FingerprintSHA256(bus.KeySigner(ws.signer).PublicKey()), RequesterName: ws.cfg.User,
-			Reason: af.reason, Expires: now.Add(af.expires).UnixMilli(), Plan: plan}
-		id := bus.NewID()
-		if err := store.Submit(ctx, ws.signer, &bus.PendingRequest{ID: id, Subject: sub, Created: now.UnixMilli()}); err != nil {
-			return err
-		}
-		fmt.Fprintf(g.io.Err, "plan %s (%s %s %s to %s, %d steps) waits for %d approval(s) until %s\nhint: another operator runs `signet approve %s`\n",
-			id, info.Workflow, info.App, info.Version, info.Env, len(plan.Steps), af.count, stampMS(sub.Expires), id)
-		approvals, err := store.Wait(ctx, id, af.count, time.Now)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(g.io.Err, "plan approved by %s; running\n", strings.Join(approverNames(approvals), ", "))
-		ws.caller.Approval = &bus.ApprovalProof{Subject: sub, Approvals: approvals}
+		ws.caller.Approval = proof
 		return nil
 	}
+}
+
+// submitPlan submits a plan (a deploy's, a workflow's or a release's) for
+// approval and waits until af.count other operators approved it; it
+// returns what every request of the plan carries.
+func (g *globalOptions) submitPlan(ctx context.Context, ws *workflowSession, af *approvalFlags, plan *bus.ApprovalPlan) (*bus.ApprovalProof, error) {
+	store, err := ws.approvalStore(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	sub := bus.ApprovalSubject{Collective: ws.cfg.Collective,
+		Requester: ssh.FingerprintSHA256(bus.KeySigner(ws.signer).PublicKey()), RequesterName: ws.cfg.User,
+		Reason: af.reason, Expires: now.Add(af.expires).UnixMilli()}
+	// Approved by its Merkle root: each step request carries its own
+	// step and a proof, not the plan (docs/security.md).
+	if err := sub.SetPlan(plan); err != nil {
+		return nil, err
+	}
+	id := bus.NewID()
+	if err := store.Submit(ctx, ws.signer, &bus.PendingRequest{ID: id, Subject: sub, Created: now.UnixMilli()}); err != nil {
+		return nil, err
+	}
+	what := "plan"
+	if plan.Workflow == "release" {
+		what = "release plan"
+	}
+	fmt.Fprintf(g.io.Err, "%s %s (%s) waits for %d approval(s) until %s\nhint: another operator runs `signet approve %s`\n",
+		what, id, planText(plan), af.count, stampMS(sub.Expires), id)
+	approvals, err := store.Wait(ctx, id, af.count, time.Now)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(g.io.Err, "%s approved by %s; running\n", what, strings.Join(approverNames(approvals), ", "))
+	return &bus.ApprovalProof{Subject: sub, Approvals: approvals}, nil
 }

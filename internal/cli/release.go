@@ -21,6 +21,8 @@ type releaseOptions struct {
 	yes         bool
 	skipDRCheck bool
 	reason      string
+	// approval: --reason is the release's own, for both.
+	approval approvalFlags
 }
 
 func newReleaseCmd(g *globalOptions) *cobra.Command {
@@ -35,7 +37,8 @@ ticket and closes it. On any error it stops, reports everywhere and leaves the
 ticket open. See docs/releases.md.`,
 		Example: `  signet release jira:OPS-123 --env prod
   signet release github:acme/releases#42 --env dr
-  signet release ./release-2026-11-23.txt --env dev --yes`,
+  signet release ./release-2026-11-23.txt --env dev --yes
+  signet release jira:OPS-123 --env prod --yes --wait-approval --reason 'CHG-10'   # one approval for every deploy`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return releaseRun(cmd.Context(), g, o, args[0])
@@ -43,7 +46,8 @@ ticket open. See docs/releases.md.`,
 	}
 	c.Flags().BoolVarP(&o.yes, "yes", "y", false, "do not ask for confirmation")
 	c.Flags().BoolVar(&o.skipDRCheck, "skip-dr-check", false, "run although the manifest has not finished in the environment release.require_done_in names (needs --reason)")
-	c.Flags().StringVar(&o.reason, "reason", "", "why the DR check is skipped: shown, posted to chat, logged and kept in the release record")
+	c.Flags().StringVar(&o.reason, "reason", "", "why the DR check is skipped (shown, posted to chat, logged and kept in the release record), or why the release asks for approval (--wait-approval)")
+	o.approval.registerWait(c)
 	return c
 }
 
@@ -58,6 +62,9 @@ type releaseDeployer struct {
 	prov deploy.Provenance
 	// apps records each deploy, for --json.
 	apps []releaseApp
+	// approved, when set, is the release's approved plan: each deploy
+	// must plan exactly its approved deploy (release_approval.go).
+	approved *bus.ApprovalPlan
 }
 
 // releaseApp is one deploy of a release in its --json result.
@@ -79,12 +86,17 @@ type releaseResult struct {
 	Apps   []releaseApp `json:"apps"`
 }
 
-func (d *releaseDeployer) Refresh(ctx context.Context) error {
+// refreshFilter selects the hosts whose repositories a release refreshes.
+func (d *releaseDeployer) refreshFilter() []string {
 	filter := []string{"agent=package"}
 	if d.env != "" {
 		filter = append(filter, "env="+d.env)
 	}
-	res, err := d.ws.caller.Call(ctx, workflows.Call{Agent: "package", Action: "refresh", Filter: filter})
+	return filter
+}
+
+func (d *releaseDeployer) Refresh(ctx context.Context) error {
+	res, err := d.ws.caller.Call(ctx, workflows.Call{Agent: "package", Action: "refresh", Filter: d.refreshFilter()})
 	if err != nil {
 		return err
 	}
@@ -110,6 +122,7 @@ func (d *releaseDeployer) Deploy(ctx context.Context, app, version string, log i
 		return err
 	}
 	rec := releaseApp{App: app, Version: version, RunLog: logFile}
+	idx := len(d.apps)
 	defer func() {
 		rec.OK = err == nil
 		if err != nil {
@@ -117,9 +130,13 @@ func (d *releaseDeployer) Deploy(ctx context.Context, app, version string, log i
 		}
 		d.apps = append(d.apps, rec)
 	}()
+	approve, err := d.deployApprover(idx, app, version)
+	if err != nil {
+		return err
+	}
 	_, err = deploy.Run(ctx, d.soft, deploy.Options{AppFile: file, Version: version, Env: d.env, Yes: true, Output: log,
 		Format: "text", LogFile: logFile, Caller: d.ws.caller, Store: d.ws.store, User: d.ws.cfg.User, Log: d.g.logger(),
-		Provenance: d.prov})
+		Provenance: d.prov, Approve: approve})
 	return err
 }
 
@@ -152,6 +169,12 @@ func releaseRun(ctx context.Context, g *globalOptions, o *releaseOptions, ref st
 	} else if m != nil {
 		mailer = m
 	}
+	if o.approval.wait {
+		o.approval.reason = o.reason
+		if err := o.approval.check(); err != nil {
+			return err
+		}
+	}
 	if !o.yes {
 		if f, ok := g.io.In.(*os.File); !ok || !isTerminal(f) {
 			return usageErrorf("release needs confirmation: pass --yes when there is no terminal to ask on")
@@ -175,9 +198,13 @@ func releaseRun(ctx context.Context, g *globalOptions, o *releaseOptions, ref st
 		skip = o.reason
 	}
 	d := &releaseDeployer{g: g, ws: ws, env: env, soft: soft, prov: releaseProvenance(g, ref)}
+	var approve func(context.Context, *release.Manifest) error
+	if o.approval.wait {
+		approve = func(ctx context.Context, m *release.Manifest) error { return d.approve(ctx, &o.approval, m) }
+	}
 	err = release.Run(ctx, release.Options{Ticket: ticket, Chat: chat, Mail: mailer, Deployer: d,
 		In: g.io.In, Out: out, Yes: o.yes, Env: env, User: ws.cfg.User, Log: g.logger(),
-		Ref: ref, Records: records, RequireDoneIn: rc.RequireDoneIn, DoneIn: doneIn, SkipDoneCheck: skip})
+		Ref: ref, Records: records, RequireDoneIn: rc.RequireDoneIn, DoneIn: doneIn, SkipDoneCheck: skip, Approve: approve})
 	if g.json {
 		res := releaseResult{Ticket: ref, Env: env, OK: err == nil, Apps: d.apps}
 		if err != nil {
@@ -199,8 +226,8 @@ func releaseRun(ctx context.Context, g *globalOptions, o *releaseOptions, ref st
 // read with the same trust: this operator's key and resume_keys.
 func releaseRecords(ctx context.Context, g *globalOptions, ws *workflowSession, requireDoneIn string, o *releaseOptions) (release.Records, release.Records, func(), error) {
 	switch {
-	case o.reason != "" && !o.skipDRCheck:
-		return nil, nil, nil, usageErrorf("--reason goes with --skip-dr-check")
+	case o.reason != "" && !o.skipDRCheck && !o.approval.wait:
+		return nil, nil, nil, usageErrorf("--reason goes with --skip-dr-check or --wait-approval")
 	case o.skipDRCheck && strings.TrimSpace(o.reason) == "":
 		return nil, nil, nil, usageErrorf("--skip-dr-check needs --reason TEXT: the reason is posted to chat and kept in the release record")
 	case o.skipDRCheck && requireDoneIn == "":

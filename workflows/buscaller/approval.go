@@ -62,3 +62,69 @@ func PlanSubject(pv *workflows.PlanView, info PlanInfo) (*bus.ApprovalPlan, erro
 	}
 	return p, nil
 }
+
+// SamePlan says how got differs from the approved plan want, or nil when
+// they have the same batches and steps (each made by PlanSubject).
+func SamePlan(got, want *bus.ApprovalPlan) error {
+	gb, _ := json.Marshal(got.Batches)
+	wb, _ := json.Marshal(want.Batches)
+	if string(gb) != string(wb) {
+		return fmt.Errorf("batches %s, approved %s", gb, wb)
+	}
+	if len(got.Steps) != len(want.Steps) {
+		return fmt.Errorf("%d distinct calls, approved %d", len(got.Steps), len(want.Steps))
+	}
+	for i := range got.Steps {
+		gs, _ := json.Marshal(got.Steps[i])
+		ws, _ := json.Marshal(want.Steps[i])
+		if string(gs) != string(ws) {
+			return fmt.Errorf("step %s is %s, approved %s", got.Steps[i].Name, gs, ws)
+		}
+	}
+	return nil
+}
+
+// approvalFor is what the query carries of b.Approval: a plan tree's
+// header, approvals and the query's own step with its proof; a call the
+// plan does not hold gets the header and approvals only (a host that needs
+// no approval for it runs it; one that does says it is not a step of the
+// plan). Any other approval is carried as it is.
+func (b *Caller) approvalFor(q bus.Query) (*bus.ApprovalProof, error) {
+	a := b.Approval
+	if a == nil || a.Subject.Kind != bus.SubjectPlanTree || a.Subject.Plan == nil {
+		return a, nil
+	}
+	b.treeMu.Lock()
+	if b.treeFor != a {
+		t, err := bus.NewPlanTree(a.Subject.Plan)
+		if err != nil {
+			b.treeMu.Unlock()
+			return nil, err
+		}
+		b.tree, b.treeFor = t, a
+	}
+	t := b.tree
+	b.treeMu.Unlock()
+	return &bus.ApprovalProof{Subject: a.Subject.Header(), Approvals: a.Approvals,
+		Step: t.ProveCall(q.Agent, q.Action, q.Params, q.Targets, q.Filter)}, nil
+}
+
+// CarriedApproval returns what a request for q carries of the caller's
+// approval (the figures of docs/security.md are measured with it).
+func (b *Caller) CarriedApproval(q bus.Query) (*bus.ApprovalProof, error) {
+	return b.approvalFor(q)
+}
+
+// PlanApproval returns the approved plan the calls carry (a plan or plan
+// tree subject), for the run's signed state; nil for none.
+func (b *Caller) PlanApproval() *bus.ApprovalProof {
+	if a := b.Approval; a != nil && (a.Subject.Kind == bus.SubjectPlanTree || a.Subject.Kind == bus.SubjectPlan) {
+		return a
+	}
+	return nil
+}
+
+// UsePlanApproval makes the calls carry a: a resumed run's approval.
+func (b *Caller) UsePlanApproval(a *bus.ApprovalProof) { b.Approval = a }
+
+var _ workflows.ApprovalCarrier = (*Caller)(nil)

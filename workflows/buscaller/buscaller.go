@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/workflows"
@@ -20,8 +21,14 @@ type Caller struct {
 	// Registry, when set, answers Discover without a broadcast.
 	Registry *bus.Registry
 	// Approval, when set, is carried by every call: an approved plan
-	// (see PlanSubject) under the two-person rule.
+	// (see PlanSubject) under the two-person rule. A plan tree
+	// (bus.SubjectPlanTree) is carried as its header and each call's own
+	// step with its proof (approval.go).
 	Approval *bus.ApprovalProof
+
+	treeMu  sync.Mutex
+	tree    *bus.PlanTree
+	treeFor *bus.ApprovalProof
 }
 
 var _ workflows.Caller = (*Caller)(nil)
@@ -52,7 +59,7 @@ func ParseFilter(exprs []string) (bus.Filter, error) {
 
 // Call runs one action, directly on c.Hosts or broadcast to c.Filter.
 func (b *Caller) Call(ctx context.Context, c workflows.Call) ([]workflows.Result, error) {
-	q := bus.Query{Agent: c.Agent, Action: c.Action, Params: c.Params, Timeout: c.Timeout, Approval: b.Approval,
+	q := bus.Query{Agent: c.Agent, Action: c.Action, Params: c.Params, Timeout: c.Timeout,
 		Provenance: workflows.ProvenanceFrom(ctx)}
 	if len(c.Hosts) > 0 {
 		q.Targets = c.Hosts
@@ -63,6 +70,11 @@ func (b *Caller) Call(ctx context.Context, c workflows.Call) ([]workflows.Result
 		}
 		q.Filter = f
 	}
+	a, err := b.approvalFor(q)
+	if err != nil {
+		return nil, err
+	}
+	q.Approval = a
 	out, err := b.Client.Do(ctx, q)
 	if errors.Is(err, bus.ErrNoMatch) {
 		return nil, nil

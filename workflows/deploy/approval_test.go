@@ -17,11 +17,13 @@ import (
 // coverCheck is a Caller that asks, of every call the deploy makes whose
 // agent.action is a step of the approved plan, whether each host it
 // reaches would find it covered by the plan (bus.ApprovalSubject.Covers,
-// the host's own check).
+// the host's own check) as the bus caller carries it: the plan tree's
+// header and the call's own step with its inclusion proof.
 type coverCheck struct {
 	*fleettest.Fleet
 	t       *testing.T
 	sub     *bus.ApprovalSubject
+	tree    *bus.PlanTree
 	checked atomic.Int64
 }
 
@@ -45,6 +47,10 @@ func (c *coverCheck) Call(ctx context.Context, call workflows.Call) ([]workflows
 		}
 		req := &bus.Request{Collective: "t", Agent: call.Agent, Action: call.Action, Params: call.Params, Targets: call.Hosts, Filter: f,
 			Created: time.Now().UnixMilli()}
+		// What the bus caller carries: the header and the call's own
+		// step with its proof.
+		header := c.sub.Header()
+		req.Approval = &bus.ApprovalProof{Subject: header, Step: c.tree.ProveCall(call.Agent, call.Action, call.Params, call.Hosts, f)}
 		hosts := call.Hosts
 		if len(hosts) == 0 {
 			found, _ := c.Discover(ctx, call.Filter)
@@ -54,7 +60,7 @@ func (c *coverCheck) Call(ctx context.Context, call workflows.Call) ([]workflows
 		}
 		for _, h := range hosts {
 			n := c.Node(h)
-			if err := c.sub.Covers(req, &bus.Node{Identity: h, Facts: n.Facts, Agents: n.Agents}, "SHA256:alice", time.Second); err != nil {
+			if err := header.Covers(req, &bus.Node{Identity: h, Facts: n.Facts, Agents: n.Agents}, "SHA256:alice", time.Second); err != nil {
 				c.t.Errorf("%s on %s: %v", call.Agent+"."+call.Action, h, err)
 			}
 			c.checked.Add(1)
@@ -88,16 +94,26 @@ func TestDeployApproveHookPlanCoversEveryStep(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		cc.sub = &bus.ApprovalSubject{Kind: bus.SubjectPlan, Collective: "t", Requester: "SHA256:alice", Reason: "r",
-			Expires: time.Now().Add(time.Hour).UnixMilli(), Plan: plan}
+		sub := &bus.ApprovalSubject{Collective: "t", Requester: "SHA256:alice", Reason: "r",
+			Expires: time.Now().Add(time.Hour).UnixMilli()}
+		if err := sub.SetPlan(plan); err != nil {
+			return err
+		}
+		tree, err := bus.NewPlanTree(plan)
+		if err != nil {
+			return err
+		}
+		cc.sub, cc.tree = sub, tree
 		return nil
 	}
 	if _, err := Run(context.Background(), nil, o); err != nil {
 		t.Fatalf("deploy: %v\n%s", err, out.String())
 	}
 	// Seven steps on each of nine hosts, and the two HAProxy broadcasts
-	// per host on both load balancers.
-	if want := int64(9*7 + 9*2*2); cc.checked.Load() != want {
+	// per host on both load balancers; before each host is touched, the
+	// observer's package and maintenance status, and its HAProxy status
+	// on both load balancers.
+	if want := int64(9*7 + 9*2*2 + 9*(2+2)); cc.checked.Load() != want {
 		t.Errorf("checked %d step deliveries, want %d", cc.checked.Load(), want)
 	}
 }

@@ -218,7 +218,10 @@ func Run(ctx context.Context, soft <-chan struct{}, opts Options) (*workflows.Re
 		return nil, fmt.Errorf("%s would touch %d hosts: confirm with --yes or look first with --plan", summary, len(hosts))
 	}
 	if opts.Approve != nil {
-		pv, err := workflows.BuildPlan(summary, batches, hosts, a.ZoneFact, a.Steps(), vars)
+		if a.OnFailure == workflows.OnFailureRollback {
+			return nil, workflows.RefuseRollback("deploy " + a.Name)
+		}
+		pv, err := workflows.BuildPlan(summary, batches, hosts, a.ZoneFact, a.approvalSteps(), vars)
 		if err != nil {
 			return nil, err
 		}
@@ -235,6 +238,7 @@ func Run(ctx context.Context, soft <-chan struct{}, opts Options) (*workflows.Re
 		return nil, err
 	}
 	st.Preflight = pf
+	workflows.RecordApproval(opts.Caller, st)
 	summary += missingNote(pf)
 	return execute(ctx, soft, a, st, summary, opts)
 }
@@ -298,6 +302,12 @@ func Resume(ctx context.Context, soft <-chan struct{}, runID string, opts Option
 		}
 		pv.Limits = &lim
 		return nil, pv.Write(opts.Output, opts.Format)
+	}
+	if st.Approval != nil && a.OnFailure == workflows.OnFailureRollback {
+		return nil, workflows.RefuseRollback("resume " + runID)
+	}
+	if err := workflows.ResumeApproval(opts.Caller, st, time.Now()); err != nil {
+		return nil, err
 	}
 	return execute(ctx, soft, a, st, summary, opts)
 }

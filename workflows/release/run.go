@@ -65,6 +65,12 @@ type Options struct {
 	// posted to chat, written in the log (mail, ticket) and kept in the
 	// signed record.
 	SkipDoneCheck string
+	// Approve, when set, is given the manifest once the operator has
+	// confirmed and before anything is posted or deployed: the two-person
+	// rule's hook (the CLI submits the release's plan, every deploy in
+	// it, for one approval and waits). An error stops the release with
+	// nothing posted or deployed.
+	Approve func(ctx context.Context, m *Manifest) error
 }
 
 // ErrAborted is returned when the operator does not type "yes". Nothing has
@@ -166,6 +172,11 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	}
 
+	if opts.Approve != nil {
+		if err := opts.Approve(ctx, m); err != nil {
+			return fmt.Errorf("release: not approved, nothing was deployed or posted: %w", err)
+		}
+	}
 	r := &run{opts: opts, m: m, log: &runLog{out: out, now: now}, done: done}
 	return r.do(ctx)
 }
