@@ -20,18 +20,7 @@ import (
 // is not shown, and the requester's own approval, a second one by the same
 // key and an expired one are not what the wait counts.
 func TestApprovalStoreFlow(t *testing.T) {
-	s := brokertest.Start(t)
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	store, err := OpenApprovalStore(ctx, nc, "t")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, store := approvalStoreOnBroker(t)
 	alice, carol, mallory := keytest.Signer(t), keytest.Signer(t), keytest.Signer(t)
 	now := time.Now()
 	sub := ApprovalSubject{Kind: SubjectRequest, Collective: "t", Requester: ssh.FingerprintSHA256(alice.PublicKey()), RequesterName: "alice",
@@ -115,18 +104,7 @@ func TestApprovalStoreFlow(t *testing.T) {
 // ApprovalStore), and a deleted approval or another request's approval is
 // not counted.
 func TestApprovalStoreUsesNoConsumer(t *testing.T) {
-	s := brokertest.Start(t)
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	store, err := OpenApprovalStore(ctx, nc, "t")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, store := approvalStoreOnBroker(t)
 	alice, carol, dave := keytest.Signer(t), keytest.Signer(t), keytest.Signer(t)
 	now := time.Now()
 	sub := ApprovalSubject{Kind: SubjectRequest, Collective: "t", Requester: ssh.FingerprintSHA256(alice.PublicKey()), RequesterName: "alice",
@@ -173,4 +151,23 @@ func TestApprovalStoreUsesNoConsumer(t *testing.T) {
 	if info.State.Consumers != 0 {
 		t.Fatalf("the store made %d consumers of its bucket", info.State.Consumers)
 	}
+}
+
+// approvalStoreOnBroker opens the approvals bucket of collective "t" on a
+// real embedded broker; the context ends with the test (20 s at most).
+func approvalStoreOnBroker(t *testing.T) (context.Context, *ApprovalStore) {
+	t.Helper()
+	s := brokertest.Start(t)
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	store, err := OpenApprovalStore(ctx, nc, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, store
 }

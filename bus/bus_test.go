@@ -92,8 +92,9 @@ func (f *fleet) client(t testing.TB, signer ssh.Signer, reg *Registry) *Client {
 	return c
 }
 
-// startFleet starts n responders web1..webN, zone a/b/c by number mod 3.
-func startFleet(t testing.TB, n int, opts ...func(*ResponderConfig)) *fleet {
+// emptyFleet is a fleet on a real embedded broker with no responder yet,
+// whose operator alice (role admin) every host will trust.
+func emptyFleet(t testing.TB) *fleet {
 	t.Helper()
 	s := brokertest.Start(t)
 	nc, err := nats.Connect(s.ClientURL())
@@ -105,6 +106,14 @@ func startFleet(t testing.TB, n int, opts ...func(*ResponderConfig)) *fleet {
 		audits: map[string]*memAudit{}, resp: map[string]*Responder{}}
 	op := f.operator.PublicKey()
 	f.trust[string(op.Marshal())] = &Principal{Name: "alice", Roles: []string{"admin"}, Fingerprint: ssh.FingerprintSHA256(op), Key: op}
+	return f
+}
+
+// startFleet starts n responders web1..webN, zone a/b/c by number mod 3.
+func startFleet(t testing.TB, n int, opts ...func(*ResponderConfig)) *fleet {
+	t.Helper()
+	f := emptyFleet(t)
+	nc := f.nc
 	for i := 1; i <= n; i++ {
 		id := fmt.Sprintf("web%d", i)
 		hk := newSigner(t)

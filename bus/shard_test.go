@@ -8,9 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"golang.org/x/crypto/ssh"
 
-	"github.com/signetbus/signet/internal/broker/brokertest"
 	"github.com/signetbus/signet/internal/shard"
 )
 
@@ -38,16 +36,8 @@ func (h countHandler) Handle(ctx context.Context, c *Call) *Reply {
 // when claims(i).
 func shardFleet(t *testing.T, n int, listens, claims func(i int) bool, gate ...<-chan struct{}) (*fleet, *Registry, *sync.Mutex, map[string]int) {
 	t.Helper()
-	s := brokertest.Start(t)
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	f := &fleet{srv: s, url: s.ClientURL(), nc: nc, operator: newSigner(t), trust: trustMap{}, keys: hostKeys{},
-		audits: map[string]*memAudit{}, resp: map[string]*Responder{}}
-	op := f.operator.PublicKey()
-	f.trust[string(op.Marshal())] = &Principal{Name: "alice", Roles: []string{"admin"}, Fingerprint: ssh.FingerprintSHA256(op), Key: op}
+	f := emptyFleet(t)
+	nc := f.nc
 	ctx := context.Background()
 	reg, err := CreateRegistry(ctx, nc, "test", time.Minute, 0)
 	if err != nil {
