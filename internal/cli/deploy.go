@@ -400,13 +400,14 @@ func deployRun(ctx context.Context, g *globalOptions, o *deployOptions, args []s
 		opts.Output, opts.Format, closeOut = g.runOutput(o.output)
 		defer closeOut()
 	}
+	var recap *workflows.Recap
 	switch {
 	case decide:
 		_, err = deploy.Decide(ctx, soft, decision, opts)
 	case o.resume != "":
-		_, err = deploy.Resume(ctx, soft, o.resume, opts)
+		recap, err = deploy.Resume(ctx, soft, o.resume, opts)
 	default:
-		_, err = deploy.Run(ctx, soft, opts)
+		recap, err = deploy.Run(ctx, soft, opts)
 	}
 	if opts.LogFile != "" && !o.plan {
 		fmt.Fprintf(g.io.Err, "run log: %s\n", opts.LogFile)
@@ -414,7 +415,7 @@ func deployRun(ctx context.Context, g *globalOptions, o *deployOptions, args []s
 	if decide {
 		return g.decided(err)
 	}
-	return g.workflowExit(err)
+	return g.haltExit("signet deploy --resume", recap, err)
 }
 
 type workflowOptions struct {
