@@ -58,8 +58,8 @@ type fleet struct {
 	// before the action returns.
 	hook func(host, call string)
 	wg   sync.WaitGroup
-	stop  context.CancelFunc
-	ctx   context.Context
+	stop context.CancelFunc
+	ctx  context.Context
 }
 
 const policy = `rules:
