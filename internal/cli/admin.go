@@ -140,6 +140,9 @@ func brokerRun(ctx context.Context, g *globalOptions, o *brokerOptions) error {
 	if w := o.lock.warning(); w != "" {
 		fmt.Fprintln(g.io.Err, w)
 	}
+	if w := clusterWarning(s); w != "" {
+		fmt.Fprintln(g.io.Err, w)
+	}
 	fmt.Fprintf(g.io.Err, "broker listening on %s (JetStream store %s%s); Ctrl-C stops it\n", s.ClientURL(), o.store, o.monitor.describe())
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -91,6 +91,12 @@ func (g *globalOptions) workflowSession(ctx context.Context) (*workflowSession, 
 		return nil, err
 	}
 	if s.reg == nil {
+		if s.reg, err = registryUnavailable(ctx, js, s.cfg.Collective); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	if s.reg == nil {
 		// Workflows need JetStream, and every signetd keeps its entry in
 		// the registry there: no registry means the broker lost its state
 		// (or no host has connected yet), not a fleet to discover by
@@ -104,10 +110,12 @@ func (g *globalOptions) workflowSession(ctx context.Context) (*workflowSession, 
 		s.Close()
 		return nil, err
 	}
-	store, err := workflows.NewKVStore(ctx, js, workflows.KVConfig{Signer: bus.KeySigner(s.signer), ResumeKeys: resumeKeys, Log: g.logger(), Replicas: s.cfg.NATS.Replicas})
+	octx, cancel := context.WithTimeout(ctx, storeOpenTimeout)
+	store, err := workflows.NewKVStore(octx, js, workflows.KVConfig{Signer: bus.KeySigner(s.signer), ResumeKeys: resumeKeys, Log: g.logger(), Replicas: s.cfg.NATS.Replicas})
+	cancel()
 	if err != nil {
 		s.Close()
-		return nil, withHint(err, "workflows keep their state and locks in JetStream: the broker needs JetStream enabled")
+		return nil, withHint(err, storeHint)
 	}
 	return &workflowSession{session: s, caller: &buscaller.Caller{Client: s.client, Registry: s.reg}, store: store}, nil
 }
