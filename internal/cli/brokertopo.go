@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -99,4 +100,74 @@ func registryUnavailable(ctx context.Context, js jetstream.JetStream, collective
 		return nil, nil
 	}
 	return nil, withHint(fmt.Errorf("the fleet registry of %s is unavailable: %w", collective, err), hint)
+}
+
+// topologyAuth locks down the routes and leafnodes of a broker started
+// with --auth DIR: the nodes present and require DIR/cluster (mutual TLS
+// with the nodes' CA, and the cluster secret). A single broker without
+// cluster or leafnode flags needs none.
+func topologyAuth(authDir string, t *broker.Topology) error {
+	if authDir == "" || t.ClusterListen == "" && t.LeafListen == "" && len(t.LeafRemotes) == 0 {
+		return nil
+	}
+	a, err := broker.LoadClusterAuth(authDir)
+	if err != nil {
+		return withHint(err, fmt.Sprintf("`signet broker init %s` writes %s; copy that directory to every node and DR broker",
+			authDir, filepath.Dir(broker.ClusterAuthPaths(authDir).Secret)))
+	}
+	t.Auth = a
+	return nil
+}
+
+// initClusterAuth writes the credentials broker nodes present to each
+// other (DIR/cluster) for `signet broker init`.
+func initClusterAuth(g *globalOptions, dir string, validity time.Duration) error {
+	f, err := broker.GenerateClusterAuth(dir, validity)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(g.io.Err, "cluster nodes and DR brokers present %s to each other on routes and leafnodes: copy it to each\n", filepath.Dir(f.Secret))
+	return nil
+}
+
+// deferProvision takes a cluster node's provisioning out of the start-up.
+// A single locked-down broker creates its buckets before it accepts
+// clients (broker.Config.Provision), but a cluster node cannot: it opens
+// its routes only once it accepts clients, and JetStream needs a majority
+// of the nodes, which operators start one by one. So the node starts, and
+// the returned function (nil when there is nothing to defer) provisions
+// in the background on the node that leads JetStream once a majority is
+// up; hosts that come first find the buckets missing and register once
+// they exist.
+func deferProvision(g *globalOptions, cfg *broker.Config) func(ctx context.Context, s *server.Server) {
+	p := cfg.Provision
+	if p == nil || cfg.Topology.ClusterListen == "" {
+		return nil
+	}
+	cfg.Provision = nil
+	return func(ctx context.Context, s *server.Server) {
+		var last string
+		for {
+			// One node provisions: the JetStream meta leader. Three nodes
+			// creating and updating the same streams at once wait on each
+			// other past every timeout. If the leader dies first, the
+			// next one provisions (it is idempotent).
+			if s.JetStreamIsLeader() {
+				err := p(s)
+				if err == nil {
+					fmt.Fprintln(g.io.Err, "buckets and audit stream provisioned on the cluster")
+					return
+				}
+				if msg := err.Error(); msg != last {
+					fmt.Fprintf(g.io.Err, "provisioning the buckets: %v; retrying\n", err)
+					last = msg
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	}
 }
