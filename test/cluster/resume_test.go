@@ -24,17 +24,19 @@ import (
 )
 
 // TestResumeAfterNodeKilled forces the branch a node kill rarely takes:
-// the deploy halts. One app host of the second batch lists only node n2 in
-// its nats.urls (a zone pointing at its own broker); n2 dies while that
-// host runs check_version, after it was updated, so its reply is lost with
-// the node and it cannot fail over. The real `signet deploy` must halt
-// with the run's state (failed, at which host and step) and the command
-// that resumes it; the run state, the lock and the registry (three copies
-// each) stay readable through the two surviving nodes. Once the host
-// lists every node again, `signet deploy --resume` from a bastion that
-// knows only the survivors finishes the run with n2 still down: the hosts'
-// own audit logs show no request executed twice, no action of the run
-// that changed a host twice, and one package update per host.
+// the deploy halts. One app host of the second batch reaches only node n2
+// (a zone firewalled to its own broker: a host that merely lists one node
+// still fails over to the nodes the cluster advertises). n2 dies while
+// that host starts its service, after it was updated, so its reply is
+// lost with the node and it cannot fail over. The real `signet deploy`
+// must halt with the run's state (failed, at which host and step) and the
+// command that resumes it; the run state, the lock and the registry
+// (three copies each) stay readable through the two surviving nodes. Once
+// the host reaches every node, `signet deploy --resume` from a bastion
+// that knows only the survivors finishes the run with n2 still down: the
+// hosts' own audit logs show no request executed twice, no action of the
+// run that changed a host twice (the start the host ran is asserted again,
+// a no-op), and one package update per host.
 func TestResumeAfterNodeKilled(t *testing.T) {
 	c := brokertest.StartCluster(t, 3, broker.Topology{}, nil)
 	const victim = 1 // n2
@@ -56,7 +58,9 @@ func TestResumeAfterNodeKilled(t *testing.T) {
 	defer cancel()
 	waitRegistry(t, ctx, operatorConn(t, c.URLs()), "prod", len(ids)+1)
 
-	write(t, filepath.Join(dir, "app.yaml"), app)
+	// A short stop_timeout bounds the start step to 11s: the halt comes
+	// that long after the kill.
+	write(t, filepath.Join(dir, "app.yaml"), app+"stop_timeout: 1s\n")
 	config := func(name, urls string) string {
 		p := filepath.Join(dir, name)
 		write(t, p, "user: operator\nkey: operator_key\nknown_hosts: known_hosts\ncollective: prod\nnats:\n  urls: ["+urls+"]\nruns: runs\napps: .\ntimeout: 5s\ndiscovery_timeout: 1s\n")
@@ -76,8 +80,7 @@ func TestResumeAfterNodeKilled(t *testing.T) {
 	}
 
 	// The plan names the second batch; its first host is made to reach
-	// only n2 (a host that lists only n2 in nats.urls still fails over:
-	// the client learns the other nodes from the cluster).
+	// only n2.
 	write(t, filepath.Join(dir, "known_hosts"), f.knownHosts())
 	code, out := signet(bastion, "deploy", filepath.Join(dir, "app.yaml"), "1.4.2", "--env", "prod", "--plan")
 	if code != 0 {
@@ -95,18 +98,18 @@ func TestResumeAfterNodeKilled(t *testing.T) {
 	var once sync.Once
 	f.mu.Lock()
 	f.hook = func(host, call string) {
-		if host == pinned && call == "package.check_version" {
+		if host == pinned && call == "service.start" {
 			once.Do(func() { c.Kill(victim) })
 		}
 	}
 	f.mu.Unlock()
 
-	// The deploy halts: n2 died under the pinned host's check_version.
+	// The deploy halts: n2 died under the pinned host's start.
 	t0 := time.Now()
 	code, out = signet(bastion, "deploy", filepath.Join(dir, "app.yaml"), "1.4.2", "--env", "prod", "--yes", "--output", "text")
 	t.Logf("signet deploy (exit %d after %s):\n%s", code, time.Since(t0).Round(time.Millisecond), out)
 	if c.Nodes[victim].Running() {
-		t.Fatal("n2 was never killed: the pinned host did not reach check_version")
+		t.Fatal("n2 was never killed: the pinned host did not reach its start")
 	}
 	if code == 0 {
 		t.Fatal("the deploy rode through: the pinned host answered without n2")
@@ -116,7 +119,7 @@ func TestResumeAfterNodeKilled(t *testing.T) {
 		t.Fatalf("the halt does not say the run failed and which run:\n%s", out)
 	}
 	run := m[1]
-	for _, want := range []string{pinned + ": check_version: ", "signet deploy --resume " + run} {
+	for _, want := range []string{pinned + ": start: ", "signet deploy --resume " + run} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the halt does not say %q", want)
 		}
@@ -155,7 +158,8 @@ func TestResumeAfterNodeKilled(t *testing.T) {
 	}
 	waitRegistry(t, ctx, nc, "prod", len(ids)+1)
 
-	// The operator fixes the host's broker list; n2 stays down.
+	// The host reaches every node again (its network or nats.urls
+	// fixed); n2 stays down.
 	f.restartHost(pinned, c.URLs(), false)
 	for end := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		if code, _ := signet(survivorBastion, "ping", "-I", pinned); code == 0 {
