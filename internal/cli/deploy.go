@@ -525,10 +525,11 @@ func workflowRun(ctx context.Context, g *globalOptions, o *workflowOptions, file
 		opts.Output, opts.Format, closeOut = g.runOutput(o.output)
 		defer closeOut()
 	}
+	var recap *workflows.Recap
 	if o.resume != "" {
-		_, err = workflows.ResumeWorkflow(ctx, soft, o.resume, opts)
+		recap, err = workflows.ResumeWorkflow(ctx, soft, o.resume, opts)
 	} else {
-		_, err = workflows.RunWorkflow(ctx, soft, opts)
+		recap, err = workflows.RunWorkflow(ctx, soft, opts)
 	}
 	if rep != nil {
 		if ferr := rep.Finish(ctx, redact.String(runLogText(opts.LogFile)), err); ferr != nil {
@@ -538,7 +539,7 @@ func workflowRun(ctx context.Context, g *globalOptions, o *workflowOptions, file
 			}
 		}
 	}
-	return g.workflowExit(err)
+	return g.haltExit("signet workflow run "+file+" --resume", recap, err)
 }
 
 // runLogText is the run log rendered as text for a report; when it
