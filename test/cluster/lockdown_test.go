@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -24,9 +25,10 @@ import (
 // The users' permissions guard the client port only; a route sees every
 // message, so the route and leafnode ports must refuse a broker that
 // does not hold DIR/cluster: one without TLS, and one with mutual TLS and
-// a secret of another deployment. A DR broker that holds DIR/cluster joins
-// as a leafnode, and the cluster works: JetStream keeps three copies of
-// the registry and a message crosses nodes.
+// a secret of another deployment. A locked-down DR broker (`signet broker
+// --auth` of its own, the hub's cluster/ copied in) joins as a leafnode,
+// and the cluster works: JetStream keeps three copies of the registry and
+// a message crosses nodes.
 func TestLockedDownClusterRoutesAndLeafnodes(t *testing.T) {
 	dir := t.TempDir()
 	auth := filepath.Join(dir, "auth")
@@ -123,10 +125,6 @@ func TestLockedDownClusterRoutesAndLeafnodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ours, err := broker.LoadClusterAuth(auth)
-	if err != nil {
-		t.Fatal(err)
-	}
 	route := fmt.Sprintf("nats://127.0.0.1:%d", ports[0][1])
 	leaf := fmt.Sprintf("nats-leaf://127.0.0.1:%d", ports[0][2])
 	start := func(name string, topo broker.Topology) *server.Server {
@@ -147,11 +145,57 @@ func TestLockedDownClusterRoutesAndLeafnodes(t *testing.T) {
 			start("route-"+r.name, broker.Topology{ClusterListen: fmt.Sprintf("127.0.0.1:%d", brokertest.FreePort(t)), Routes: []string{route}, Auth: r.auth}),
 			start("leaf-"+r.name, broker.Topology{LeafRemotes: []string{leaf}, Domain: "x" + r.name, Auth: r.auth}))
 	}
-	dr := start("dr1", broker.Topology{LeafRemotes: []string{leaf}, Domain: "dr", Auth: ours})
-	for end := time.Now().Add(20 * time.Second); dr.NumLeafNodes() == 0; time.Sleep(50 * time.Millisecond) {
+	// A locked-down DR broker run as documented: its own init (collective
+	// dr), the hub's cluster/ copied over its own, --auth with
+	// --leafnode-remote. A message its admin publishes reaches the hub's
+	// admin through the leafnode.
+	drAuth := filepath.Join(dir, "drauth")
+	if code := run(context.Background(), &syncBuf{}, "broker", "init", drAuth, "--collective", "dr", "--admin", "root"); code != 0 {
+		t.Fatalf("signet broker init (DR): exit %d", code)
+	}
+	if err := os.RemoveAll(filepath.Join(drAuth, "cluster")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.CopyFS(filepath.Join(drAuth, "cluster"), os.DirFS(filepath.Join(auth, "cluster"))); err != nil {
+		t.Fatal(err)
+	}
+	drPort := brokertest.FreePort(t)
+	drLog := &syncBuf{}
+	drCtx, drStop := context.WithCancel(context.Background())
+	drDone := make(chan struct{})
+	go func() {
+		defer close(drDone)
+		run(drCtx, drLog, "broker", "--auth", drAuth, "--collective", "dr", "--name", "dr1", "--port", fmt.Sprint(drPort),
+			"--store", filepath.Join(dir, "dr1"), "--domain", "dr", "--leafnode-remote", leaf)
+	}()
+	t.Cleanup(func() { drStop(); <-drDone })
+	for end := time.Now().Add(30 * time.Second); !strings.Contains(drLog.String(), "broker listening"); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(end) {
-			t.Fatal("the DR broker holding DIR/cluster did not join as a leafnode")
+			t.Fatalf("the DR broker did not start:\n%s", drLog)
 		}
+	}
+	hubSub, err := connect(0).SubscribeSync("dr.probe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt, err := nats.NkeyOptionFromSeed(broker.SeedPath(drAuth, "root"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	drc, err := nats.Connect(fmt.Sprintf("tls://127.0.0.1:%d", drPort), opt, nats.RootCAs(broker.LabTLS(drAuth).CA))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(drc.Close)
+	joined := false
+	for end := time.Now().Add(20 * time.Second); !joined && time.Now().Before(end); {
+		drc.Publish("dr.probe", []byte("over the leafnode"))
+		drc.Flush()
+		_, err := hubSub.NextMsg(200 * time.Millisecond)
+		joined = err == nil
+	}
+	if !joined {
+		t.Fatalf("the DR broker holding the hub's cluster/ did not join as a leafnode:\n%s", drLog)
 	}
 	// The DR broker joined: the refused ones had as long, and more.
 	time.Sleep(2 * time.Second)
