@@ -36,6 +36,12 @@ type Topology struct {
 	// that its hosts' registry and control bucket stay on its side of the
 	// leafnode and a hub client can still reach them as $JS.dr.API.
 	Domain string
+	// Auth, when set, locks routes, the leafnode listener and leafnode
+	// remotes down: mutual TLS with the nodes' CA and the cluster secret
+	// (LoadClusterAuth). Without it anyone who reaches the cluster port
+	// joins as a route and sees every message, whatever the users'
+	// permissions.
+	Auth *ClusterAuth
 }
 
 // apply sets the server options of the topology.
@@ -51,10 +57,17 @@ func (t Topology) apply(opts *server.Options) error {
 			opts.Cluster.Name = "signet"
 		}
 		opts.Cluster.Host, opts.Cluster.Port = host, port
+		if t.Auth != nil {
+			opts.Cluster.Username, opts.Cluster.Password = ClusterUser, t.Auth.Secret
+			opts.Cluster.TLSConfig, opts.Cluster.TLSTimeout = t.Auth.TLS, 2
+		}
 		for _, r := range t.Routes {
 			ru, err := url.Parse(r)
 			if err != nil || ru.Host == "" {
 				return fmt.Errorf("broker: route %q: want nats://host:port", r)
+			}
+			if t.Auth != nil {
+				ru = t.Auth.withUser(ru)
 			}
 			opts.Routes = append(opts.Routes, ru)
 		}
@@ -68,6 +81,10 @@ func (t Topology) apply(opts *server.Options) error {
 		}
 		opts.LeafNode.Host, opts.LeafNode.Port = host, port
 		opts.LeafNode.Advertise = t.LeafAdvertise
+		if t.Auth != nil {
+			opts.LeafNode.Username, opts.LeafNode.Password = ClusterUser, t.Auth.Secret
+			opts.LeafNode.TLSConfig, opts.LeafNode.TLSTimeout = t.Auth.TLS, 2
+		}
 	}
 	if len(t.LeafRemotes) > 0 {
 		remote := &server.RemoteLeafOpts{}
@@ -76,7 +93,13 @@ func (t Topology) apply(opts *server.Options) error {
 			if err != nil || ru.Host == "" {
 				return fmt.Errorf("broker: leafnode remote %q: want nats-leaf://host:port", r)
 			}
+			if t.Auth != nil {
+				ru = t.Auth.withUser(ru)
+			}
 			remote.URLs = append(remote.URLs, ru)
+		}
+		if t.Auth != nil {
+			remote.TLS, remote.TLSConfig, remote.TLSTimeout = true, t.Auth.TLS, 2
 		}
 		opts.LeafNode.Remotes = append(opts.LeafNode.Remotes, remote)
 	}

@@ -125,6 +125,9 @@ func brokerRun(ctx context.Context, g *globalOptions, o *brokerOptions) error {
 	if err := checkTopology(o.name, o.topo); err != nil {
 		return err
 	}
+	if err := topologyAuth(o.lock.auth, &o.topo); err != nil {
+		return err
+	}
 	if err := o.monitor.check(); err != nil {
 		return err
 	}
@@ -133,6 +136,7 @@ func brokerRun(ctx context.Context, g *globalOptions, o *brokerOptions) error {
 	if err := o.lock.apply(&cfg); err != nil {
 		return err
 	}
+	provision := deferProvision(g, &cfg)
 	s, err := broker.Start(cfg)
 	if err != nil {
 		return err
@@ -140,9 +144,15 @@ func brokerRun(ctx context.Context, g *globalOptions, o *brokerOptions) error {
 	if w := o.lock.warning(); w != "" {
 		fmt.Fprintln(g.io.Err, w)
 	}
+	if w := clusterWarning(s); w != "" {
+		fmt.Fprintln(g.io.Err, w)
+	}
 	fmt.Fprintf(g.io.Err, "broker listening on %s (JetStream store %s%s); Ctrl-C stops it\n", s.ClientURL(), o.store, o.monitor.describe())
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if provision != nil {
+		go provision(ctx, s)
+	}
 	<-ctx.Done()
 	s.Shutdown()
 	s.WaitForShutdown()

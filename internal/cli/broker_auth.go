@@ -146,6 +146,9 @@ func brokerInitRun(_ context.Context, g *globalOptions, o *brokerInitOptions) er
 		}
 		ca = tf.CA
 	}
+	if err := initClusterAuth(g, o.dir, time.Duration(o.tlsDays)*24*time.Hour); err != nil {
+		return err
+	}
 	urls := o.brokerURLs
 	if len(urls) == 0 {
 		urls = []string{"tls://127.0.0.1:4222"}

@@ -91,6 +91,12 @@ func (g *globalOptions) workflowSession(ctx context.Context) (*workflowSession, 
 		return nil, err
 	}
 	if s.registry(ctx) == nil {
+		// Say why when the broker can: JetStream not answering, or a
+		// cluster without its majority, is not a lost registry.
+		if _, perr := registryUnavailable(ctx, js, s.cfg.Collective); perr != nil {
+			s.Close()
+			return nil, perr
+		}
 		// Workflows need JetStream, and every signetd keeps its entry in
 		// the registry there: no registry means the broker lost its state
 		// (or no host has connected yet), not a fleet to discover by
@@ -104,10 +110,12 @@ func (g *globalOptions) workflowSession(ctx context.Context) (*workflowSession, 
 		s.Close()
 		return nil, err
 	}
-	store, err := workflows.NewKVStore(ctx, js, workflows.KVConfig{Signer: bus.KeySigner(s.signer), ResumeKeys: resumeKeys, Log: g.logger(), Replicas: s.cfg.NATS.Replicas})
+	octx, cancel := context.WithTimeout(ctx, storeOpenTimeout)
+	store, err := workflows.NewKVStore(octx, js, workflows.KVConfig{Signer: bus.KeySigner(s.signer), ResumeKeys: resumeKeys, Log: g.logger(), Replicas: s.cfg.NATS.Replicas})
+	cancel()
 	if err != nil {
 		s.Close()
-		return nil, withHint(err, "workflows keep their state and locks in JetStream: the broker needs JetStream enabled")
+		return nil, withHint(err, storeHint)
 	}
 	return &workflowSession{session: s, caller: &buscaller.Caller{Client: s.client, Registry: s.reg}, store: store}, nil
 }
@@ -400,13 +408,14 @@ func deployRun(ctx context.Context, g *globalOptions, o *deployOptions, args []s
 		opts.Output, opts.Format, closeOut = g.runOutput(o.output)
 		defer closeOut()
 	}
+	var recap *workflows.Recap
 	switch {
 	case decide:
 		_, err = deploy.Decide(ctx, soft, decision, opts)
 	case o.resume != "":
-		_, err = deploy.Resume(ctx, soft, o.resume, opts)
+		recap, err = deploy.Resume(ctx, soft, o.resume, opts)
 	default:
-		_, err = deploy.Run(ctx, soft, opts)
+		recap, err = deploy.Run(ctx, soft, opts)
 	}
 	if opts.LogFile != "" && !o.plan {
 		fmt.Fprintf(g.io.Err, "run log: %s\n", opts.LogFile)
@@ -414,7 +423,7 @@ func deployRun(ctx context.Context, g *globalOptions, o *deployOptions, args []s
 	if decide {
 		return g.decided(err)
 	}
-	return g.workflowExit(err)
+	return g.haltExit("signet deploy --resume", recap, err)
 }
 
 type workflowOptions struct {
@@ -516,10 +525,11 @@ func workflowRun(ctx context.Context, g *globalOptions, o *workflowOptions, file
 		opts.Output, opts.Format, closeOut = g.runOutput(o.output)
 		defer closeOut()
 	}
+	var recap *workflows.Recap
 	if o.resume != "" {
-		_, err = workflows.ResumeWorkflow(ctx, soft, o.resume, opts)
+		recap, err = workflows.ResumeWorkflow(ctx, soft, o.resume, opts)
 	} else {
-		_, err = workflows.RunWorkflow(ctx, soft, opts)
+		recap, err = workflows.RunWorkflow(ctx, soft, opts)
 	}
 	if rep != nil {
 		if ferr := rep.Finish(ctx, redact.String(runLogText(opts.LogFile)), err); ferr != nil {
@@ -529,7 +539,7 @@ func workflowRun(ctx context.Context, g *globalOptions, o *workflowOptions, file
 			}
 		}
 	}
-	return g.workflowExit(err)
+	return g.haltExit("signet workflow run "+file+" --resume", recap, err)
 }
 
 // runLogText is the run log rendered as text for a report; when it

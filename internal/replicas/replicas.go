@@ -95,3 +95,34 @@ func CreateStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 	}
 	return st, err
 }
+
+// ScaleUp brings an existing stream (a bucket's KV_NAME, or the audit
+// stream) that has fewer than Clustered copies up to Clustered, as Auto
+// would have made it on the cluster it now runs on: a stream created on a
+// single broker, or while the cluster could not place three copies, keeps
+// its one copy until someone asks. It never lowers a count, and on a
+// single broker or a cluster that still cannot place three copies it
+// leaves the stream as it is. It returns the count the stream has.
+func ScaleUp(ctx context.Context, js jetstream.JetStream, stream string) (int, error) {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return 0, fmt.Errorf("replicas: %s: %w", stream, err)
+	}
+	cfg := st.CachedInfo().Config
+	if cfg.Replicas >= Clustered {
+		return cfg.Replicas, nil
+	}
+	have := cfg.Replicas
+	cfg.Replicas = Clustered
+	_, err = js.UpdateStream(ctx, cfg)
+	switch code(err) {
+	case 0:
+		if err != nil {
+			return have, fmt.Errorf("replicas: scale %s to %d copies: %w", stream, Clustered, err)
+		}
+		return Clustered, nil
+	case codeNotClustered, codeNoPeers, codeInsufficient:
+		return have, nil
+	}
+	return have, fmt.Errorf("replicas: scale %s to %d copies: %w", stream, Clustered, err)
+}

@@ -130,3 +130,21 @@ func TestCheck(t *testing.T) {
 		}
 	}
 }
+
+// TestScaleUpSingleBroker: on a single broker a one-copy stream stays as
+// it is, without an error (there is nowhere to place more copies); a
+// missing stream is an error.
+func TestScaleUpSingleBroker(t *testing.T) {
+	s := brokertest.Start(t)
+	js := connect(t, s.ClientURL())
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "audit", Subjects: []string{"a.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := replicas.ScaleUp(ctx, js, "audit"); err != nil || n != 1 {
+		t.Fatalf("ScaleUp on a single broker: %d, %v; want 1, nil", n, err)
+	}
+	if _, err := replicas.ScaleUp(ctx, js, "missing"); err == nil {
+		t.Fatal("ScaleUp of a missing stream: no error")
+	}
+}

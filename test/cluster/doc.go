@@ -9,4 +9,10 @@
 // (or halts in a state that --resume finishes), no action runs twice on
 // any host, the registry, run state and locks survive, and DR hosts are
 // reported by name as not responding while production carries on.
+//
+// They also force a deploy to halt on a node kill and resume it through
+// the surviving nodes, run a two-node cluster (a warning, and readable
+// errors when its JetStream is gone), a locked-down cluster whose routes
+// and leafnodes refuse brokers without its credentials, and provisioning
+// that scales one-copy streams up to three.
 package cluster

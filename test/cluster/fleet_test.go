@@ -45,9 +45,21 @@ type fleet struct {
 	mu    sync.Mutex
 	runs  map[string]int        // "host agent.action" -> executions
 	conns map[string]*nats.Conn // host -> its broker connection
-	wg    sync.WaitGroup
-	stop  context.CancelFunc
-	ctx   context.Context
+	// urls overrides, per host, the broker URLs start gives it (a host
+	// whose nats.urls name only one node).
+	urls map[string]string
+	// reachOnly are the hosts whose network reaches only the brokers of
+	// their urls: they do not fail over to the nodes the cluster
+	// advertises (a zone firewalled to its own node).
+	reachOnly map[string]bool
+	// hostStop stops one host's responder and waits until it is gone.
+	hostStop map[string]func()
+	// hook, when set, is called as a host runs an action ("agent.action"),
+	// before the action returns.
+	hook func(host, call string)
+	wg   sync.WaitGroup
+	stop context.CancelFunc
+	ctx  context.Context
 }
 
 const policy = `rules:
@@ -65,7 +77,8 @@ func newFleet(t *testing.T, collective string, app []string, op ssh.Signer) *fle
 		op = keytest.Signer(t)
 	}
 	f := &fleet{t: t, dir: t.TempDir(), collective: collective, op: op,
-		runs: map[string]int{}, conns: map[string]*nats.Conn{}, ddls: map[string]plugins.DDL{}}
+		runs: map[string]int{}, conns: map[string]*nats.Conn{}, ddls: map[string]plugins.DDL{},
+		urls: map[string]string{}, hostStop: map[string]func(){}, reachOnly: map[string]bool{}}
 	f.sim = fleettest.New(app, []string{"a", "b", "c"})
 	delete(f.sim.Nodes, "lb2")
 	auth := `roles="admin",name="operator" ` + string(ssh.MarshalAuthorizedKey(f.op.PublicKey()))
@@ -118,7 +131,11 @@ func (p *instant) Run(ctx context.Context, r *plugins.Request) (*plugins.Result,
 	}
 	p.f.mu.Lock()
 	p.f.runs[key]++
+	hook := p.f.hook
 	p.f.mu.Unlock()
+	if hook != nil {
+		defer hook(r.Identity, p.agent+"."+r.Action)
+	}
 	res, err := p.f.sim.Call(ctx, workflows.Call{Agent: p.agent, Action: r.Action, Params: map[string]any(r.Params), Hosts: []string{r.Identity}})
 	if err != nil {
 		return nil, err
@@ -154,6 +171,11 @@ func (f *fleet) start(urls string, facts map[string]string) {
 }
 
 func (f *fleet) startHost(id, urls string, extra map[string]string) error {
+	f.mu.Lock()
+	if u := f.urls[id]; u != "" {
+		urls = u
+	}
+	f.mu.Unlock()
 	dir := filepath.Join(f.dir, "hosts", id)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
@@ -191,23 +213,40 @@ func (f *fleet) startHost(id, urls string, extra map[string]string) error {
 	if err != nil {
 		return err
 	}
-	nc, err := agents.Connect(cfg.NATS, "signetd "+id, slog.New(slog.DiscardHandler))
+	f.mu.Lock()
+	only := f.reachOnly[id]
+	f.mu.Unlock()
+	var nc *nats.Conn
+	if only {
+		nc, err = nats.Connect(urls, nats.Name("signetd "+id), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
+			nats.ReconnectBufSize(8<<20), nats.IgnoreDiscoveredServers())
+	} else {
+		nc, err = agents.Connect(cfg.NATS, "signetd "+id, slog.New(slog.DiscardHandler))
+	}
 	if err != nil {
 		return err
 	}
 	f.mu.Lock()
 	f.conns[id] = nc
-	f.known.WriteString(keys.FormatKnownHost(id, hk.PublicKey()) + "\n")
+	if line := keys.FormatKnownHost(id, hk.PublicKey()) + "\n"; !strings.Contains(f.known.String(), line) {
+		f.known.WriteString(line)
+	}
 	f.mu.Unlock()
 	started := make(chan struct{})
 	done := make(chan error, 1)
+	ctx, stop := context.WithCancel(f.ctx)
+	gone := make(chan struct{})
+	f.mu.Lock()
+	f.hostStop[id] = func() { stop(); <-gone }
+	f.mu.Unlock()
 	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
+		defer close(gone)
 		defer aud.Close()
 		defer host.Close()
 		defer nc.Close()
-		done <- agents.Serve(f.ctx, agents.ServeOptions{Conn: nc, Host: host, HostKey: hk, Audit: aud, Config: cfg, Version: "test",
+		done <- agents.Serve(ctx, agents.ServeOptions{Conn: nc, Host: host, HostKey: hk, Audit: aud, Config: cfg, Version: "test",
 			Ready: func() { close(started) }})
 	}()
 	select {
@@ -395,5 +434,24 @@ func pingAll(t *testing.T, ctx context.Context, f *fleet, nc *nats.Conn, reg *bu
 	}
 	if len(bad) > 0 {
 		t.Fatalf("%d of %d hosts did not answer the ping: %s", len(bad), len(ids), strings.Join(bad[:min(len(bad), 10)], ", "))
+	}
+}
+
+// restartHost stops host id's responder and starts it again connected to
+// urls (its signetd restarted with another nats.urls); with only, its
+// network reaches no other broker.
+func (f *fleet) restartHost(id, urls string, only bool) {
+	f.t.Helper()
+	f.mu.Lock()
+	stop := f.hostStop[id]
+	f.urls[id] = urls
+	f.reachOnly[id] = only
+	delete(f.conns, id)
+	f.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+	if err := f.startHost(id, urls, nil); err != nil {
+		f.t.Fatal(err)
 	}
 }

@@ -34,7 +34,8 @@ type Options struct {
 
 // Buckets creates (or brings up to date) the registry, control and
 // workflow buckets and the audit stream of a collective, over nc, which
-// must be an admin's connection.
+// must be an admin's connection. On a cluster, a bucket or an audit
+// stream with fewer than three copies is scaled up to three.
 func Buckets(ctx context.Context, nc *nats.Conn, o Options) error {
 	if err := bus.CheckCollective(o.Collective); err != nil {
 		return err
@@ -57,6 +58,11 @@ func Buckets(ctx context.Context, nc *nats.Conn, o Options) error {
 	}
 	if _, err := ship.EnsureStream(ctx, js, o.Collective, replicas.Auto); err != nil {
 		return fmt.Errorf("provision: %w", err)
+	}
+	// An audit stream made with one copy (on a single broker that grew
+	// into a cluster) gets three, as the buckets above do.
+	if _, err := replicas.ScaleUp(ctx, js, ship.Stream(o.Collective)); err != nil {
+		return fmt.Errorf("provision: audit stream: %w", err)
 	}
 	if _, err := workflows.NewKVStore(ctx, js, workflows.KVConfig{LockTTL: o.LockTTL}); err != nil {
 		return fmt.Errorf("provision: %w", err)
