@@ -360,6 +360,10 @@ func (c *Client) Do(ctx context.Context, q Query) (*Outcome, error) {
 	return finish(nil)
 }
 
+// discoverListBound bounds listing the registry for a query whose
+// context has no deadline: a few registry attempts (listAttempt each).
+const discoverListBound = 20 * time.Second
+
 // discover returns the hosts the query should reach and, when it listed
 // the registry, the listing.
 func (c *Client) discover(ctx context.Context, q Query) ([]string, []*Registration, error) {
@@ -368,7 +372,15 @@ func (c *Client) discover(ctx context.Context, q Query) ([]string, []*Registrati
 		return nil, nil, err
 	}
 	if c.cfg.Registry != nil {
-		regs, err := c.cfg.Registry.List(ctx)
+		lctx := ctx
+		if _, ok := ctx.Deadline(); !ok {
+			// A command without a deadline (signet ping) must not wait
+			// for ever on a registry whose broker never answers.
+			var cancel context.CancelFunc
+			lctx, cancel = context.WithTimeout(ctx, discoverListBound)
+			defer cancel()
+		}
+		regs, err := c.cfg.Registry.List(lctx)
 		if err != nil && !errors.Is(err, ErrNoRegistry) { // none: a lazy registry found no bucket
 			return nil, nil, err
 		}

@@ -197,6 +197,11 @@ func attempts(ctx context.Context, fn func(context.Context) error) error {
 			return nil
 		case ctx.Err() != nil:
 			return fmt.Errorf("%w (after %d attempts of at most %s)", ctx.Err(), attempt, listAttempt)
+		case errors.Is(err, ErrNoRegistry):
+			// Final: a lazy registry that could not open keeps that
+			// answer (its error may wrap the timeout of its opening, and
+			// would otherwise be retried at once, without end).
+			return err
 		case !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout):
 			return err
 		}
