@@ -78,7 +78,6 @@ func Collect(s *server.Server) []promtext.Family {
 	// Cluster routes: connections (a pool per remote), and which remote
 	// servers are connected.
 	add("signet_broker_routes", "Route connections to other cluster nodes open now (several per remote with a route pool).", g, one(I(int64(v.Routes))))
-	add("signet_broker_route_remotes_configured", "Route URLs this node is configured to connect to.", g, one(I(int64(v.Remotes))))
 	if rz, err := s.Routez(nil); err == nil {
 		var remotes []string
 		for _, r := range rz.Routes {
