@@ -229,3 +229,19 @@ func TestBrokerMetricsAllowRemote(t *testing.T) {
 		}
 	}
 }
+
+// TestBrokerMetricsPortInUse: a metrics port already taken stops the
+// broker's start-up rather than leaving it unobserved.
+func TestBrokerMetricsPortInUse(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var out testio.Buffer
+	code := Main(context.Background(), []string{"broker", "--port", strconv.Itoa(freeTCPPort(t)), "--store", t.TempDir(), "--metrics-listen", l.Addr().String()},
+		IO{In: strings.NewReader(""), Out: &out, Err: &out, Getenv: func(string) string { return "" }})
+	if code == 0 || !strings.Contains(out.String(), "--metrics-listen: metrics: listen tcp "+l.Addr().String()) || !strings.Contains(out.String(), "address already in use") {
+		t.Fatalf("exit %d: %s", code, out.String())
+	}
+}

@@ -3,6 +3,7 @@ package brokermetrics
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -192,4 +193,53 @@ func TestCollectCluster(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// TestCollectLeafnode: a real DR broker dials a real hub as a leafnode. The
+// DR side counts its remote connected and the hub the connection accepted;
+// once the hub is gone the DR side says its remote is not connected, which
+// SignetBrokerLeafnodeDown pages on.
+func TestCollectLeafnode(t *testing.T) {
+	leafPort := brokertest.FreePort(t)
+	hub, err := broker.Start(broker.Config{Port: -1, StoreDir: t.TempDir(), Name: "hub1",
+		Topology: broker.Topology{LeafListen: fmt.Sprintf("127.0.0.1:%d", leafPort)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { hub.Shutdown(); hub.WaitForShutdown() }()
+	dr, err := broker.Start(broker.Config{Port: -1, StoreDir: t.TempDir(), Name: "dr1",
+		Topology: broker.Topology{Domain: "dr", LeafRemotes: []string{fmt.Sprintf("nats-leaf://127.0.0.1:%d", leafPort)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { dr.Shutdown(); dr.WaitForShutdown() }()
+	waitMetric := func(s *server.Server, what string, ok func(m map[string]*dto.MetricFamily) bool) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			m, text := scrape(t, s)
+			if ok(m) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not after 20s:\n%s", what, text)
+			}
+		}
+	}
+	waitMetric(dr, "the DR broker's remote connected", func(m map[string]*dto.MetricFamily) bool {
+		return value(m, "signet_broker_leafnode_remotes_configured") == 1 && value(m, "signet_broker_leafnode_remotes_connected") == 1 &&
+			value(m, "signet_broker_leafnode_connected", "remote=hub1", "direction=dialled") == 1 &&
+			value(m, "signet_broker_info", "domain=dr") == 1
+	})
+	waitMetric(hub, "the hub's leafnode accepted", func(m map[string]*dto.MetricFamily) bool {
+		return value(m, "signet_broker_leafnodes") == 1 && value(m, "signet_broker_leafnode_remotes_configured") == 0 &&
+			value(m, "signet_broker_leafnode_connected", "remote=dr1", "direction=accepted") == 1
+	})
+	_, text := scrape(t, dr)
+	promtoolCheck(t, text)
+	hub.Shutdown()
+	hub.WaitForShutdown()
+	waitMetric(dr, "the DR broker's remote down", func(m map[string]*dto.MetricFamily) bool {
+		return value(m, "signet_broker_leafnode_remotes_configured") == 1 && value(m, "signet_broker_leafnode_remotes_connected") == 0 &&
+			value(m, "signet_broker_leafnode_connected") == -1
+	})
 }
