@@ -234,3 +234,21 @@ scrape_configs:
 		return alertState(promAddr, "SignetBrokerDown") == "pending"
 	})
 }
+
+// TestAlertRulesFire runs promtool's rule unit tests
+// (testdata/alerts_test.yml) over the broker rules of
+// docs/metrics-alerts.yml: a route, a JetStream peer and a leafnode hub
+// lost, a broker down, storage near its limit, slow consumers and a
+// registry that shrank each fire the alert meant for them, on series
+// shaped as this package writes them; half-full storage does not.
+func TestAlertRulesFire(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Skip("promtool not installed (Debian package prometheus; CI installs it)")
+	}
+	cmd := exec.Command(promtool, "test", "rules", "alerts_test.yml")
+	cmd.Dir = "testdata"
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("promtool test rules: %v\n%s", err, out)
+	}
+}
