@@ -243,3 +243,35 @@ func TestCollectLeafnode(t *testing.T) {
 			value(m, "signet_broker_leafnode_connected") == -1
 	})
 }
+
+// BenchmarkScrape measures one scrape of a real broker holding a registry
+// bucket of 1000 hosts: Collect and Write, as the handler does.
+func BenchmarkScrape(b *testing.B) {
+	s := brokertest.Start(b)
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "signet_registry_bench", TTL: time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := range 1000 {
+		if _, err := kv.Put(ctx, fmt.Sprintf("web%d", i), []byte("{}")); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var buf bytes.Buffer
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		buf.Reset()
+		if err := promtext.Write(&buf, Collect(s)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(buf.Len()), "bytes/scrape")
+}
