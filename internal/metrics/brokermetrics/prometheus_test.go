@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -78,16 +79,18 @@ func alertState(addr, name string) string {
 	return ""
 }
 
-// TestPrometheusScrapesBroker runs a real Prometheus server against a real
-// `signet broker --metrics-listen` process (the signet binary built from
-// this tree), configured as a DR broker whose leafnode hub is not there:
-// Prometheus' queries see a real client's messages and the registry's
-// entries, every rule of docs/metrics-alerts.yml evaluates without error,
-// the leafnode alert goes pending, and once the broker process is killed
-// the broker-down alert does.
+// TestPrometheusScrapesBroker runs a real Prometheus server against a
+// cluster of three real `signet broker --metrics-listen` processes (the
+// signet binary built from this tree), set up as a DR site whose leafnode
+// hub is not there. Prometheus' queries see a real client's messages and
+// the registry's entries on every node, every rule of
+// docs/metrics-alerts.yml evaluates without error and the leafnode alert
+// goes pending. Then n3 is killed (the broker-down and route-down alerts go
+// pending) and n2 stopped cleanly (the JetStream-peer-offline alert for n2,
+// and the no-meta-leader alert of n1, left without a quorum).
 func TestPrometheusScrapesBroker(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds signet and starts a Prometheus server")
+		t.Skip("builds signet, starts three brokers and a Prometheus server")
 	}
 	promBin, err := exec.LookPath("prometheus")
 	if err != nil {
@@ -98,34 +101,56 @@ func TestPrometheusScrapesBroker(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", signet, "../../../cmd/signet").CombinedOutput(); err != nil {
 		t.Fatalf("build signet: %v\n%s", err, out)
 	}
-	natsAddr, maddr, hub := freeAddr(t), freeAddr(t), freeAddr(t)
-	_, natsPort, _ := net.SplitHostPort(natsAddr)
-	broker := exec.Command(signet, "broker", "--port", natsPort, "--store", filepath.Join(dir, "store"),
-		"--metrics-listen", maddr, "--domain", "dr", "--leafnode-remote", "nats-leaf://"+hub)
-	blog, err := os.Create(filepath.Join(dir, "broker.log"))
-	if err != nil {
-		t.Fatal(err)
+	hub := freeAddr(t)
+	const n = 3
+	var natsAddr, maddr, routes [n]string
+	for i := range n {
+		natsAddr[i], maddr[i], routes[i] = freeAddr(t), freeAddr(t), freeAddr(t)
 	}
-	broker.Stdout, broker.Stderr = blog, blog
-	if err := broker.Start(); err != nil {
-		t.Fatal(err)
-	}
-	killed := false
-	defer func() {
-		if !killed {
-			broker.Process.Kill()
-			broker.Wait()
+	var procs [n]*exec.Cmd
+	var logs [n]string
+	for i := range n {
+		_, port, _ := net.SplitHostPort(natsAddr[i])
+		name := fmt.Sprintf("n%d", i+1)
+		args := []string{"broker", "--name", name, "--port", port, "--store", filepath.Join(dir, name),
+			"--cluster", routes[i], "--metrics-listen", maddr[i], "--domain", "dr", "--leafnode-remote", "nats-leaf://" + hub}
+		for _, r := range routes {
+			args = append(args, "--route", "nats://"+r)
 		}
-	}()
-	brokerLog := func() string { b, _ := os.ReadFile(blog.Name()); return string(b) }
+		cmd := exec.Command(signet, args...)
+		logs[i] = filepath.Join(dir, name+".log")
+		f, err := os.Create(logs[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stdout, cmd.Stderr = f, f
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		procs[i] = cmd
+		defer func() {
+			if cmd.ProcessState == nil {
+				cmd.Process.Kill()
+				cmd.Wait()
+			}
+		}()
+	}
+	brokerLogs := func() string {
+		var all string
+		for _, l := range logs {
+			b, _ := os.ReadFile(l)
+			all += string(b)
+		}
+		return all
+	}
 
 	var nc *nats.Conn
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if nc, err = nats.Connect("nats://" + natsAddr); err == nil {
+		if nc, err = nats.Connect("nats://" + natsAddr[0]); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("signet broker did not come up: %v\n%s", err, brokerLog())
+			t.Fatalf("signet broker did not come up: %v\n%s", err, brokerLogs())
 		}
 	}
 	defer nc.Close()
@@ -133,13 +158,20 @@ func TestPrometheusScrapesBroker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "signet_registry_lab", TTL: time.Hour})
-	if err != nil {
-		t.Fatal(err)
+	var kv jetstream.KeyValue
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(250 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "signet_registry_lab", TTL: time.Hour, Replicas: 3})
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no JetStream on the cluster: %v\n%s", err, brokerLogs())
+		}
 	}
 	for _, h := range []string{"db1", "db2", "db3"} {
-		if _, err := kv.Put(ctx, h, []byte("{}")); err != nil {
+		if _, err := kv.Put(context.Background(), h, []byte("{}")); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -156,8 +188,8 @@ func TestPrometheusScrapesBroker(t *testing.T) {
 rule_files: [%q]
 scrape_configs:
   - job_name: signet-broker
-    static_configs: [{targets: [%q]}]
-`, rules, maddr)
+    static_configs: [{targets: [%q, %q, %q]}]
+`, rules, maddr[0], maddr[1], maddr[2])
 	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -179,22 +211,27 @@ scrape_configs:
 		t.Helper()
 		for deadline := time.Now().Add(wait); !ok(); time.Sleep(250 * time.Millisecond) {
 			if time.Now().After(deadline) {
-				t.Fatalf("%s: not after %s\n--- prometheus:\n%s\n--- broker:\n%s", what, wait, promLog(), brokerLog())
+				t.Fatalf("%s: not after %s\n--- prometheus:\n%s\n--- brokers:\n%s", what, wait, promLog(), brokerLogs())
 			}
 		}
 	}
-	waitFor("Prometheus sees the 25 messages", 60*time.Second, func() bool {
-		n, _ := strconv.ParseFloat(promQuery(promAddr, `signet_broker_in_messages_total{job="signet-broker"}`), 64)
-		return n >= 25
+	waitFor("Prometheus sees the 25 messages on n1", 60*time.Second, func() bool {
+		v, _ := strconv.ParseFloat(promQuery(promAddr, fmt.Sprintf(`signet_broker_in_messages_total{instance=%q}`, maddr[0])), 64)
+		return v >= 25
 	})
-	waitFor("Prometheus sees three registry entries", 10*time.Second, func() bool {
-		return promQuery(promAddr, `signet_broker_registry_entries{collective="lab"}`) == "3"
+	waitFor("Prometheus sees three registry entries on each node", 20*time.Second, func() bool {
+		return promQuery(promAddr, `count(signet_broker_registry_entries{collective="lab"} == 3)`) == "3"
+	})
+	waitFor("Prometheus sees one meta leader", 20*time.Second, func() bool {
+		return promQuery(promAddr, `sum(signet_broker_jetstream_meta_leader)`) == "1"
 	})
 	waitFor("the leafnode alert is pending (the hub is not there)", 20*time.Second, func() bool {
 		return alertState(promAddr, "SignetBrokerLeafnodeDown") == "pending"
 	})
-	if s := alertState(promAddr, "SignetBrokerDown"); s != "" {
-		t.Errorf("SignetBrokerDown is %s while the broker answers", s)
+	for _, a := range []string{"SignetBrokerDown", "SignetBrokerRouteDown", "SignetBrokerJetStreamPeerOffline", "SignetBrokerNoMetaLeader"} {
+		if s := alertState(promAddr, a); s != "" {
+			t.Errorf("%s is %s while the cluster is whole", a, s)
+		}
 	}
 	waitFor("every rule evaluates ok", 30*time.Second, func() bool {
 		var r struct {
@@ -211,10 +248,10 @@ scrape_configs:
 		if err := promGet(promAddr, "/api/v1/rules", &r); err != nil {
 			return false
 		}
-		n, ok := 0, 0
+		total, ok := 0, 0
 		for _, g := range r.Data.Groups {
 			for _, rule := range g.Rules {
-				n++
+				total++
 				switch rule.Health {
 				case "ok":
 					ok++
@@ -223,15 +260,29 @@ scrape_configs:
 				}
 			}
 		}
-		return n > 0 && ok == n
+		return total > 0 && ok == total
 	})
 
-	// The broker dies: Prometheus' own up series pages.
-	broker.Process.Kill()
-	broker.Wait()
-	killed = true
-	waitFor("SignetBrokerDown is pending after the broker was killed", 20*time.Second, func() bool {
-		return alertState(promAddr, "SignetBrokerDown") == "pending"
+	// n3 crashes (SIGKILL): it stops answering scrapes, and the others page
+	// on the lost route at once. nats-server marks a crashed peer offline
+	// only after it missed its heartbeats for 150 s, so the peer alert is
+	// not waited for here.
+	procs[2].Process.Kill()
+	procs[2].Wait()
+	for _, a := range []string{"SignetBrokerDown", "SignetBrokerRouteDown"} {
+		waitFor(a+" is pending after n3 was killed", 30*time.Second, func() bool {
+			return alertState(promAddr, a) == "pending"
+		})
+	}
+	// n2 is stopped cleanly (SIGTERM): it tells its peers, which mark it
+	// offline at once; n1, left alone, has no JetStream quorum.
+	procs[1].Process.Signal(syscall.SIGTERM)
+	procs[1].Wait()
+	waitFor("SignetBrokerJetStreamPeerOffline is pending for n2", 30*time.Second, func() bool {
+		return promQuery(promAddr, `ALERTS{alertname="SignetBrokerJetStreamPeerOffline",peer="n2",alertstate="pending"}`) == "1"
+	})
+	waitFor("SignetBrokerNoMetaLeader is pending on n1", 60*time.Second, func() bool {
+		return alertState(promAddr, "SignetBrokerNoMetaLeader") == "pending"
 	})
 }
 
