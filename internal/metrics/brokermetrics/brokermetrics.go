@@ -159,7 +159,12 @@ func collectJetStream(s *server.Server, self string,
 		}
 		add("signet_broker_jetstream_peer_up", "For each other server of the JetStream meta group: 1 when it is seen, 0 when offline.", g, ss...)
 	}
-	// signet's own view: hosts in each collective's registry.
+	// signet's own view: hosts in each collective's registry, counted as the
+	// stream's subjects (a host that left keeps its delete marker until the
+	// bucket's TTL; reading every entry's last operation would cost a read
+	// per host per scrape). On a locked-down broker only provisioning
+	// creates streams, so the collectives are the operator's; on an open
+	// one any client could add buckets, and labels, as it can add anything.
 	var reg []promtext.Sample
 	for _, a := range jz.AccountDetails {
 		for _, st := range a.Streams {
@@ -169,7 +174,7 @@ func collectJetStream(s *server.Server, self string,
 		}
 	}
 	slices.SortFunc(reg, func(a, b promtext.Sample) int { return strings.Compare(a.Labels[0].Value, b.Labels[0].Value) })
-	add("signet_broker_registry_entries", "Hosts registered in each collective's registry bucket, as stored on this server (expired entries drop out).", g, reg...)
+	add("signet_broker_registry_entries", "Keys in each collective's registry bucket on this server: the hosts registered, plus those that left within the bucket's TTL (their delete marker).", g, reg...)
 }
 
 // Handler serves the metrics of s in the text format.
