@@ -177,18 +177,38 @@ func collectJetStream(s *server.Server, self string,
 	add("signet_broker_registry_entries", "Keys in each collective's registry bucket on this server: the hosts registered, plus those that left within the bucket's TTL (their delete marker).", g, reg...)
 }
 
+// maxScrapesInFlight bounds the scrapes served at once, as signetd's
+// exporter does: a flood of requests on the metrics port is answered 503
+// beyond it instead of reading the server's state for each.
+const maxScrapesInFlight = 4
+
 // Handler serves the metrics of s in the text format.
 func Handler(s *server.Server, log *slog.Logger) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var b bytes.Buffer
-		if err := promtext.Write(&b, Collect(s)); err != nil {
-			log.Warn("broker metrics", "error", err)
-			http.Error(w, "metrics: "+err.Error(), http.StatusInternalServerError)
-			return
-		}
-		w.Header().Set("Content-Type", promtext.ContentType)
-		w.Write(b.Bytes())
-	})
+	return &handler{s: s, log: log, sem: make(chan struct{}, maxScrapesInFlight)}
+}
+
+type handler struct {
+	s   *server.Server
+	log *slog.Logger
+	sem chan struct{}
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	select {
+	case h.sem <- struct{}{}:
+		defer func() { <-h.sem }()
+	default:
+		http.Error(w, "metrics: too many scrapes in flight", http.StatusServiceUnavailable)
+		return
+	}
+	var b bytes.Buffer
+	if err := promtext.Write(&b, Collect(h.s)); err != nil {
+		h.log.Warn("broker metrics", "error", err)
+		http.Error(w, "metrics: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", promtext.ContentType)
+	w.Write(b.Bytes())
 }
 
 // Server serves a broker's metrics over HTTP.

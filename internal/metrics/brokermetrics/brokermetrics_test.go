@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os/exec"
 	"strings"
 	"testing"
@@ -274,4 +277,25 @@ func BenchmarkScrape(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(buf.Len()), "bytes/scrape")
+}
+
+// TestHandlerBoundsScrapesInFlight: with maxScrapesInFlight scrapes being
+// served, one more is refused with 503; once one ends, it is served.
+func TestHandlerBoundsScrapesInFlight(t *testing.T) {
+	s := brokertest.Start(t)
+	h := Handler(s, slog.New(slog.DiscardHandler)).(*handler)
+	for range maxScrapesInFlight {
+		h.sem <- struct{}{}
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Fatalf("scrape beyond the bound: %d, want 503", rec.Code)
+	}
+	<-h.sem
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if rec.Code != http.StatusOK || rec.Header().Get("Content-Type") != promtext.ContentType || !strings.Contains(rec.Body.String(), "signet_broker_connections ") {
+		t.Fatalf("scrape within the bound: %d %q\n%s", rec.Code, rec.Header().Get("Content-Type"), rec.Body.String())
+	}
 }
