@@ -141,6 +141,12 @@ func brokerRun(ctx context.Context, g *globalOptions, o *brokerOptions) error {
 	if err != nil {
 		return err
 	}
+	stopMetrics, err := o.monitor.startMetrics(g, s)
+	if err != nil {
+		s.Shutdown()
+		return err
+	}
+	defer stopMetrics()
 	if w := o.lock.warning(); w != "" {
 		fmt.Fprintln(g.io.Err, w)
 	}
