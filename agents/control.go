@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,6 +24,7 @@ import (
 	"github.com/signetbus/signet/bus/control"
 	"github.com/signetbus/signet/internal/replicas"
 	"github.com/signetbus/signet/internal/trustfile"
+	"github.com/signetbus/signet/plugins"
 )
 
 // Audit decisions of control documents: one record per lock set or lifted
@@ -188,6 +190,49 @@ func (h *Host) checkControl(call *bus.Call) *bus.Reply {
 		}
 	}
 	return nil
+}
+
+// authorizeControlRead authorizes an admin's control_state read, which
+// returns the signed documents this host applied so that an admin can
+// build the next one when the bucket holds none (a broker user flooded
+// it). Keys with an admin role may read it whatever the rules say, and
+// while a lock covers everything or the host's documents are stale (the
+// unlock or the refresh needs it); a revoked key may not. done is false
+// for every other call, which Authorize checks as usual.
+func (h *Host) authorizeControlRead(call *bus.Call) (rep *bus.Reply, done bool) {
+	req := call.Request
+	if req.Agent != control.StateAgent || req.Action != control.StateAction || !h.policy.Load().IsAdmin(call.Principal.Roles) {
+		return nil, false
+	}
+	if why := h.revocation(subjectOf(call.Principal)); why != "" {
+		return &bus.Reply{Status: bus.StatusRefused, Code: control.CodeRevoked, Error: why}, true
+	}
+	p := h.plugins[req.Agent]
+	action, _ := h.ddls[req.Agent].Action(req.Action)
+	params, err := plugins.PrepareAction(p, action, req.Params)
+	if err != nil {
+		return &bus.Reply{Status: bus.StatusRefused, Code: bus.CodeInvalidParams, Error: err.Error()}, true
+	}
+	call.Authorized = &authorized{plugin: p, action: action, params: params}
+	return nil, true
+}
+
+// controlState is the control_state reply: the frames this host applied.
+func (h *Host) controlState() *plugins.Result {
+	frames := map[string][]byte{}
+	var seqs []string
+	for kind, a := range map[string]*acceptedDoc{control.KindRevocations: h.ctl.revoked.Load(), control.KindLocks: h.ctl.locks.Load()} {
+		if a != nil {
+			frames[kind] = a.frame
+			seqs = append(seqs, fmt.Sprintf("%s seq %d", kind, a.doc.Seq))
+		}
+	}
+	slices.Sort(seqs)
+	sum := "no control documents"
+	if len(seqs) > 0 {
+		sum = strings.Join(seqs, ", ")
+	}
+	return &plugins.Result{Summary: sum, Data: control.StateData(frames)}
 }
 
 // ApplyControl checks a control document stored under key (its kind) and,
