@@ -64,7 +64,9 @@ func TestControlStateForAdmins(t *testing.T) {
 	}
 	wantStatus(t, f.do(t, f.alice, control.StateAgent, control.StateAction), "web1", bus.ResultRefused, "locked: all actions")
 	eventually(t, func() error { // audited as any action
-		if !f.audits["web1"].has(func(r *bus.AuditRecord) bool { return r.Action == control.StateAction && r.Decision == bus.DecisionAccepted }) {
+		if !f.audits["web1"].has(func(r *bus.AuditRecord) bool {
+			return r.Action == control.StateAction && r.Decision == bus.DecisionAccepted
+		}) {
 			return fmt.Errorf("web1 did not audit the control_state read")
 		}
 		return nil
@@ -187,7 +189,9 @@ func TestRaceLoserBuildsAgain(t *testing.T) {
 	if d.Seq != 3 || !slices.Equal(d.LockIDs(), []string{"A", "B", "L0"}) {
 		t.Fatalf("published seq %d with locks %v, want seq 3 with A B L0", d.Seq, d.LockIDs())
 	}
-	if !slices.ContainsFunc(notices, func(s string) bool { return strings.Contains(s, "another admin published first and the hosts refused yours") }) {
+	if !slices.ContainsFunc(notices, func(s string) bool {
+		return strings.Contains(s, "another admin published first and the hosts refused yours")
+	}) {
 		t.Fatalf("the loser was not told: %q", notices)
 	}
 	f.applied(t, control.KindLocks, 3)
