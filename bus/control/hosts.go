@@ -105,6 +105,17 @@ func (r *Recovered) String() string {
 	return fmt.Sprintf("seq %d signed by %s, held by %d of %d answering hosts (%d asked)", r.Base.Doc.Seq, r.Base.Fingerprint(), r.Holding, r.Answered, r.Asked)
 }
 
+// Newest asks the hosts and returns the newest document of kind that
+// verifies, belongs to collective and that trust accepts (Base is nil
+// when no host has one).
+func Newest(ctx context.Context, hosts HostsFunc, kind, collective string, trust func(*Signed) error) (*Recovered, error) {
+	states, asked, err := hosts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return pick(states, asked, kind, collective, trust), nil
+}
+
 // pick chooses the newest document of kind among the hosts' frames that
 // verifies, belongs to collective and that trust accepts.
 func pick(states []HostState, asked int, kind, collective string, trust func(*Signed) error) *Recovered {
