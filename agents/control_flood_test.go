@@ -94,7 +94,7 @@ func TestTwoAdminsRaceUnderFlood(t *testing.T) {
 		return nil
 	})
 	f.applied(t, control.KindLocks, 1)
-	f.flood(t, control.KindLocks, 20)
+	f.flood(t, control.KindLocks, pastHistory)
 	stop := make(chan struct{})
 	var flooder sync.WaitGroup
 	flooder.Add(1)
@@ -162,7 +162,7 @@ func TestRaceLoserBuildsAgain(t *testing.T) {
 		return nil
 	})
 	f.applied(t, control.KindLocks, 1)
-	f.flood(t, control.KindLocks, 20)
+	f.flood(t, control.KindLocks, pastHistory)
 	var notices []string
 	edits := 0
 	d, err := f.store.Update(context.Background(), control.UpdateOptions{Kind: control.KindLocks, Signer: f.admin, By: "adminA",
@@ -196,3 +196,6 @@ func TestRaceLoserBuildsAgain(t *testing.T) {
 	}
 	f.applied(t, control.KindLocks, 3)
 }
+
+// pastHistory is more junk revisions than the control bucket keeps.
+const pastHistory = 70

@@ -27,7 +27,7 @@ func BucketConfig(collective string) jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{
 		Bucket:      Bucket(collective),
 		Description: "signet revocation list and locks of collective " + collective,
-		History:     8,
+		History:     64,
 	}
 }
 

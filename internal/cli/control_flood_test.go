@@ -94,7 +94,8 @@ func (f *floodLab) flood(t *testing.T, key string, n int) {
 // flooder writes junk under key all the time, in bursts of core NATS
 // publishes to the key's stream subject (what the reply-subject gap
 // lets any user do), until the returned stop is called; it returns once
-// the first 20 are stored. stop returns how many were sent.
+// it has buried what the key held (2*pastHistory revisions). stop
+// returns how many were sent.
 func (f *floodLab) flooder(t *testing.T, key string) (stop func() int) {
 	t.Helper()
 	nc, err := nats.Connect(f.l.Broker.ClientURL())
@@ -124,7 +125,7 @@ func (f *floodLab) flooder(t *testing.T, key string) (stop func() int) {
 		}
 	}()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if h, err := f.kv.History(context.Background(), key); err == nil && len(h) > 0 && h[len(h)-1].Revision() > 20 {
+		if h, err := f.kv.History(context.Background(), key); err == nil && len(h) > 0 && h[len(h)-1].Revision() > 2*pastHistory {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -187,41 +188,60 @@ func loadAvg() string {
 	return strings.Join(strings.Fields(string(b))[:3], " ")
 }
 
-// TestLockUnderFlood: a broker user buries the lock set under 20 junk
-// revisions (the bucket keeps fewer); `signet lock --all` still succeeds,
-// says where its base came from, keeps the earlier lock, and every host
-// refuses within seconds. unlock works the same way.
+// pastHistory is more junk revisions than the control bucket keeps.
+const pastHistory = 70
+
+// TestLockUnderFlood: a broker user writes junk under the locks key: 20
+// revisions (the bucket keeps 64 now, 8 before), then more than it keeps,
+// then purges the key. Each time `signet lock` (and unlock) still
+// succeeds, says where its base came from, keeps the earlier locks, and
+// every host refuses within seconds.
 func TestLockUnderFlood(t *testing.T) {
 	f := startFloodLab(t)
 	if code, out, errs := f.signet(t, "lock", "--app", "billing", "--reason", "maintenance"); code != 0 || out != "L1\n" {
 		t.Fatalf("lock --app: exit %d %q %s", code, out, errs)
 	}
 	f.flood(t, control.KindLocks, 20)
+	if code, out, errs := f.signet(t, "lock", "--fact", "env=none", "--reason", "audit"); code != 0 || out != "L2\n" {
+		t.Fatalf("lock after 20 junk revisions: exit %d %q %s", code, out, errs)
+	}
+	f.flood(t, control.KindLocks, pastHistory)
 	start := time.Now()
 	code, out, errs := f.signet(t, "lock", "--all", "--reason", "incident 7")
-	if code != 0 || out != "L2\n" {
+	if code != 0 || out != "L3\n" {
 		t.Fatalf("lock --all under a flood: exit %d %q %s", code, out, errs)
 	}
-	for _, want := range []string{"is flooded", "built on the hosts' seq 1", "held by 3 of 3 answering hosts", "locked all actions (seq 2, 2 locks active)"} {
+	for _, want := range []string{"is flooded", "built on the hosts' seq 2", "held by 3 of 3 answering hosts", "locked all actions (seq 3, 3 locks active)"} {
 		if !strings.Contains(errs, want) {
 			t.Fatalf("lock --all does not say %q:\n%s", want, errs)
 		}
 	}
 	took := f.refusing(t, control.CodeLocked, start)
-	t.Logf("lock --all after 20 junk revisions: every host refuses %s after the command started (load %s)", took.Round(time.Millisecond), loadAvg())
+	t.Logf("lock --all after %d junk revisions: every host refuses %s after the command started (load %s); stderr:\n%s", pastHistory, took.Round(time.Millisecond), loadAvg(), errs)
 	for id, d := range f.hostDocs(t, control.KindLocks) {
-		if !slices.Equal(d.LockIDs(), []string{"L1", "L2"}) {
-			t.Fatalf("%s holds locks %v, want L1 L2", id, d.LockIDs())
+		if !slices.Equal(d.LockIDs(), []string{"L1", "L2", "L3"}) {
+			t.Fatalf("%s holds locks %v, want L1 L2 L3", id, d.LockIDs())
 		}
 	}
-	f.flood(t, control.KindLocks, 20)
-	if code, out, errs := f.signet(t, "lock", "--list"); code != 0 || !strings.Contains(out, "L2\tall actions\toperator\t") || !strings.Contains(errs, "flooded") {
+	f.flood(t, control.KindLocks, pastHistory)
+	if code, out, errs := f.signet(t, "lock", "--list"); code != 0 || !strings.Contains(out, "L3\tall actions\toperator\t") || !strings.Contains(errs, "flooded") {
 		t.Fatalf("lock --list under a flood: exit %d %q %s", code, out, errs)
 	}
-	if code, out, errs := f.signet(t, "unlock", "L2"); code != 0 || !strings.Contains(out, "unlocked (seq 3, 1 locks active)") {
+	if code, out, errs := f.signet(t, "unlock", "L3"); code != 0 || !strings.Contains(out, "unlocked (seq 4, 2 locks active)") {
 		t.Fatalf("unlock under a flood: exit %d %q %s", code, out, errs)
 	}
 	f.refusing(t, "", time.Now()) // pings answered again
+
+	// A broker user purges the key: the next lock must not start again at
+	// seq 1, which every host would refuse as a rollback.
+	if err := f.kv.Purge(context.Background(), control.KindLocks); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs = f.signet(t, "lock", "--agent", "rpcutil", "--reason", "after a purge")
+	if code != 0 || out != "L5\n" || !strings.Contains(errs, "built on the hosts' seq 4") {
+		t.Fatalf("lock after a purge: exit %d %q %s", code, out, errs)
+	}
+	f.refusing(t, control.CodeLocked, time.Now())
 }
 
 // TestRevokeUnderFlood: after a flood of the revocations key, a second
@@ -242,7 +262,7 @@ func TestRevokeUnderFlood(t *testing.T) {
 		if code, out, errs := f.signet(t, "revoke", fps[i], "--reason", "stolen laptop"); code != 0 {
 			t.Fatalf("revoke: exit %d %q %s", code, out, errs)
 		}
-		f.flood(t, control.KindRevocations, 20)
+		f.flood(t, control.KindRevocations, pastHistory)
 	}
 	eventuallyFlood(t, func() error {
 		docs := f.hostDocs(t, control.KindRevocations)
@@ -257,13 +277,13 @@ func TestRevokeUnderFlood(t *testing.T) {
 		return nil
 	})
 	// The lab's operator revokes itself under a flood: every host refuses it.
-	f.flood(t, control.KindRevocations, 20)
+	f.flood(t, control.KindRevocations, pastHistory)
 	start := time.Now()
 	if code, out, errs := f.signet(t, "revoke", filepath.Join(f.l.Dir, "operator_key.pub"), "--reason", "key left on a train"); code != 0 {
 		t.Fatalf("revoke under a flood: exit %d %q %s", code, out, errs)
 	}
 	took := f.refusing(t, control.CodeRevoked, start)
-	t.Logf("revoke after 20 junk revisions: every host refuses %s after the command started (load %s)", took.Round(time.Millisecond), loadAvg())
+	t.Logf("revoke after %d junk revisions: every host refuses %s after the command started (load %s)", pastHistory, took.Round(time.Millisecond), loadAvg())
 }
 
 // TestLockUnderContinuousFlood: a broker user writes junk under the locks
