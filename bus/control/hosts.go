@@ -117,10 +117,13 @@ func Newest(ctx context.Context, hosts HostsFunc, kind, collective string, trust
 }
 
 // pick chooses the newest document of kind among the hosts' frames that
-// verifies, belongs to collective and that trust accepts.
+// verifies, belongs to collective and that trust accepts. Of two frames
+// with that seq (an admin who lost a race signed the other, and a host
+// answers with it), the one more hosts hold wins.
 func pick(states []HostState, asked int, kind, collective string, trust func(*Signed) error) *Recovered {
 	r := &Recovered{Answered: len(states), Asked: asked}
-	var frame string
+	held := map[string]int{}
+	docs := map[string]*Signed{}
 	for _, hs := range states {
 		f := hs.Frames[kind]
 		if len(f) == 0 {
@@ -137,11 +140,16 @@ func pick(states []HostState, asked int, kind, collective string, trust func(*Si
 			r.Skipped = append(r.Skipped, fmt.Sprintf("host %s: %v", hs.Identity, err))
 			continue
 		}
+		held[string(f)]++
+		docs[string(f)] = sd
+	}
+	var base string
+	for f, sd := range docs {
 		switch {
-		case r.Base == nil || sd.Doc.Seq > r.Base.Doc.Seq:
-			r.Base, frame, r.Holding = sd, string(f), 1
-		case sd.Doc.Seq == r.Base.Doc.Seq && string(f) == frame:
-			r.Holding++
+		case r.Base == nil, sd.Doc.Seq > r.Base.Doc.Seq,
+			sd.Doc.Seq == r.Base.Doc.Seq && held[f] > r.Holding,
+			sd.Doc.Seq == r.Base.Doc.Seq && held[f] == r.Holding && f < base: // the same answer every time
+			r.Base, r.Holding, base = sd, held[f], f
 		}
 	}
 	return r

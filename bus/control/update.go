@@ -226,7 +226,20 @@ func (s *Store) confirm(ctx context.Context, o UpdateOptions, next *Document, fr
 				continue
 			}
 			sd, err := Open(f)
-			if err != nil || sd.Doc.Seq < next.Seq {
+			if err == nil && (sd.Doc.Kind != o.Kind || sd.Doc.Collective != s.collective) {
+				err = fmt.Errorf("a %s document of collective %q", sd.Doc.Kind, sd.Doc.Collective)
+			}
+			if err == nil && sd.Doc.Seq >= next.Seq {
+				err = o.TrustBase(sd)
+			}
+			if err != nil {
+				// Not an admin's document you trust: a host that answers
+				// with it cannot make you give up or drop entries.
+				notice(fmt.Sprintf("host %s answered with a %s document you do not build on: %v", hs.Identity, o.Kind, err))
+				behind++
+				continue
+			}
+			if sd.Doc.Seq < next.Seq {
 				behind++
 				continue
 			}
