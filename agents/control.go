@@ -424,23 +424,45 @@ func (h *Host) watchOnce(ctx context.Context, js jetstream.JetStream, bucket str
 	if err != nil {
 		return err
 	}
-	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	// The whole kept history, not only the current values: a broker user
+	// who wrote junk over the admin's newest document must not keep it
+	// from a host that (re)connects now. Replayed documents apply in order;
+	// what the host already has or refuses there is not audited again.
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes(), jetstream.IncludeHistory())
 	if err != nil {
 		return err
 	}
 	defer w.Stop()
+	replaying := true
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case e, ok := <-w.Updates():
-			if !ok {
+			switch {
+			case !ok:
 				return errors.New("control: watch ended")
-			}
-			if e != nil { // nil: the initial values are in
+			case e == nil: // the history is in
+				replaying = false
+			case replaying:
+				h.replayControl(e.Key(), e.Value(), aud)
+			default:
 				_ = h.ApplyControl(e.Key(), e.Value(), aud)
 			}
 		}
+	}
+}
+
+// replayControl applies a document from the bucket's kept history, as
+// the watch replays it on every (re)start: an older document, the current
+// one again or junk is dropped without an audit record (the host saw it
+// before, or it was written while the host was away and is no newer than
+// what follows); a newer one is applied and audited as from ApplyControl.
+func (h *Host) replayControl(key string, frame []byte, aud bus.Auditor) {
+	now := h.ctl.now()
+	rec := &bus.AuditRecord{Time: now, Identity: h.identity, Subject: "control." + key, Bytes: len(frame)}
+	if err := h.applyControl(key, frame, now, rec, aud); err != nil {
+		h.log.Debug("replayed control document not applied", "key", key, "err", err)
 	}
 }
 

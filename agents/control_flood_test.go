@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/crypto/ssh"
 
@@ -199,3 +201,43 @@ func TestRaceLoserBuildsAgain(t *testing.T) {
 
 // pastHistory is more junk revisions than the control bucket keeps.
 const pastHistory = 70
+
+// TestNewHostFindsDocumentUnderJunk: a host that starts (or reconnects)
+// while the locks key's current value is junk still applies the newest
+// admin document among the revisions the bucket keeps, and the older ones
+// it replays on the way are not audited as refused.
+func TestNewHostFindsDocumentUnderJunk(t *testing.T) {
+	f := newCtlFleet(t, "", 0)
+	for _, id := range []string{"L1", "L2"} {
+		f.update(t, f.admin, control.KindLocks, func(d *control.Document) error {
+			d.Locks = append(d.Locks, control.Lock{ID: id, Scope: control.Scope{Agent: "gate"}, Reason: "incident", By: "bob", At: d.Issued})
+			return nil
+		})
+	}
+	f.applied(t, control.KindLocks, 2)
+	f.flood(t, control.KindLocks, 20)
+	h, err := NewHost(HostOptions{Identity: "web3", Collective: "t", AuthorizedKeys: filepath.Join(f.dir, "authorized_keys"), Policy: f.policy})
+	must(t, err)
+	nc, err := nats.Connect(f.url)
+	must(t, err)
+	defer nc.Close()
+	cfg := &Config{Identity: "web3", Collective: "t"}
+	cfg.setDefaults()
+	aud := &memAudit{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done, ready := make(chan error, 1), make(chan struct{})
+	go func() {
+		done <- Serve(ctx, ServeOptions{Conn: nc, Host: h, HostKey: signer(t), Audit: aud, Config: cfg, Ready: func() { close(ready) }})
+	}()
+	defer func() { cancel(); <-done }()
+	<-ready
+	eventually(t, func() error {
+		if a := h.ctl.locks.Load(); a == nil || a.doc.Seq != 2 {
+			return fmt.Errorf("web3 has not applied locks seq 2 from under the junk")
+		}
+		return nil
+	})
+	if aud.has(func(r *bus.AuditRecord) bool { return r.Code == CodeControlRefused }) {
+		t.Fatal("web3 audited the replayed history as refused")
+	}
+}
