@@ -27,9 +27,10 @@ type UpdateOptions struct {
 	// Edit changes the copy; it must not change Kind, Seq or Issued.
 	Edit func(d *Document) error
 	// Hosts, when set, asks the hosts for the documents they applied.
-	// Update builds on the newest of them when the bucket holds no
+	// Update builds on the newest of them when the key's history holds no
 	// document to build on (a broker user buried the admins' documents
-	// under junk, or purged the key), and it lets Update publish without
+	// under junk, or purged or deleted the key; not when the key was never
+	// written, or the whole bucket was deleted), and it lets Update publish without
 	// a compare-and-set while junk keeps arriving: it then asks the hosts
 	// which document they applied, so an admin who lost a race with
 	// another admin finds out and builds again on the winner's document.
@@ -104,7 +105,10 @@ func (s *Store) Update(ctx context.Context, o UpdateOptions) (*Document, error) 
 			return nil, err
 		}
 		fromHosts := false
-		if o.Hosts != nil && (cur == nil || preferHosts) {
+		// A key never written (rev 0) needs no host: the first lock of a
+		// collective works before any host answers (or in a domain whose
+		// registry the client cannot read).
+		if o.Hosts != nil && (noBase != nil || preferHosts) {
 			rc, herr := s.recoverFromHosts(ctx, o, noBase, preferHosts)
 			if herr != nil {
 				return nil, herr
@@ -180,8 +184,7 @@ func (s *Store) Update(ctx context.Context, o UpdateOptions) (*Document, error) 
 
 // recoverFromHosts asks the hosts for the newest document of o.Kind.
 // noBase is the bucket's state when it has entries but none to build on
-// (nil when the key holds nothing, or when the hosts are asked after a
-// lost race).
+// (nil when the hosts are asked after a lost race).
 func (s *Store) recoverFromHosts(ctx context.Context, o UpdateOptions, noBase *errNoBase, lostRace bool) (*Recovered, error) {
 	states, asked, err := o.Hosts(ctx)
 	if err != nil {
@@ -201,8 +204,6 @@ func (s *Store) recoverFromHosts(ctx context.Context, o UpdateOptions, noBase *e
 			o.Kind, Bucket(s.collective), noBase.entries, rc))
 	case rc.Base != nil && lostRace:
 		o.Notice(fmt.Sprintf("built again on the hosts' %s", rc))
-	case rc.Base != nil:
-		o.Notice(fmt.Sprintf("the bucket %s holds no %s document to build on; built on the hosts' %s", Bucket(s.collective), o.Kind, rc))
 	}
 	return rc, nil
 }
