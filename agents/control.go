@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,6 +24,7 @@ import (
 	"github.com/signetbus/signet/bus/control"
 	"github.com/signetbus/signet/internal/replicas"
 	"github.com/signetbus/signet/internal/trustfile"
+	"github.com/signetbus/signet/plugins"
 )
 
 // Audit decisions of control documents: one record per lock set or lifted
@@ -188,6 +190,49 @@ func (h *Host) checkControl(call *bus.Call) *bus.Reply {
 		}
 	}
 	return nil
+}
+
+// authorizeControlRead authorizes an admin's control_state read, which
+// returns the signed documents this host applied so that an admin can
+// build the next one when the bucket holds none (a broker user flooded
+// it). Keys with an admin role may read it whatever the rules say, and
+// while a lock covers everything or the host's documents are stale (the
+// unlock or the refresh needs it); a revoked key may not. done is false
+// for every other call, which Authorize checks as usual.
+func (h *Host) authorizeControlRead(call *bus.Call) (rep *bus.Reply, done bool) {
+	req := call.Request
+	if req.Agent != control.StateAgent || req.Action != control.StateAction || !h.policy.Load().IsAdmin(call.Principal.Roles) {
+		return nil, false
+	}
+	if why := h.revocation(subjectOf(call.Principal)); why != "" {
+		return &bus.Reply{Status: bus.StatusRefused, Code: control.CodeRevoked, Error: why}, true
+	}
+	p := h.plugins[req.Agent]
+	action, _ := h.ddls[req.Agent].Action(req.Action)
+	params, err := plugins.PrepareAction(p, action, req.Params)
+	if err != nil {
+		return &bus.Reply{Status: bus.StatusRefused, Code: bus.CodeInvalidParams, Error: err.Error()}, true
+	}
+	call.Authorized = &authorized{plugin: p, action: action, params: params}
+	return nil, true
+}
+
+// controlState is the control_state reply: the frames this host applied.
+func (h *Host) controlState() *plugins.Result {
+	frames := map[string][]byte{}
+	var seqs []string
+	for kind, a := range map[string]*acceptedDoc{control.KindRevocations: h.ctl.revoked.Load(), control.KindLocks: h.ctl.locks.Load()} {
+		if a != nil {
+			frames[kind] = a.frame
+			seqs = append(seqs, fmt.Sprintf("%s seq %d", kind, a.doc.Seq))
+		}
+	}
+	slices.Sort(seqs)
+	sum := "no control documents"
+	if len(seqs) > 0 {
+		sum = strings.Join(seqs, ", ")
+	}
+	return &plugins.Result{Summary: sum, Data: control.StateData(frames)}
 }
 
 // ApplyControl checks a control document stored under key (its kind) and,
@@ -379,23 +424,45 @@ func (h *Host) watchOnce(ctx context.Context, js jetstream.JetStream, bucket str
 	if err != nil {
 		return err
 	}
-	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	// The whole kept history, not only the current values: a broker user
+	// who wrote junk over the admin's newest document must not keep it
+	// from a host that (re)connects now. Replayed documents apply in order;
+	// what the host already has or refuses there is not audited again.
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes(), jetstream.IncludeHistory())
 	if err != nil {
 		return err
 	}
 	defer w.Stop()
+	replaying := true
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case e, ok := <-w.Updates():
-			if !ok {
+			switch {
+			case !ok:
 				return errors.New("control: watch ended")
-			}
-			if e != nil { // nil: the initial values are in
+			case e == nil: // the history is in
+				replaying = false
+			case replaying:
+				h.replayControl(e.Key(), e.Value(), aud)
+			default:
 				_ = h.ApplyControl(e.Key(), e.Value(), aud)
 			}
 		}
+	}
+}
+
+// replayControl applies a document from the bucket's kept history, as
+// the watch replays it on every (re)start: an older document, the current
+// one again or junk is dropped without an audit record (the host saw it
+// before, or it was written while the host was away and is no newer than
+// what follows); a newer one is applied and audited as from ApplyControl.
+func (h *Host) replayControl(key string, frame []byte, aud bus.Auditor) {
+	now := h.ctl.now()
+	rec := &bus.AuditRecord{Time: now, Identity: h.identity, Subject: "control." + key, Bytes: len(frame)}
+	if err := h.applyControl(key, frame, now, rec, aud); err != nil {
+		h.log.Debug("replayed control document not applied", "key", key, "err", err)
 	}
 }
 

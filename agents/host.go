@@ -210,6 +210,9 @@ func (h *Host) Authorize(_ context.Context, call *bus.Call) *bus.Reply {
 	refuse := func(code, msg string) *bus.Reply {
 		return &bus.Reply{Status: bus.StatusRefused, Code: code, Error: msg}
 	}
+	if rep, done := h.authorizeControlRead(call); done { // an admin's control_state
+		return rep
+	}
 	if rep := h.checkControl(call); rep != nil { // revocations and locks
 		return rep
 	}

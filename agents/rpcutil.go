@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/signetbus/signet/bus"
+	"github.com/signetbus/signet/bus/control"
 	"github.com/signetbus/signet/plugins"
 )
 
@@ -39,6 +40,11 @@ func (r *rpcutil) Describe() plugins.DDL {
 			{Name: "ddl", Description: "Declaration (DDL) of one agent on this host",
 				Inputs:  []plugins.Input{{Name: "agent", Description: "agent name", Type: plugins.TypeString, Required: true, Pattern: `[a-z][a-z0-9_]{0,63}`}},
 				Outputs: []plugins.Output{{Name: "ddl", Type: "object"}}},
+			{Name: control.StateAction, Description: "The signed revocation list and lock set this host applied (admins: see docs/security.md)",
+				Outputs: []plugins.Output{
+					{Name: control.KindRevocations, Description: "signed revocation list frame", Type: "string"},
+					{Name: control.KindLocks, Description: "signed lock set frame", Type: "string"},
+				}},
 		},
 	}
 }
@@ -63,6 +69,8 @@ func (r *rpcutil) Run(ctx context.Context, req *plugins.Request) (*plugins.Resul
 			return nil, fmt.Errorf("no fact %q on this host", name)
 		}
 		return &plugins.Result{Summary: name + "=" + v, Data: map[string]any{"fact": name, "value": v}}, nil
+	case control.StateAction:
+		return r.host.controlState(), nil
 	case "ddl":
 		d, ok := r.host.ddls[req.Params.String("agent")]
 		if !ok {

@@ -25,6 +25,18 @@
 // Seq is higher than the last one the host accepted. A broker user can
 // therefore neither forge a document, nor replay an old one (an old unlock,
 // or the list from before a revocation), nor roll the list back.
+//
+// # A flooded bucket
+//
+// A broker user can still write junk under the keys (on a locked-down
+// broker through the reply-subject gap), bury the admins' documents under
+// more revisions than the bucket keeps, or write without pause so that a
+// compare-and-set never succeeds. The hosts hold the truth: each answers
+// the read-only action rpcutil control_state (StateAction) with the frames
+// it applied. Store.Update, given UpdateOptions.Hosts, builds on the
+// newest trusted document the hosts hold when the bucket has none, puts
+// plainly after losing the compare-and-set to junk, and then asks the hosts
+// whether they applied its document or another admin's with the same Seq.
 package control
 
 import (

@@ -36,7 +36,7 @@ func checkRPCArgs(args []string) error {
 // one that cannot be described without its host config.
 func localActions(agent string) []string {
 	if agent == "rpcutil" {
-		return []string{"ddl", "get_fact", "inventory", "ping"}
+		return []string{"control_state", "ddl", "get_fact", "inventory", "ping"}
 	}
 	info, ok := plugins.Lookup(agent)
 	if !ok {

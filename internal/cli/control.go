@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strconv"
@@ -37,8 +38,9 @@ func (o *controlOptions) register(c *cobra.Command) {
 // controlSession is an admin's connection to the control bucket.
 type controlSession struct {
 	*session
-	store *control.Store
-	trust func(*control.Signed) error
+	store  *control.Store
+	trust  func(*control.Signed) error
+	errOut io.Writer // notices for the admin
 }
 
 func (g *globalOptions) controlSession(ctx context.Context, o *controlOptions) (*controlSession, error) {
@@ -73,7 +75,7 @@ func (g *globalOptions) controlSession(ctx context.Context, o *controlOptions) (
 		}
 		return nil
 	}
-	return &controlSession{session: s, store: store, trust: trust}, nil
+	return &controlSession{session: s, store: store, trust: trust, errOut: g.io.Err}, nil
 }
 
 func (cs *controlSession) update(ctx context.Context, kind string, edit func(*control.Document) error) (*control.Document, error) {
@@ -83,12 +85,20 @@ func (cs *controlSession) update(ctx context.Context, kind string, edit func(*co
 	// (a consumer) nor write it.
 	bucket := control.Bucket(cs.cfg.Collective)
 	ctx, refused := cancelOnRefusal(ctx, cs.nc, "$KV."+bucket+".", "$JS.API.CONSUMER.CREATE.KV_"+bucket+".")
-	d, err := cs.store.Update(ctx, control.UpdateOptions{Kind: kind, Signer: cs.signer, By: cs.cfg.User, TrustBase: cs.trust, Edit: edit})
+	d, err := cs.store.Update(ctx, control.UpdateOptions{Kind: kind, Signer: cs.signer, By: cs.cfg.User, TrustBase: cs.trust, Edit: edit,
+		Hosts: cs.hosts(), Notice: func(s string) { fmt.Fprintln(cs.errOut, s) }})
 	if err != nil && refused() {
 		return nil, withHint(fmt.Errorf("the broker refused to store the %s document: your broker user may not write the control bucket %s", kind, bucket),
 			"on a locked-down broker only admin users write revocations and locks: use an admin's nkey_file (signet broker init --admin NAME)")
 	}
 	return d, err
+}
+
+// hosts asks every host for the control documents it applied (the hosts
+// hold the truth when a broker user flooded the bucket): the registry's
+// hosts, or those a broadcast discovery finds.
+func (cs *controlSession) hosts() control.HostsFunc {
+	return control.AskHosts(cs.client, bus.Query{Timeout: 5 * time.Second})
 }
 
 // cancelOnRefusal returns a context that ends as soon as the broker
@@ -124,7 +134,13 @@ func cancelOnRefusal(ctx context.Context, nc *nats.Conn, prefixes ...string) (co
 func (cs *controlSession) print(ctx context.Context, g *globalOptions, kind string) error {
 	sd, _, err := cs.store.Current(ctx, kind)
 	if err != nil {
-		return err
+		// A broker user wrote the key: the hosts have the truth.
+		rc, herr := control.Newest(ctx, cs.hosts(), kind, cs.cfg.Collective, cs.trust)
+		if herr != nil || rc.Base == nil {
+			return errors.Join(err, herr)
+		}
+		fmt.Fprintf(g.io.Err, "the %s key of bucket %s is flooded (%v); showing the hosts' %s\n", kind, control.Bucket(cs.cfg.Collective), err, rc)
+		sd = rc.Base
 	}
 	p := g.printer()
 	if p.json {
