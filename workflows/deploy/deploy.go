@@ -218,12 +218,24 @@ func Run(ctx context.Context, soft <-chan struct{}, opts Options) (*workflows.Re
 		return nil, fmt.Errorf("%s would touch %d hosts: confirm with --yes or look first with --plan", summary, len(hosts))
 	}
 	if opts.Approve != nil {
-		if a.OnFailure == workflows.OnFailureRollback {
-			return nil, workflows.RefuseRollback("deploy " + a.Name)
-		}
 		pv, err := workflows.BuildPlan(summary, batches, hosts, a.ZoneFact, a.approvalSteps(), vars)
 		if err != nil {
 			return nil, err
+		}
+		if a.OnFailure == workflows.OnFailureRollback {
+			// The rollback's versions are read now, read-only, and
+			// approved with the plan (approvalrollback.go).
+			ids := make([]string, 0, len(hosts))
+			for _, h := range hosts {
+				ids = append(ids, h.Identity)
+			}
+			prev, err := opts.readPrevious(workflows.WithProvenance(ctx, prov), a, ids)
+			if err != nil {
+				return nil, err
+			}
+			if err := a.addRollbackPlan(pv, hosts, vars, prev); err != nil {
+				return nil, fmt.Errorf("deploy %s: %w", a.Name, err)
+			}
 		}
 		if err := opts.Approve(ctx, pv); err != nil {
 			return nil, err
@@ -303,7 +315,7 @@ func Resume(ctx context.Context, soft <-chan struct{}, runID string, opts Option
 		pv.Limits = &lim
 		return nil, pv.Write(opts.Output, opts.Format)
 	}
-	if st.Approval != nil && a.OnFailure == workflows.OnFailureRollback {
+	if st.Approval != nil && a.OnFailure == workflows.OnFailureRollback && !plansRollback(st.Approval) {
 		return nil, workflows.RefuseRollback("resume " + runID)
 	}
 	if err := workflows.ResumeApproval(opts.Caller, st, time.Now()); err != nil {
@@ -319,6 +331,9 @@ func execute(ctx context.Context, soft <-chan struct{}, a *App, st *workflows.Ru
 	}
 	silent := &workflows.Silent{}
 	o := &observer{app: a, caller: opts.Caller, version: st.Version, silent: silent, digests: a.SHA256}
+	if a.OnFailure == workflows.OnFailureRollback {
+		o.approvedPrevious = approvedPrevious(opts.Caller)
+	}
 	job := &workflows.Job{Workflow: w, State: st, Summary: summary, Prepare: o.prepare, Silent: silent,
 		Gates: a.Gates, DecisionPoll: opts.Rollout.DecisionPoll, ReconcileEvery: opts.ReconcileEvery}
 	if st.Canary != nil {
