@@ -93,6 +93,13 @@ func TestApprovalPlanSizes(t *testing.T) {
 				}
 				stored += len(pe.Value())
 			}
+			// The run keeps the approved plan in its signed state, for
+			// --resume: one more message of the plan's size.
+			sealed, err := workflows.SealRunState(alice, &workflows.RunState{ID: "r1", Workflow: "deploy", Approval: &bus.ApprovalProof{Subject: *sub}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%d hosts, on_failure %s: sealed run state with the plan: %d bytes", n, onFailure, len(sealed))
 			raw, _ := json.Marshal(&bus.PendingRequest{ID: id, Subject: *sub})
 			t.Logf("%d hosts, on_failure %s: %d leaves, %d distinct calls, signed payload %d bytes, stored %d bytes in %d entries",
 				n, onFailure, sub.Root.Leaves, len(plan.Steps), len(raw), stored, head.Parts+1)

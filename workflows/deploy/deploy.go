@@ -72,7 +72,9 @@ type Options struct {
 	Policy Policy
 	// Approve, when set, is given the plan once it is made and before
 	// anything runs: the two-person rule's hook (the CLI submits the plan
-	// for approval and waits). An error stops the run.
+	// for approval and waits). An error stops the run. With on_failure
+	// rollback the plan holds each host's rollback, at the version read
+	// from it just before (approvalrollback.go).
 	Approve func(ctx context.Context, pv *workflows.PlanView) error
 	// Rollout overrides the app file's canary and gates: the command-line
 	// flags (canary.go).
