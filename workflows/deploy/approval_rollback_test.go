@@ -3,6 +3,7 @@ package deploy
 import (
 	"bytes"
 	"context"
+	"errors"
 	"strings"
 	"testing"
 
@@ -100,5 +101,32 @@ func TestApprovedRollbackRefusedWhenTheVersionChanged(t *testing.T) {
 	}
 	if updates != 1 {
 		t.Errorf("web3 got %d package updates, want the deploy's only", updates)
+	}
+}
+
+// A run approved with on_failure hold has no rollback in its plan: a
+// resume asking for on_failure rollback is refused before any call,
+// saying why.
+func TestResumeRefusesARollbackTheRunWasNotApprovedFor(t *testing.T) {
+	f := fleet9()
+	f.Fail["web4 package.update"] = "apt: broken package"
+	store := workflows.NewMemStore()
+	var out bytes.Buffer
+	o := opts(t, f, store, &out)
+	first := &carrier{coverCheck: &coverCheck{Fleet: f, t: t}}
+	o.Caller, o.Approve = first, approvedHook(first)
+	recap, err := Run(context.Background(), nil, o)
+	if err == nil || recap == nil {
+		t.Fatalf("deploy with web4 broken: %v", err)
+	}
+	calls := len(f.Log())
+	o.Caller, o.Approve = &carrier{coverCheck: &coverCheck{Fleet: f, t: t}}, nil
+	o.Policy.OnFailure = workflows.OnFailureRollback
+	_, err = Resume(context.Background(), nil, recap.Run, o)
+	if !errors.Is(err, workflows.ErrRollbackUnapproved) || !strings.Contains(err.Error(), "approved without its rollback") {
+		t.Fatalf("resume with rollback of a run approved without: %v", err)
+	}
+	if len(f.Log()) != calls {
+		t.Errorf("the refused resume called the fleet: %q", f.Log()[calls:])
 	}
 }

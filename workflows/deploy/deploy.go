@@ -318,7 +318,9 @@ func Resume(ctx context.Context, soft <-chan struct{}, runID string, opts Option
 		return nil, pv.Write(opts.Output, opts.Format)
 	}
 	if st.Approval != nil && a.OnFailure == workflows.OnFailureRollback && !plansRollback(st.Approval) {
-		return nil, workflows.RefuseRollback("resume " + runID)
+		return nil, fmt.Errorf("resume %s: %w: the run was approved without its rollback (on_failure hold when the plan was made), so the "+
+			"hosts would refuse it: resume with --on-failure hold, or start a new run with on_failure rollback and --wait-approval",
+			runID, workflows.ErrRollbackUnapproved)
 	}
 	if err := workflows.ResumeApproval(opts.Caller, st, time.Now()); err != nil {
 		return nil, err
