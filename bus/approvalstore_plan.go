@@ -33,7 +33,7 @@ const (
 	// maxParts bounds the parts of one entry (64 MiB compressed).
 	maxParts = 256
 	// maxPendingPayload bounds a decompressed payload.
-	maxPendingPayload = 256 << 20
+	maxPendingPayload = 32 << 20
 )
 
 // storedPending is a pending request as the bucket holds it: the signed

@@ -50,7 +50,7 @@ const (
 	// compressed; smaller states are stored as before.
 	sealCompressAbove = 64 << 10
 	// maxStateBytes bounds a decompressed state.
-	maxStateBytes = 256 << 20
+	maxStateBytes = 64 << 20
 )
 
 // SealRunState marshals st and signs the bytes with signer under
