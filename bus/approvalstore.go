@@ -155,12 +155,7 @@ func (s *ApprovalStore) Submit(ctx context.Context, signer ssh.Signer, p *Pendin
 	if err != nil {
 		return err
 	}
-	b, err := json.Marshal(SignedApproval{Payload: payload, Sig: sig.Marshal()})
-	if err != nil {
-		return err
-	}
-	_, err = s.kv.Put(ctx, "request."+p.ID, b)
-	return err
+	return s.storePending(ctx, p.ID, payload, sig.Marshal())
 }
 
 // Approve stores an approval of pending request id.
@@ -187,20 +182,30 @@ func keyTag(fp string) string {
 // openPending verifies a stored pending request: signed under
 // PendingNamespace by the key its subject names as the requester.
 func openPending(b []byte) (*Pending, error) {
-	var f SignedApproval
+	return (*ApprovalStore)(nil).openPending(context.Background(), "", b)
+}
+
+// openPending is the package function for entry id of store s, whose
+// parts, when it has any, s reads.
+func (s *ApprovalStore) openPending(ctx context.Context, id string, b []byte) (*Pending, error) {
+	var f storedPending
 	if err := json.Unmarshal(b, &f); err != nil {
 		return nil, fmt.Errorf("%w: pending request: %v", ErrApproval, err)
+	}
+	payload, err := s.payload(ctx, id, &f)
+	if err != nil {
+		return nil, err
 	}
 	sig, err := sshsig.Parse(f.Sig)
 	if err != nil {
 		return nil, fmt.Errorf("%w: pending request: %v", ErrApproval, err)
 	}
-	pub, err := sig.Verify(PendingNamespace, f.Payload)
+	pub, err := sig.Verify(PendingNamespace, payload)
 	if err != nil {
 		return nil, fmt.Errorf("%w: pending request: %v", ErrApproval, err)
 	}
 	var p PendingRequest
-	dec := json.NewDecoder(bytes.NewReader(f.Payload))
+	dec := json.NewDecoder(bytes.NewReader(payload))
 	dec.UseNumber()
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&p); err != nil {
@@ -231,7 +236,7 @@ func (s *ApprovalStore) Get(ctx context.Context, id string) (*Pending, error) {
 	if err != nil {
 		return nil, fmt.Errorf("approvals: read %s: %w", id, err)
 	}
-	p, err := openPending(e.Value())
+	p, err := s.openPending(ctx, id, e.Value())
 	if err != nil {
 		return nil, err
 	}

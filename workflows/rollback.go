@@ -19,6 +19,14 @@ import (
 // removing the package.
 const FreshInstallVar = "fresh_install"
 
+// ApprovedPreviousVar is the host variable a workflow's Prepare sets when
+// the run is under an approved plan that holds its rollback: the version
+// the plan rolls the host back to ("" for none: the host had nothing
+// installed when the plan was read). A host whose previous version is
+// another is not rolled back: that rollback is not approved, and the
+// hosts would refuse it.
+const ApprovedPreviousVar = "approved_previous"
+
 // rollbackReason is the reason every rollback request carries in its
 // signed provenance: the run's first failure.
 func (r *run) rollbackReason() string {
@@ -70,10 +78,23 @@ func reasonText(s string) string {
 
 // noPrevious says why host cannot be rolled back, "" when it can: the
 // version it had before the run is not recorded (for a fresh install, it
-// had none). r.mu must be held.
-func (r *run) noPrevious(hs *HostState) string {
-	if r.st.Vars["version"] == "" || hs.Vars["previous"] != "" {
+// had none), or it is not the one the approved plan rolls it back to.
+// r.mu must be held.
+func (r *run) noPrevious(host string, hs *HostState) string {
+	if r.st.Vars["version"] == "" {
 		return ""
+	}
+	if prev := hs.Vars["previous"]; prev != "" {
+		approved, underPlan := hs.Vars[ApprovedPreviousVar]
+		if !underPlan || approved == prev {
+			return ""
+		}
+		if approved == "" {
+			return fmt.Sprintf("not rolled back: %s had no version installed when the approved plan was read, the run found %s on it: "+
+				"a rollback to %s is not approved", host, prev, prev)
+		}
+		return fmt.Sprintf("not rolled back: the approved plan rolls %s back to %s, the version read when the plan was made, "+
+			"but the run found %s on it: a rollback to %s is not approved", host, approved, prev, prev)
 	}
 	if hs.Vars[FreshInstallVar] == "true" {
 		return "not rolled back: no previous version (fresh install of " + r.st.Vars["version"] + ")"
@@ -85,7 +106,7 @@ func (r *run) noPrevious(hs *HostState) string {
 // the outcome on the host and in se.
 func (r *run) rollbackFailed(ctx context.Context, batch int, host string, hs *HostState, se *StepError) string {
 	r.mu.Lock()
-	why := r.noPrevious(hs)
+	why := r.noPrevious(host, hs)
 	r.mu.Unlock()
 	if why != "" {
 		se.Rollback = why + "; host held"
@@ -158,7 +179,7 @@ func (r *run) rollbackTouched(ctx context.Context, status string) {
 			default:
 				continue
 			}
-			if why := r.noPrevious(hs); why != "" {
+			if why := r.noPrevious(h, hs); why != "" {
 				hs.Rollback = why + "; left at " + r.st.Vars["version"]
 				r.emit(Event{Type: EventHostDone, Batch: bi + 1, Host: h, Status: hs.Status, Summary: hs.Rollback})
 				continue
@@ -246,6 +267,15 @@ func (r *Recap) writeRollback(w io.Writer) {
 		}
 		fmt.Fprintf(w, "  %s: %s\n", h.Host, h.Rollback)
 	}
+}
+
+// RollbackVars returns the variables a host's rollback steps are expanded
+// with, from those of its deploy steps (the run's and the host's): the
+// plan of an approved rollback is expanded as the rollback will be.
+func RollbackVars(vars map[string]string) map[string]string {
+	out := cloneVars(vars)
+	rollbackVars(out)
+	return out
 }
 
 // rollbackVars turns a host's variables into those of its rollback:

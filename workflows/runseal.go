@@ -2,10 +2,12 @@ package workflows
 
 import (
 	"bytes"
+	"compress/gzip"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"sort"
 
 	"golang.org/x/crypto/ssh"
@@ -35,9 +37,21 @@ var (
 // sealedState is how a run state is stored: the exact JSON bytes that were
 // signed and the SSHSIG over them (wire form).
 type sealedState struct {
-	State     json.RawMessage `json:"state"`
-	Signature []byte          `json:"signature"`
+	State json.RawMessage `json:"state,omitempty"`
+	// StateGzip is State gzip-compressed, for a state over
+	// sealCompressAbove (a run approved as a plan of thousands of hosts
+	// keeps the plan): the signature is over the uncompressed bytes.
+	StateGzip []byte `json:"state_gzip,omitempty"`
+	Signature []byte `json:"signature"`
 }
+
+const (
+	// sealCompressAbove is the size above which a sealed state is
+	// compressed; smaller states are stored as before.
+	sealCompressAbove = 64 << 10
+	// maxStateBytes bounds a decompressed state.
+	maxStateBytes = 64 << 20
+)
 
 // SealRunState marshals st and signs the bytes with signer under
 // RunStateNamespace.
@@ -49,6 +63,17 @@ func SealRunState(signer ssh.Signer, st *RunState) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sign run state: %w", err)
 	}
+	if len(b) > sealCompressAbove {
+		var z bytes.Buffer
+		zw := gzip.NewWriter(&z)
+		if _, err := zw.Write(b); err != nil {
+			return nil, err
+		}
+		if err := zw.Close(); err != nil {
+			return nil, err
+		}
+		return json.Marshal(sealedState{StateGzip: z.Bytes(), Signature: sig})
+	}
 	return json.Marshal(sealedState{State: b, Signature: sig})
 }
 
@@ -58,6 +83,23 @@ func OpenRunState(b []byte, trusted []ssh.PublicKey) (*RunState, ssh.PublicKey, 
 	var sealed sealedState
 	if err := json.Unmarshal(b, &sealed); err != nil {
 		return nil, nil, fmt.Errorf("%w: %w", ErrStateInvalid, err)
+	}
+	if len(sealed.StateGzip) > 0 {
+		if len(sealed.State) > 0 {
+			return nil, nil, fmt.Errorf("%w: both a state and a compressed one", ErrStateInvalid)
+		}
+		zr, err := gzip.NewReader(bytes.NewReader(sealed.StateGzip))
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: %w", ErrStateInvalid, err)
+		}
+		b, err := io.ReadAll(io.LimitReader(zr, maxStateBytes+1))
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: %w", ErrStateInvalid, err)
+		}
+		if len(b) > maxStateBytes {
+			return nil, nil, fmt.Errorf("%w: over %d bytes uncompressed", ErrStateInvalid, maxStateBytes)
+		}
+		sealed.State = b
 	}
 	if len(sealed.Signature) == 0 || len(sealed.State) == 0 {
 		return nil, nil, ErrStateUnsigned

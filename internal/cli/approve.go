@@ -15,6 +15,7 @@ import (
 	"github.com/signetbus/signet/bus"
 	"github.com/signetbus/signet/workflows"
 	"github.com/signetbus/signet/workflows/buscaller"
+	"github.com/signetbus/signet/workflows/deploy"
 )
 
 // approvalFlags are rpc's two-person-rule flags: submit the request for
@@ -199,6 +200,7 @@ func showSubject(w io.Writer, p *bus.Pending) {
 		for _, st := range pl.Steps {
 			fmt.Fprintf(w, "step:      %s %s.%s %s on %s\n", st.Name, st.Agent, st.Action, paramsText(st.Params), addressText(st.Hosts, st.Filter))
 		}
+		showRollback(w, "rollback:  ", pl.Steps)
 		for _, d := range pl.Deploys {
 			fmt.Fprintf(w, "deploy:    %s %s to %s\n", d.App, d.Version, d.Env)
 			for i, b := range d.Batches {
@@ -207,12 +209,26 @@ func showSubject(w io.Writer, p *bus.Pending) {
 			for _, st := range d.Steps {
 				fmt.Fprintf(w, "  step:    %s %s.%s %s on %s\n", st.Name, st.Agent, st.Action, paramsText(st.Params), addressText(st.Hosts, st.Filter))
 			}
+			showRollback(w, "  rollback: ", d.Steps)
 		}
 		return
 	}
 	fmt.Fprintf(w, "action:    %s.%s\n", sub.Agent, sub.Action)
 	fmt.Fprintf(w, "params:    %s\n", paramsText(sub.Params))
 	fmt.Fprintf(w, "targets:   %s\n", addressText(sub.Targets, sub.Filter))
+}
+
+// showRollback prints, for a deploy plan that holds on_failure rollback,
+// the version each host goes back to: the version read from it before
+// the plan was submitted.
+func showRollback(w io.Writer, head string, steps []bus.PlanStep) {
+	for _, st := range steps {
+		if st.Name != deploy.RollbackStepPrefix+deploy.StepUpdate {
+			continue
+		}
+		v, _ := st.Params["version"].(string)
+		fmt.Fprintf(w, "%s%s back to %s\n", head, strings.Join(st.Hosts, " "), v)
+	}
 }
 
 func paramsText(p map[string]any) string {

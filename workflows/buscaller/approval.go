@@ -3,7 +3,6 @@ package buscaller
 import (
 	"encoding/json"
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/signetbus/signet/bus"
@@ -21,11 +20,14 @@ type PlanInfo struct {
 // of the batch) or the filter it broadcasts to (as the engine addresses
 // it, "agent=AGENT" first). The engine expands parameters the same way
 // (workflows.BuildPlan), so each step request equals one of these calls.
-// Rollback steps are not part of it: their version is known only when the
-// run fails.
+// A deploy with on_failure rollback adds each host's rollback steps,
+// named rollback_STEP, at the version read from it before approval
+// (workflows/deploy approvalrollback.go).
 func PlanSubject(pv *workflows.PlanView, info PlanInfo) (*bus.ApprovalPlan, error) {
 	p := &bus.ApprovalPlan{Workflow: info.Workflow, App: info.App, Version: info.Version, Env: info.Env}
 	index := map[string]int{}
+	// onHost is the set of each step's hosts (a 10,000-host plan).
+	onHost := map[int]map[string]bool{}
 	for _, b := range pv.Batches {
 		var batch []string
 		for _, h := range b {
@@ -53,7 +55,11 @@ func PlanSubject(pv *workflows.PlanView, info PlanInfo) (*bus.ApprovalPlan, erro
 					index[string(key)] = i
 					p.Steps = append(p.Steps, ps)
 				}
-				if st.Target != workflows.TargetBroadcast && !slices.Contains(p.Steps[i].Hosts, h.Host) {
+				if st.Target != workflows.TargetBroadcast && !onHost[i][h.Host] {
+					if onHost[i] == nil {
+						onHost[i] = map[string]bool{}
+					}
+					onHost[i][h.Host] = true
 					p.Steps[i].Hosts = append(p.Steps[i].Hosts, h.Host)
 				}
 			}

@@ -103,24 +103,61 @@ func TestResumeCarriesTheApprovedPlan(t *testing.T) {
 	}
 }
 
-// on_failure rollback under a plan approval is refused before the plan is
-// submitted: the version a host returns to is read from it when the run
-// touches it, so it cannot be in the approved plan.
-func TestApprovedDeployRefusesRollback(t *testing.T) {
+// on_failure rollback under a plan approval: before the plan is
+// submitted the run reads each host's installed version (a read-only
+// package status, after the preflight ping) and the plan holds each
+// host's rollback back to it. A host whose version cannot be read makes
+// the run refuse before the plan is submitted: its rollback could not be
+// approved.
+func TestApprovedDeployPlansTheRollback(t *testing.T) {
 	f := fleet9()
+	f.Nodes["web5"].Installed = "1.4.0"
 	var out bytes.Buffer
 	o := opts(t, f, workflows.NewMemStore(), &out)
+	o.Policy.OnFailure = workflows.OnFailureRollback
+	var plan *bus.ApprovalPlan
+	stop := errors.New("not approved")
+	o.Approve = func(_ context.Context, pv *workflows.PlanView) error {
+		var err error
+		plan, err = buscaller.PlanSubject(pv, buscaller.PlanInfo{Workflow: "deploy", App: "app", Version: "1.4.2", Env: "prod"})
+		if err != nil {
+			return err
+		}
+		return stop
+	}
+	if _, err := Run(context.Background(), nil, o); !errors.Is(err, stop) {
+		t.Fatalf("deploy with a refusing hook: %v", err)
+	}
+	if plan == nil {
+		t.Fatal("the plan was not submitted")
+	}
+	for _, l := range f.Log() {
+		if !strings.HasSuffix(l, "package.status") {
+			t.Errorf("called %q before approval", l)
+		}
+	}
+	back := map[string]string{}
+	for _, s := range plan.Steps {
+		if s.Name == RollbackStepPrefix+StepUpdate {
+			for _, h := range s.Hosts {
+				back[h] = s.Params["version"].(string)
+			}
+		}
+	}
+	if len(back) != 9 || back["web1"] != "1.4.1" || back["web5"] != "1.4.0" {
+		t.Errorf("rollback versions in the plan: %v, want every host back to 1.4.1, web5 to 1.4.0", back)
+	}
+
+	f = fleet9()
+	f.Fail["web2 package.status"] = "dpkg: database locked"
+	o = opts(t, f, workflows.NewMemStore(), &out)
 	o.Policy.OnFailure = workflows.OnFailureRollback
 	o.Approve = func(context.Context, *workflows.PlanView) error {
 		t.Error("the plan was submitted for approval")
 		return nil
 	}
-	if _, err := Run(context.Background(), nil, o); !errors.Is(err, workflows.ErrRollbackUnapproved) {
-		t.Fatalf("rollback under approval: %v", err)
-	}
-	for _, l := range f.Log() {
-		if !strings.HasSuffix(l, "rpcutil.ping") {
-			t.Errorf("called %q", l)
-		}
+	_, err := Run(context.Background(), nil, o)
+	if !errors.Is(err, workflows.ErrRollbackUnapproved) || !strings.Contains(err.Error(), "web2") || !strings.Contains(err.Error(), "--on-failure hold") {
+		t.Fatalf("rollback under approval with web2 unread: %v", err)
 	}
 }

@@ -24,3 +24,7 @@ func (a *App) approvalSteps() []workflows.Step {
 	}
 	return append(obs, a.Steps()...)
 }
+
+// RollbackStepPrefix names a rollback step in the approved plan:
+// "rollback_update" is the install of a host's previous version.
+const RollbackStepPrefix = "rollback_"

@@ -72,7 +72,9 @@ type Options struct {
 	Policy Policy
 	// Approve, when set, is given the plan once it is made and before
 	// anything runs: the two-person rule's hook (the CLI submits the plan
-	// for approval and waits). An error stops the run.
+	// for approval and waits). An error stops the run. With on_failure
+	// rollback the plan holds each host's rollback, at the version read
+	// from it just before (approvalrollback.go).
 	Approve func(ctx context.Context, pv *workflows.PlanView) error
 	// Rollout overrides the app file's canary and gates: the command-line
 	// flags (canary.go).
@@ -218,12 +220,24 @@ func Run(ctx context.Context, soft <-chan struct{}, opts Options) (*workflows.Re
 		return nil, fmt.Errorf("%s would touch %d hosts: confirm with --yes or look first with --plan", summary, len(hosts))
 	}
 	if opts.Approve != nil {
-		if a.OnFailure == workflows.OnFailureRollback {
-			return nil, workflows.RefuseRollback("deploy " + a.Name)
-		}
 		pv, err := workflows.BuildPlan(summary, batches, hosts, a.ZoneFact, a.approvalSteps(), vars)
 		if err != nil {
 			return nil, err
+		}
+		if a.OnFailure == workflows.OnFailureRollback {
+			// The rollback's versions are read now, read-only, and
+			// approved with the plan (approvalrollback.go).
+			ids := make([]string, 0, len(hosts))
+			for _, h := range hosts {
+				ids = append(ids, h.Identity)
+			}
+			prev, err := opts.readPrevious(workflows.WithProvenance(ctx, prov), a, ids)
+			if err != nil {
+				return nil, err
+			}
+			if err := a.addRollbackPlan(pv, hosts, vars, prev); err != nil {
+				return nil, fmt.Errorf("deploy %s: %w", a.Name, err)
+			}
 		}
 		if err := opts.Approve(ctx, pv); err != nil {
 			return nil, err
@@ -303,8 +317,10 @@ func Resume(ctx context.Context, soft <-chan struct{}, runID string, opts Option
 		pv.Limits = &lim
 		return nil, pv.Write(opts.Output, opts.Format)
 	}
-	if st.Approval != nil && a.OnFailure == workflows.OnFailureRollback {
-		return nil, workflows.RefuseRollback("resume " + runID)
+	if st.Approval != nil && a.OnFailure == workflows.OnFailureRollback && !plansRollback(st.Approval) {
+		return nil, fmt.Errorf("resume %s: %w: the run was approved without its rollback (on_failure hold when the plan was made), so the "+
+			"hosts would refuse it: resume with --on-failure hold, or start a new run with on_failure rollback and --wait-approval",
+			runID, workflows.ErrRollbackUnapproved)
 	}
 	if err := workflows.ResumeApproval(opts.Caller, st, time.Now()); err != nil {
 		return nil, err
@@ -319,6 +335,9 @@ func execute(ctx context.Context, soft <-chan struct{}, a *App, st *workflows.Ru
 	}
 	silent := &workflows.Silent{}
 	o := &observer{app: a, caller: opts.Caller, version: st.Version, silent: silent, digests: a.SHA256}
+	if a.OnFailure == workflows.OnFailureRollback {
+		o.approvedPrevious = approvedPrevious(opts.Caller)
+	}
 	job := &workflows.Job{Workflow: w, State: st, Summary: summary, Prepare: o.prepare, Silent: silent,
 		Gates: a.Gates, DecisionPoll: opts.Rollout.DecisionPoll, ReconcileEvery: opts.ReconcileEvery}
 	if st.Canary != nil {

@@ -21,6 +21,10 @@ type observer struct {
 	silent *workflows.Silent
 	// digests are the artifacts' SHA-256 by version (the run's).
 	digests map[string]string
+	// approvedPrevious, under an approved plan with on_failure rollback,
+	// is the version the plan rolls each host back to
+	// (approvalrollback.go); nil otherwise.
+	approvedPrevious map[string]string
 }
 
 const observeTimeout = 30 * time.Second
@@ -176,12 +180,12 @@ func (o *observer) prepare(ctx context.Context, host string, hs *workflows.HostS
 	}
 	atTarget := ob.Installed && ob.Version == o.version
 	if hs.Vars["previous"] == "" {
-		switch {
-		case ob.Installed && !atTarget:
-			hs.Vars["previous"] = ob.Version
-		case atTarget && ob.Previous != "" && ob.Previous != o.version:
-			hs.Vars["previous"] = ob.Previous
+		if p := ob.previousFor(o.version); p != "" {
+			hs.Vars["previous"] = p
 		}
+	}
+	if o.approvedPrevious != nil {
+		hs.Vars[workflows.ApprovedPreviousVar] = o.approvedPrevious[host]
 	}
 	if !ob.Installed && hs.Vars["previous"] == "" {
 		hs.Vars[workflows.FreshInstallVar] = "true"
