@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -89,4 +90,54 @@ func contains(l []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestPermissionsForEnvs: a client of a hub gets, for a collective in a
+// DR domain, the same subjects as on its own broker with the JetStream
+// API and key-value writes in that domain; a host answers in the broker's
+// own collective only; names are checked before anything is written.
+func TestPermissionsForEnvs(t *testing.T) {
+	envs := []Env{{Collective: "prod"}, {Collective: "dr", Domain: "dr"}}
+	client := PermissionsForEnvs(envs, User{Name: "alice", Role: RoleClient, NKey: "UA"})
+	pub := strings.Join(client.Publish, " ")
+	for _, want := range []string{"prod.agent.*", "dr.agent.*", "dr.node.>", "dr.shard.>",
+		"$JS.API.STREAM.INFO.KV_signet_registry_prod", "$JS.dr.API.STREAM.INFO.KV_signet_registry_dr",
+		"$JS.dr.API.CONSUMER.CREATE.KV_signet_registry_dr", "$JS.dr.API.STREAM.MSG.GET.KV_signet_control_dr",
+		"$JS.dr.API.$KV.signet_locks.>", "$JS.dr.API.$KV.signet_approvals_dr.>", "$JS.FC.KV_signet_registry_dr.>", "$JS.dr.API.INFO"} {
+		if !slices.Contains(client.Publish, want) {
+			t.Errorf("client may not publish %s: %s", want, pub)
+		}
+	}
+	for _, not := range []string{"$JS.API.STREAM.INFO.KV_signet_registry_dr", "$KV.signet_approvals_dr.>",
+		"$JS.dr.API.CONSUMER.CREATE.KV_signet_locks", "$JS.dr.API.$KV.signet_control_dr.>", "$JS.dr.API.DIRECT.GET.KV_signet_control_dr"} {
+		if slices.Contains(client.Publish, not) {
+			t.Errorf("client may publish %s", not)
+		}
+	}
+	if got := len(client.Publish); got != len(slices.Compact(slices.Sorted(slices.Values(client.Publish)))) {
+		t.Errorf("client permissions list a subject twice: %s", pub)
+	}
+	if !slices.Equal(client.Subscribe, []string{"_INBOX.UA.>"}) {
+		t.Errorf("client subscribes to %v, want only its inbox", client.Subscribe)
+	}
+	host := PermissionsForEnvs(envs, User{Name: "web1", Role: RoleResponder, NKey: "UH"})
+	if all := strings.Join(append(host.Publish, host.Subscribe...), " "); strings.Contains(all, "dr") {
+		t.Errorf("a hub's host has permissions in the DR collective: %s", all)
+	}
+	if !slices.Equal(host.Publish, PermissionsFor("prod", User{Name: "web1", Role: RoleResponder, NKey: "UH"}).Publish) {
+		t.Error("a host's permissions depend on the other collectives")
+	}
+	for _, spec := range []AuthSpec{
+		{Collective: "prod", Also: []Env{{Collective: "prod", Domain: "dr"}}},
+		{Collective: "prod", Also: []Env{{Collective: "dr", Domain: "d.r"}}},
+		{Collective: "prod", Also: []Env{{Collective: "d r"}}},
+	} {
+		dir := t.TempDir()
+		if _, err := GenerateAuth(dir, spec); !errors.Is(err, ErrAuth) {
+			t.Errorf("GenerateAuth(%+v): %v, want ErrAuth", spec, err)
+		}
+		if _, err := os.Stat(AuthConfigPath(dir)); err == nil {
+			t.Errorf("GenerateAuth(%+v) wrote auth.conf", spec)
+		}
+	}
 }
