@@ -221,10 +221,7 @@ func clientPublish(collective string) []string {
 	pub = append(pub, kvGetPut(ReleasesBucket)...)
 	// Pending requests and approvals: written, and listed by message
 	// gets (bus.ApprovalStore uses no consumer).
-	pub = append(pub, kvGetPut(approvalsBucket(collective))...)
-	// The account's JetStream limits and use: how the client tells a
-	// broker whose JetStream is down from a collective with no registry.
-	return append(pub, "$JS.API.INFO")
+	return append(pub, kvGetPut(approvalsBucket(collective))...)
 }
 
 // inDomain addresses subject s of the JetStream API or of a key-value

@@ -103,7 +103,7 @@ func TestPermissionsForEnvs(t *testing.T) {
 	for _, want := range []string{"prod.agent.*", "dr.agent.*", "dr.node.>", "dr.shard.>",
 		"$JS.API.STREAM.INFO.KV_signet_registry_prod", "$JS.dr.API.STREAM.INFO.KV_signet_registry_dr",
 		"$JS.dr.API.CONSUMER.CREATE.KV_signet_registry_dr", "$JS.dr.API.STREAM.MSG.GET.KV_signet_control_dr",
-		"$JS.dr.API.$KV.signet_locks.>", "$JS.dr.API.$KV.signet_approvals_dr.>", "$JS.FC.KV_signet_registry_dr.>", "$JS.dr.API.INFO"} {
+		"$JS.dr.API.$KV.signet_locks.>", "$JS.dr.API.$KV.signet_approvals_dr.>", "$JS.FC.KV_signet_registry_dr.>"} {
 		if !slices.Contains(client.Publish, want) {
 			t.Errorf("client may not publish %s: %s", want, pub)
 		}
