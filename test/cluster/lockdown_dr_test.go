@@ -178,9 +178,27 @@ environments:
 	if code != 0 || lineOf(out, drIDs[0]) == "" {
 		t.Fatalf("signet deploy --env dr --plan as alice: exit %d\n%s", code, out)
 	}
-	if code, out := signet(alice, "approvals", "--env", "dr"); code != 0 {
-		t.Fatalf("signet approvals --env dr as alice: exit %d\n%s", code, out)
+	// A request waiting for approval is written in DR's approvals bucket
+	// and listed from it, through the hub, by message gets only.
+	waitCtx, stopWait := context.WithCancel(context.Background())
+	waitDone := make(chan struct{})
+	waitOut := &syncBuf{}
+	go func() {
+		defer close(waitDone)
+		run(waitCtx, waitOut, map[string]string{"SIGNET_CONFIG": alice, "USER": "operator", "HOME": dir},
+			"rpc", "health", "http", "url=http://127.0.0.1:8080/version", "-I", drIDs[0], "--env", "dr", "--wait-approval", "--reason", "CHG-9 dr check")
+	}()
+	for end := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		code, out := signet(alice, "approvals", "--env", "dr")
+		if code == 0 && strings.Contains(out, "CHG-9 dr check") && strings.Contains(out, "health.http") {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("signet approvals --env dr as alice: exit %d, no pending request\n%s\nrequester:\n%s", code, out, waitOut)
+		}
 	}
+	stopWait()
+	<-waitDone
 	// Only an admin writes DR's locks: the hub refuses alice's write in
 	// domain dr, and takes root's.
 	if code, out := signetRefused(t, alice, true, "lock", "--all", "--reason", "not mine", "--env", "dr"); code == 0 || !strings.Contains(out, "may not write the control bucket") {
