@@ -220,6 +220,9 @@ func (o *brokerInitOptions) envs() error {
 		}
 		domains[c] = dom
 	}
+	if d := domains[o.collectives[0]]; d != "" {
+		return usageErrorf("--jetstream-domain %s=%s: %s is this broker's own collective (the first --collective), whose hosts connect to it: its domain is the broker's own --domain", o.collectives[0], d, o.collectives[0])
+	}
 	o.spec.Collective = o.collectives[0]
 	o.spec.Also = nil
 	for _, c := range o.collectives[1:] {
