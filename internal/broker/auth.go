@@ -31,7 +31,20 @@ const (
 	// RoleClient is one operator (signet): it publishes requests, reads
 	// only its own inbox, and reads the registry, controls and audit.
 	RoleClient Role = "client"
+	// RoleLeaf is the DR brokers' leafnode connection to a hub whose
+	// init names a collective in a JetStream domain (LeafUser): it may
+	// take in only the DR collectives' subjects and their domains' API,
+	// and send into the hub only replies.
+	RoleLeaf Role = "leaf"
 )
+
+// LeafUser is the user DR brokers connect to the hub's leafnode listener
+// as; its seed is LeafSeedPath, in the cluster/ directory every DR broker
+// copies.
+const LeafUser = "signet-leaf"
+
+// LeafSeedPath is the seed of LeafUser in an auth directory.
+func LeafSeedPath(dir string) string { return filepath.Join(dir, "cluster", "leaf.nk") }
 
 // User is one broker user: an nkey and what it may do.
 type User struct {
@@ -200,6 +213,21 @@ func PermissionsForEnvs(envs []Env, u User) *Permissions {
 			}
 		}
 		return &Permissions{Publish: pub, Subscribe: []string{inbox}}
+	case RoleLeaf:
+		// For a leafnode, publish is what the DR broker sends into the
+		// hub and subscribe what the hub sends it (nats-server applies a
+		// leafnode user's permissions that way round). In: replies to
+		// the operators' inboxes (hosts' answers, the DR JetStream's
+		// answers and consumer deliveries). Out: each DR collective's
+		// subjects and its domain's API, flow control replies, and the
+		// leafnodes' loop detection.
+		sub := []string{"$JS.FC.>", "$LDS.>"}
+		for _, e := range envs {
+			if e.Domain != "" {
+				sub = append(sub, e.Collective+".>", "$JS."+e.Domain+".API.>")
+			}
+		}
+		return &Permissions{Publish: []string{"_INBOX.>", "$LDS.>"}, Subscribe: sub}
 	}
 	return nil
 }
@@ -377,6 +405,22 @@ func GenerateAuth(dir string, spec AuthSpec) ([]User, error) {
 			return nil, fmt.Errorf("%w: %s: %w", ErrAuth, u.name, err)
 		}
 		users = append(users, User{Name: u.name, Role: u.role, NKey: pub})
+	}
+	// DR brokers connect to this hub as LeafUser when it names a DR
+	// domain; its seed travels with cluster/.
+	for _, e := range envs {
+		if e.Domain == "" {
+			continue
+		}
+		if err := os.MkdirAll(filepath.Dir(LeafSeedPath(dir)), 0o700); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrAuth, err)
+		}
+		pub, err := loadOrCreateSeed(LeafSeedPath(dir))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrAuth, LeafUser, err)
+		}
+		users = append(users, User{Name: LeafUser, Role: RoleLeaf, NKey: pub})
+		break
 	}
 	if err := WriteAuthConfig(AuthConfigPath(dir), envs, users); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrAuth, err)

@@ -127,6 +127,26 @@ func TestPermissionsForEnvs(t *testing.T) {
 	if !slices.Equal(host.Publish, PermissionsFor("prod", User{Name: "web1", Role: RoleResponder, NKey: "UH"}).Publish) {
 		t.Error("a host's permissions depend on the other collectives")
 	}
+	// The DR brokers' leafnode user: replies in, DR's subjects out.
+	leaf := PermissionsForEnvs(envs, User{Name: LeafUser, Role: RoleLeaf, NKey: "UL"})
+	if !slices.Equal(leaf.Publish, []string{"_INBOX.>", "$LDS.>"}) ||
+		!slices.Equal(leaf.Subscribe, []string{"$JS.FC.>", "$LDS.>", "dr.>", "$JS.dr.API.>"}) || leaf.AllowResponses {
+		t.Errorf("leafnode user: %+v", leaf)
+	}
+	dir := t.TempDir()
+	users, err := GenerateAuth(dir, AuthSpec{Collective: "prod", Also: envs[1:], Clients: []string{"alice"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := users[len(users)-1]; u.Name != LeafUser || u.Role != RoleLeaf {
+		t.Errorf("GenerateAuth with a DR domain made no leafnode user: %+v", users)
+	}
+	if fi, err := os.Stat(LeafSeedPath(dir)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("leafnode seed %s: %v %v, want mode 0600", LeafSeedPath(dir), fi, err)
+	}
+	if _, err := GenerateAuth(t.TempDir(), AuthSpec{Collective: "prod", Also: []Env{{Collective: "stage"}}, Clients: []string{"alice"}}); err != nil {
+		t.Fatal(err)
+	}
 	for _, spec := range []AuthSpec{
 		{Collective: "prod", Also: []Env{{Collective: "prod", Domain: "dr"}}},
 		{Collective: "prod", Also: []Env{{Collective: "dr", Domain: "d.r"}}},

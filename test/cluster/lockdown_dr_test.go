@@ -279,4 +279,62 @@ environments:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the DR broker did not refuse a DR host's request to another host")
 	}
+
+	// The leafnode itself carries only DR's traffic: the DR broker (here
+	// its admin, who may do anything on it) sends nothing into the hub
+	// but replies, and the hub sends it only DR's subjects and domain.
+	rootOpts, err := (&config.NATS{NKeyFile: broker.SeedPath(hubAuth, "root"), CAFile: broker.LabTLS(hubAuth).CA}).AuthOptions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hubRoot, err := nats.Connect(hubURL, rootOpts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(hubRoot.Close)
+	drOpts, err := (&config.NATS{NKeyFile: broker.SeedPath(drAuth, "drroot"), CAFile: broker.LabTLS(drAuth).CA}).AuthOptions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	drRoot, err := nats.Connect(drURL, drOpts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(drRoot.Close)
+	crosses := func(from, to *nats.Conn, subject string) bool {
+		t.Helper()
+		sub, err := to.SubscribeSync(subject)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Unsubscribe()
+		to.Flush()
+		// Interest crosses the leafnode asynchronously: try for a while.
+		for end := time.Now().Add(time.Second); time.Now().Before(end); {
+			from.Publish(subject, []byte("probe"))
+			from.Flush()
+			if _, err := sub.NextMsg(100 * time.Millisecond); err == nil {
+				return true
+			}
+		}
+		return false
+	}
+	for _, c := range []struct {
+		name     string
+		from, to *nats.Conn
+		subject  string
+		want     bool
+	}{
+		{"a reply from DR to a hub inbox", drRoot, hubRoot, "_INBOX.probe.1", true},
+		{"a DR request from the hub", hubRoot, drRoot, "dr.agent.probe", true},
+		{"a request from DR to production hosts", drRoot, hubRoot, "prod.agent.health", false},
+		{"a lock written from DR into the hub's control bucket", drRoot, hubRoot, "$KV.signet_control_prod.locks", false},
+		{"the hub's JetStream API from DR", drRoot, hubRoot, "$JS.API.STREAM.DELETE.KV_signet_registry_prod", false},
+		{"production requests read from DR", hubRoot, drRoot, "prod.agent.health", false},
+		{"operators' replies read from DR", hubRoot, drRoot, "_INBOX.alice.1", false},
+	} {
+		if got := crosses(c.from, c.to, c.subject); got != c.want {
+			t.Errorf("%s (%s) crosses the leafnode: %v, want %v", c.name, c.subject, got, c.want)
+		}
+	}
 }
