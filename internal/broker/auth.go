@@ -31,7 +31,20 @@ const (
 	// RoleClient is one operator (signet): it publishes requests, reads
 	// only its own inbox, and reads the registry, controls and audit.
 	RoleClient Role = "client"
+	// RoleLeaf is the DR brokers' leafnode connection to a hub whose
+	// init names a collective in a JetStream domain (LeafUser): it may
+	// take in only the DR collectives' subjects and their domains' API,
+	// and send into the hub only replies.
+	RoleLeaf Role = "leaf"
 )
+
+// LeafUser is the user DR brokers connect to the hub's leafnode listener
+// as; its seed is LeafSeedPath, in the cluster/ directory every DR broker
+// copies.
+const LeafUser = "signet-leaf"
+
+// LeafSeedPath is the seed of LeafUser in an auth directory.
+func LeafSeedPath(dir string) string { return filepath.Join(dir, "cluster", "leaf.nk") }
 
 // User is one broker user: an nkey and what it may do.
 type User struct {
@@ -124,6 +137,15 @@ func kvGet(bucket string) []string {
 	return []string{"$JS.API.STREAM.INFO." + s, "$JS.API.STREAM.MSG.GET." + s}
 }
 
+// Env is a collective a broker's users reach, and where its buckets live:
+// on this broker (Domain empty), or on another broker that joins this one
+// as a leafnode in its own JetStream domain (a DR site's --domain), whose
+// API this broker forwards as $JS.<Domain>.API.
+type Env struct {
+	Collective string
+	Domain     string
+}
+
 // PermissionsFor returns the subject permissions of u in collective; nil for
 // an admin, who is not restricted. Everything not listed is denied.
 //
@@ -133,9 +155,27 @@ func kvGet(bucket string) []string {
 // advance (Provision), since a user allowed to change a stream could
 // point it at other subjects and read them through a consumer.
 func PermissionsFor(collective string, u User) *Permissions {
+	return PermissionsForEnvs([]Env{{Collective: collective}}, u)
+}
+
+// PermissionsForEnvs returns the subject permissions of u on a broker
+// whose users reach envs; envs[0] is the broker's own collective (no
+// domain), whose hosts connect to it. A responder answers in envs[0]
+// only: a DR host is a user of the DR broker, not of the hub. A client
+// gets, for every env, what PermissionsFor gives it in that collective,
+// with the JetStream API and key-value writes of an env in a domain
+// addressed as nats.go does for a domain ($JS.API.X as $JS.D.API.X,
+// $KV.B.K as $JS.D.API.$KV.B.K): the same least privilege, enforced by
+// this broker, since what it forwards over a leafnode is not checked
+// again against the other broker's users.
+func PermissionsForEnvs(envs []Env, u User) *Permissions {
+	if len(envs) == 0 {
+		return nil
+	}
 	inbox := config.InboxPrefix(u.NKey) + ".>"
 	switch u.Role {
 	case RoleResponder:
+		collective := envs[0].Collective
 		pub := []string{
 			// Its own registry entry, and opening the bucket.
 			"$KV." + registryBucket(collective) + "." + u.Name,
@@ -161,24 +201,71 @@ func PermissionsFor(collective string, u User) *Permissions {
 			AllowResponses: true,
 		}
 	case RoleClient:
-		pub := []string{collective + ".agent.*", collective + ".node.>", collective + ".shard.>"}
-		pub = append(pub, kvRead(registryBucket(collective))...)
-		// The revocation list and locks: message gets only (signet lock
-		// --list). A raw read (consumer, direct get) of an older
-		// admin-signed document could name the bucket's key as its reply
-		// subject and make that document current again.
-		pub = append(pub, kvGet(controlBucket(collective))...)
-		pub = append(pub, streamRead(auditStream(collective))...)
-		// Deploy runs and locks: get and write, no consumer (kvGetPut).
-		pub = append(pub, kvGetPut(RunsBucket)...)
-		pub = append(pub, kvGetPut(LocksBucket)...)
-		pub = append(pub, kvGetPut(ReleasesBucket)...)
-		// Pending requests and approvals: written, and listed by message
-		// gets (bus.ApprovalStore uses no consumer).
-		pub = append(pub, kvGetPut(approvalsBucket(collective))...)
+		var pub []string
+		seen := map[string]bool{}
+		for _, e := range envs {
+			for _, s := range clientPublish(e.Collective) {
+				s = inDomain(e.Domain, s)
+				if !seen[s] {
+					seen[s] = true
+					pub = append(pub, s)
+				}
+			}
+		}
 		return &Permissions{Publish: pub, Subscribe: []string{inbox}}
+	case RoleLeaf:
+		// For a leafnode, publish is what the DR broker sends into the
+		// hub and subscribe what the hub sends it (nats-server applies a
+		// leafnode user's permissions that way round). In: replies to
+		// the operators' inboxes (hosts' answers, the DR JetStream's
+		// answers and consumer deliveries). Out: each DR collective's
+		// subjects and its domain's API, flow control replies, and the
+		// leafnodes' loop detection.
+		sub := []string{"$JS.FC.>", "$LDS.>"}
+		for _, e := range envs {
+			if e.Domain != "" {
+				sub = append(sub, e.Collective+".>", "$JS."+e.Domain+".API.>")
+			}
+		}
+		return &Permissions{Publish: []string{"_INBOX.>", "$LDS.>"}, Subscribe: sub}
 	}
 	return nil
+}
+
+// clientPublish is what an operator publishes in collective, on the
+// broker that holds its buckets.
+func clientPublish(collective string) []string {
+	pub := []string{collective + ".agent.*", collective + ".node.>", collective + ".shard.>"}
+	pub = append(pub, kvRead(registryBucket(collective))...)
+	// The revocation list and locks: message gets only (signet lock
+	// --list). A raw read (consumer, direct get) of an older
+	// admin-signed document could name the bucket's key as its reply
+	// subject and make that document current again.
+	pub = append(pub, kvGet(controlBucket(collective))...)
+	pub = append(pub, streamRead(auditStream(collective))...)
+	// Deploy runs and locks: get and write, no consumer (kvGetPut).
+	pub = append(pub, kvGetPut(RunsBucket)...)
+	pub = append(pub, kvGetPut(LocksBucket)...)
+	pub = append(pub, kvGetPut(ReleasesBucket)...)
+	// Pending requests and approvals: written, and listed by message
+	// gets (bus.ApprovalStore uses no consumer).
+	return append(pub, kvGetPut(approvalsBucket(collective))...)
+}
+
+// inDomain addresses subject s of the JetStream API or of a key-value
+// write in domain d, as nats.go does with a domain (jetstream.WithDomain):
+// the domain's broker takes $JS.d.API.> off the leafnode as its own
+// $JS.API.>. Request subjects and flow control replies keep their names.
+func inDomain(d, s string) string {
+	switch {
+	case d == "":
+		return s
+	case strings.HasPrefix(s, "$JS.API."):
+		return "$JS." + d + ".API." + strings.TrimPrefix(s, "$JS.API.")
+	case strings.HasPrefix(s, "$KV."):
+		return "$JS." + d + ".API." + s
+	}
+	return s
 }
 
 // ErrAuth is wrapped by errors in an auth spec.
@@ -187,15 +274,23 @@ var ErrAuth = errors.New("broker: auth")
 // WriteAuthConfig renders users as a nats-server authorization block:
 // the file `signet broker --auth` loads, and that an operator includes in
 // an existing nats-server.conf to apply the same permissions.
-func WriteAuthConfig(path, collective string, users []User) error {
+func WriteAuthConfig(path string, envs []Env, users []User) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# signet broker users and permissions of collective %s.\n", collective)
+	var names []string
+	for _, e := range envs {
+		if e.Domain != "" {
+			names = append(names, e.Collective+" (JetStream domain "+e.Domain+", over a leafnode)")
+		} else {
+			names = append(names, e.Collective)
+		}
+	}
+	fmt.Fprintf(&b, "# signet broker users and permissions of collective %s.\n", strings.Join(names, ", "))
 	b.WriteString("# Generated by `signet broker init`; include it in nats-server.conf or pass the\n")
 	b.WriteString("# directory to `signet broker --auth`. Everything not allowed is denied.\n")
 	b.WriteString("authorization {\n  users = [\n")
 	for _, u := range users {
 		fmt.Fprintf(&b, "    # %s (%s)\n    {\n      nkey: %s\n", u.Name, u.Role, strconv.Quote(u.NKey))
-		if p := PermissionsFor(collective, u); p != nil {
+		if p := PermissionsForEnvs(envs, u); p != nil {
 			b.WriteString("      permissions: {\n")
 			fmt.Fprintf(&b, "        publish: { allow: %s }\n", quoteList(p.Publish))
 			fmt.Fprintf(&b, "        subscribe: { allow: %s }\n", quoteList(p.Subscribe))
@@ -220,9 +315,40 @@ func quoteList(l []string) string {
 
 // AuthSpec names the users `signet broker init` makes.
 type AuthSpec struct {
+	// Collective is the broker's own: its hosts answer in it, and the
+	// broker provisions its buckets.
 	Collective string
+	// Also are more collectives its clients reach: on this broker (no
+	// Domain), or on a DR broker joined as a leafnode in Domain.
+	Also []Env
 	// Admins and Clients are operator names; Hosts are host identities.
 	Admins, Clients, Hosts []string
+}
+
+// Envs returns the broker's own collective first, then Also, after
+// checking every name: a collective appears once, and a domain is a
+// valid JetStream domain name.
+func (s AuthSpec) Envs() ([]Env, error) {
+	envs := append([]Env{{Collective: s.Collective}}, s.Also...)
+	seen := map[string]bool{}
+	for i, e := range envs {
+		if err := checkCollective(e.Collective); err != nil {
+			return nil, err
+		}
+		if seen[e.Collective] {
+			return nil, fmt.Errorf("%w: collective %s is named twice", ErrAuth, e.Collective)
+		}
+		seen[e.Collective] = true
+		if i == 0 && e.Domain != "" {
+			return nil, fmt.Errorf("%w: the broker's own collective %s has no domain: its hosts connect to this broker", ErrAuth, e.Collective)
+		}
+		if e.Domain != "" {
+			if err := checkName(e.Domain); err != nil {
+				return nil, fmt.Errorf("%w: JetStream domain of %s: %w", ErrAuth, e.Collective, err)
+			}
+		}
+	}
+	return envs, nil
 }
 
 // SeedPath is where GenerateAuth keeps the nkey seed of user name.
@@ -237,7 +363,8 @@ func AuthConfigPath(dir string) string { return filepath.Join(dir, "auth.conf") 
 // permissions. The broker's own admin user (BrokerUser) is always added.
 // It returns the users written.
 func GenerateAuth(dir string, spec AuthSpec) ([]User, error) {
-	if err := checkCollective(spec.Collective); err != nil {
+	envs, err := spec.Envs()
+	if err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "users"), 0o700); err != nil {
@@ -279,7 +406,23 @@ func GenerateAuth(dir string, spec AuthSpec) ([]User, error) {
 		}
 		users = append(users, User{Name: u.name, Role: u.role, NKey: pub})
 	}
-	if err := WriteAuthConfig(AuthConfigPath(dir), spec.Collective, users); err != nil {
+	// DR brokers connect to this hub as LeafUser when it names a DR
+	// domain; its seed travels with cluster/.
+	for _, e := range envs {
+		if e.Domain == "" {
+			continue
+		}
+		if err := os.MkdirAll(filepath.Dir(LeafSeedPath(dir)), 0o700); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrAuth, err)
+		}
+		pub, err := loadOrCreateSeed(LeafSeedPath(dir))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrAuth, LeafUser, err)
+		}
+		users = append(users, User{Name: LeafUser, Role: RoleLeaf, NKey: pub})
+		break
+	}
+	if err := WriteAuthConfig(AuthConfigPath(dir), envs, users); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrAuth, err)
 	}
 	return users, nil
@@ -336,13 +479,22 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 // checkCollective is bus.CheckCollective's grammar (1-64 of A-Z a-z 0-9 _
 // -), which this package cannot import; a test checks they agree.
 func checkCollective(c string) error {
+	if checkName(c) != nil {
+		return fmt.Errorf("%w: invalid collective %q: want 1-64 of A-Z a-z 0-9 _ -", ErrAuth, c)
+	}
+	return nil
+}
+
+// checkName accepts 1-64 of A-Z a-z 0-9 _ -: a collective, or a
+// JetStream domain (one subject token).
+func checkName(c string) error {
 	ok := len(c) >= 1 && len(c) <= 64
 	for i := 0; ok && i < len(c); i++ {
 		b := c[i]
 		ok = b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '_' || b == '-'
 	}
 	if !ok {
-		return fmt.Errorf("%w: invalid collective %q: want 1-64 of A-Z a-z 0-9 _ -", ErrAuth, c)
+		return fmt.Errorf("invalid name %q: want 1-64 of A-Z a-z 0-9 _ -", c)
 	}
 	return nil
 }

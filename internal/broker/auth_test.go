@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -89,4 +90,74 @@ func contains(l []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestPermissionsForEnvs: a client of a hub gets, for a collective in a
+// DR domain, the same subjects as on its own broker with the JetStream
+// API and key-value writes in that domain; a host answers in the broker's
+// own collective only; names are checked before anything is written.
+func TestPermissionsForEnvs(t *testing.T) {
+	envs := []Env{{Collective: "prod"}, {Collective: "dr", Domain: "dr"}}
+	client := PermissionsForEnvs(envs, User{Name: "alice", Role: RoleClient, NKey: "UA"})
+	pub := strings.Join(client.Publish, " ")
+	for _, want := range []string{"prod.agent.*", "dr.agent.*", "dr.node.>", "dr.shard.>",
+		"$JS.API.STREAM.INFO.KV_signet_registry_prod", "$JS.dr.API.STREAM.INFO.KV_signet_registry_dr",
+		"$JS.dr.API.CONSUMER.CREATE.KV_signet_registry_dr", "$JS.dr.API.STREAM.MSG.GET.KV_signet_control_dr",
+		"$JS.dr.API.$KV.signet_locks.>", "$JS.dr.API.$KV.signet_approvals_dr.>", "$JS.FC.KV_signet_registry_dr.>"} {
+		if !slices.Contains(client.Publish, want) {
+			t.Errorf("client may not publish %s: %s", want, pub)
+		}
+	}
+	for _, not := range []string{"$JS.API.STREAM.INFO.KV_signet_registry_dr", "$KV.signet_approvals_dr.>",
+		"$JS.dr.API.CONSUMER.CREATE.KV_signet_locks", "$JS.dr.API.$KV.signet_control_dr.>", "$JS.dr.API.DIRECT.GET.KV_signet_control_dr"} {
+		if slices.Contains(client.Publish, not) {
+			t.Errorf("client may publish %s", not)
+		}
+	}
+	if got := len(client.Publish); got != len(slices.Compact(slices.Sorted(slices.Values(client.Publish)))) {
+		t.Errorf("client permissions list a subject twice: %s", pub)
+	}
+	if !slices.Equal(client.Subscribe, []string{"_INBOX.UA.>"}) {
+		t.Errorf("client subscribes to %v, want only its inbox", client.Subscribe)
+	}
+	host := PermissionsForEnvs(envs, User{Name: "web1", Role: RoleResponder, NKey: "UH"})
+	if all := strings.Join(append(host.Publish, host.Subscribe...), " "); strings.Contains(all, "dr") {
+		t.Errorf("a hub's host has permissions in the DR collective: %s", all)
+	}
+	if !slices.Equal(host.Publish, PermissionsFor("prod", User{Name: "web1", Role: RoleResponder, NKey: "UH"}).Publish) {
+		t.Error("a host's permissions depend on the other collectives")
+	}
+	// The DR brokers' leafnode user: replies in, DR's subjects out.
+	leaf := PermissionsForEnvs(envs, User{Name: LeafUser, Role: RoleLeaf, NKey: "UL"})
+	if !slices.Equal(leaf.Publish, []string{"_INBOX.>", "$LDS.>"}) ||
+		!slices.Equal(leaf.Subscribe, []string{"$JS.FC.>", "$LDS.>", "dr.>", "$JS.dr.API.>"}) || leaf.AllowResponses {
+		t.Errorf("leafnode user: %+v", leaf)
+	}
+	dir := t.TempDir()
+	users, err := GenerateAuth(dir, AuthSpec{Collective: "prod", Also: envs[1:], Clients: []string{"alice"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := users[len(users)-1]; u.Name != LeafUser || u.Role != RoleLeaf {
+		t.Errorf("GenerateAuth with a DR domain made no leafnode user: %+v", users)
+	}
+	if fi, err := os.Stat(LeafSeedPath(dir)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("leafnode seed %s: %v %v, want mode 0600", LeafSeedPath(dir), fi, err)
+	}
+	if _, err := GenerateAuth(t.TempDir(), AuthSpec{Collective: "prod", Also: []Env{{Collective: "stage"}}, Clients: []string{"alice"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, spec := range []AuthSpec{
+		{Collective: "prod", Also: []Env{{Collective: "prod", Domain: "dr"}}},
+		{Collective: "prod", Also: []Env{{Collective: "dr", Domain: "d.r"}}},
+		{Collective: "prod", Also: []Env{{Collective: "d r"}}},
+	} {
+		dir := t.TempDir()
+		if _, err := GenerateAuth(dir, spec); !errors.Is(err, ErrAuth) {
+			t.Errorf("GenerateAuth(%+v): %v, want ErrAuth", spec, err)
+		}
+		if _, err := os.Stat(AuthConfigPath(dir)); err == nil {
+			t.Errorf("GenerateAuth(%+v) wrote auth.conf", spec)
+		}
+	}
 }

@@ -42,6 +42,12 @@ type Topology struct {
 	// joins as a route and sees every message, whatever the users'
 	// permissions.
 	Auth *ClusterAuth
+	// LeafUsers, on a hub with Auth, authenticates DR brokers on the
+	// leafnode listener as users of the broker's authorization (LeafUser,
+	// with its permissions) instead of by the cluster secret; mutual TLS
+	// stays. LeafSeed, on a DR broker, is that user's nkey seed.
+	LeafUsers bool
+	LeafSeed  string
 }
 
 // apply sets the server options of the topology.
@@ -82,7 +88,9 @@ func (t Topology) apply(opts *server.Options) error {
 		opts.LeafNode.Host, opts.LeafNode.Port = host, port
 		opts.LeafNode.Advertise = t.LeafAdvertise
 		if t.Auth != nil {
-			opts.LeafNode.Username, opts.LeafNode.Password = ClusterUser, t.Auth.Secret
+			if !t.LeafUsers {
+				opts.LeafNode.Username, opts.LeafNode.Password = ClusterUser, t.Auth.Secret
+			}
 			opts.LeafNode.TLSConfig, opts.LeafNode.TLSTimeout = t.Auth.TLS, 2
 		}
 	}
@@ -93,7 +101,7 @@ func (t Topology) apply(opts *server.Options) error {
 			if err != nil || ru.Host == "" {
 				return fmt.Errorf("broker: leafnode remote %q: want nats-leaf://host:port", r)
 			}
-			if t.Auth != nil {
+			if t.Auth != nil && t.LeafSeed == "" {
 				ru = t.Auth.withUser(ru)
 			}
 			remote.URLs = append(remote.URLs, ru)
@@ -101,6 +109,7 @@ func (t Topology) apply(opts *server.Options) error {
 		if t.Auth != nil {
 			remote.TLS, remote.TLSConfig, remote.TLSTimeout = true, t.Auth.TLS, 2
 		}
+		remote.Nkey = t.LeafSeed
 		opts.LeafNode.Remotes = append(opts.LeafNode.Remotes, remote)
 	}
 	return nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,7 +23,7 @@ import (
 // `signet broker init` wrote, and TLS.
 type brokerAuthOptions struct {
 	auth        string
-	collective  string
+	collectives []string
 	registryTTL time.Duration
 	tlsCert     string
 	tlsKey      string
@@ -31,7 +32,7 @@ type brokerAuthOptions struct {
 
 func addBrokerAuthFlags(f *pflag.FlagSet, o *brokerAuthOptions) {
 	f.StringVar(&o.auth, "auth", "", "directory `signet broker init` wrote: only its users may connect, with their permissions (and TLS from its tls/ unless --tls-cert is given)")
-	f.StringVar(&o.collective, "collective", "signet", "collective whose buckets a locked-down broker creates (with --auth)")
+	f.StringArrayVar(&o.collectives, "collective", []string{"signet"}, "collective whose buckets a locked-down broker creates (with --auth; repeatable: the collectives this broker serves)")
 	f.DurationVar(&o.registryTTL, "registry-ttl", 90*time.Second, "registry bucket TTL a locked-down broker creates; must equal the hosts' registry_ttl")
 	f.StringVar(&o.tlsCert, "tls-cert", "", "server certificate (PEM): accept TLS connections only")
 	f.StringVar(&o.tlsKey, "tls-key", "", "server certificate's key (PEM)")
@@ -84,16 +85,23 @@ func (o *brokerAuthOptions) provision(ctx context.Context, s *server.Server) err
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	return provision.Buckets(ctx, nc, provision.Options{Collective: o.collective, RegistryTTL: o.registryTTL})
+	for _, c := range o.collectives {
+		if err := provision.Buckets(ctx, nc, provision.Options{Collective: c, RegistryTTL: o.registryTTL}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 type brokerInitOptions struct {
-	dir        string
-	spec       broker.AuthSpec
-	tlsNames   []string
-	noTLS      bool
-	tlsDays    int
-	brokerURLs []string
+	dir         string
+	spec        broker.AuthSpec
+	collectives []string
+	domains     []string
+	tlsNames    []string
+	noTLS       bool
+	tlsDays     int
+	brokerURLs  []string
 }
 
 func newBrokerInitCmd(g *globalOptions) *cobra.Command {
@@ -113,7 +121,8 @@ Running it again with more users keeps the existing seeds.`,
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&o.spec.Collective, "collective", "signet", "collective the permissions are for")
+	f.StringArrayVar(&o.collectives, "collective", []string{"signet"}, "collective the permissions are for (repeatable: the first is this broker's own, whose hosts connect to it; operators reach every one)")
+	f.StringArrayVar(&o.domains, "jetstream-domain", nil, "COLLECTIVE=DOMAIN: that collective's buckets are on a DR broker joined as a leafnode with --domain DOMAIN (repeatable; as the client profile's nats.jetstream_domain)")
 	f.StringArrayVar(&o.spec.Admins, "admin", nil, "admin user: may write revocations and locks (repeatable)")
 	f.StringArrayVar(&o.spec.Clients, "client", nil, "operator user: sends requests, reads only its own replies (repeatable)")
 	f.StringArrayVar(&o.spec.Hosts, "host", nil, "host identity: answers requests, writes only its own registry entry and audit (repeatable)")
@@ -130,6 +139,9 @@ func brokerInitRun(_ context.Context, g *globalOptions, o *brokerInitOptions) er
 	}
 	if o.tlsDays < 1 || o.tlsDays > 3650 {
 		return usageErrorf("--tls-days %d: want 1 to 3650", o.tlsDays)
+	}
+	if err := o.envs(); err != nil {
+		return err
 	}
 	users, err := broker.GenerateAuth(o.dir, o.spec)
 	if err != nil {
@@ -163,7 +175,19 @@ func brokerInitRun(_ context.Context, g *globalOptions, o *brokerInitOptions) er
 		return p
 	}
 	fmt.Fprintf(g.io.Err, "wrote %s and %d nkey seeds in %s\n", broker.AuthConfigPath(o.dir), len(users), filepath.Join(o.dir, "users"))
-	fmt.Fprintf(g.io.Err, "start the broker with: signet broker --auth %s --collective %s\n", o.dir, o.spec.Collective)
+	start := "--collective " + o.spec.Collective
+	for _, e := range o.spec.Also {
+		if e.Domain == "" {
+			start += " --collective " + e.Collective
+		}
+	}
+	fmt.Fprintf(g.io.Err, "start the broker with: signet broker --auth %s %s\n", o.dir, start)
+	for _, e := range o.spec.Also {
+		if e.Domain != "" {
+			fmt.Fprintf(g.io.Err, "collective %s is reached over a leafnode in JetStream domain %s: its broker runs --domain %s with users of its own (signet broker init DIR --collective %s --host ...); profiles set nats.jetstream_domain: %s\n",
+				e.Collective, e.Domain, e.Domain, e.Collective, e.Domain)
+		}
+	}
 	fmt.Fprintln(g.io.Err, "give each user its seed; its config (signetd.yaml or client.yaml) says:")
 	for _, u := range users {
 		if u.Name == broker.BrokerUser {
@@ -175,6 +199,37 @@ func brokerInitRun(_ context.Context, g *globalOptions, o *brokerInitOptions) er
 			fmt.Fprintf(&b, "  ca_file: %s\n", abs(ca))
 		}
 		fmt.Fprint(g.io.Out, b.String())
+	}
+	return nil
+}
+
+// envs fills the spec's collectives from --collective and
+// --jetstream-domain.
+func (o *brokerInitOptions) envs() error {
+	if len(o.collectives) == 0 {
+		return usageErrorf("name a collective: --collective NAME")
+	}
+	domains := map[string]string{}
+	for _, d := range o.domains {
+		c, dom, ok := strings.Cut(d, "=")
+		if !ok || c == "" || dom == "" {
+			return usageErrorf("--jetstream-domain %q: want COLLECTIVE=DOMAIN, such as dr=dr", d)
+		}
+		if !slices.Contains(o.collectives, c) {
+			return usageErrorf("--jetstream-domain %s: %s is not a --collective of this broker", d, c)
+		}
+		domains[c] = dom
+	}
+	if d := domains[o.collectives[0]]; d != "" {
+		return usageErrorf("--jetstream-domain %s=%s: %s is this broker's own collective (the first --collective), whose hosts connect to it: its domain is the broker's own --domain", o.collectives[0], d, o.collectives[0])
+	}
+	o.spec.Collective = o.collectives[0]
+	o.spec.Also = nil
+	for _, c := range o.collectives[1:] {
+		o.spec.Also = append(o.spec.Also, broker.Env{Collective: c, Domain: domains[c]})
+	}
+	if _, err := o.spec.Envs(); err != nil {
+		return usageErrorf("%v", err)
 	}
 	return nil
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -116,6 +118,17 @@ func topologyAuth(authDir string, t *broker.Topology) error {
 			authDir, filepath.Dir(broker.ClusterAuthPaths(authDir).Secret)))
 	}
 	t.Auth = a
+	// A hub whose init names a DR domain made the leafnode user (its
+	// seed in cluster/, which DR brokers copy): DR brokers connect as it,
+	// with its permissions, and the hub takes no other leafnode.
+	if b, err := os.ReadFile(broker.LeafSeedPath(authDir)); err == nil {
+		t.LeafUsers = t.LeafListen != ""
+		if len(t.LeafRemotes) > 0 {
+			t.LeafSeed = strings.TrimSpace(string(b))
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("leafnode user: %w", err)
+	}
 	return nil
 }
 

@@ -84,7 +84,13 @@ func (cs *controlSession) update(ctx context.Context, kind string, edit func(*co
 	// An operator's broker user may neither read the bucket's history
 	// (a consumer) nor write it.
 	bucket := control.Bucket(cs.cfg.Collective)
-	ctx, refused := cancelOnRefusal(ctx, cs.nc, "$KV."+bucket+".", "$JS.API.CONSUMER.CREATE.KV_"+bucket+".")
+	// In a DR site's domain, reached through a hub, both are addressed
+	// $JS.<domain>.API.… (nats.go's domain prefix).
+	api := "$JS.API."
+	if d := cs.cfg.NATS.JetStreamDomain; d != "" {
+		api = "$JS." + d + ".API."
+	}
+	ctx, refused := cancelOnRefusal(ctx, cs.nc, "$KV."+bucket+".", api+"$KV."+bucket+".", api+"CONSUMER.CREATE.KV_"+bucket+".")
 	d, err := cs.store.Update(ctx, control.UpdateOptions{Kind: kind, Signer: cs.signer, By: cs.cfg.User, TrustBase: cs.trust, Edit: edit,
 		Hosts: cs.hosts(), Notice: func(s string) { fmt.Fprintln(cs.errOut, s) }})
 	if err != nil && refused() {

@@ -57,6 +57,9 @@ type fleet struct {
 	// hook, when set, is called as a host runs an action ("agent.action"),
 	// before the action returns.
 	hook func(host, call string)
+	// auth, when set, adds a host's broker credentials to its NATS
+	// config (a locked-down broker's nkey_file and ca_file).
+	auth func(id string, c *agents.NATSConfig)
 	wg   sync.WaitGroup
 	stop context.CancelFunc
 	ctx  context.Context
@@ -203,6 +206,9 @@ func (f *fleet) startHost(id, urls string, extra map[string]string) error {
 		MaxTTL: agents.Duration(10 * time.Minute), ClockSkew: agents.Duration(30 * time.Second), ActionTimeout: agents.Duration(time.Minute),
 		MaxConcurrent: 8, RegistryTTL: agents.Duration(time.Minute), ShutdownTimeout: agents.Duration(5 * time.Second),
 		NATS: agents.NATSConfig{URLs: strings.Split(urls, ",")},
+	}
+	if f.auth != nil {
+		f.auth(id, &cfg.NATS)
 	}
 	host, err := agents.NewHost(agents.HostOptions{Identity: id, Collective: f.collective, Version: "test", Facts: facts,
 		Plugins: pl, AuthorizedKeys: cfg.AuthorizedKeys, Policy: cfg.Policy, ActionTimeout: cfg.ActionTimeout.D()})
