@@ -11,14 +11,10 @@ package brokermetrics
 
 import (
 	"bytes"
-	"context"
-	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 
@@ -212,45 +208,13 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // Server serves a broker's metrics over HTTP.
-type Server struct {
-	ln  net.Listener
-	srv *http.Server
-}
+type Server = metrics.Server
 
 // Listen checks addr (metrics.CheckListen) and binds it, so that a port in
 // use stops the broker's start-up rather than leaving it unobserved.
 func Listen(addr string, allowRemote bool, s *server.Server, log *slog.Logger) (*Server, error) {
-	if err := metrics.CheckListen(addr, allowRemote); err != nil {
-		return nil, err
-	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("metrics: %w", err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", Handler(s, log))
-	return &Server{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout: 10 * time.Second, WriteTimeout: 15 * time.Second, IdleTimeout: time.Minute,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}}, nil
-}
-
-// Addr is the address the server listens on.
-func (m *Server) Addr() net.Addr { return m.ln.Addr() }
-
-// Serve serves until ctx ends, then closes the listener.
-func (m *Server) Serve(ctx context.Context) error {
-	errc := make(chan error, 1)
-	go func() { errc <- m.srv.Serve(m.ln) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("metrics: %w", err)
-	case <-ctx.Done():
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = m.srv.Shutdown(sctx)
-		return nil
-	}
+	return metrics.Listen(addr, allowRemote, Handler(s, log), log)
 }
