@@ -115,7 +115,7 @@ func (g *globalOptions) workflowSession(ctx context.Context) (*workflowSession, 
 	cancel()
 	if err != nil {
 		s.Close()
-		return nil, withHint(err, storeHint)
+		return nil, withHint(fmt.Errorf("the run state and locks are unavailable: %w", err), storeHint)
 	}
 	return &workflowSession{session: s, caller: &buscaller.Caller{Client: s.client, Registry: s.reg}, store: store}, nil
 }
