@@ -47,32 +47,7 @@ func getJSON(t *testing.T, addr, path string, v any) {
 // the real monitoring endpoints: /varz counts the client that connected
 // and the messages it sent, /jsz reports JetStream usage, /healthz is ok.
 func TestBrokerMonitorListen(t *testing.T) {
-	port, mport := freeTCPPort(t), freeTCPPort(t)
-	maddr := "127.0.0.1:" + strconv.Itoa(mport)
-	ctx, cancel := context.WithCancel(context.Background())
-	var errb testio.Buffer
-	done := make(chan int)
-	go func() {
-		done <- Main(ctx, []string{"broker", "--port", strconv.Itoa(port), "--store", t.TempDir(), "--monitor-listen", maddr},
-			IO{In: strings.NewReader(""), Out: &errb, Err: &errb, Getenv: func(string) string { return "" }})
-	}()
-	defer func() {
-		cancel()
-		if code := <-done; code != 0 {
-			t.Errorf("signet broker exited %d: %s", code, errb.String())
-		}
-	}()
-	var nc *nats.Conn
-	var err error
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if nc, err = nats.Connect("nats://127.0.0.1:" + strconv.Itoa(port)); err == nil {
-			break
-		}
-	}
-	if err != nil {
-		t.Fatalf("broker did not come up: %v\n%s", err, errb.String())
-	}
-	defer nc.Close()
+	maddr, nc, errb := runBrokerWith(t, "--monitor-listen")
 	for range 5 {
 		if err := nc.Publish("signet.test", []byte("hello")); err != nil {
 			t.Fatal(err)
@@ -130,32 +105,7 @@ func TestBrokerMonitorListenMustBeLoopback(t *testing.T) {
 // it: the Prometheus text format, parsed by Prometheus' own parser, counts
 // the messages a real client sent.
 func TestBrokerMetricsListen(t *testing.T) {
-	port, mport := freeTCPPort(t), freeTCPPort(t)
-	maddr := "127.0.0.1:" + strconv.Itoa(mport)
-	ctx, cancel := context.WithCancel(context.Background())
-	var errb testio.Buffer
-	done := make(chan int)
-	go func() {
-		done <- Main(ctx, []string{"broker", "--port", strconv.Itoa(port), "--store", t.TempDir(), "--metrics-listen", maddr},
-			IO{In: strings.NewReader(""), Out: &errb, Err: &errb, Getenv: func(string) string { return "" }})
-	}()
-	defer func() {
-		cancel()
-		if code := <-done; code != 0 {
-			t.Errorf("signet broker exited %d: %s", code, errb.String())
-		}
-	}()
-	var nc *nats.Conn
-	var err error
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if nc, err = nats.Connect("nats://127.0.0.1:" + strconv.Itoa(port)); err == nil {
-			break
-		}
-	}
-	if err != nil {
-		t.Fatalf("broker did not come up: %v\n%s", err, errb.String())
-	}
-	defer nc.Close()
+	maddr, nc, errb := runBrokerWith(t, "--metrics-listen")
 	for range 5 {
 		nc.Publish("signet.test", []byte("hello"))
 	}
@@ -244,4 +194,39 @@ func TestBrokerMetricsPortInUse(t *testing.T) {
 	if code == 0 || !strings.Contains(out.String(), "--metrics-listen: metrics: listen tcp "+l.Addr().String()) || !strings.Contains(out.String(), "address already in use") {
 		t.Fatalf("exit %d: %s", code, out.String())
 	}
+}
+
+// runBrokerWith runs `signet broker` with flag (--monitor-listen or
+// --metrics-listen) on a free loopback port and returns that address and
+// a client connected to the broker, and what the broker printed; the
+// broker stops with the test, and must exit 0.
+func runBrokerWith(t *testing.T, flag string) (string, *nats.Conn, *testio.Buffer) {
+	t.Helper()
+	port, mport := freeTCPPort(t), freeTCPPort(t)
+	maddr := "127.0.0.1:" + strconv.Itoa(mport)
+	ctx, cancel := context.WithCancel(context.Background())
+	errb := &testio.Buffer{}
+	done := make(chan int)
+	go func() {
+		done <- Main(ctx, []string{"broker", "--port", strconv.Itoa(port), "--store", t.TempDir(), flag, maddr},
+			IO{In: strings.NewReader(""), Out: errb, Err: errb, Getenv: func(string) string { return "" }})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if code := <-done; code != 0 {
+			t.Errorf("signet broker exited %d: %s", code, errb.String())
+		}
+	})
+	var nc *nats.Conn
+	var err error
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if nc, err = nats.Connect("nats://127.0.0.1:" + strconv.Itoa(port)); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("broker did not come up: %v\n%s", err, errb.String())
+	}
+	t.Cleanup(nc.Close)
+	return maddr, nc, errb
 }
