@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -24,18 +23,8 @@ import (
 	"github.com/signetbus/signet/internal/keys"
 	"github.com/signetbus/signet/internal/keys/keytest"
 	"github.com/signetbus/signet/internal/metrics/prom"
+	"github.com/signetbus/signet/internal/metrics/promtest"
 )
-
-// freeLoopbackAddr returns 127.0.0.1:PORT with a port free right now.
-func freeLoopbackAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
 // scrape fetches and parses http://addr/metrics.
 func scrape(t *testing.T, addr string) map[string]*dto.MetricFamily {
@@ -100,7 +89,7 @@ func TestMetricsCountSignedRequests(t *testing.T) {
 	srv := brokertest.Start(t)
 	d := newDaemonFiles(t)
 	writeFile(t, d.policy, "rules:\n  - roles: [admin]\n    allow: [\"rpcutil.ping\", \"rpcutil.get_fact\"]\n", 0o644)
-	addr := freeLoopbackAddr(t)
+	addr := promtest.FreeAddr(t)
 	d.write(t, fmt.Sprintf("nats: {urls: [%q]}", srv.ClientURL()), "metrics_listen: "+addr, "collective: met")
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -251,7 +240,7 @@ func TestMetricsListenMustBeLoopback(t *testing.T) {
 	// Without an exporter (signetd run inside signet's tests) a config
 	// that asks for metrics does not start.
 	d := newDaemonFiles(t)
-	d.write(t, "metrics_listen: "+freeLoopbackAddr(t))
+	d.write(t, "metrics_listen: "+promtest.FreeAddr(t))
 	if code, _, errOut := runDaemon(t, 10*time.Second, "-c", d.config); code != ExitFailed || !strings.Contains(errOut, "this build has no metrics exporter") {
 		t.Errorf("no exporter: exit %d: %s", code, errOut)
 	}

@@ -2,12 +2,8 @@ package signetd
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -20,6 +16,7 @@ import (
 	"github.com/signetbus/signet/internal/broker/brokertest"
 	"github.com/signetbus/signet/internal/keys"
 	"github.com/signetbus/signet/internal/metrics/prom"
+	"github.com/signetbus/signet/internal/metrics/promtest"
 )
 
 // TestPrometheusScrapesSignetd runs a real Prometheus server against a
@@ -36,7 +33,7 @@ func TestPrometheusScrapesSignetd(t *testing.T) {
 	}
 	srv := brokertest.Start(t)
 	d := newDaemonFiles(t)
-	addr := freeLoopbackAddr(t)
+	addr := promtest.FreeAddr(t)
 	d.write(t, fmt.Sprintf("nats: {urls: [%q]}", srv.ClientURL()), "metrics_listen: "+addr, "collective: met")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int)
@@ -62,20 +59,7 @@ scrape_configs:
   - job_name: signetd
     static_configs: [{targets: [%q]}]
 `, rules, addr)
-	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	promAddr := freeLoopbackAddr(t)
-	cmd := exec.Command(promBin, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+promAddr)
-	var logBuf strings.Builder
-	lw := &lockedWriter{w: &logBuf}
-	cmd.Stdout, cmd.Stderr = lw, lw
-	logs := func() string { lw.mu.Lock(); defer lw.mu.Unlock(); return logBuf.String() }
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	promAddr, logs := promtest.Start(t, promBin, dir, cfg)
 
 	hk, err := keys.LoadHostKey(d.hostKey)
 	if err != nil {
@@ -103,44 +87,12 @@ scrape_configs:
 		if time.Now().After(deadline) {
 			t.Fatalf("Prometheus query %s = %q after 60s, want 3\n%s", query, got, logs())
 		}
-		var r struct {
-			Data struct {
-				Result []struct {
-					Value [2]any `json:"value"`
-				} `json:"result"`
-			} `json:"data"`
-		}
-		if promGet(promAddr, "/api/v1/query?query="+url.QueryEscape(query), &r) == nil && len(r.Data.Result) == 1 {
-			got, _ = r.Data.Result[0].Value[1].(string)
-		}
+		got = promtest.Query(promAddr, query)
 	}
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(250 * time.Millisecond) {
-		var r struct {
-			Data struct {
-				Groups []struct {
-					Rules []struct {
-						Name           string `json:"name"`
-						Health         string `json:"health"`
-						LastError      string `json:"lastError"`
-						LastEvaluation string `json:"lastEvaluation"`
-					} `json:"rules"`
-				} `json:"groups"`
-			} `json:"data"`
-		}
-		if err := promGet(promAddr, "/api/v1/rules", &r); err != nil {
+		n, ok, bad, err := promtest.Rules(promAddr)
+		if err != nil {
 			t.Fatal(err)
-		}
-		n, ok, bad := 0, 0, []string{}
-		for _, g := range r.Data.Groups {
-			for _, rule := range g.Rules {
-				n++
-				switch {
-				case rule.Health == "ok":
-					ok++
-				case rule.Health == "err":
-					bad = append(bad, rule.Name+": "+rule.LastError)
-				}
-			}
 		}
 		if len(bad) > 0 {
 			t.Fatalf("rules fail on real series: %v", bad)
@@ -153,16 +105,4 @@ scrape_configs:
 			t.Fatalf("%d of %d rules evaluated ok after 30s", ok, n)
 		}
 	}
-}
-
-func promGet(addr, path string, v any) error {
-	resp, err := http.Get("http://" + addr + path)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", path, resp.Status)
-	}
-	return json.NewDecoder(resp.Body).Decode(v)
 }

@@ -2,11 +2,8 @@ package brokermetrics
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
-	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,67 +14,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/signetbus/signet/internal/metrics/promtest"
 )
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-func promGet(addr, path string, v any) error {
-	resp, err := http.Get("http://" + addr + path)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", path, resp.Status)
-	}
-	return json.NewDecoder(resp.Body).Decode(v)
-}
-
-// promQuery is the value of an instant query with one result; "" when
-// there is no result (yet).
-func promQuery(addr, q string) string {
-	var r struct {
-		Data struct {
-			Result []struct {
-				Value [2]any `json:"value"`
-			} `json:"result"`
-		} `json:"data"`
-	}
-	if promGet(addr, "/api/v1/query?query="+url.QueryEscape(q), &r) != nil || len(r.Data.Result) != 1 {
-		return ""
-	}
-	s, _ := r.Data.Result[0].Value[1].(string)
-	return s
-}
-
-// alertState is the state (pending, firing) of alert name; "" when inactive.
-func alertState(addr, name string) string {
-	var r struct {
-		Data struct {
-			Alerts []struct {
-				Labels map[string]string `json:"labels"`
-				State  string            `json:"state"`
-			} `json:"alerts"`
-		} `json:"data"`
-	}
-	if promGet(addr, "/api/v1/alerts", &r) != nil {
-		return ""
-	}
-	for _, a := range r.Data.Alerts {
-		if a.Labels["alertname"] == name {
-			return a.State
-		}
-	}
-	return ""
-}
 
 // TestPrometheusScrapesBroker runs a real Prometheus server against a
 // cluster of three real `signet broker --metrics-listen` processes (the
@@ -101,11 +40,11 @@ func TestPrometheusScrapesBroker(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", signet, "../../../cmd/signet").CombinedOutput(); err != nil {
 		t.Fatalf("build signet: %v\n%s", err, out)
 	}
-	hub := freeAddr(t)
+	hub := promtest.FreeAddr(t)
 	const n = 3
 	var natsAddr, maddr, routes [n]string
 	for i := range n {
-		natsAddr[i], maddr[i], routes[i] = freeAddr(t), freeAddr(t), freeAddr(t)
+		natsAddr[i], maddr[i], routes[i] = promtest.FreeAddr(t), promtest.FreeAddr(t), promtest.FreeAddr(t)
 	}
 	var procs [n]*exec.Cmd
 	var logs [n]string
@@ -190,22 +129,7 @@ scrape_configs:
   - job_name: signet-broker
     static_configs: [{targets: [%q, %q, %q]}]
 `, rules, maddr[0], maddr[1], maddr[2])
-	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	promAddr := freeAddr(t)
-	prom := exec.Command(promBin, "--config.file="+filepath.Join(dir, "prometheus.yml"),
-		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+promAddr)
-	plog, err := os.Create(filepath.Join(dir, "prometheus.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	prom.Stdout, prom.Stderr = plog, plog
-	if err := prom.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { prom.Process.Kill(); prom.Wait() }()
-	promLog := func() string { b, _ := os.ReadFile(plog.Name()); return string(b) }
+	promAddr, promLog := promtest.Start(t, promBin, dir, cfg)
 
 	waitFor := func(what string, wait time.Duration, ok func() bool) {
 		t.Helper()
@@ -216,51 +140,29 @@ scrape_configs:
 		}
 	}
 	waitFor("Prometheus sees the 25 messages on n1", 60*time.Second, func() bool {
-		v, _ := strconv.ParseFloat(promQuery(promAddr, fmt.Sprintf(`signet_broker_in_messages_total{instance=%q}`, maddr[0])), 64)
+		v, _ := strconv.ParseFloat(promtest.Query(promAddr, fmt.Sprintf(`signet_broker_in_messages_total{instance=%q}`, maddr[0])), 64)
 		return v >= 25
 	})
 	waitFor("Prometheus sees three registry entries on each node", 20*time.Second, func() bool {
-		return promQuery(promAddr, `count(signet_broker_registry_entries{collective="lab"} == 3)`) == "3"
+		return promtest.Query(promAddr, `count(signet_broker_registry_entries{collective="lab"} == 3)`) == "3"
 	})
 	waitFor("Prometheus sees one meta leader", 20*time.Second, func() bool {
-		return promQuery(promAddr, `sum(signet_broker_jetstream_meta_leader)`) == "1"
+		return promtest.Query(promAddr, `sum(signet_broker_jetstream_meta_leader)`) == "1"
 	})
 	waitFor("the leafnode alert is pending (the hub is not there)", 20*time.Second, func() bool {
-		return alertState(promAddr, "SignetBrokerLeafnodeDown") == "pending"
+		return promtest.AlertState(promAddr, "SignetBrokerLeafnodeDown") == "pending"
 	})
 	for _, a := range []string{"SignetBrokerDown", "SignetBrokerRouteDown", "SignetBrokerJetStreamPeerOffline", "SignetBrokerNoMetaLeader"} {
-		if s := alertState(promAddr, a); s != "" {
+		if s := promtest.AlertState(promAddr, a); s != "" {
 			t.Errorf("%s is %s while the cluster is whole", a, s)
 		}
 	}
 	waitFor("every rule evaluates ok", 30*time.Second, func() bool {
-		var r struct {
-			Data struct {
-				Groups []struct {
-					Rules []struct {
-						Name      string `json:"name"`
-						Health    string `json:"health"`
-						LastError string `json:"lastError"`
-					} `json:"rules"`
-				} `json:"groups"`
-			} `json:"data"`
+		total, ok, bad, err := promtest.Rules(promAddr)
+		if len(bad) > 0 {
+			t.Fatalf("rules fail on real series: %v", bad)
 		}
-		if err := promGet(promAddr, "/api/v1/rules", &r); err != nil {
-			return false
-		}
-		total, ok := 0, 0
-		for _, g := range r.Data.Groups {
-			for _, rule := range g.Rules {
-				total++
-				switch rule.Health {
-				case "ok":
-					ok++
-				case "err":
-					t.Fatalf("rule %s fails on real series: %s", rule.Name, rule.LastError)
-				}
-			}
-		}
-		return total > 0 && ok == total
+		return err == nil && total > 0 && ok == total
 	})
 
 	// n3 crashes (SIGKILL): it stops answering scrapes, and the others page
@@ -271,7 +173,7 @@ scrape_configs:
 	procs[2].Wait()
 	for _, a := range []string{"SignetBrokerDown", "SignetBrokerRouteDown"} {
 		waitFor(a+" is pending after n3 was killed", 30*time.Second, func() bool {
-			return alertState(promAddr, a) == "pending"
+			return promtest.AlertState(promAddr, a) == "pending"
 		})
 	}
 	// n2 is stopped cleanly (SIGTERM): it tells its peers, which mark it
@@ -279,10 +181,10 @@ scrape_configs:
 	procs[1].Process.Signal(syscall.SIGTERM)
 	procs[1].Wait()
 	waitFor("SignetBrokerJetStreamPeerOffline is pending for n2", 30*time.Second, func() bool {
-		return promQuery(promAddr, `ALERTS{alertname="SignetBrokerJetStreamPeerOffline",peer="n2",alertstate="pending"}`) == "1"
+		return promtest.Query(promAddr, `ALERTS{alertname="SignetBrokerJetStreamPeerOffline",peer="n2",alertstate="pending"}`) == "1"
 	})
 	waitFor("SignetBrokerNoMetaLeader is pending on n1", 60*time.Second, func() bool {
-		return alertState(promAddr, "SignetBrokerNoMetaLeader") == "pending"
+		return promtest.AlertState(promAddr, "SignetBrokerNoMetaLeader") == "pending"
 	})
 }
 
